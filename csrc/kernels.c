@@ -1,0 +1,595 @@
+/* kernels.c - matmul, activation quantization and attention kernels.
+ *
+ * Three families behind kernels.h: portable C (the reference, and the whole story on CPUs we have
+ * no SIMD for), AVX2+FMA+F16C (compiled with target attributes and chosen at run time, so one
+ * x86-64 build runs on CPUs without AVX2), and NEON (aarch64, where it is always present).
+ *
+ * Weight blocks are GGUF's, byte for byte. Quantized weights multiply against activations
+ * quantized to 8 bits per 32-value block (block_q8x): integer dot products per block, one float
+ * scale per block pair.
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX2_KERNELS 1
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define HAVE_NEON_KERNELS 1
+#include <arm_neon.h>
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Block layouts (GGUF) */
+
+typedef struct { uint16_t d; int8_t qs[QK]; } block_q8_0;       /* value = qs * d */
+typedef struct { uint16_t d; uint8_t qs[QK / 2]; } block_q4_0;  /* value = (nibble - 8) * d */
+typedef struct { uint16_t d, m; uint8_t qs[QK / 2]; } block_q4_1; /* value = nibble * d + m */
+_Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(block_q4_1) == 20, "Q4_1 block is 20 bytes");
+/* In a 4-bit block, byte j holds element j in its low nibble and element j + 16 in its high one. */
+
+static float fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
+    if (exp == 0 && mant == 0) {
+        bits = sign;
+    } else if (exp == 0) { /* subnormal: renormalize */
+        exp = 113;
+        while (!(mant & 0x400u)) { mant <<= 1; exp--; }
+        bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+int kern_type_quantized(int type) {
+    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1;
+}
+
+size_t kern_row_bytes(int type, int cols) {
+    if (cols <= 0) return 0;
+    size_t n = (size_t)cols;
+    switch (type) {
+    case PYLLM_TYPE_F32: return n * 4;
+    case PYLLM_TYPE_F16: return n * 2;
+    case PYLLM_TYPE_Q8_0: return n % QK ? 0 : n / QK * sizeof(block_q8_0);
+    case PYLLM_TYPE_Q4_0: return n % QK ? 0 : n / QK * sizeof(block_q4_0);
+    case PYLLM_TYPE_Q4_1: return n % QK ? 0 : n / QK * sizeof(block_q4_1);
+    default: return 0;
+    }
+}
+
+/* The [lo, hi) share of n items for thread ith of nth, in chunks that are multiples of align. */
+static void thread_share(int n, int ith, int nth, int align, int *lo, int *hi) {
+    int chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *lo = ith * chunk < n ? ith * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Portable kernels: the reference every SIMD kernel is tested against. */
+
+void kern_dequantize_row(int type, const void *src, float *dst, int n) {
+    switch (type) {
+    case PYLLM_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case PYLLM_TYPE_F16: {
+        const uint16_t *h = src;
+        for (int i = 0; i < n; i++) dst[i] = fp16_to_fp32(h[i]);
+        break;
+    }
+    case PYLLM_TYPE_Q8_0: {
+        const block_q8_0 *b = src;
+        for (int i = 0; i < n / QK; i++) {
+            float d = fp16_to_fp32(b[i].d);
+            for (int j = 0; j < QK; j++) dst[i * QK + j] = b[i].qs[j] * d;
+        }
+        break;
+    }
+    case PYLLM_TYPE_Q4_0: {
+        const block_q4_0 *b = src;
+        for (int i = 0; i < n / QK; i++) {
+            float d = fp16_to_fp32(b[i].d);
+            for (int j = 0; j < QK / 2; j++) {
+                dst[i * QK + j] = ((b[i].qs[j] & 0x0F) - 8) * d;
+                dst[i * QK + j + QK / 2] = ((b[i].qs[j] >> 4) - 8) * d;
+            }
+        }
+        break;
+    }
+    case PYLLM_TYPE_Q4_1: {
+        const block_q4_1 *b = src;
+        for (int i = 0; i < n / QK; i++) {
+            float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+            for (int j = 0; j < QK / 2; j++) {
+                dst[i * QK + j] = (b[i].qs[j] & 0x0F) * d + m;
+                dst[i * QK + j + QK / 2] = (b[i].qs[j] >> 4) * d + m;
+            }
+        }
+        break;
+    }
+    }
+}
+
+void kern_quantize_rows(const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
+    int lo, hi;
+    thread_share(n * (cols / QK), ith, nth, 1, &lo, &hi);
+    for (int b = lo; b < hi; b++) {
+        const float *v = x + (size_t)b * QK;
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(v[j]));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            int q = (int)roundf(v[j] * id);
+            xq[b].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        xq[b].d = d;
+        xq[b].s = d * (float)sum;
+    }
+}
+
+static float dot_f32_ref(const float *w, const float *x, int n) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+static float dot_f16_ref(const uint16_t *w, const float *x, int n) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += fp16_to_fp32(w[i]) * x[i];
+    return sum;
+}
+
+static float dot_q8_0_ref(const block_q8_0 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int acc = 0;
+        for (int j = 0; j < QK; j++) acc += w[b].qs[j] * x[b].qs[j];
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
+    }
+    return sum;
+}
+
+static float dot_q4_0_ref(const block_q4_0 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int acc = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            acc += ((w[b].qs[j] & 0x0F) - 8) * x[b].qs[j];
+            acc += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + QK / 2];
+        }
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
+    }
+    return sum;
+}
+
+static float dot_q4_1_ref(const block_q4_1 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int acc = 0;
+        for (int j = 0; j < QK / 2; j++) {
+            acc += (w[b].qs[j] & 0x0F) * x[b].qs[j];
+            acc += (w[b].qs[j] >> 4) * x[b].qs[j + QK / 2];
+        }
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc + fp16_to_fp32(w[b].m) * x[b].s;
+    }
+    return sum;
+}
+
+static void matmul_portable(const pyllm_tensor *w, int r0, int r1, const float *x,
+                            const block_q8x *xq, int n, float *y, int accumulate) {
+    size_t rb = kern_row_bytes(w->type, w->cols);
+    int nb = w->cols / QK;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * w->cols;
+        const block_q8x *qt = xq + (size_t)t * nb;
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const void *row = (const uint8_t *)w->data + (size_t)r * rb;
+            float v = 0.0f;
+            switch (w->type) {
+            case PYLLM_TYPE_F32: v = dot_f32_ref(row, xt, w->cols); break;
+            case PYLLM_TYPE_F16: v = dot_f16_ref(row, xt, w->cols); break;
+            case PYLLM_TYPE_Q8_0: v = dot_q8_0_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q4_0: v = dot_q4_0_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q4_1: v = dot_q4_1_ref(row, qt, nb); break;
+            }
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
+static void attend_portable(const float *q, const float *k, const float *v, int kv_stride,
+                            int n_pos, int head_dim, float scale, float *scores, float *out) {
+    float max = -INFINITY;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = scale * dot_f32_ref(q, k + (size_t)j * kv_stride, head_dim);
+        max = fmaxf(max, scores[j]);
+    }
+    float total = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = expf(scores[j] - max);
+        total += scores[j];
+    }
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        const float *vj = v + (size_t)j * kv_stride;
+        float p = scores[j] / total;
+        for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX2 + FMA + F16C kernels.
+ *
+ * A matmul is cut into tiles of R weight rows x C activation rows: each tile loads and unpacks
+ * a weight block once for C activation rows and an activation block once for R weight rows,
+ * keeps R*C accumulators in registers, and reduces them horizontally only at the end of the row.
+ * Decoding (one activation row) uses 4x1 tiles, prompts use 2x4 tiles. The tile functions are
+ * always inlined with constant type, R and C, so each instantiation is a straight-line kernel.
+ */
+#ifdef HAVE_AVX2_KERNELS
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+AVX2_INLINE float avx2_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2_INLINE float avx2_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15 in element order (low nibbles first, then high). */
+AVX2_INLINE __m256i avx2_nibbles(const uint8_t *qs) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/* R x C tile over quantized weights: rows w, w + rb, ...; activation rows xq, xq + nb, ... */
+AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                            const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
+    const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
+                       : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    float offset[4][4]; /* Q4_1: sum over blocks of m * s */
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) { acc[r][c] = _mm256_setzero_ps(); offset[r][c] = 0.0f; }
+
+    for (int b = 0; b < nb; b++) {
+        __m256i wq[4], wabs[4];
+        float wd[4], wm[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            wd[r] = avx2_half(blk);
+            if (type == PYLLM_TYPE_Q8_0) {
+                wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            } else if (type == PYLLM_TYPE_Q4_0) {
+                wq[r] = _mm256_sub_epi8(avx2_nibbles(blk + 2), _mm256_set1_epi8(8));
+            } else {
+                wm[r] = avx2_half(blk + 2);
+                wq[r] = avx2_nibbles(blk + 4);
+            }
+            if (type != PYLLM_TYPE_Q4_1) wabs[r] = _mm256_sign_epi8(wq[r], wq[r]);
+        }
+        for (int c = 0; c < C; c++) {
+            const block_q8x *xb = xq + (size_t)c * nb + b;
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)xb->qs);
+            for (int r = 0; r < R; r++) {
+                /* maddubs multiplies unsigned by signed bytes: signed weights go in as |w| with
+                 * their sign moved onto x. */
+                __m256i p16 = type == PYLLM_TYPE_Q4_1
+                    ? _mm256_maddubs_epi16(wq[r], xv)
+                    : _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(xv, wq[r]));
+                __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), p, acc[r][c]);
+                if (type == PYLLM_TYPE_Q4_1) offset[r][c] += wm[r] * xb->s;
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = avx2_hsum(acc[r][c]) + offset[r][c];
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+/* R x C tile over F32 or F16 weights against float activations. */
+AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                            const float *x, int cols, float *y, int y_stride, int accumulate) {
+    __m256 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= cols; i += 8) {
+        __m256 wv[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = w + (size_t)r * rb;
+            wv[r] = type == PYLLM_TYPE_F32
+                ? _mm256_loadu_ps((const float *)row + i)
+                : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+        }
+        for (int c = 0; c < C; c++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)c * cols + i);
+            for (int r = 0; r < R; r++) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = w + (size_t)r * rb;
+            float v = avx2_hsum(acc[r][c]);
+            for (int j = i; j < cols; j++) {
+                float wj = type == PYLLM_TYPE_F32 ? ((const float *)row)[j]
+                                                  : _cvtsh_ss(((const uint16_t *)row)[j]);
+                v += wj * x[(size_t)c * cols + j];
+            }
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm_tensor *w,
+                           size_t rb, int r, const float *x, const block_q8x *xq, int t, float *y,
+                           int accumulate) {
+    const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
+    float *yt = y + (size_t)t * w->rows + r;
+    if (kern_type_quantized(type)) {
+        int nb = w->cols / QK;
+        avx2_qtile(type, R, C, wr, rb, xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
+    } else {
+        avx2_ftile(type, R, C, wr, rb, x + (size_t)t * w->cols, w->cols, yt, w->rows, accumulate);
+    }
+}
+
+/* Rows [r0, r1) for all n activation rows, in tiles; rows are walked in chunks that stay in
+ * cache while every activation row passes over them. */
+AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
+                                  const float *x, const block_q8x *xq, int n, float *y,
+                                  int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    if (n == 1) {
+        int r = r0;
+        for (; r + 4 <= r1; r += 4) avx2_tile(type, 4, 1, w, rb, r, x, xq, 0, y, accumulate);
+        for (; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
+        return;
+    }
+    const int chunk = 64;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            int r = c0;
+            for (; r + 2 <= c1; r += 2) avx2_tile(type, 2, 4, w, rb, r, x, xq, t, y, accumulate);
+            for (; r < c1; r++) avx2_tile(type, 1, 4, w, rb, r, x, xq, t, y, accumulate);
+        }
+        for (; t < n; t++) {
+            int r = c0;
+            for (; r + 4 <= c1; r += 4) avx2_tile(type, 4, 1, w, rb, r, x, xq, t, y, accumulate);
+            for (; r < c1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, t, y, accumulate);
+        }
+    }
+}
+
+AVX2_TARGET static void matmul_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                    const block_q8x *xq, int n, float *y, int accumulate) {
+    switch (w->type) {
+    case PYLLM_TYPE_F32: avx2_matmul_type(PYLLM_TYPE_F32, w, r0, r1, x, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_F16: avx2_matmul_type(PYLLM_TYPE_F16, w, r0, r1, x, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_Q8_0: avx2_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_Q4_0: avx2_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_Q4_1: avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate); break;
+    }
+}
+
+AVX2_INLINE float avx2_dot(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float sum = avx2_hsum(acc);
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
+                                    int n_pos, int head_dim, float scale, float *scores,
+                                    float *out) {
+    float max = -INFINITY;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
+        max = fmaxf(max, scores[j]);
+    }
+    float total = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = expf(scores[j] - max);
+        total += scores[j];
+    }
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        const float *vj = v + (size_t)j * kv_stride;
+        const __m256 p = _mm256_set1_ps(scores[j] / total);
+        int i = 0;
+        for (; i + 8 <= head_dim; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(out + i)));
+        for (; i < head_dim; i++) out[i] += scores[j] / total * vj[i];
+    }
+}
+#endif /* HAVE_AVX2_KERNELS */
+
+/* ------------------------------------------------------------------------------------------ */
+/* NEON kernels (aarch64): one row at a time, int8 products widened with vmull/vpadal. */
+#ifdef HAVE_NEON_KERNELS
+static inline int8x16x2_t neon_weights(int type, const uint8_t *blk, float *d, float *m) {
+    int8x16x2_t q;
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    *d = fp16_to_fp32(h);
+    if (type == PYLLM_TYPE_Q8_0) {
+        q.val[0] = vld1q_s8((const int8_t *)blk + 2);
+        q.val[1] = vld1q_s8((const int8_t *)blk + 18);
+        return q;
+    }
+    const uint8_t *qs = blk + (type == PYLLM_TYPE_Q4_0 ? 2 : 4);
+    uint8x16_t raw = vld1q_u8(qs);
+    q.val[0] = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
+    q.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+    if (type == PYLLM_TYPE_Q4_0) {
+        q.val[0] = vsubq_s8(q.val[0], vdupq_n_s8(8));
+        q.val[1] = vsubq_s8(q.val[1], vdupq_n_s8(8));
+    } else {
+        memcpy(&h, blk + 2, 2);
+        *m = fp16_to_fp32(h);
+    }
+    return q;
+}
+
+static inline int32_t neon_dot_i8(int8x16x2_t w, const int8_t *x) {
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    int32x4_t acc = vdupq_n_s32(0);
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0)));
+    acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(w.val[0]), vget_high_s8(x0)));
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w.val[1]), vget_low_s8(x1)));
+    acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(w.val[1]), vget_high_s8(x1)));
+    return vaddvq_s32(acc);
+}
+
+static float neon_dot_f32(const float *a, const float *b, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) acc = vfmaq_f32(acc, vld1q_f32(a + i), vld1q_f32(b + i));
+    float sum = vaddvq_f32(acc);
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+static float neon_dot_f16(const uint16_t *w, const float *x, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        acc = vfmaq_f32(acc, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + i))), vld1q_f32(x + i));
+    float sum = vaddvq_f32(acc);
+    for (; i < n; i++) sum += fp16_to_fp32(w[i]) * x[i];
+    return sum;
+}
+
+static void matmul_neon(const pyllm_tensor *w, int r0, int r1, const float *x,
+                        const block_q8x *xq, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(w->type, w->cols);
+    const size_t bsize = w->type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
+                       : w->type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    const int nb = w->cols / QK;
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
+            float v = 0.0f;
+            if (w->type == PYLLM_TYPE_F32) {
+                v = neon_dot_f32((const float *)row, x + (size_t)t * w->cols, w->cols);
+            } else if (w->type == PYLLM_TYPE_F16) {
+                v = neon_dot_f16((const uint16_t *)row, x + (size_t)t * w->cols, w->cols);
+            } else {
+                const block_q8x *xt = xq + (size_t)t * nb;
+                for (int b = 0; b < nb; b++) {
+                    float d, m = 0.0f;
+                    int8x16x2_t wq = neon_weights(w->type, row + (size_t)b * bsize, &d, &m);
+                    v += d * xt[b].d * (float)neon_dot_i8(wq, xt[b].qs) + m * xt[b].s;
+                }
+            }
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
+static void attend_neon(const float *q, const float *k, const float *v, int kv_stride, int n_pos,
+                        int head_dim, float scale, float *scores, float *out) {
+    float max = -INFINITY;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = scale * neon_dot_f32(q, k + (size_t)j * kv_stride, head_dim);
+        max = fmaxf(max, scores[j]);
+    }
+    float total = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        scores[j] = expf(scores[j] - max);
+        total += scores[j];
+    }
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int j = 0; j < n_pos; j++) {
+        const float *vj = v + (size_t)j * kv_stride;
+        float p = scores[j] / total;
+        for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
+    }
+}
+#endif /* HAVE_NEON_KERNELS */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dispatch */
+
+int kern_isa_available(int isa) {
+    switch (isa) {
+    case PYLLM_ISA_PORTABLE: return 1;
+#ifdef HAVE_AVX2_KERNELS
+    case PYLLM_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+#endif
+#ifdef HAVE_NEON_KERNELS
+    case PYLLM_ISA_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+int kern_isa_best(void) {
+    if (kern_isa_available(PYLLM_ISA_AVX2)) return PYLLM_ISA_AVX2;
+    if (kern_isa_available(PYLLM_ISA_NEON)) return PYLLM_ISA_NEON;
+    return PYLLM_ISA_PORTABLE;
+}
+
+void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
+                 float *y, int accumulate, int ith, int nth) {
+    int r0, r1;
+    thread_share(w->rows, ith, nth, 4, &r0, &r1);
+    if (r0 >= r1) return;
+#ifdef HAVE_AVX2_KERNELS
+    if (isa == PYLLM_ISA_AVX2) { matmul_avx2(w, r0, r1, x, xq, n, y, accumulate); return; }
+#endif
+#ifdef HAVE_NEON_KERNELS
+    if (isa == PYLLM_ISA_NEON) { matmul_neon(w, r0, r1, x, xq, n, y, accumulate); return; }
+#endif
+    (void)isa;
+    matmul_portable(w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
+                 int n_pos, int head_dim, float scale, float *scores, float *out) {
+#ifdef HAVE_AVX2_KERNELS
+    if (isa == PYLLM_ISA_AVX2) { attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+#endif
+#ifdef HAVE_NEON_KERNELS
+    if (isa == PYLLM_ISA_NEON) { attend_neon(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+#endif
+    (void)isa;
+    attend_portable(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+}

@@ -1,0 +1,47 @@
+/* kernels.h - the small interface between the forward pass (model.c) and the compute kernels
+ * (kernels.c). Every function takes the kernel family (enum pyllm_isa) chosen once per model;
+ * SIMD code never leaks out of kernels.c. Functions taking (ith, nth) do thread ith's share of
+ * the work out of nth threads and are called from inside one OpenMP parallel region.
+ */
+#ifndef PYLLM_KERNELS_H
+#define PYLLM_KERNELS_H
+
+#include "pyllm.h"
+
+#define QK 32 /* values per quantization block, for every quantized type */
+
+/* Activations quantized for a matmul against quantized weights: 32 int8 values q, a scale d,
+ * and s = d * sum(q) (used by Q4_1's offset term). */
+typedef struct {
+    float d;
+    float s;
+    int8_t qs[QK];
+} block_q8x;
+
+int kern_isa_best(void);
+int kern_isa_available(int isa);
+
+/* 1 if weights of this type multiply against quantized activations (block_q8x). */
+int kern_type_quantized(int type);
+/* Bytes of one row of `cols` values, or 0 if the type is unknown or cols does not fit its blocks. */
+size_t kern_row_bytes(int type, int cols);
+
+/* Quantize n rows of `cols` floats (cols % QK == 0) to blocks; rows are split among threads. */
+void kern_quantize_rows(const float *x, int n, int cols, block_q8x *xq, int ith, int nth);
+
+/* y[t][r] (+)= dot(W[r], x[t]) for t < n and this thread's share of rows r. y has w->rows floats
+ * per row. x is (n, w->cols) floats; xq is x quantized, used when the weights are quantized.
+ * With accumulate set, results are added to y (residual connections) instead of stored. */
+void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
+                 float *y, int accumulate, int ith, int nth);
+
+/* One attention head for one query: out = softmax(scale * K q) V over n_pos cached positions.
+ * k and v point at position 0 of this head's keys/values, successive positions kv_stride floats
+ * apart. scores is scratch of n_pos floats. */
+void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
+                 int n_pos, int head_dim, float scale, float *scores, float *out);
+
+/* n values (n % block size == 0) of one row of a weight type, as floats. */
+void kern_dequantize_row(int type, const void *src, float *dst, int n);
+
+#endif

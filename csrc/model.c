@@ -1,0 +1,387 @@
+/* model.c - the forward pass of a llama-family decoder.
+ *
+ *   x = embed(tokens)
+ *   for each layer:
+ *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)
+ *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
+ *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
+ *   logits = rmsnorm(x) Wout
+ *
+ * A batch of tokens goes through together (matrix x matrix). All threads run the whole pass
+ * inside one OpenMP parallel region and meet at a barrier between steps, so a token costs one
+ * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
+ */
+#include "pyllm.h"
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MAX_BATCH 512 /* tokens per pass through the layers; longer inputs go in chunks */
+
+struct pyllm_model {
+    pyllm_config c;
+    pyllm_weights w;
+    pyllm_layer *layers;  /* our copy of the caller's layer table */
+    int n_threads;
+    int isa;
+    int n_batch;          /* rows of the scratch buffers below */
+    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair */
+    float *key_cache;     /* (n_layers, n_ctx, kv_dim) */
+    float *value_cache;   /* (n_layers, n_ctx, kv_dim) */
+    float *x;             /* (n_batch, dim) residual stream */
+    float *xb;            /* (n_batch, max(dim, q_dim)) normalized input, then attention output */
+    float *q;             /* (n_batch, q_dim) queries */
+    float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
+    float *hb2;           /* (n_batch, hidden_dim) up */
+    block_q8x *xq;        /* (n_batch, max width / QK) current matmul input, quantized */
+    float *scores;        /* (n_threads, n_ctx) attention scratch */
+};
+
+const char *pyllm_strerror(int code) {
+    switch (code) {
+    case PYLLM_OK: return "success";
+    case PYLLM_ERR_NOMEM: return "out of memory";
+    case PYLLM_ERR_ARG: return "invalid argument";
+    case PYLLM_ERR_TYPE: return "unsupported weight type or shape";
+    case PYLLM_ERR_CONTEXT: return "the tokens do not fit in the context";
+    case PYLLM_ERR_ISA: return "kernels not available on this CPU";
+    default: return "unknown error";
+    }
+}
+
+int pyllm_isa_best(void) { return kern_isa_best(); }
+int pyllm_isa_available(int isa) { return kern_isa_available(isa); }
+size_t pyllm_row_bytes(int type, int cols) { return kern_row_bytes(type, cols); }
+
+const char *pyllm_isa_name(int isa) {
+    switch (isa) {
+    case PYLLM_ISA_PORTABLE: return "portable";
+    case PYLLM_ISA_AVX2: return "avx2";
+    case PYLLM_ISA_NEON: return "neon";
+    default: return "unknown";
+    }
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static void rows_share(int n, int ith, int nth, int *lo, int *hi) {
+    int chunk = (n + nth - 1) / nth;
+    *lo = ith * chunk < n ? ith * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The steps of the forward pass. Each does thread ith's share of the work. */
+
+/* out = x / rms(x) * weight for n rows; then quantize out if a quantized matmul reads it. */
+static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim,
+                         float eps, block_q8x *xq, int ith, int nth) {
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *ot = out + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
+        if (xq) kern_quantize_rows(ot, 1, dim, xq + (size_t)t * (dim / QK), 0, 1);
+    }
+}
+
+/* Add the optional bias and rotate adjacent pairs of each head by position-dependent angles. */
+static void bias_rope(float *v, const float *bias, int n, int pos, int n_heads, int head_dim,
+                      const float *freq, int ith, int nth) {
+    int lo, hi;
+    rows_share(n * n_heads, ith, nth, &lo, &hi);
+    for (int th = lo; th < hi; th++) {
+        int t = th / n_heads, h = th % n_heads;
+        float *vh = v + (size_t)t * n_heads * head_dim + (size_t)h * head_dim;
+        if (bias)
+            for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
+        for (int i = 0; i < head_dim / 2; i++) {
+            float angle = (float)(pos + t) * freq[i];
+            float c = cosf(angle), s = sinf(angle);
+            float a = vh[2 * i], b = vh[2 * i + 1];
+            vh[2 * i] = a * c - b * s;
+            vh[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+static void add_bias(float *v, const float *bias, int n, int width, int ith, int nth) {
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++)
+        for (int i = 0; i < width; i++) v[(size_t)t * width + i] += bias[i];
+}
+
+/* Causal attention for n queries at positions pos .. pos+n-1 over the cache, split by (token, head). */
+static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nth) {
+    const pyllm_config *c = &m->c;
+    int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
+    int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
+    const float *keys = m->key_cache + (size_t)layer * c->n_ctx * kv_dim;
+    const float *values = m->value_cache + (size_t)layer * c->n_ctx * kv_dim;
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    int lo, hi;
+    rows_share(n * c->n_heads, ith, nth, &lo, &hi);
+    for (int th = lo; th < hi; th++) {
+        int t = th / c->n_heads, h = th % c->n_heads, kvh = h / group;
+        size_t head = (size_t)h * c->head_dim;
+        kern_attend(m->isa, m->q + (size_t)t * q_dim + head, keys + (size_t)kvh * c->head_dim,
+                    values + (size_t)kvh * c->head_dim, kv_dim, pos + t + 1, c->head_dim, scale,
+                    m->scores + (size_t)ith * c->n_ctx, m->xb + (size_t)t * q_dim + head);
+    }
+}
+
+/* hb = silu(hb) * hb2, then quantized for the down projection if it needs that. */
+static void swiglu(float *hb, const float *hb2, int n, int hidden, block_q8x *xq, int ith, int nth) {
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        float *g = hb + (size_t)t * hidden;
+        const float *u = hb2 + (size_t)t * hidden;
+        for (int i = 0; i < hidden; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if (xq) kern_quantize_rows(g, 1, hidden, xq + (size_t)t * (hidden / QK), 0, 1);
+    }
+}
+
+static void embed(pyllm_model *m, const int32_t *tokens, int n, int ith, int nth) {
+    const pyllm_tensor *e = &m->w.token_embd;
+    size_t rb = kern_row_bytes(e->type, e->cols);
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++)
+        kern_dequantize_row(e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb,
+                            m->x + (size_t)t * m->c.dim, m->c.dim);
+}
+
+static block_q8x *quantized_input(pyllm_model *m, int type) {
+    return kern_type_quantized(type) ? m->xq : NULL;
+}
+
+#define BARRIER _Pragma("omp barrier")
+
+/* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
+static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos, float *logits,
+                          int all_logits) {
+    const pyllm_config *c = &m->c;
+    const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa;
+    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+
+#pragma omp parallel num_threads(m->n_threads)
+    {
+        const int ith = thread_id(), nth = thread_count();
+        embed(m, tokens, n, ith, nth);
+        BARRIER;
+        for (int l = 0; l < c->n_layers; l++) {
+            const pyllm_layer *L = &m->layers[l];
+            float *k = m->key_cache + ((size_t)l * c->n_ctx + pos) * kv_dim;   /* (n, kv_dim) */
+            float *v = m->value_cache + ((size_t)l * c->n_ctx + pos) * kv_dim; /* (n, kv_dim) */
+            block_q8x *xq_qkv = kern_type_quantized(L->wq.type) || kern_type_quantized(L->wk.type) ||
+                                kern_type_quantized(L->wv.type) ? m->xq : NULL;
+            block_q8x *xq_ffn = kern_type_quantized(L->w_gate.type) ||
+                                kern_type_quantized(L->w_up.type) ? m->xq : NULL;
+
+            /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
+            rmsnorm_rows(m->xb, m->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
+            BARRIER;
+            kern_matmul(isa, &L->wq, m->xb, m->xq, n, m->q, 0, ith, nth);
+            kern_matmul(isa, &L->wk, m->xb, m->xq, n, k, 0, ith, nth);
+            kern_matmul(isa, &L->wv, m->xb, m->xq, n, v, 0, ith, nth);
+            BARRIER;
+            bias_rope(m->q, L->bq, n, pos, c->n_heads, c->head_dim, m->rope_freq, ith, nth);
+            bias_rope(k, L->bk, n, pos, c->n_kv_heads, c->head_dim, m->rope_freq, ith, nth);
+            if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
+            BARRIER;
+            attention(m, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
+            BARRIER;
+            if (kern_type_quantized(L->wo.type)) {
+                kern_quantize_rows(m->xb, n, q_dim, m->xq, ith, nth);
+                BARRIER;
+            }
+            kern_matmul(isa, &L->wo, m->xb, m->xq, n, m->x, 1, ith, nth); /* x += attn Wo */
+            BARRIER;
+
+            /* feed-forward block: SwiGLU */
+            rmsnorm_rows(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
+            BARRIER;
+            kern_matmul(isa, &L->w_gate, m->xb, m->xq, n, m->hb, 0, ith, nth);
+            kern_matmul(isa, &L->w_up, m->xb, m->xq, n, m->hb2, 0, ith, nth);
+            BARRIER;
+            swiglu(m->hb, m->hb2, n, hidden, quantized_input(m, L->w_down.type), ith, nth);
+            BARRIER;
+            kern_matmul(isa, &L->w_down, m->hb, m->xq, n, m->x, 1, ith, nth); /* x += ffn */
+            BARRIER;
+        }
+
+        /* classifier, only for the rows whose logits are wanted */
+        if (logits) {
+            int first = all_logits ? 0 : n - 1, n_out = n - first;
+            rmsnorm_rows(m->xb, m->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
+                         c->norm_eps, quantized_input(m, m->w.output.type), ith, nth);
+            BARRIER;
+            kern_matmul(isa, &m->w.output, m->xb, m->xq, n_out, logits, 0, ith, nth);
+        }
+    }
+}
+
+int pyllm_forward(pyllm_model *m, const int32_t *tokens, int n_tokens, int pos, float *logits,
+                  int all_logits) {
+    if (!m || !tokens || !logits || n_tokens < 1 || pos < 0) return PYLLM_ERR_ARG;
+    if (n_tokens > m->c.n_ctx - pos) return PYLLM_ERR_CONTEXT;
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->c.vocab_size) return PYLLM_ERR_ARG;
+    for (int done = 0; done < n_tokens; done += m->n_batch) {
+        int n = n_tokens - done < m->n_batch ? n_tokens - done : m->n_batch;
+        float *out = all_logits ? logits + (size_t)done * m->c.vocab_size
+                                : (done + n == n_tokens ? logits : NULL);
+        forward_batch(m, tokens + done, n, pos + done, out, all_logits);
+    }
+    return PYLLM_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Construction */
+
+static int tensor_ok(const pyllm_tensor *t, int rows, int cols) {
+    return t->data && t->rows == rows && t->cols == cols && kern_row_bytes(t->type, cols) > 0;
+}
+
+static int check_model(const pyllm_config *c, const pyllm_weights *w) {
+    if (c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 ||
+        c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 || c->vocab_size < 1 ||
+        c->n_ctx < 1 || c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) ||
+        !(c->norm_eps >= 0.0f))
+        return PYLLM_ERR_ARG;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    if (!w->output_norm || !w->layers || !tensor_ok(&w->token_embd, c->vocab_size, c->dim) ||
+        !tensor_ok(&w->output, c->vocab_size, c->dim))
+        return PYLLM_ERR_TYPE;
+    for (int l = 0; l < c->n_layers; l++) {
+        const pyllm_layer *L = &w->layers[l];
+        if (!L->attn_norm || !L->ffn_norm || !tensor_ok(&L->wq, q_dim, c->dim) ||
+            !tensor_ok(&L->wk, kv_dim, c->dim) || !tensor_ok(&L->wv, kv_dim, c->dim) ||
+            !tensor_ok(&L->wo, c->dim, q_dim) || !tensor_ok(&L->w_gate, c->hidden_dim, c->dim) ||
+            !tensor_ok(&L->w_up, c->hidden_dim, c->dim) ||
+            !tensor_ok(&L->w_down, c->dim, c->hidden_dim))
+            return PYLLM_ERR_TYPE;
+    }
+    return PYLLM_OK;
+}
+
+void pyllm_model_free(pyllm_model *m) {
+    if (!m) return;
+    free(m->layers);
+    free(m->rope_freq);
+    free(m->key_cache);
+    free(m->value_cache);
+    free(m->x);
+    free(m->xb);
+    free(m->q);
+    free(m->hb);
+    free(m->hb2);
+    free(m->xq);
+    free(m->scores);
+    free(m);
+}
+
+static void *alloc_floats(size_t rows, size_t cols) {
+    return calloc(rows * cols, sizeof(float));
+}
+
+int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads, int isa,
+                    pyllm_model **out) {
+    if (!c || !w || !out || n_threads < 1) return PYLLM_ERR_ARG;
+    *out = NULL;
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+    int err = check_model(c, w);
+    if (err) return err;
+
+    pyllm_model *m = calloc(1, sizeof *m);
+    if (!m) return PYLLM_ERR_NOMEM;
+    m->c = *c;
+    m->w = *w;
+    m->n_threads = n_threads;
+    m->isa = isa;
+    m->n_batch = c->n_ctx < MAX_BATCH ? c->n_ctx : MAX_BATCH;
+
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
+    size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
+    size_t cache = (size_t)c->n_layers * c->n_ctx;
+    size_t nb = (size_t)m->n_batch;
+
+    m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
+    m->rope_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
+    m->key_cache = alloc_floats(cache, kv_dim);
+    m->value_cache = alloc_floats(cache, kv_dim);
+    m->x = alloc_floats(nb, c->dim);
+    m->xb = alloc_floats(nb, wide);
+    m->q = alloc_floats(nb, q_dim);
+    m->hb = alloc_floats(nb, c->hidden_dim);
+    m->hb2 = alloc_floats(nb, c->hidden_dim);
+    m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
+    m->scores = alloc_floats((size_t)n_threads, c->n_ctx);
+    if (!m->layers || !m->rope_freq || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
+        !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
+        pyllm_model_free(m);
+        return PYLLM_ERR_NOMEM;
+    }
+    memcpy(m->layers, w->layers, (size_t)c->n_layers * sizeof *m->layers);
+    m->w.layers = m->layers;
+    /* frequency of pair i: theta^(-2i / head_dim), computed in float32 as the reference models do */
+    for (int i = 0; i < c->head_dim / 2; i++)
+        m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
+    *out = m;
+    return PYLLM_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A single matmul with the forward pass's kernels, for tests and benchmarks. */
+
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
+    if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
+    if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+    block_q8x *xq = NULL;
+    if (kern_type_quantized(w->type)) {
+        xq = malloc((size_t)n * (w->cols / QK) * sizeof *xq);
+        if (!xq) return PYLLM_ERR_NOMEM;
+    }
+#pragma omp parallel num_threads(n_threads)
+    {
+        const int ith = thread_id(), nth = thread_count();
+        if (xq) kern_quantize_rows(x, n, w->cols, xq, ith, nth);
+        BARRIER;
+        kern_matmul(isa, w, x, xq, n, y, 0, ith, nth);
+    }
+    free(xq);
+    return PYLLM_OK;
+}
+
+int pyllm_dequantize_row(int type, const void *src, float *dst, int n) {
+    if (!src || !dst || kern_row_bytes(type, n) == 0) return PYLLM_ERR_TYPE;
+    kern_dequantize_row(type, src, dst, n);
+    return PYLLM_OK;
+}

@@ -1,0 +1,114 @@
+/* pyllm.h - the whole C API of the pyllm core.
+ *
+ * The block between the "cdef" markers is also read by the cffi build (pyllm/_build.py),
+ * so the API is declared once. Everything the core needs comes in through these structs:
+ * the C side validates only what it is told to; the Python loader validates files.
+ */
+#ifndef PYLLM_H
+#define PYLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef begin */
+#define PYLLM_API_VERSION 1
+
+/* Error codes returned by every function that can fail (0 = success). */
+enum pyllm_error {
+    PYLLM_OK = 0,
+    PYLLM_ERR_NOMEM = 1,    /* an allocation failed */
+    PYLLM_ERR_ARG = 2,      /* an argument is out of range */
+    PYLLM_ERR_TYPE = 3,     /* unsupported weight type or shape for that type */
+    PYLLM_ERR_CONTEXT = 4,  /* the tokens do not fit in the KV cache */
+    PYLLM_ERR_ISA = 5       /* the requested kernels are not available on this CPU/build */
+};
+
+/* Weight types; the numbers and block layouts are GGUF's (ggml_type). */
+enum pyllm_type {
+    PYLLM_TYPE_F32 = 0,
+    PYLLM_TYPE_F16 = 1,
+    PYLLM_TYPE_Q4_0 = 2,    /* 32 values: f16 d, 16 bytes of nibbles; value (q - 8) * d */
+    PYLLM_TYPE_Q4_1 = 3,    /* 32 values: f16 d, f16 m, 16 bytes of nibbles; value q * d + m */
+    PYLLM_TYPE_Q8_0 = 8     /* 32 values: f16 d, 32 int8; value q * d */
+};
+
+/* Kernel families; pyllm_isa_best() says which is fastest here. */
+enum pyllm_isa {
+    PYLLM_ISA_PORTABLE = 0, /* plain C, everywhere */
+    PYLLM_ISA_AVX2 = 1,     /* x86-64 with AVX2 + FMA + F16C */
+    PYLLM_ISA_NEON = 2      /* aarch64 */
+};
+
+/* A 2-D weight matrix in row-major order: rows = output features, cols = input features. */
+typedef struct {
+    int type;               /* enum pyllm_type */
+    int rows;
+    int cols;
+    const void *data;       /* rows * row_bytes(type, cols) bytes */
+} pyllm_tensor;
+
+typedef struct {
+    int dim;                /* residual stream width */
+    int hidden_dim;         /* SwiGLU inner width */
+    int n_layers;
+    int n_heads;            /* query heads */
+    int n_kv_heads;         /* key/value heads (grouped-query attention when < n_heads) */
+    int head_dim;
+    int vocab_size;
+    int n_ctx;              /* KV cache length: the most tokens one sequence can hold */
+    float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
+    float norm_eps;         /* RMSNorm epsilon */
+} pyllm_config;
+
+typedef struct {
+    const float *attn_norm; /* (dim) */
+    pyllm_tensor wq;        /* (n_heads * head_dim, dim) */
+    pyllm_tensor wk;        /* (n_kv_heads * head_dim, dim) */
+    pyllm_tensor wv;        /* (n_kv_heads * head_dim, dim) */
+    const float *bq;        /* (n_heads * head_dim) or NULL */
+    const float *bk;        /* (n_kv_heads * head_dim) or NULL */
+    const float *bv;        /* (n_kv_heads * head_dim) or NULL */
+    pyllm_tensor wo;        /* (dim, n_heads * head_dim) */
+    const float *ffn_norm;  /* (dim) */
+    pyllm_tensor w_gate;    /* (hidden_dim, dim) */
+    pyllm_tensor w_up;      /* (hidden_dim, dim) */
+    pyllm_tensor w_down;    /* (dim, hidden_dim) */
+} pyllm_layer;
+
+typedef struct {
+    pyllm_tensor token_embd;    /* (vocab_size, dim) */
+    const float *output_norm;   /* (dim) */
+    pyllm_tensor output;        /* (vocab_size, dim); the same data as token_embd when tied */
+    const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
+} pyllm_weights;
+
+typedef struct pyllm_model pyllm_model;
+
+/* The fastest kernel family this CPU and build support. */
+int pyllm_isa_best(void);
+/* 1 if kernels of that family can run here, else 0. */
+int pyllm_isa_available(int isa);
+const char *pyllm_isa_name(int isa);
+const char *pyllm_strerror(int code);
+/* Bytes of one row of `cols` values of a weight type, or 0 if the type or length is not supported. */
+size_t pyllm_row_bytes(int type, int cols);
+
+/* Build a model over weights the caller keeps alive (they are not copied); allocates the KV cache. */
+int pyllm_model_new(const pyllm_config *config, const pyllm_weights *weights,
+                    int n_threads, int isa, pyllm_model **out);
+void pyllm_model_free(pyllm_model *model);
+
+/* Run n_tokens tokens at cache positions pos .. pos+n_tokens-1 (earlier positions must already be
+ * in the cache). Writes logits (vocab_size floats per row) for every position when all_logits is
+ * nonzero, else for the last position only. */
+int pyllm_forward(pyllm_model *model, const int32_t *tokens, int n_tokens, int pos,
+                  float *logits, int all_logits);
+
+/* y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa`: the matmul the forward pass uses,
+ * exposed for tests and benchmarks. */
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads);
+/* n values of a row of a weight type, as float32 (the inverse of the block encoding). */
+int pyllm_dequantize_row(int type, const void *src, float *dst, int n);
+/* cdef end */
+
+#endif

@@ -1,0 +1,71 @@
+"""The compiled C core (pyllm._core) and the few helpers that talk to it directly."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import EngineError, PyllmError
+
+try:
+    from ._core import ffi, lib
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "pyllm's C core is not built; install the package with `pip install .` "
+        "(or `pip install -e .` in a checkout)"
+    ) from exc
+
+API_VERSION = 1
+if lib.PYLLM_API_VERSION != API_VERSION:  # pragma: no cover - only with a stale build
+    raise ImportError(
+        f"pyllm's C core is API version {lib.PYLLM_API_VERSION} but the Python package expects "
+        f"{API_VERSION}: rebuild it with `pip install .`"
+    )
+
+ISAS = {"portable": lib.PYLLM_ISA_PORTABLE, "avx2": lib.PYLLM_ISA_AVX2, "neon": lib.PYLLM_ISA_NEON}
+
+
+def check(code: int, what: str) -> None:
+    """Raise EngineError naming `what` when a C call returned an error code."""
+    if code != lib.PYLLM_OK:
+        raise EngineError(f"{what}: {ffi.string(lib.pyllm_strerror(code)).decode()}")
+
+
+def available_kernels() -> list[str]:
+    """Names of the kernel families that can run on this CPU, fastest last."""
+    return [name for name, isa in ISAS.items() if lib.pyllm_isa_available(isa)]
+
+
+def best_kernels() -> str:
+    """Name of the fastest kernel family on this CPU."""
+    return ffi.string(lib.pyllm_isa_name(lib.pyllm_isa_best())).decode()
+
+
+def kernel_id(name: str) -> int:
+    """The C id of a kernel family name ("auto" = the best here); ValueError if it cannot run here."""
+    if name == "auto":
+        return lib.pyllm_isa_best()
+    if name not in ISAS:
+        raise ValueError(f"unknown kernels {name!r}; choose from auto, {', '.join(ISAS)}")
+    if not lib.pyllm_isa_available(ISAS[name]):
+        raise PyllmError(f"kernels {name!r} cannot run on this CPU (available: {', '.join(available_kernels())})")
+    return ISAS[name]
+
+
+def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
+           kernels: str = "auto", n_threads: int = 1) -> np.ndarray:
+    """y = x @ W.T with the forward pass's kernels; W is `rows` rows of encoded bytes `raw`.
+
+    Exposed for tests and benchmarks: x (n, cols) float32 is quantized on the fly for quantized W.
+    """
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != cols:
+        raise ValueError(f"x must have shape (n, {cols}), got {x.shape}")
+    if raw.size != rows * lib.pyllm_row_bytes(type_id, cols):
+        raise ValueError("weight bytes do not match rows, cols and type")
+    y = np.empty((x.shape[0], rows), dtype=np.float32)
+    w = ffi.new("pyllm_tensor *", {"type": type_id, "rows": rows, "cols": cols,
+                                   "data": ffi.from_buffer(raw)})
+    code = lib.pyllm_matmul(kernel_id(kernels), w, ffi.from_buffer("float[]", x), x.shape[0],
+                            ffi.from_buffer("float[]", y), n_threads)
+    check(code, "matmul")
+    return y

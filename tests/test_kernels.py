@@ -1,0 +1,105 @@
+"""Every weight type's matmul, SIMD and portable kernels, against a numpy reference.
+
+Sizes are chosen to hit every tail: rows not a multiple of the 4- and 2-row tiles, activation
+batches not a multiple of the 4-token tile, float rows whose length is not a multiple of 8.
+"""
+import numpy as np
+import pytest
+
+from pyllm import _native
+from pyllm.quant import QK, TYPES, dequantize, quantize, round_half_away
+
+KERNELS = _native.available_kernels()
+QUANTIZED = ["q8_0", "q4_0", "q4_1"]
+
+
+def quantize_activations(x: np.ndarray) -> np.ndarray:
+    """x as the C core sees it before a quantized matmul: 8 bits per value, one scale per 32."""
+    b = x.reshape(x.shape[0], -1, QK).astype(np.float32)
+    d = (np.abs(b).max(axis=-1) / np.float32(127.0)).astype(np.float32)
+    inv = np.where(d > 0, np.float32(1.0) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = round_half_away((b * inv[..., None]).astype(np.float32))
+    return (q * d[..., None]).reshape(x.shape)
+
+
+def reference(raw, type_name, rows, cols, x):
+    w = dequantize(raw, type_name, (rows, cols)).astype(np.float64)
+    xs = quantize_activations(x) if type_name in QUANTIZED else x
+    return xs.astype(np.float64) @ w.T
+
+
+def random_case(rng, type_name, rows, cols, n):
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.5
+    w[:, : cols // 3] += 0.3  # blocks with an offset, so Q4_1's m term matters
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    return quantize(w, type_name), x
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", list(TYPES))
+@pytest.mark.parametrize("rows,cols,n", [(1, 32, 1), (7, 64, 1), (37, 96, 3), (67, 576, 1),
+                                         (67, 576, 9), (130, 160, 4), (5, 1536, 13)])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
+    rng = np.random.default_rng(rows * 1000 + cols + n)
+    raw, x = random_case(rng, type_name, rows, cols, n)
+    y = _native.matmul(raw, TYPES[type_name][0], rows, cols, x, kernels, n_threads)
+    ref = reference(raw, type_name, rows, cols, x)
+    tol = 2e-5 * np.sqrt(cols) * np.abs(ref).max()
+    np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", ["f32", "f16"])
+@pytest.mark.parametrize("cols", [1, 5, 13, 33, 100])
+def test_float_rows_of_any_length(kernels, type_name, cols):
+    rng = np.random.default_rng(cols)
+    raw, x = random_case(rng, type_name, 11, cols, 6)
+    y = _native.matmul(raw, TYPES[type_name][0], 11, cols, x, kernels, 2)
+    np.testing.assert_allclose(y, reference(raw, type_name, 11, cols, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", QUANTIZED)
+def test_quantized_matmul_close_to_exact_product(kernels, type_name):
+    """8-bit activations cost well under 2% of the result's scale against the float product."""
+    rng = np.random.default_rng(7)
+    raw, x = random_case(rng, type_name, 64, 576, 5)
+    y = _native.matmul(raw, TYPES[type_name][0], 64, 576, x, kernels, 2)
+    exact = x.astype(np.float64) @ dequantize(raw, type_name, (64, 576)).T
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_extreme_quantized_values(kernels):
+    """Full-scale and zero blocks: no int16 saturation, no division by a zero scale."""
+    w = np.zeros((8, 64), dtype=np.float32)
+    w[:4, :32] = 1000.0
+    w[4:, 32:] = -1000.0
+    x = np.full((2, 64), 3.0, dtype=np.float32)
+    x[1, :32] = 0.0
+    for type_name in QUANTIZED:
+        raw = quantize(w, type_name)
+        y = _native.matmul(raw, TYPES[type_name][0], 8, 64, x, kernels, 1)
+        np.testing.assert_allclose(y, reference(raw, type_name, 8, 64, x), rtol=1e-5, atol=1e-3)
+
+
+def test_simd_kernels_present_on_this_machine():
+    """On x86-64 with AVX2 (or aarch64) the SIMD family must be built in and chosen."""
+    import platform
+    machine = platform.machine().lower()
+    flags = open("/proc/cpuinfo").read() if machine in ("x86_64", "amd64") else ""
+    if machine in ("x86_64", "amd64") and all(f in flags.split() for f in ("avx2", "fma", "f16c")):
+        assert _native.best_kernels() == "avx2"
+    elif machine in ("aarch64", "arm64"):
+        assert _native.best_kernels() == "neon"
+    else:
+        pytest.skip(f"no SIMD kernels for {machine}")
+
+
+def test_roundtrip_quantize_dequantize_matches_ggml_rules():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 64)).astype(np.float32)
+    for type_name, bound in [("f16", 1e-3), ("q8_0", 0.02), ("q4_0", 0.3), ("q4_1", 0.3)]:
+        back = dequantize(quantize(w, type_name), type_name, w.shape)
+        assert np.abs(back - w).max() < bound * np.abs(w).max(), type_name
