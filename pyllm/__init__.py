@@ -1,0 +1,6 @@
+"""pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
+from .errors import EngineError, FormatError, PyllmError
+from .model import ContextFullError, Model
+
+__all__ = ["Model", "PyllmError", "FormatError", "EngineError", "ContextFullError"]
+__version__ = "0.1.0"

@@ -1,0 +1,362 @@
+"""weights.bin: pyllm's one-file model format (specified in docs/format.md).
+
+    magic "PYLM" | u32 version | u64 header length | JSON header | zero padding to 64 | tensor data
+
+The JSON header holds the config, the tokenizer, the chat template and the tensor table; tensor
+data is 64-byte aligned so the file can be mapped and used in place. `read_weights` validates
+everything the C core will trust; `write_weights` streams tensors one by one to a temporary file
+that is renamed at the end, so an interrupted write never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from .errors import FormatError
+from .quant import TYPES, row_bytes
+
+MAGIC = b"PYLM"
+VERSION = 1
+ALIGNMENT = 64
+PREAMBLE = struct.Struct("<4sIQ")  # magic, version, header length
+MAX_HEADER = 1 << 30
+MAX_ELEMENTS = 1 << 40
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of a llama-family decoder."""
+
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_seq_len: int
+    rope_theta: float
+    norm_eps: float
+    tied_embeddings: bool
+    qkv_bias: bool = False
+    architecture: str = "llama"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a weights.bin: numpy shape (last dim contiguous), type name, absolute offset."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class TokenizerData:
+    """Everything a tokenizer needs, as stored in the model file."""
+
+    model: str                       # "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+    tokens: list[str]
+    token_types: list[int] = field(default_factory=list)
+    scores: list[float] | None = None
+    merges: list[str] = field(default_factory=list)
+    pre: str | None = None           # pre-tokenizer name (GGUF tokenizer.ggml.pre)
+    bos_id: int | None = None
+    eos_id: int | None = None
+    unk_id: int | None = None
+    pad_id: int | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+    add_space_prefix: bool = False
+
+
+def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor a model with this config must have."""
+    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (cfg.vocab_size, cfg.dim),
+        "output_norm.weight": (cfg.dim,),
+    }
+    if not cfg.tied_embeddings:
+        shapes["output.weight"] = (cfg.vocab_size, cfg.dim)
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        shapes.update({
+            p + "attn_norm.weight": (cfg.dim,),
+            p + "attn_q.weight": (q_dim, cfg.dim),
+            p + "attn_k.weight": (kv_dim, cfg.dim),
+            p + "attn_v.weight": (kv_dim, cfg.dim),
+            p + "attn_output.weight": (cfg.dim, q_dim),
+            p + "ffn_norm.weight": (cfg.dim,),
+            p + "ffn_gate.weight": (cfg.hidden_dim, cfg.dim),
+            p + "ffn_up.weight": (cfg.hidden_dim, cfg.dim),
+            p + "ffn_down.weight": (cfg.dim, cfg.hidden_dim),
+        })
+        if cfg.qkv_bias:
+            shapes.update({p + "attn_q.bias": (q_dim,), p + "attn_k.bias": (kv_dim,),
+                           p + "attn_v.bias": (kv_dim,)})
+    return shapes
+
+
+def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor; ValueError if its rows do not fill whole blocks."""
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return rows * row_bytes(type_name, shape[-1])
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+
+TensorSource = tuple[str, str, tuple[int, ...], Callable[[], Any]]  # name, type, shape, make bytes
+
+
+def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: TokenizerData | None,
+                  tensors: Iterable[TensorSource], chat_template: str | None = None,
+                  metadata: dict[str, Any] | None = None,
+                  progress: Callable[[int, int, str, int], None] | None = None) -> None:
+    """Write a weights.bin; each tensor's bytes are produced (and written) one at a time.
+
+    `tensors` yields (name, type name, numpy shape, function returning the encoded bytes).
+    `progress(index, count, name, nbytes)` is called before each tensor is produced.
+    """
+    tensors = list(tensors)
+    table, offset = [], 0
+    for name, type_name, shape, _ in tensors:
+        nbytes = tensor_nbytes(type_name, tuple(shape))
+        table.append({"name": name, "type": type_name, "shape": list(shape), "offset": offset,
+                      "size": nbytes})
+        offset = _align(offset + nbytes)
+    header = {
+        "config": asdict(config),
+        "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
+        "chat_template": chat_template,
+        "metadata": metadata or {},
+        "tensors": table,
+    }
+    blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    data_start = _align(PREAMBLE.size + len(blob))
+
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pyllm-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(PREAMBLE.pack(MAGIC, VERSION, len(blob)))
+            f.write(blob)
+            f.write(b"\0" * (data_start - f.tell()))
+            for i, ((name, _, _, make), entry) in enumerate(zip(tensors, table)):
+                if progress:
+                    progress(i, len(tensors), name, entry["size"])
+                data = memoryview(make()).cast("B")
+                if data.nbytes != entry["size"]:
+                    raise ValueError(f"{name}: produced {data.nbytes} bytes, expected {entry['size']}")
+                f.write(b"\0" * (data_start + entry["offset"] - f.tell()))
+                f.write(data)
+            f.write(b"\0" * (_align(f.tell()) - f.tell()))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading and validation
+
+def _int(value: Any, what: str, lo: int = 1, hi: int = 1 << 31) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < hi:
+        raise ValueError(f"{what} must be an integer in [{lo}, {hi}), got {value!r}")
+    return value
+
+
+def _parse_config(raw: Any) -> ModelConfig:
+    if not isinstance(raw, dict):
+        raise ValueError("header has no config object")
+    known = {f for f in ModelConfig.__dataclass_fields__}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"config has unknown fields {sorted(unknown)}")
+    try:
+        cfg = ModelConfig(**raw)
+    except TypeError as exc:
+        raise ValueError(f"config: {exc}") from None
+    for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size",
+                 "max_seq_len"):
+        _int(getattr(cfg, name), f"config.{name}")
+    for name in ("rope_theta", "norm_eps"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise ValueError(f"config.{name} must be a finite non-negative number, got {v!r}")
+    if cfg.rope_theta <= 0:
+        raise ValueError("config.rope_theta must be positive")
+    if cfg.n_heads % cfg.n_kv_heads:
+        raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
+    if cfg.head_dim % 2:
+        raise ValueError(f"config.head_dim must be even for RoPE, got {cfg.head_dim}")
+    if cfg.architecture != "llama":
+        raise ValueError(f"config.architecture {cfg.architecture!r} is not supported (only 'llama')")
+    for name in ("tied_embeddings", "qkv_bias"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"config.{name} must be true or false")
+    return cfg
+
+
+def _parse_tokenizer(raw: Any, vocab_size: int) -> TokenizerData | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("tokenizer must be an object")
+    try:
+        tok = TokenizerData(**raw)
+    except TypeError as exc:
+        raise ValueError(f"tokenizer: {exc}") from None
+    if tok.model not in ("gpt2", "llama"):
+        raise ValueError(f"tokenizer.model {tok.model!r} is not supported (gpt2 or llama)")
+    if not isinstance(tok.tokens, list) or len(tok.tokens) != vocab_size:
+        raise ValueError(f"tokenizer.tokens must list {vocab_size} tokens (the vocab size)")
+    if not all(isinstance(t, str) for t in tok.tokens):
+        raise ValueError("tokenizer.tokens must all be strings")
+    if tok.token_types and len(tok.token_types) != vocab_size:
+        raise ValueError(f"tokenizer.token_types must have {vocab_size} entries")
+    if tok.scores is not None and len(tok.scores) != vocab_size:
+        raise ValueError(f"tokenizer.scores must have {vocab_size} entries")
+    if not isinstance(tok.merges, list) or not all(isinstance(m, str) for m in tok.merges):
+        raise ValueError("tokenizer.merges must be a list of strings")
+    for name in ("bos_id", "eos_id", "unk_id", "pad_id"):
+        v = getattr(tok, name)
+        if v is not None:
+            _int(v, f"tokenizer.{name}", 0, vocab_size)
+    return tok
+
+
+def _parse_tensors(raw: Any, cfg: ModelConfig, data_start: int, file_size: int) -> dict[str, TensorInfo]:
+    if not isinstance(raw, list):
+        raise ValueError("header has no tensor list")
+    expected = expected_tensors(cfg)
+    tensors: dict[str, TensorInfo] = {}
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict) or set(t) != {"name", "type", "shape", "offset", "size"}:
+            raise ValueError(f"tensor entry {i} must have exactly name, type, shape, offset, size")
+        name = t["name"]
+        if not isinstance(name, str) or name in tensors:
+            raise ValueError(f"tensor entry {i}: bad or duplicate name {name!r}")
+        if name not in expected:
+            raise ValueError(f"tensor {name!r} is not part of a model with this config")
+        if t["type"] not in TYPES:
+            raise ValueError(f"tensor {name}: unknown type {t['type']!r} (known: {', '.join(TYPES)})")
+        shape = t["shape"]
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 2:
+            raise ValueError(f"tensor {name}: shape must be a list of 1 or 2 dimensions")
+        count = 1
+        for d in shape:
+            count *= _int(d, f"tensor {name}: dimension", 1, MAX_ELEMENTS)
+            if count >= MAX_ELEMENTS:
+                raise ValueError(f"tensor {name}: shape {shape} has too many elements")
+        if tuple(shape) != expected[name]:
+            raise ValueError(f"tensor {name}: shape {tuple(shape)} does not match the config, "
+                             f"which needs {expected[name]}")
+        if len(shape) == 1 and t["type"] != "f32":
+            raise ValueError(f"tensor {name}: norms and biases must be f32, not {t['type']}")
+        try:
+            nbytes = tensor_nbytes(t["type"], tuple(shape))
+        except ValueError as exc:
+            raise ValueError(f"tensor {name}: {exc}") from None
+        if t["size"] != nbytes:
+            raise ValueError(f"tensor {name}: size {t['size']} but {t['type']} {tuple(shape)} needs {nbytes}")
+        offset = _int(t["offset"], f"tensor {name}: offset", 0, 1 << 62)
+        if offset % ALIGNMENT:
+            raise ValueError(f"tensor {name}: offset {offset} is not {ALIGNMENT}-byte aligned")
+        if data_start + offset + nbytes > file_size:
+            raise ValueError(f"tensor {name}: data [{data_start + offset}, {data_start + offset + nbytes}) "
+                             f"runs past the end of the file ({file_size} bytes); truncated?")
+        tensors[name] = TensorInfo(name, t["type"], tuple(shape), data_start + offset, nbytes)
+    missing = [n for n in expected if n not in tensors]
+    if missing:
+        raise ValueError(f"missing tensors: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors.values())
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"tensors {a} and {b} overlap")
+    return tensors
+
+
+class WeightsFile:
+    """A weights.bin mapped read-only and fully validated; tensors are views into the mapping."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < PREAMBLE.size:
+                    raise FormatError(f"{self.path}: only {size} bytes, too short to be a weights.bin")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
+        try:
+            self._parse(size)
+        except ValueError as exc:
+            self._mmap.close()
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{self.path}: {exc}") from None
+
+    def _parse(self, size: int) -> None:
+        magic, version, header_len = PREAMBLE.unpack_from(self._mmap, 0)
+        if magic != MAGIC:
+            raise ValueError(f"not a pyllm weights file (magic {magic!r}, expected {MAGIC!r}); "
+                             "convert models with tools/convert.py")
+        if version != VERSION:
+            raise ValueError(f"format version {version} is not supported (this pyllm reads version {VERSION})")
+        if header_len > min(MAX_HEADER, size - PREAMBLE.size):
+            raise ValueError(f"header length {header_len} runs past the end of the file ({size} bytes)")
+        try:
+            header = json.loads(self._mmap[PREAMBLE.size:PREAMBLE.size + header_len].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"header is not valid UTF-8 JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        data_start = _align(PREAMBLE.size + header_len)
+        self.config = _parse_config(header.get("config"))
+        self.tokenizer = _parse_tokenizer(header.get("tokenizer"), self.config.vocab_size)
+        template = header.get("chat_template")
+        if template is not None and not isinstance(template, str):
+            raise ValueError("chat_template must be a string or null")
+        self.chat_template: str | None = template
+        self.metadata: dict[str, Any] = header.get("metadata") or {}
+        self.tensors = _parse_tensors(header.get("tensors"), self.config, data_start, size)
+
+    def buffer(self) -> mmap.mmap:
+        """The whole mapping (for handing tensor addresses to C)."""
+        return self._mmap
+
+    def tensor_bytes(self, name: str) -> memoryview:
+        """The raw bytes of one tensor, without a copy."""
+        t = self.tensors[name]
+        return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
+
+    def close(self) -> None:
+        """Unmap the file; fails with BufferError while views of it are alive."""
+        self._mmap.close()
+
+    def __enter__(self) -> "WeightsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_weights(path: str | os.PathLike) -> WeightsFile:
+    """Map and validate a weights.bin; raises FormatError naming the file and the problem."""
+    return WeightsFile(path)

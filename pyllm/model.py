@@ -1,0 +1,187 @@
+"""pyllm.Model: a weights.bin mapped into memory and run by the C core."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from . import _native
+from ._native import check, ffi, lib
+from .errors import PyllmError
+from .format import ModelConfig, WeightsFile
+from .quant import TYPES
+
+
+class ContextFullError(PyllmError, ValueError):
+    """The tokens do not fit in what is left of the model's context (KV cache)."""
+
+
+def default_threads() -> int:
+    """Physical cores available to this process (hyperthreads only slow matmuls down)."""
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        logical = os.cpu_count() or 1
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        siblings = [int(line.split(":")[1]) for line in info.splitlines() if line.startswith("siblings")]
+        cores = [int(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu cores")]
+        if siblings and cores and siblings[0] > cores[0]:
+            return max(1, logical * cores[0] // siblings[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(1, logical)
+
+
+class Model:
+    """A llama-family model ready to run.
+
+    `n_threads` defaults to the physical cores, `n_ctx` (the most tokens the KV cache holds) to the
+    model's training context. `kernels` picks "auto" (the fastest here), "avx2", "neon" or "portable".
+    The weights stay in the mapped file: loading takes milliseconds and pages are shared between
+    processes that load the same file.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_threads: int | None = None,
+                 n_ctx: int | None = None, kernels: str = "auto"):
+        self._model = self._buffer = self._file = None
+        self._file = WeightsFile(path)
+        try:
+            self._build(n_threads, n_ctx, kernels)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, n_threads: int | None, n_ctx: int | None, kernels: str) -> None:
+        cfg = self._config = self._file.config
+        self.path = self._file.path
+        self.n_threads = default_threads() if n_threads is None else n_threads
+        self.n_ctx = cfg.max_seq_len if n_ctx is None else n_ctx
+        if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int) or self.n_threads < 1:
+            raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+        if isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, int) or not 1 <= self.n_ctx <= 1 << 24:
+            raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        self.kernels = ffi.string(lib.pyllm_isa_name(_native.kernel_id(kernels))).decode()
+
+        # The C structs point into the mapping; keep the buffer handle alive as long as the model.
+        self._buffer = ffi.from_buffer(self._file.buffer())
+        c_config = ffi.new("pyllm_config *", {
+            "dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
+            "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+            "vocab_size": cfg.vocab_size, "n_ctx": self.n_ctx, "rope_theta": cfg.rope_theta,
+            "norm_eps": cfg.norm_eps})
+        layers = ffi.new("pyllm_layer[]", cfg.n_layers)
+        for i in range(cfg.n_layers):
+            p, layer = f"blk.{i}.", layers[i]
+            layer.attn_norm = self._floats(p + "attn_norm.weight")
+            layer.ffn_norm = self._floats(p + "ffn_norm.weight")
+            for field, name in (("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v"), ("wo", "attn_output"),
+                                ("w_gate", "ffn_gate"), ("w_up", "ffn_up"), ("w_down", "ffn_down")):
+                self._set_matrix(getattr(layer, field), p + name + ".weight")
+            if cfg.qkv_bias:
+                layer.bq = self._floats(p + "attn_q.bias")
+                layer.bk = self._floats(p + "attn_k.bias")
+                layer.bv = self._floats(p + "attn_v.bias")
+        weights = ffi.new("pyllm_weights *")
+        self._set_matrix(weights.token_embd, "token_embd.weight")
+        self._set_matrix(weights.output, "token_embd.weight" if cfg.tied_embeddings else "output.weight")
+        weights.output_norm = self._floats("output_norm.weight")
+        weights.layers = layers
+
+        out = ffi.new("pyllm_model **")
+        check(lib.pyllm_model_new(c_config, weights, self.n_threads, _native.kernel_id(kernels), out),
+              f"{self._file.path}: building the model")
+        self._model = out[0]
+        self.n_past = 0  # tokens in the KV cache
+
+    def _address(self, name: str):
+        return self._buffer + self._file.tensors[name].offset
+
+    def _floats(self, name: str):
+        return ffi.cast("const float *", self._address(name))
+
+    def _set_matrix(self, dst, name: str) -> None:
+        t = self._file.tensors[name]
+        dst.type = TYPES[t.type][0]
+        dst.rows, dst.cols = t.shape
+        dst.data = self._address(name)
+
+    # --------------------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's hyperparameters (from its file)."""
+        return self._config
+
+    @property
+    def file(self) -> WeightsFile:
+        """The mapped weights.bin (tokenizer data, chat template, tensor table)."""
+        return self._file
+
+    def _tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError("tokens must be a non-empty 1-D sequence of token ids")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"token ids must be integers, got {arr.dtype}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self.config.vocab_size))
+        if bad.size:
+            raise ValueError(f"token id {int(arr[bad[0]])} at position {int(bad[0])} is outside the "
+                             f"vocabulary (0..{self.config.vocab_size - 1})")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def _run(self, tokens: np.ndarray, pos: int, all_logits: bool) -> np.ndarray:
+        if self._model is None:
+            raise PyllmError("the model is closed")
+        if pos + tokens.size > self.n_ctx:
+            raise ContextFullError(
+                f"{tokens.size} tokens do not fit in the context: {pos} of {self.n_ctx} positions "
+                f"are used (pass a larger n_ctx, or reset())")
+        out = np.empty((tokens.size if all_logits else 1, self.config.vocab_size), dtype=np.float32)
+        check(lib.pyllm_forward(self._model, ffi.from_buffer("int32_t[]", tokens), tokens.size, pos,
+                                ffi.from_buffer("float[]", out), int(all_logits)), "forward pass")
+        self.n_past = pos + tokens.size
+        return out
+
+    def logits(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits (len(tokens), vocab) for every position, from an empty cache (which then holds tokens)."""
+        return self._run(self._tokens(tokens), 0, True)
+
+    def eval(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Append tokens to the cache; returns the logits (vocab,) after the last one."""
+        return self._run(self._tokens(tokens), self.n_past, False)[0]
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        self.n_past = 0
+
+    def close(self) -> None:
+        """Free the C model and unmap the file; the model cannot be used afterwards."""
+        if self._model is not None:
+            lib.pyllm_model_free(self._model)
+            self._model = None
+        if getattr(self, "_buffer", None) is not None:
+            ffi.release(self._buffer)
+            self._buffer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({self.path!r}, layers={c.n_layers}, dim={c.dim}, vocab={c.vocab_size}, "
+                f"n_ctx={self.n_ctx}, threads={self.n_threads}, kernels={self.kernels})")

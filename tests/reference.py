@@ -1,0 +1,77 @@
+"""A plain numpy llama forward pass, written from the equations, to check the C engine against;
+and a builder of small random-weight models in weights.bin form."""
+from __future__ import annotations
+
+import numpy as np
+
+from pyllm.format import ModelConfig, expected_tensors, write_weights
+from pyllm.quant import dequantize, quantize
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by angle pos * theta^(-2i/head_dim).
+
+    x: (T, n_heads, head_dim)."""
+    hd = x.shape[-1]
+    freq = (1.0 / theta ** (np.arange(0, hd, 2) / hd)).astype(np.float32)
+    angle = (positions[:, None].astype(np.float32) * freq).astype(np.float64)  # (T, hd/2)
+    cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
+
+
+def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np.ndarray:
+    """Logits (T, vocab) for tokens at positions 0..T-1, in float64."""
+    T, hd = len(tokens), cfg.head_dim
+    group = cfg.n_heads // cfg.n_kv_heads
+    pos = np.arange(T)
+    x = w["token_embd.weight"][tokens].astype(np.float64)  # (T, dim)
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        h = rmsnorm(x, w[p + "attn_norm.weight"], cfg.norm_eps)
+        q, k, v = (h @ w[p + f"attn_{n}.weight"].T for n in "qkv")
+        if cfg.qkv_bias:
+            q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+        q = rope(q.reshape(T, cfg.n_heads, hd), pos, cfg.rope_theta)       # (T, nh, hd)
+        k = rope(k.reshape(T, cfg.n_kv_heads, hd), pos, cfg.rope_theta)    # (T, nkv, hd)
+        v = v.reshape(T, cfg.n_kv_heads, hd)
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)    # (T, nh, hd)
+        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask        # (nh, T, T)
+        att = np.exp(att - att.max(axis=-1, keepdims=True))
+        att /= att.sum(axis=-1, keepdims=True)
+        y = np.einsum("hts,shd->thd", att, v).reshape(T, cfg.n_heads * hd)
+        x = x + y @ w[p + "attn_output.weight"].T
+        h = rmsnorm(x, w[p + "ffn_norm.weight"], cfg.norm_eps)
+        g, u = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "ffn_down.weight"].T
+    x = rmsnorm(x, w["output_norm.weight"], cfg.norm_eps)
+    out = w["token_embd.weight"] if cfg.tied_embeddings else w["output.weight"]
+    return x @ out.T
+
+
+def random_model(path, cfg: ModelConfig, type_name: str = "f32", seed: int = 0) -> dict[str, np.ndarray]:
+    """Write a random-weight model to `path`; returns its weights as float arrays (after encoding)."""
+    rng = np.random.default_rng(seed)
+    weights, sources = {}, []
+    for name, shape in expected_tensors(cfg).items():
+        if name.endswith("norm.weight"):
+            data = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith(".bias"):
+            data = 0.1 * rng.standard_normal(shape)
+        else:
+            data = rng.standard_normal(shape) / np.sqrt(shape[-1]) * (3.0 if "token_embd" in name else 1.0)
+        data = data.astype(np.float32)
+        t = type_name if len(shape) == 2 else "f32"
+        raw = quantize(data if data.ndim == 2 else data[None], t)
+        weights[name] = dequantize(raw, t, shape).astype(np.float64)
+        sources.append((name, t, shape, lambda raw=raw: raw))
+    write_weights(path, cfg, None, sources)
+    return weights

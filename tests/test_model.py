@@ -1,0 +1,129 @@
+"""The C forward pass against the numpy reference on small random models, and Model's contract."""
+import numpy as np
+import pytest
+
+from pyllm import Model
+from pyllm._native import available_kernels
+from pyllm.format import ModelConfig
+from pyllm.model import ContextFullError
+from reference import forward, random_model
+
+SHAPES = {
+    "gqa": dict(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16),
+    "mha": dict(dim=48, hidden_dim=80, n_layers=3, n_heads=3, n_kv_heads=3, head_dim=16),
+    "mqa-odd": dict(dim=36, hidden_dim=52, n_layers=2, n_heads=6, n_kv_heads=1, head_dim=10),
+    "wide-heads": dict(dim=32, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=24),
+}
+
+
+def config(shape: str, tied: bool = True, bias: bool = False, vocab: int = 97, ctx: int = 64) -> ModelConfig:
+    return ModelConfig(**SHAPES[shape], vocab_size=vocab, max_seq_len=ctx, rope_theta=10000.0,
+                       norm_eps=1e-5, tied_embeddings=tied, qkv_bias=bias)
+
+
+TOKENS = [5, 17, 3, 96, 0, 42, 42, 8, 61, 77, 13, 2, 90, 33, 21, 7, 1, 64, 50]
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("tied,bias", [(True, False), (False, True), (False, False)])
+def test_f32_logits_match_reference(tmp_path, kernels, shape, tied, bias):
+    cfg = config(shape, tied, bias)
+    w = random_model(tmp_path / "m.bin", cfg, seed=hash((shape, tied, bias)) % 1000)
+    ref = forward(w, cfg, TOKENS)
+    for n_threads in (1, 2):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            batch = m.logits(TOKENS)
+            assert batch.shape == (len(TOKENS), cfg.vocab_size) and batch.dtype == np.float32
+            assert np.abs(batch - ref).max() < 1e-4
+            m.reset()
+            steps = np.stack([m.eval([t]) for t in TOKENS])
+            assert np.abs(steps - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("type_name", ["f16", "q8_0", "q4_0", "q4_1"])
+def test_quantized_model_close_to_reference(tmp_path, kernels, type_name):
+    """Same weights (after encoding) in the reference: only 8-bit activations differ."""
+    cfg = config("gqa", tied=False, bias=True)
+    w = random_model(tmp_path / "m.bin", cfg, type_name, seed=3)
+    ref = forward(w, cfg, TOKENS)
+    with Model(tmp_path / "m.bin", n_threads=2, kernels=kernels) as m:
+        out = m.logits(TOKENS)
+    bound = 1e-4 if type_name == "f16" else 0.03 * np.abs(ref).max()
+    assert np.abs(out - ref).max() < bound
+    assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def test_chunks_longer_than_a_batch(tmp_path):
+    """More tokens than one pass's batch (512) go through in chunks with the same result."""
+    cfg = config("gqa", ctx=700)
+    w = random_model(tmp_path / "m.bin", cfg, seed=5)
+    tokens = list(np.random.default_rng(0).integers(0, cfg.vocab_size, 600))
+    ref = forward(w, cfg, tokens)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        assert np.abs(m.logits(tokens) - ref).max() < 1e-4
+        m.reset()
+        assert np.abs(m.eval(tokens) - ref[-1]).max() < 1e-4
+
+
+def test_eval_appends_to_cache(tmp_path):
+    cfg = config("mha")
+    w = random_model(tmp_path / "m.bin", cfg, seed=1)
+    ref = forward(w, cfg, TOKENS)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        m.logits(TOKENS[:5])
+        assert m.n_past == 5
+        np.testing.assert_allclose(m.eval(TOKENS[5:9]), ref[8], atol=1e-4)
+        np.testing.assert_allclose(m.eval(np.array(TOKENS[9:10])), ref[9], atol=1e-4)
+        assert m.n_past == 10
+
+
+def test_several_models_in_one_process(tmp_path):
+    cfg_a, cfg_b = config("gqa"), config("mha", tied=False)
+    wa = random_model(tmp_path / "a.bin", cfg_a, seed=1)
+    wb = random_model(tmp_path / "b.bin", cfg_b, seed=2)
+    with Model(tmp_path / "a.bin") as a, Model(tmp_path / "b.bin") as b:
+        for t in range(len(TOKENS)):  # interleaved use
+            la, lb = a.eval([TOKENS[t]]), b.eval([TOKENS[t]])
+        np.testing.assert_allclose(la, forward(wa, cfg_a, TOKENS)[-1], atol=1e-4)
+        np.testing.assert_allclose(lb, forward(wb, cfg_b, TOKENS)[-1], atol=1e-4)
+
+
+def test_context_and_token_errors(tmp_path):
+    cfg = config("gqa", ctx=16)
+    random_model(tmp_path / "m.bin", cfg)
+    with Model(tmp_path / "m.bin", n_ctx=8) as m:
+        assert m.n_ctx == 8
+        with pytest.raises(ContextFullError, match="do not fit"):
+            m.logits(list(range(9)))
+        m.eval(list(range(6)))
+        with pytest.raises(ContextFullError, match="6 of 8"):
+            m.eval([1, 2, 3])
+        assert m.n_past == 6
+        m.reset()
+        m.eval(list(range(8)))
+        with pytest.raises(ValueError, match="token id 97 at position 1"):
+            m.logits([1, 97])
+        with pytest.raises(ValueError, match="token id -1"):
+            m.eval([-1])
+        with pytest.raises(ValueError, match="non-empty"):
+            m.eval([])
+        with pytest.raises(ValueError, match="integers"):
+            m.eval([1.5])
+    with pytest.raises(ValueError, match="n_threads"):
+        Model(tmp_path / "m.bin", n_threads=0)
+    with pytest.raises(ValueError, match="n_ctx"):
+        Model(tmp_path / "m.bin", n_ctx=0)
+    with pytest.raises(ValueError, match="unknown kernels"):
+        Model(tmp_path / "m.bin", kernels="sse9")
+
+
+def test_closed_model_refuses_work(tmp_path):
+    random_model(tmp_path / "m.bin", config("gqa"))
+    m = Model(tmp_path / "m.bin")
+    m.close()
+    m.close()  # twice is fine
+    with pytest.raises(Exception, match="closed"):
+        m.eval([1])
+    assert m.config.n_layers == 2
