@@ -347,8 +347,11 @@ class WeightsFile:
         return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
 
     def close(self) -> None:
-        """Unmap the file; fails with BufferError while views of it are alive."""
-        self._mmap.close()
+        """Unmap the file (if views of it are still alive, it is unmapped when they go)."""
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass
 
     def __enter__(self) -> "WeightsFile":
         return self

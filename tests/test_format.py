@@ -1,0 +1,131 @@
+"""weights.bin: a valid file round-trips; hand-made corrupt files raise FormatError naming the problem."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from pyllm import FormatError, Model
+from pyllm.format import ALIGNMENT, MAGIC, read_weights
+from test_model import config
+from reference import random_model
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.bin"
+    random_model(path, config("gqa"), "q8_0", seed=1)
+    return path
+
+
+def split(path):
+    blob = path.read_bytes()
+    magic, version, hlen = struct.unpack_from("<4sIQ", blob)
+    start = (16 + hlen + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+    return json.loads(blob[16:16 + hlen]), blob[start:]
+
+
+def rewrite(path, header, data, version=1, magic=MAGIC):
+    h = json.dumps(header).encode()
+    start = (16 + len(h) + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+    path.write_bytes(struct.pack("<4sIQ", magic, version, len(h)) + h + b"\0" * (start - 16 - len(h)) + data)
+
+
+def tensor(header, name):
+    return next(t for t in header["tensors"] if t["name"] == name)
+
+
+def test_valid_file_reads_back(good):
+    with read_weights(good) as f:
+        assert f.config.n_layers == 2 and f.config.dim == 64
+        t = f.tensors["blk.0.attn_q.weight"]
+        assert (t.type, t.shape) == ("q8_0", (64, 64)) and t.offset % ALIGNMENT == 0
+        assert len(f.tensor_bytes("blk.0.attn_q.weight")) == t.nbytes
+
+
+def corrupt_header(mutate):
+    def make(path):
+        header, data = split(path)
+        mutate(header)
+        rewrite(path, header, data)
+    return make
+
+
+def truncate_to(fraction):
+    def make(path):
+        blob = path.read_bytes()
+        path.write_bytes(blob[: int(len(blob) * fraction)])
+    return make
+
+
+def set_in(key, field, value):
+    return corrupt_header(lambda h: h[key].__setitem__(field, value))
+
+
+def set_tensor(name, field, value):
+    return corrupt_header(lambda h: tensor(h, name).__setitem__(field, value))
+
+
+def drop_tensor(name):
+    return corrupt_header(lambda h: h["tensors"].remove(tensor(h, name)))
+
+
+CASES = {
+    "wrong magic": (lambda p: rewrite(p, *split(p), magic=b"GGUF"), r"not a pyllm weights file"),
+    "tiny file": (lambda p: p.write_bytes(b"PYLM\1\0"), r"too short"),
+    "empty file": (lambda p: p.write_bytes(b""), r"too short"),
+    "version 2": (lambda p: rewrite(p, *split(p), version=2), r"version 2 is not supported"),
+    "truncated in header": (truncate_to(0.001), r"header length \d+ runs past the end"),
+    "truncated in data": (truncate_to(0.6), r"runs past the end of the file.*truncated"),
+    "truncated last byte": (lambda p: p.write_bytes(p.read_bytes()[:-65]), r"runs past the end"),
+    "header not json": (lambda p: p.write_bytes(p.read_bytes()[:16] + b"{oops" + p.read_bytes()[21:]),
+                        r"not valid UTF-8 JSON"),
+    "offset past end": (set_tensor("blk.1.ffn_up.weight", "offset", 1 << 40), r"blk.1.ffn_up.weight.*past the end"),
+    "misaligned offset": (set_tensor("blk.0.attn_k.weight", "offset", 8), r"not 64-byte aligned"),
+    "size overflow": (set_tensor("token_embd.weight", "shape", [1 << 31 - 1, 1 << 31 - 1]), r"too many elements|shape"),
+    "size mismatch": (set_tensor("blk.0.attn_q.weight", "size", 12), r"size 12 but q8_0"),
+    "unknown type": (set_tensor("blk.0.attn_v.weight", "type", "q5_k"), r"unknown type 'q5_k'"),
+    "wrong shape": (set_tensor("blk.0.ffn_down.weight", "shape", [96, 64]), r"does not match the config"),
+    "quantized norm": (set_tensor("output_norm.weight", "type", "f16"), r"must be f32"),
+    "missing tensor": (drop_tensor("blk.1.attn_output.weight"), r"missing tensors: blk.1.attn_output.weight"),
+    "overlap": (set_tensor("blk.0.attn_k.weight", "offset", 0), r"overlap"),
+    "config gqa": (set_in("config", "n_kv_heads", 3), r"not a multiple of n_kv_heads"),
+    "config negative": (set_in("config", "n_layers", -2), r"n_layers must be an integer"),
+    "config unknown": (set_in("config", "sliding_window", 4096), r"unknown fields \['sliding_window'\]"),
+    "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
+                      r"must list 97 tokens"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_corrupt_file_raises(good, case):
+    make, message = CASES[case]
+    make(good)
+    with pytest.raises(FormatError, match=message) as info:
+        Model(good)
+    assert str(good) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_block_size_checked(tmp_path):
+    """Quantized rows must fill whole blocks: dim 36 cannot be q8_0."""
+    cfg = config("mqa-odd")
+    path = tmp_path / "m.bin"
+    random_model(path, cfg, "f16")
+    header, data = split(path)
+    tensor(header, "blk.0.attn_q.weight")["type"] = "q8_0"
+    rewrite(path, header, data)
+    with pytest.raises(FormatError, match="multiple of 32"):
+        Model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FormatError, match="nope.bin: cannot open"):
+        Model(tmp_path / "nope.bin")
+
+
+def test_loading_does_not_copy_weights(good):
+    """The weights are read through the mapping: the C core sees the file's own bytes."""
+    with Model(good) as m:
+        view = np.frombuffer(m.file.tensor_bytes("token_embd.weight"), dtype=np.uint8)
+        assert view.base is not None and not view.flags.owndata
