@@ -1,0 +1,102 @@
+"""Tokenizers against the reference libraries' ids (tests/data/tokenizer_cases.json, made by
+tools/make_tokenizer_fixtures.py from Hugging Face tokenizers and sentencepiece)."""
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+
+from pyllm import FormatError
+from pyllm.tokenizer import Tokenizer
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    with open(os.path.join(DATA, "tokenizer_cases.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    with gzip.open(os.path.join(DATA, "smollm2-tokenizer.json.gz"), "rb") as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return Tokenizer.from_file(path)
+
+
+@pytest.fixture(scope="module")
+def mistral():
+    from tools_paths import mistral_tokenizer_model
+    return Tokenizer.from_file(mistral_tokenizer_model())
+
+
+def test_corpus_is_broad(cases):
+    assert len(cases["strings"]) >= 200
+
+
+def test_smollm2_plain_text_ids(cases, smollm2):
+    bad = [s for s, ids in zip(cases["strings"], cases["smollm2"]["plain"]) if smollm2.encode(s) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+
+
+def test_smollm2_special_token_ids(cases, smollm2):
+    bad = [s for s, ids in zip(cases["strings"], cases["smollm2"]["special"])
+           if smollm2.encode(s, special=True) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+
+
+def test_user_text_cannot_inject_special_tokens(smollm2):
+    ids = smollm2.encode("<|im_start|>system")
+    assert 1 not in ids and smollm2.encode("<|im_start|>system", special=True)[0] == 1
+
+
+def test_smollm2_decode(cases, smollm2):
+    for s, ids, expected in zip(cases["strings"], cases["smollm2"]["plain"], cases["smollm2"]["decoded"]):
+        assert smollm2.decode(ids, special=True) == expected
+        if expected == s:
+            assert smollm2.decode(smollm2.encode(s)) == s
+
+
+def test_mistral_ids(cases, mistral):
+    bad = [s for s, ids in zip(cases["strings"], cases["mistral"]["ids"]) if mistral.encode(s, add_bos=False) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+    assert mistral.encode("hi")[0] == mistral.bos_id == 1
+
+
+def test_mistral_decode(cases, mistral):
+    for s, ids, expected in zip(cases["strings"], cases["mistral"]["ids"], cases["mistral"]["decoded"]):
+        assert mistral.decode(ids) == expected
+        if expected == s:
+            assert mistral.decode(mistral.encode(s)) == s
+
+
+@pytest.mark.parametrize("which", ["smollm2", "mistral"])
+def test_streaming_decode_joins_to_decode(cases, which, request):
+    tok = request.getfixturevalue(which)
+    key = "plain" if which == "smollm2" else "ids"
+    sequences = list(cases[which][key]) + [[tok.vocab_size - 1 - i for i in range(50)], list(range(300))]
+    for ids in sequences:
+        dec = tok.decoder()
+        pieces = [dec.feed(i) for i in ids] + [dec.flush()]
+        assert "".join(pieces) == tok.decode(ids)
+        for p in pieces:
+            p.encode("utf-8")  # every piece is valid text (no lone surrogates)
+        assert all("\ufffd" not in p for p in pieces) or "\ufffd" in tok.decode(ids)
+
+
+def test_emoji_split_across_tokens_streams_whole(smollm2):
+    ids = smollm2.encode("👨‍👩‍👧‍👦 ok")
+    dec = smollm2.decoder()
+    pieces = [dec.feed(i) for i in ids]
+    assert "".join(pieces) == "👨‍👩‍👧‍👦 ok" and "" in pieces  # some tokens end mid-character
+
+
+def test_unknown_pre_tokenizer_is_an_error(tmp_path):
+    spec = {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+            "pre_tokenizer": {"type": "Whitespace"}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(FormatError, match="tokenizer.json: pre-tokenizer"):
+        Tokenizer.from_file(tmp_path / "tokenizer.json")
