@@ -11,6 +11,7 @@ from ._native import check, ffi, lib
 from .errors import PyllmError
 from .format import ModelConfig, WeightsFile
 from .quant import TYPES
+from .tokenizer import Tokenizer
 
 
 class ContextFullError(PyllmError, ValueError):
@@ -57,6 +58,8 @@ class Model:
     def _build(self, n_threads: int | None, n_ctx: int | None, kernels: str) -> None:
         cfg = self._config = self._file.config
         self.path = self._file.path
+        self._tokenizer_data, self._tokenizer = self._file.tokenizer, None
+        self.chat_template = self._file.chat_template
         self.n_threads = default_threads() if n_threads is None else n_threads
         self.n_ctx = cfg.max_seq_len if n_ctx is None else n_ctx
         if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int) or self.n_threads < 1:
@@ -119,6 +122,23 @@ class Model:
     def file(self) -> WeightsFile:
         """The mapped weights.bin (tokenizer data, chat template, tensor table)."""
         return self._file
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (built on first use from the tokenizer stored in its file)."""
+        if self._tokenizer is None:
+            if self._tokenizer_data is None:
+                raise PyllmError(f"{self.path}: this model file has no tokenizer")
+            self._tokenizer = Tokenizer(self._tokenizer_data)
+        return self._tokenizer
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        """Token ids of text; add_bos defaults to the model's rule, special=True parses control tokens."""
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """Text of token ids (control tokens left out unless special=True)."""
+        return self.tokenizer.decode(ids, special=special)
 
     def _tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         arr = np.asarray(tokens)

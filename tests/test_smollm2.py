@@ -61,10 +61,15 @@ def top1(model: Model, ids: np.ndarray) -> np.ndarray:
     return np.concatenate(preds)
 
 
+@pytest.fixture(scope="module")
+def f32_top1(hf, f32_model):
+    ids = hf["text_ids"][: 8 * CHUNK]
+    return ids, top1(f32_model, ids)
+
+
 @pytest.mark.parametrize("type_name", ["q4_1", "q8_0"])
-def test_quantized_top1_agrees_with_f32(hf, f32_model, type_name):
-    ids = hf["text_ids"][: 4 * CHUNK]
-    reference = top1(f32_model, ids)
+def test_quantized_top1_agrees_with_f32(f32_top1, type_name):
+    ids, reference = f32_top1
     with Model(default_model(type_name, quiet=True), n_ctx=CHUNK) as m:
         agree = (top1(m, ids) == reference).mean()
     print(f"{type_name}: top-1 agreement with f32 on {len(ids)} tokens: {agree:.4f}")
@@ -72,8 +77,19 @@ def test_quantized_top1_agrees_with_f32(hf, f32_model, type_name):
 
 
 def test_portable_kernels_agree_with_simd(hf):
-    ids = hf["ids_0"]
-    path = default_model(quiet=True)
-    with Model(path, n_ctx=64, kernels="portable") as slow, Model(path, n_ctx=64) as fast:
-        a, b = slow.logits(ids), fast.logits(ids)
-    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+    """At f32 the two kernel families agree to float rounding. With 8-bit activations any rounding
+    difference flips some quantized values and the realisations of quantization noise diverge (a
+    float64 numpy model with the same activation quantization is as far from either as they are
+    from each other), so there the families are held to the same distance from the f32 logits."""
+    ids = np.concatenate([hf[f"ids_{i}"] for i in range(len(hf["prompts"]))])
+    out = {}
+    for type_name in ("f32", "q4_1"):
+        for kernels in ("portable", "auto"):
+            with Model(default_model(type_name, quiet=True), n_ctx=128, kernels=kernels) as m:
+                out[type_name, kernels] = m.logits(ids)
+    assert np.abs(out["f32", "portable"] - out["f32", "auto"]).max() < 1e-3
+    exact = out["f32", "auto"]
+    for kernels in ("portable", "auto"):
+        q = out["q4_1", kernels]
+        assert np.abs(q - exact).mean() < 0.3
+        assert (q.argmax(-1) == exact.argmax(-1)).mean() >= 0.85

@@ -1,0 +1,212 @@
+"""A GGUF reader in pure Python + numpy (versions 2 and 3, little-endian), validating as it parses.
+
+Every length, count and offset is checked against the file size before it is used, so a
+truncated or corrupt file raises FormatError naming the file and the problem, never struct.error,
+a huge allocation or an out-of-range read. Tensor data is not read: `tensor_bytes` returns a view
+into the read-only mapping.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError
+
+# ggml type id -> (name, values per block, bytes per block)
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
+    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 30: ("BF16", 1, 2),
+}
+
+# metadata value type -> (struct format, numpy dtype) for fixed-size scalars
+_SCALARS: dict[int, tuple[str, str]] = {
+    0: ("<B", "<u1"), 1: ("<b", "<i1"), 2: ("<H", "<u2"), 3: ("<h", "<i2"), 4: ("<I", "<u4"),
+    5: ("<i", "<i4"), 6: ("<f", "<f4"), 7: ("<?", "<u1"), 10: ("<Q", "<u8"), 11: ("<q", "<i8"),
+    12: ("<d", "<f8"),
+}
+STRING, ARRAY = 8, 9
+MAX_ELEMENTS = 1 << 62
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor's entry: numpy-order shape (GGUF's dims reversed), absolute offset, size."""
+
+    name: str
+    type: int
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+    @property
+    def type_name(self) -> str:
+        return GGML_TYPES[self.type][0]
+
+
+class _Reader:
+    """Bounds-checked little-endian reads from a buffer."""
+
+    def __init__(self, buf: Any, size: int):
+        self.buf, self.size, self.pos = buf, size, 0
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise ValueError(f"truncated: {what} at byte {self.pos} needs {n} bytes, the file has {self.size}")
+
+    def scalar(self, fmt: str, what: str) -> Any:
+        n = struct.calcsize(fmt)
+        self.need(n, what)
+        v = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += n
+        return v
+
+    def string(self, what: str) -> str:
+        n = self.scalar("<Q", what + " length")
+        self.need(n, what)
+        raw = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} at byte {self.pos - n} is not valid UTF-8") from None
+
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
+        if vtype in _SCALARS:
+            v = self.scalar(_SCALARS[vtype][0], what)
+            return bool(v) if vtype == 7 else v
+        if vtype == STRING:
+            return self.string(what)
+        if vtype == ARRAY:
+            if depth > 4:
+                raise ValueError(f"{what}: arrays nested too deeply")
+            etype = self.scalar("<I", what + " element type")
+            count = self.scalar("<Q", what + " length")
+            if etype in _SCALARS:
+                fmt, dtype = _SCALARS[etype]
+                self.need(count * struct.calcsize(fmt), what)
+                arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).copy()
+                self.pos += arr.nbytes
+                return arr.astype(bool) if etype == 7 else arr
+            if etype not in (STRING, ARRAY):
+                raise ValueError(f"{what}: unknown array element type {etype}")
+            self.need(count * 8, what)  # each element takes at least 8 bytes
+            return [self.value(etype, what, depth + 1) for _ in range(count)]
+        raise ValueError(f"{what}: unknown metadata value type {vtype}")
+
+
+class GGUFFile:
+    """A GGUF file mapped read-only, its metadata parsed and every tensor entry validated."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < 24:
+                    raise FormatError(f"{self.path}: only {size} bytes, too short to be a GGUF file")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
+        try:
+            self._parse(size)
+        except ValueError as exc:
+            self._mmap.close()
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{self.path}: {exc}") from None
+
+    def _parse(self, size: int) -> None:
+        r = _Reader(self._mmap, size)
+        magic = bytes(self._mmap[0:4])
+        r.pos = 4
+        if magic != b"GGUF":
+            raise ValueError(f"not a GGUF file (magic {magic!r})")
+        self.version = r.scalar("<I", "version")
+        if self.version not in (2, 3):
+            hint = " (big-endian files are not supported)" if self.version > 0xFFFF else ""
+            raise ValueError(f"GGUF version {self.version} is not supported (2 or 3){hint}")
+        n_tensors = r.scalar("<Q", "tensor count")
+        n_kv = r.scalar("<Q", "metadata count")
+        if n_kv > (size - r.pos) // 12:
+            raise ValueError(f"metadata count {n_kv} cannot fit in a file of {size} bytes")
+        if n_tensors > (size - r.pos) // 24:
+            raise ValueError(f"tensor count {n_tensors} cannot fit in a file of {size} bytes")
+
+        self.metadata: dict[str, Any] = {}
+        for i in range(n_kv):
+            key = r.string(f"metadata key {i}")
+            if key in self.metadata:
+                raise ValueError(f"duplicate metadata key {key!r}")
+            vtype = r.scalar("<I", f"type of {key}")
+            self.metadata[key] = r.value(vtype, f"metadata {key}")
+
+        self.alignment = self.metadata.get("general.alignment", 32)
+        if not isinstance(self.alignment, int) or self.alignment < 1 or self.alignment & (self.alignment - 1):
+            raise ValueError(f"general.alignment {self.alignment!r} is not a power of two")
+
+        entries = []
+        for i in range(n_tensors):
+            name = r.string(f"tensor {i} name")
+            n_dims = r.scalar("<I", f"tensor {name} dimension count")
+            if not 1 <= n_dims <= 4:
+                raise ValueError(f"tensor {name}: {n_dims} dimensions (1 to 4 allowed)")
+            dims = [r.scalar("<Q", f"tensor {name} dimensions") for _ in range(n_dims)]
+            ttype = r.scalar("<I", f"tensor {name} type")
+            offset = r.scalar("<Q", f"tensor {name} offset")
+            entries.append((name, dims, ttype, offset))
+        self.data_offset = (r.pos + self.alignment - 1) // self.alignment * self.alignment
+
+        self.tensors: dict[str, GGUFTensor] = {}
+        for name, dims, ttype, offset in entries:
+            if name in self.tensors:
+                raise ValueError(f"duplicate tensor name {name!r}")
+            if ttype not in GGML_TYPES:
+                raise ValueError(f"tensor {name}: unknown type {ttype}")
+            tname, block, bsize = GGML_TYPES[ttype]
+            count = 1
+            for d in dims:
+                if d < 1:
+                    raise ValueError(f"tensor {name}: dimension {d} in {dims}")
+                count *= d
+                if count > MAX_ELEMENTS:
+                    raise ValueError(f"tensor {name}: dimensions {dims} overflow")
+            if dims[0] % block:
+                raise ValueError(f"tensor {name}: rows of {dims[0]} values do not fill {tname} blocks of {block}")
+            if offset % self.alignment:
+                raise ValueError(f"tensor {name}: offset {offset} is not aligned to {self.alignment}")
+            nbytes = count // block * bsize
+            start = self.data_offset + offset
+            if start + nbytes > size:
+                raise ValueError(f"tensor {name}: data [{start}, {start + nbytes}) runs past the end "
+                                 f"of the file ({size} bytes); truncated?")
+            self.tensors[name] = GGUFTensor(name, ttype, tuple(reversed(dims)), start, nbytes)
+        spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in self.tensors.values())
+        for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+            if begin < end:
+                raise ValueError(f"tensors {a} and {b} overlap")
+
+    def tensor_bytes(self, name: str) -> memoryview:
+        """The raw bytes of one tensor (a view into the mapping, no copy)."""
+        t = self.tensors[name]
+        return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
+
+    def close(self) -> None:
+        """Unmap the file (if views of it are still alive, it is unmapped when they go)."""
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass
+
+    def __enter__(self) -> "GGUFFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
