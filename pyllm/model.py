@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -11,6 +11,9 @@ from ._native import check, ffi, lib
 from .errors import PyllmError
 from .format import ModelConfig, WeightsFile
 from .quant import TYPES
+from .chat import render
+from .generation import Generation
+from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
 
@@ -97,7 +100,8 @@ class Model:
         check(lib.pyllm_model_new(c_config, weights, self.n_threads, _native.kernel_id(kernels), out),
               f"{self._file.path}: building the model")
         self._model = out[0]
-        self.n_past = 0  # tokens in the KV cache
+        self._cached: list[int] = []  # the tokens whose keys/values are in the cache, in order
+        self.n_evaluated = 0  # tokens run through the forward pass since loading
 
     def _address(self, name: str):
         return self._buffer + self._file.tensors[name].offset
@@ -162,8 +166,15 @@ class Model:
         out = np.empty((tokens.size if all_logits else 1, self.config.vocab_size), dtype=np.float32)
         check(lib.pyllm_forward(self._model, ffi.from_buffer("int32_t[]", tokens), tokens.size, pos,
                                 ffi.from_buffer("float[]", out), int(all_logits)), "forward pass")
-        self.n_past = pos + tokens.size
+        del self._cached[pos:]
+        self._cached.extend(tokens.tolist())
+        self.n_evaluated += tokens.size
         return out
+
+    @property
+    def n_past(self) -> int:
+        """Tokens in the KV cache."""
+        return len(self._cached)
 
     def logits(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Logits (len(tokens), vocab) for every position, from an empty cache (which then holds tokens)."""
@@ -175,7 +186,64 @@ class Model:
 
     def reset(self) -> None:
         """Empty the KV cache."""
-        self.n_past = 0
+        self._cached = []
+
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make the cache hold exactly `tokens` and return the logits after the last one.
+
+        Only the suffix that differs from what the cache already holds is evaluated, so a
+        conversation that grows turn by turn never re-reads its history.
+        """
+        tokens = self._tokens(tokens).tolist()
+        keep = 0
+        for a, b in zip(self._cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # the last token must run to produce logits
+        del self._cached[keep:]
+        return self.eval(tokens[keep:])
+
+    def _prompt_tokens(self, prompt: str | Sequence[int], special: bool = False) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, special=special)
+        return self._tokens(prompt).tolist()
+
+    def generate(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
+                 repeat_last_n: int = 64, frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                 seed: int | None = None, stop: str | Sequence[str] | None = None,
+                 logit_bias: Mapping[int, float] | None = None) -> Generation:
+        """Generate from a prompt (text or token ids); iterate the result for text pieces as they come.
+
+        temperature=0 is greedy; a fixed seed reproduces the text. Generation ends at an end token,
+        a stop string (never emitted), max_tokens, or a full context; `result.finish_reason` says which.
+        """
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+                                frequency_penalty, presence_penalty, seed, logit_bias)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops)
+
+    def complete(self, prompt: str | Sequence[int], **options: Any) -> str:
+        """The whole completion of a prompt as one string (options as for generate)."""
+        return self.generate(prompt, **options).text()
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None) -> list[int]:
+        """Token ids of a conversation formatted with the model's chat template (or a built-in
+        one by name: chatml, llama2, llama3, mistral), ready for the assistant's reply."""
+        tok = self.tokenizer
+        bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
+        eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
+        text = render(template or self.chat_template or "chatml", messages, bos_token=bos, eos_token=eos)
+        add_bos = tok.add_bos and not (bos and text.startswith(bos))
+        return self.tokenize(text, add_bos=add_bos, special=True)
+
+    def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
+             template: str | None = None, **options: Any) -> str | Generation:
+        """The assistant's reply to a conversation ({"role", "content"} dicts); with stream=True,
+        a Generation to iterate for pieces. Options as for generate."""
+        result = self.generate(self.chat_prompt(messages, template), **options)
+        return result if stream else result.text()
 
     def close(self) -> None:
         """Free the C model and unmap the file; the model cannot be used afterwards."""

@@ -1,0 +1,154 @@
+"""Run a model from the command line: complete a prompt, or chat.
+
+    python -m pyllm.run [weights.bin] [-p PROMPT | -f FILE] [--chat] [options]
+
+Without a weights file it runs the default model (SmolLM2-135M-Instruct, fetched and converted
+into the cache once). Completion text streams to stdout and nothing else goes there; timings go to
+stderr. With no prompt it chats when stdin is a terminal and completes stdin otherwise.
+Ctrl-C stops a generation (in chat, back to the prompt); a second Ctrl-C exits.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from .errors import PyllmError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m pyllm.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", help="weights.bin (default: SmolLM2-135M-Instruct, fetched once)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("-p", "--prompt", help="prompt text")
+    src.add_argument("-f", "--file", help="read the prompt from a file")
+    ap.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate (default 256)")
+    ap.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    ap.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    ap.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
+    ap.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
+    ap.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    ap.add_argument("--ctx", type=int, default=4096, help="context length in tokens (default 4096)")
+    ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    ap.add_argument("--chat", action="store_true", help="interactive chat with the model's template")
+    ap.add_argument("--system", help="system message for --chat")
+    ap.add_argument("--template", help="chat template: chatml, llama2, llama3, mistral (default: the model's)")
+    ap.add_argument("--echo", action="store_true", help="print the prompt before the completion")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no timings or progress on stderr")
+    return ap.parse_args(argv)
+
+
+def say(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def stream(gen: Any) -> tuple[str, bool]:
+    """Print a generation's pieces as they come; (text, interrupted)."""
+    out = []
+    try:
+        for piece in gen:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            out.append(piece)
+    except KeyboardInterrupt:
+        gen._pieces.close()
+        return "".join(out), True
+    return "".join(out), False
+
+
+def stats(args: argparse.Namespace, gen: Any) -> None:
+    if args.quiet:
+        return
+    pp = gen.n_evaluated_prompt / gen.prompt_seconds if gen.prompt_seconds else 0.0
+    tg = len(gen.tokens) / gen.generate_seconds if gen.generate_seconds else 0.0
+    print(f"[prompt: {gen.n_prompt} tokens ({gen.n_evaluated_prompt} evaluated, {pp:.1f} tok/s) | "
+          f"generated: {len(gen.tokens)} tokens ({tg:.1f} tok/s) | stop: {gen.finish_reason or 'interrupted'}]",
+          file=sys.stderr, flush=True)
+
+
+def complete(model: Any, args: argparse.Namespace, prompt: str, options: dict) -> int:
+    if args.echo:
+        sys.stdout.write(prompt)
+    gen = model.generate(prompt, **options)
+    _, interrupted = stream(gen)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    stats(args, gen)
+    return 130 if interrupted else 0
+
+
+def read_turn(interactive: bool) -> str | None:
+    """The user's next message, or None at the end of input."""
+    if interactive:
+        return input("> ")
+    sys.stderr.write("> ")
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    return None if not line else line.rstrip("\n")
+
+
+def chat(model: Any, args: argparse.Namespace, options: dict) -> int:
+    interactive = sys.stdin.isatty()
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    if interactive:
+        say(args, "Chatting with the model: Ctrl-C stops a reply, Ctrl-C at the prompt (or Ctrl-D) quits.")
+    while True:
+        try:
+            text = read_turn(interactive)
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if text is None:
+            return 0
+        if not text.strip():
+            continue
+        messages.append({"role": "user", "content": text})
+        gen = model.chat(messages, stream=True, template=args.template, **options)
+        reply, _ = stream(gen)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        stats(args, gen)
+        messages.append({"role": "assistant", "content": reply})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .model import Model
+
+    try:
+        path = args.model
+        if path is None:
+            from .fetch import default_model
+            path = default_model(quiet=args.quiet)
+        elif not os.path.exists(path):
+            raise PyllmError(f"{path}: no such file")
+        prompt = args.prompt
+        if args.file:
+            with open(args.file, encoding="utf-8") as f:
+                prompt = f.read()
+        chat_mode = args.chat or (prompt is None and sys.stdin.isatty())
+        if prompt is None and not chat_mode:
+            prompt = sys.stdin.read()
+        t0 = time.perf_counter()
+        model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
+        say(args, f"[loaded {os.path.basename(path)} in {(time.perf_counter() - t0) * 1000:.0f} ms: "
+                  f"{model.config.n_layers} layers, {model.n_threads} threads, {model.kernels} kernels]")
+        options = dict(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+                       min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop)
+        with model:
+            return chat(model, args, options) if chat_mode else complete(model, args, prompt, options)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except (PyllmError, ValueError, OSError) as exc:
+        print(f"pyllm.run: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
