@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 THREADS ?=
 
-.PHONY: install test run bench fetch clean
+.PHONY: install test run bench fetch clean selftest check-arm
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,15 @@ bench: install
 
 clean:
 	rm -rf build dist *.egg-info pyllm/_core*.so pyllm/_core.c .pytest_cache $(VENV)
+
+# The C kernels alone, every SIMD family against the portable one (native, and aarch64 under qemu:
+# needs gcc-aarch64-linux-gnu and qemu-user).
+selftest:
+	mkdir -p build
+	$(CC) -O2 -std=c11 -fopenmp -Wall -Wextra tests/c/kernel_selftest.c csrc/model.c csrc/kernels.c -lm -o build/selftest
+	build/selftest
+
+check-arm:
+	mkdir -p build
+	aarch64-linux-gnu-gcc -O2 -std=c11 -fopenmp -Wall -Wextra -static tests/c/kernel_selftest.c csrc/model.c csrc/kernels.c -lm -o build/selftest-arm
+	qemu-aarch64 build/selftest-arm

@@ -176,8 +176,12 @@ static void embed(pyllm_model *m, const int32_t *tokens, int n, int ith, int nth
                             m->x + (size_t)t * m->c.dim, m->c.dim);
 }
 
-static block_q8x *quantized_input(pyllm_model *m, int type) {
-    return kern_type_quantized(type) ? m->xq : NULL;
+/* The quantized-activation buffer when any of the matmuls reading an input needs it, else NULL. */
+static block_q8x *q8_input(pyllm_model *m, const pyllm_tensor *a, const pyllm_tensor *b,
+                           const pyllm_tensor *c) {
+    int any = kern_type_quantized(a->type) || (b && kern_type_quantized(b->type)) ||
+              (c && kern_type_quantized(c->type));
+    return any ? m->xq : NULL;
 }
 
 #define BARRIER _Pragma("omp barrier")
@@ -198,10 +202,8 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             const pyllm_layer *L = &m->layers[l];
             float *k = m->key_cache + ((size_t)l * c->n_ctx + pos) * kv_dim;   /* (n, kv_dim) */
             float *v = m->value_cache + ((size_t)l * c->n_ctx + pos) * kv_dim; /* (n, kv_dim) */
-            block_q8x *xq_qkv = kern_type_quantized(L->wq.type) || kern_type_quantized(L->wk.type) ||
-                                kern_type_quantized(L->wv.type) ? m->xq : NULL;
-            block_q8x *xq_ffn = kern_type_quantized(L->w_gate.type) ||
-                                kern_type_quantized(L->w_up.type) ? m->xq : NULL;
+            block_q8x *xq_qkv = q8_input(m, &L->wq, &L->wk, &L->wv);
+            block_q8x *xq_ffn = q8_input(m, &L->w_gate, &L->w_up, NULL);
 
             /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
             rmsnorm_rows(m->xb, m->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
@@ -216,7 +218,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             BARRIER;
             attention(m, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
             BARRIER;
-            if (kern_type_quantized(L->wo.type)) {
+            if (q8_input(m, &L->wo, NULL, NULL)) {
                 kern_quantize_rows(m->xb, n, q_dim, m->xq, ith, nth);
                 BARRIER;
             }
@@ -229,7 +231,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             kern_matmul(isa, &L->w_gate, m->xb, m->xq, n, m->hb, 0, ith, nth);
             kern_matmul(isa, &L->w_up, m->xb, m->xq, n, m->hb2, 0, ith, nth);
             BARRIER;
-            swiglu(m->hb, m->hb2, n, hidden, quantized_input(m, L->w_down.type), ith, nth);
+            swiglu(m->hb, m->hb2, n, hidden, q8_input(m, &L->w_down, NULL, NULL), ith, nth);
             BARRIER;
             kern_matmul(isa, &L->w_down, m->hb, m->xq, n, m->x, 1, ith, nth); /* x += ffn */
             BARRIER;
@@ -239,7 +241,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
         if (logits) {
             int first = all_logits ? 0 : n - 1, n_out = n - first;
             rmsnorm_rows(m->xb, m->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
-                         c->norm_eps, quantized_input(m, m->w.output.type), ith, nth);
+                         c->norm_eps, q8_input(m, &m->w.output, NULL, NULL), ith, nth);
             BARRIER;
             kern_matmul(isa, &m->w.output, m->xb, m->xq, n_out, logits, 0, ith, nth);
         }

@@ -121,7 +121,6 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 BYTE_TO_CHAR = _bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
-_LATIN1_TO_BYTE_CHARS = {b: c for b, c in BYTE_TO_CHAR.items()}  # for str.translate on latin-1 text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ class _ByteLevelBPE:
 
     def encode(self, text: str, at_start: bool = True) -> list[int]:
         ids: list[int] = []
-        cache, translate = self.cache, _LATIN1_TO_BYTE_CHARS
+        cache, translate = self.cache, BYTE_TO_CHAR  # str.translate maps latin-1 code points = bytes
         for piece in self._pieces(text):
             word = piece.encode("utf-8").decode("latin-1").translate(translate)
             hit = cache.get(word)

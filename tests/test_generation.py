@@ -143,7 +143,8 @@ def test_cli_greedy_completion_matches_api(model, prompt):
 
 
 def test_cli_chat_through_stdin_answers_two_turns():
-    r = run_cli("--chat", "--temp", "0", "-n", "40", stdin="What is the capital of France?\nAnd of Spain?\n")
+    r = run_cli("--chat", "--temp", "0", "-n", "40", "--system", "You are a helpful assistant.",
+                stdin="What is the capital of France?\nAnd of Spain?\n")
     assert r.returncode == 0, r.stderr
     lines = [l for l in r.stdout.splitlines() if l.strip()]
     assert len(lines) >= 2 and "Paris" in r.stdout and "Madrid" in r.stdout

@@ -1,0 +1,76 @@
+/* kernel_selftest.c - every kernel family available on this CPU against the portable kernels,
+ * for every weight type, at awkward sizes. Built by `make check-arm` for aarch64 and run under
+ * qemu (the pytest suite covers x86-64 through the Python extension). Exit status 0 = all agree. */
+#include "../../csrc/pyllm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float frand(unsigned *s) {
+    *s = *s * 1103515245u + 12345u;
+    return ((*s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+}
+
+/* float -> f16 bits, round to nearest (normal range only, enough for test data) */
+static uint16_t half(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint32_t sign = (b >> 16) & 0x8000u;
+    int exp = (int)((b >> 23) & 0xFF) - 127 + 15;
+    uint32_t mant = b & 0x7FFFFFu;
+    if (exp <= 0) return (uint16_t)sign;
+    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
+    if (mant & 0x1000u) h++;
+    return (uint16_t)h;
+}
+
+static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)(frand(s) * 127);
+    if (type == PYLLM_TYPE_F32) {
+        for (size_t i = 0; i < bytes / 4; i++) ((float *)w)[i] = frand(s);
+    } else if (type == PYLLM_TYPE_F16) {
+        for (size_t i = 0; i < bytes / 2; i++) ((uint16_t *)w)[i] = half(frand(s));
+    } else { /* sane f16 scales at the start of every block */
+        size_t bsize = type == PYLLM_TYPE_Q8_0 ? 34 : type == PYLLM_TYPE_Q4_0 ? 18 : 20;
+        for (size_t b = 0; b + bsize <= bytes; b += bsize) {
+            uint16_t d = half(0.01f + 0.02f * fabsf(frand(s))), m = half(frand(s) * 0.1f);
+            memcpy(w + b, &d, 2);
+            if (type == PYLLM_TYPE_Q4_1) memcpy(w + b + 2, &m, 2);
+        }
+    }
+}
+
+int main(void) {
+    const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1};
+    const int sizes[][3] = {{1, 32, 1}, {7, 64, 1}, {37, 96, 3}, {67, 576, 9}, {130, 160, 4}};
+    int isa = pyllm_isa_best(), failures = 0;
+    unsigned seed = 1;
+    printf("kernels: %s vs portable\n", pyllm_isa_name(isa));
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            int rows = sizes[si][0], cols = sizes[si][1], n = sizes[si][2];
+            size_t rb = pyllm_row_bytes(types[ti], cols);
+            uint8_t *w = malloc(rows * rb);
+            float *x = malloc(sizeof(float) * n * cols), *a = malloc(sizeof(float) * n * rows),
+                  *b = malloc(sizeof(float) * n * rows);
+            if (!w || !x || !a || !b) return 2;
+            fill(types[ti], w, rows * rb, &seed);
+            for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
+            pyllm_tensor t = {types[ti], rows, cols, w};
+            if (pyllm_matmul(PYLLM_ISA_PORTABLE, &t, x, n, a, 2) || pyllm_matmul(isa, &t, x, n, b, 2)) return 3;
+            float worst = 0, scale = 1e-6f;
+            for (int i = 0; i < n * rows; i++) {
+                worst = fmaxf(worst, fabsf(a[i] - b[i]));
+                scale = fmaxf(scale, fabsf(a[i]));
+            }
+            int ok = worst <= 1e-4f * scale * sqrtf((float)cols);
+            failures += !ok;
+            printf("%-4s type %d  %3d x %3d  n=%d  max diff %.3g of %.3g\n", ok ? "ok" : "FAIL", types[ti],
+                   rows, cols, n, worst, scale);
+            free(w), free(x), free(a), free(b);
+        }
+    printf("%d failures\n", failures);
+    return failures != 0;
+}
