@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Benchmark pyllm like llama-bench: prompt processing (pp) and token generation (tg), tokens/s.
+"""Benchmark pyllm like llama-bench: prompt processing (pp) and token generation (tg), tokens/s,
+and llama.cpp on the same weights in the same run when llama-cpp-python is installed.
 
-    python tools/bench.py [weights.bin ...] [--threads N] [--reps 5] [--pp 512] [--tg 128]
+    python tools/bench.py                       # the default model (SmolLM2-135M-Instruct Q4_1)
+    python tools/bench.py model.bin ...         # weights.bin files
+    python tools/bench.py --gguf a.gguf ...     # GGUFs: converted for pyllm, and run by llama.cpp
 
-Without a file it benchmarks the default model (SmolLM2-135M-Instruct, Q4_1). pp evaluates a
-prompt of --pp tokens from an empty cache in one call; tg generates --tg tokens one at a time
-from an empty cache (feeding back the greedy choice). Each figure is the median of --reps runs.
+pp evaluates a prompt of --pp random tokens from an empty cache in one call; tg generates --tg
+tokens one at a time from an empty cache, through the C core (`eval` + argmax) and through
+`Model.generate` (the Python sampling loop users call). Each figure is the median of --reps runs.
 """
 import argparse
 import os
@@ -19,11 +22,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pyllm import Model  # noqa: E402
-from pyllm.fetch import default_model  # noqa: E402
+from pyllm.convert import convert  # noqa: E402
+from pyllm.fetch import cache_dir, default_model  # noqa: E402
 
 
 def machine() -> str:
-    """CPU model, SIMD flags that matter here, cores visible to this process."""
+    """CPU model, the SIMD flags that matter here, cores visible to this process."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in open("/proc/cpuinfo"):
@@ -33,55 +37,109 @@ def machine() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "asimd", "asimddp") if f in flags]
-    return f"{name}; {', '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
+    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "asimd", "asimddp") if f in flags]
+    return f"{name}; {' '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
 
 
-def bench_pp(model: Model, n: int, reps: int) -> float:
-    tokens = np.random.default_rng(0).integers(0, model.config.vocab_size, n)
+def median_rate(n: int, reps: int, run) -> float:
     times = []
     for _ in range(reps):
-        model.reset()
         t0 = time.perf_counter()
-        model.eval(tokens)
+        run()
         times.append(time.perf_counter() - t0)
     return n / statistics.median(times)
 
 
-def bench_tg(model: Model, n: int, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        model.reset()
-        token = 1
-        t0 = time.perf_counter()
-        for _ in range(n):
-            token = int(model.eval([token]).argmax())
-        times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+def prompt_tokens(n: int, vocab: int) -> list[int]:
+    return [int(t) for t in np.random.default_rng(0).integers(100, vocab, n)]
+
+
+def bench_pyllm(path: str, args) -> dict[str, float]:
+    with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
+        toks = prompt_tokens(args.pp, m.config.vocab_size)
+
+        def pp() -> None:
+            m.reset()
+            m.eval(toks)
+
+        def tg() -> None:
+            m.reset()
+            token = 1
+            for _ in range(args.tg):
+                token = int(m.eval([token]).argmax())
+
+        def generate() -> None:
+            m.reset()
+            g = m.generate([1], max_tokens=args.tg, temperature=0.8, seed=0,
+                           logit_bias={m.tokenizer.eos_id: float("-inf")} if m.tokenizer.eos_id is not None else None)
+            g.text()
+
+        return {"pp": median_rate(args.pp, args.reps, pp), "tg": median_rate(args.tg, args.reps, tg),
+                "tg_py": median_rate(args.tg, args.reps, generate), "kernels": m.kernels, "threads": m.n_threads}
+
+
+def bench_llama_cpp(gguf: str, args) -> dict[str, float] | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    threads = args.threads or len(os.sched_getaffinity(0))
+    llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
+                n_threads=threads, n_threads_batch=threads, verbose=False)
+    toks = prompt_tokens(args.pp, llm.n_vocab())
+
+    def pp() -> None:
+        llm.reset()
+        llm.eval(toks)
+
+    def tg() -> None:
+        llm.reset()
+        for i in range(args.tg):
+            llm.eval([toks[i]])
+
+    result = {"pp": median_rate(args.pp, args.reps, pp), "tg": median_rate(args.tg, args.reps, tg)}
+    llm.close()
+    return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="*", help="weights.bin files (default: SmolLM2-135M-Instruct Q4_1)")
+    ap.add_argument("models", nargs="*", help="weights.bin files")
+    ap.add_argument("--gguf", nargs="+", default=[], help="GGUF files: pyllm runs their conversion, llama.cpp the file")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--kernels", default="auto", help="auto, avx2, neon or portable")
     args = ap.parse_args()
-    paths = args.models or [str(default_model())]
+
+    runs = [(p, None) for p in args.models]
+    for g in args.gguf:
+        out = cache_dir() / "bench" / (os.path.basename(g) + ".bin")
+        if not out.exists() or out.stat().st_mtime < os.path.getmtime(g):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            convert(g, out, progress=False)
+        runs.append((str(out), g))
+    if not runs:
+        runs = [(str(default_model()), None)]
 
     print(f"machine: {machine()}")
-    print(f"date: {time.strftime('%Y-%m-%d')}, python {platform.python_version()}\n")
-    print("| model | type | kernels | threads | test | tokens/s |")
-    print("|---|---|---|---|---|---|")
-    for path in paths:
-        with Model(path, n_threads=args.threads, n_ctx=max(args.pp, args.tg), kernels=args.kernels) as m:
-            kind = m.file.tensors["blk.0.attn_q.weight"].type
-            name = m.file.metadata.get("name") or os.path.basename(path)
-            for test, fn, n in (("pp", bench_pp, args.pp), ("tg", bench_tg, args.tg)):
-                rate = fn(m, n, args.reps)
-                print(f"| {name} | {kind} | {m.kernels} | {m.n_threads} | {test}{n} | {rate:.1f} |", flush=True)
+    print(f"date: {time.strftime('%Y-%m-%d')}; python {platform.python_version()}; "
+          f"command: {' '.join(['python'] + sys.argv)}\n")
+    print("| model | type | engine | threads | pp{0} tok/s | tg{1} tok/s | tg{1} via generate() |".format(args.pp, args.tg))
+    print("|---|---|---|---|---|---|---|")
+    for path, gguf in runs:
+        with Model(path, n_ctx=8) as probe:
+            kind = probe.file.tensors["blk.0.attn_q.weight"].type.upper()
+            name = os.path.basename(gguf or path)
+        ours = bench_pyllm(path, args)
+        print(f"| {name} | {kind} | pyllm ({ours['kernels']}) | {ours['threads']} | {ours['pp']:.1f} | "
+              f"{ours['tg']:.1f} | {ours['tg_py']:.1f} |", flush=True)
+        theirs = bench_llama_cpp(gguf, args) if gguf else None
+        if theirs:
+            print(f"| {name} | {kind} | llama.cpp | {ours['threads']} | {theirs['pp']:.1f} | {theirs['tg']:.1f} | |")
+            print(f"| {name} | {kind} | **ratio** | | **{ours['pp'] / theirs['pp']:.2f}x** | "
+                  f"**{ours['tg'] / theirs['tg']:.2f}x** | |", flush=True)
     return 0
 
 
