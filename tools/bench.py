@@ -102,6 +102,68 @@ def bench_llama_cpp(gguf: str, args) -> dict[str, float] | None:
     return result
 
 
+def bench_depths(path: str, gguf: str | None, depths: list[int], args) -> None:
+    """Decode speed after `depth` tokens already sit in the cache: attention cost should grow linearly."""
+    n = 64
+    with Model(path, n_threads=args.threads, n_ctx=max(depths) + n + 8) as m:
+        for depth in depths:
+            ctx = prompt_tokens(depth, m.config.vocab_size)
+
+            def tg() -> None:
+                del m._cached[depth:]  # keep the first `depth` tokens, drop what the last run added
+                for i in range(n):
+                    m.eval([ctx[i % max(depth, 1)] if depth else 1])
+
+            m.reset()
+            if depth:
+                m.eval(ctx)
+            rate = median_rate(n, args.reps, tg)
+            theirs = ""
+            if gguf:
+                try:
+                    from llama_cpp import Llama
+                    threads = args.threads or len(os.sched_getaffinity(0))
+                    llm = Llama(model_path=gguf, n_ctx=max(depths) + n + 8, n_batch=512, n_threads=threads,
+                                n_threads_batch=threads, verbose=False)
+
+                    def ltg() -> None:
+                        llm.n_tokens = depth
+                        for i in range(n):
+                            llm.eval([ctx[i % max(depth, 1)] if depth else 1])
+
+                    if depth:
+                        llm.eval(ctx)
+                    theirs = f" | {median_rate(n, args.reps, ltg):.1f}"
+                    llm.close()
+                except ImportError:
+                    pass
+            print(f"| {depth} | {rate:.1f}{theirs} |", flush=True)
+
+
+def first_token_and_rss(path: str, gguf: str | None, args) -> None:
+    """Load-to-first-token time and peak resident memory, each engine in a fresh process."""
+    import subprocess
+    ours = (f"import time,resource;t=time.perf_counter();import pyllm;m=pyllm.Model({path!r},n_ctx=2048);"
+            "g=m.generate('Once upon a time',max_tokens=1,temperature=0);next(iter(g));"
+            "print(time.perf_counter()-t);g2=m.generate([1],max_tokens=128,temperature=0,"
+            "logit_bias={m.tokenizer.eos_id:-1e9});g2.text();"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    theirs = (f"import time,resource;t=time.perf_counter();from llama_cpp import Llama;"
+              f"l=Llama(model_path={gguf!r},n_ctx=2048,verbose=False);"
+              "l.eval(l.tokenize(b'Once upon a time',add_bos=False));l.sample(temp=0);print(time.perf_counter()-t);"
+              "l.reset();[l.eval([1]) for _ in range(128)];"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    for name, code in (("pyllm", ours), ("llama.cpp", theirs if gguf else None)):
+        if code is None:
+            continue
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if r.returncode:
+            print(f"| {name} | failed: {r.stderr.strip().splitlines()[-1:]} | |")
+            continue
+        first, rss = r.stdout.split()[-2:]
+        print(f"| {name} | {float(first) * 1000:.0f} ms | {int(rss) / 1024:.0f} MiB |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help="weights.bin files")
@@ -111,6 +173,8 @@ def main() -> int:
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--kernels", default="auto", help="auto, avx2, neon or portable")
+    ap.add_argument("--depths", default="", help="also: decode speed at these cache depths, e.g. 0,512,2048")
+    ap.add_argument("--startup", action="store_true", help="also: load-to-first-token time and peak memory")
     args = ap.parse_args()
 
     runs = [(p, None) for p in args.models]
@@ -140,6 +204,16 @@ def main() -> int:
             print(f"| {name} | {kind} | llama.cpp | {ours['threads']} | {theirs['pp']:.1f} | {theirs['tg']:.1f} | |")
             print(f"| {name} | {kind} | **ratio** | | **{ours['pp'] / theirs['pp']:.2f}x** | "
                   f"**{ours['tg'] / theirs['tg']:.2f}x** | |", flush=True)
+    path, gguf = runs[0]
+    if args.depths:
+        print(f"\ndecode tokens/s by cache depth ({os.path.basename(gguf or path)})\n")
+        print("| depth | pyllm | llama.cpp |" if gguf else "| depth | pyllm |")
+        print("|---|---|---|" if gguf else "|---|---|")
+        bench_depths(path, gguf, [int(d) for d in args.depths.split(",")], args)
+    if args.startup:
+        print(f"\nload to first token, peak resident memory (n_ctx 2048, 128 tokens generated)\n")
+        print("| engine | load to first token | peak RSS |\n|---|---|---|")
+        first_token_and_rss(path, gguf, args)
     return 0
 
 
