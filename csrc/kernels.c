@@ -123,23 +123,22 @@ void kern_dequantize_row(int type, const void *src, float *dst, int n) {
     }
 }
 
-void kern_quantize_rows(const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
-    int lo, hi;
-    thread_share(n * (cols / QK), ith, nth, 1, &lo, &hi);
-    for (int b = lo; b < hi; b++) {
-        const float *v = x + (size_t)b * QK;
-        float amax = 0.0f;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(v[j]));
-        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            int q = (int)roundf(v[j] * id);
-            xq[b].qs[j] = (int8_t)q;
-            sum += q;
-        }
-        xq[b].d = d;
-        xq[b].s = d * (float)sum;
+/* One block of 32 floats to int8 with d = max|x| / 127, rounding to nearest even. */
+static void quantize_block_ref(const float *v, block_q8x *out) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) {
+        float a = fabsf(v[j]);
+        amax = a > amax ? a : amax;
     }
+    float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < QK; j++) {
+        int q = (int)rintf(v[j] * id);
+        out->qs[j] = (int8_t)q;
+        sum += q;
+    }
+    out->d = d;
+    out->s = d * (float)sum;
 }
 
 static float dot_f32_ref(const float *w, const float *x, int n) {
@@ -403,6 +402,34 @@ AVX2_TARGET static void matmul_avx2(const pyllm_tensor *w, int r0, int r1, const
     }
 }
 
+AVX2_TARGET static void quantize_block_avx2(const float *v, block_q8x *out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a[4], amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+        a[i] = _mm256_loadu_ps(v + 8 * i);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, a[i]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float d = _mm_cvtss_f32(m) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    __m256i q[4], sum = _mm256_setzero_si256();
+    for (int i = 0; i < 4; i++) { /* cvtps rounds to nearest even, as rintf does */
+        q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(a[i], _mm256_set1_ps(id)));
+        sum = _mm256_add_epi32(sum, q[i]);
+    }
+    /* the packs interleave 128-bit lanes: put the 4-byte groups back in element order */
+    __m256i q16 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                                         _mm256_packs_epi32(q[2], q[3])),
+                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)out->qs, q16);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    out->d = d;
+    out->s = d * (float)_mm_cvtsi128_si32(s4);
+}
+
 AVX2_INLINE float avx2_dot(const float *a, const float *b, int n) {
     __m256 acc = _mm256_setzero_ps();
     int i = 0;
@@ -410,6 +437,37 @@ AVX2_INLINE float avx2_dot(const float *a, const float *b, int n) {
     float sum = avx2_hsum(acc);
     for (; i < n; i++) sum += a[i] * b[i];
     return sum;
+}
+
+/* exp(x) for x <= 0 (softmax after subtracting the max): 2^n * p(r), |relative error| < 2e-7. */
+AVX2_INLINE __m256 avx2_exp(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x); /* ln 2, split in two */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.98756912e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.39819994e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33345205e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16657962e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666657e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* out += sum_j p[j] * v_j for head_dim H known at compile time: the accumulators stay in registers. */
+AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const float *v, int kv_stride,
+                                   int n_pos, float *out) {
+    __m256 acc[16];
+    for (int i = 0; i < H / 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int j = 0; j < n_pos; j++) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        const float *vj = v + (size_t)j * kv_stride;
+        for (int i = 0; i < H / 8; i++) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), acc[i]);
+    }
+    for (int i = 0; i < H / 8; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
 AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
@@ -420,20 +478,37 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
         scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
         max = fmaxf(max, scores[j]);
     }
-    float total = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
+    __m256 total8 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n_pos; j += 8) {
+        __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(scores + j, e);
+        total8 = _mm256_add_ps(total8, e);
+    }
+    float total = avx2_hsum(total8);
+    for (; j < n_pos; j++) {
         scores[j] = expf(scores[j] - max);
         total += scores[j];
     }
-    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        const float *vj = v + (size_t)j * kv_stride;
-        const __m256 p = _mm256_set1_ps(scores[j] / total);
-        int i = 0;
-        for (; i + 8 <= head_dim; i += 8)
-            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(out + i)));
-        for (; i < head_dim; i++) out[i] += scores[j] / total * vj[i];
+    if (head_dim == 64) {
+        avx2_weighted_sum(64, scores, v, kv_stride, n_pos, out);
+    } else if (head_dim == 128) {
+        avx2_weighted_sum(128, scores, v, kv_stride, n_pos, out);
+    } else {
+        for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+        for (int jj = 0; jj < n_pos; jj++) {
+            const float *vj = v + (size_t)jj * kv_stride;
+            int i = 0;
+            for (; i + 8 <= head_dim; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_set1_ps(scores[jj]), _mm256_loadu_ps(vj + i),
+                                                          _mm256_loadu_ps(out + i)));
+            for (; i < head_dim; i++) out[i] += scores[jj] * vj[i];
+        }
     }
+    const __m256 inv = _mm256_set1_ps(1.0f / total);
+    int i = 0;
+    for (; i + 8 <= head_dim; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
+    for (; i < head_dim; i++) out[i] /= total;
 }
 #endif /* HAVE_AVX2_KERNELS */
 
@@ -580,6 +655,18 @@ void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x
 #endif
     (void)isa;
     matmul_portable(w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
+    int lo, hi;
+    thread_share(n * (cols / QK), ith, nth, 1, &lo, &hi);
+    for (int b = lo; b < hi; b++) {
+#ifdef HAVE_AVX2_KERNELS
+        if (isa == PYLLM_ISA_AVX2) { quantize_block_avx2(x + (size_t)b * QK, &xq[b]); continue; }
+#endif
+        (void)isa;
+        quantize_block_ref(x + (size_t)b * QK, &xq[b]);
+    }
 }
 
 void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,

@@ -26,8 +26,9 @@ int kern_type_quantized(int type);
 /* Bytes of one row of `cols` values, or 0 if the type is unknown or cols does not fit its blocks. */
 size_t kern_row_bytes(int type, int cols);
 
-/* Quantize n rows of `cols` floats (cols % QK == 0) to blocks; rows are split among threads. */
-void kern_quantize_rows(const float *x, int n, int cols, block_q8x *xq, int ith, int nth);
+/* Quantize n rows of `cols` floats (cols % QK == 0) to blocks (d = max|x| / 127, rounding to
+ * nearest even); the blocks are split among threads. */
+void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth);
 
 /* y[t][r] (+)= dot(W[r], x[t]) for t < n and this thread's share of rows r. y has w->rows floats
  * per row. x is (n, w->cols) floats; xq is x quantized, used when the weights are quantized.

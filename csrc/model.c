@@ -93,7 +93,7 @@ static void rows_share(int n, int ith, int nth, int *lo, int *hi) {
 /* The steps of the forward pass. Each does thread ith's share of the work. */
 
 /* out = x / rms(x) * weight for n rows; then quantize out if a quantized matmul reads it. */
-static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim,
+static void rmsnorm_rows(int isa, float *out, const float *x, const float *weight, int n, int dim,
                          float eps, block_q8x *xq, int ith, int nth) {
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
@@ -104,7 +104,7 @@ static void rmsnorm_rows(float *out, const float *x, const float *weight, int n,
         for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
-        if (xq) kern_quantize_rows(ot, 1, dim, xq + (size_t)t * (dim / QK), 0, 1);
+        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK), 0, 1);
     }
 }
 
@@ -154,16 +154,11 @@ static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nt
     }
 }
 
-/* hb = silu(hb) * hb2, then quantized for the down projection if it needs that. */
-static void swiglu(float *hb, const float *hb2, int n, int hidden, block_q8x *xq, int ith, int nth) {
+/* hb = silu(hb) * hb2 over all n * hidden values, split among threads. */
+static void swiglu(float *hb, const float *hb2, int n, int hidden, int ith, int nth) {
     int lo, hi;
-    rows_share(n, ith, nth, &lo, &hi);
-    for (int t = lo; t < hi; t++) {
-        float *g = hb + (size_t)t * hidden;
-        const float *u = hb2 + (size_t)t * hidden;
-        for (int i = 0; i < hidden; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        if (xq) kern_quantize_rows(g, 1, hidden, xq + (size_t)t * (hidden / QK), 0, 1);
-    }
+    rows_share(n * hidden, ith, nth, &lo, &hi);
+    for (int i = lo; i < hi; i++) hb[i] = hb[i] / (1.0f + expf(-hb[i])) * hb2[i];
 }
 
 static void embed(pyllm_model *m, const int32_t *tokens, int n, int ith, int nth) {
@@ -206,7 +201,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             block_q8x *xq_ffn = q8_input(m, &L->w_gate, &L->w_up, NULL);
 
             /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
-            rmsnorm_rows(m->xb, m->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
+            rmsnorm_rows(isa, m->xb, m->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
             BARRIER;
             kern_matmul(isa, &L->wq, m->xb, m->xq, n, m->q, 0, ith, nth);
             kern_matmul(isa, &L->wk, m->xb, m->xq, n, k, 0, ith, nth);
@@ -219,20 +214,24 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             attention(m, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
             BARRIER;
             if (q8_input(m, &L->wo, NULL, NULL)) {
-                kern_quantize_rows(m->xb, n, q_dim, m->xq, ith, nth);
+                kern_quantize_rows(isa, m->xb, n, q_dim, m->xq, ith, nth);
                 BARRIER;
             }
             kern_matmul(isa, &L->wo, m->xb, m->xq, n, m->x, 1, ith, nth); /* x += attn Wo */
             BARRIER;
 
             /* feed-forward block: SwiGLU */
-            rmsnorm_rows(m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
+            rmsnorm_rows(isa, m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
             BARRIER;
             kern_matmul(isa, &L->w_gate, m->xb, m->xq, n, m->hb, 0, ith, nth);
             kern_matmul(isa, &L->w_up, m->xb, m->xq, n, m->hb2, 0, ith, nth);
             BARRIER;
-            swiglu(m->hb, m->hb2, n, hidden, q8_input(m, &L->w_down, NULL, NULL), ith, nth);
+            swiglu(m->hb, m->hb2, n, hidden, ith, nth);
             BARRIER;
+            if (q8_input(m, &L->w_down, NULL, NULL)) {
+                kern_quantize_rows(isa, m->hb, n, hidden, m->xq, ith, nth);
+                BARRIER;
+            }
             kern_matmul(isa, &L->w_down, m->hb, m->xq, n, m->x, 1, ith, nth); /* x += ffn */
             BARRIER;
         }
@@ -240,7 +239,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
         /* classifier, only for the rows whose logits are wanted */
         if (logits) {
             int first = all_logits ? 0 : n - 1, n_out = n - first;
-            rmsnorm_rows(m->xb, m->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
+            rmsnorm_rows(isa, m->xb, m->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
                          c->norm_eps, q8_input(m, &m->w.output, NULL, NULL), ith, nth);
             BARRIER;
             kern_matmul(isa, &m->w.output, m->xb, m->xq, n_out, logits, 0, ith, nth);
@@ -374,7 +373,7 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
 #pragma omp parallel num_threads(n_threads)
     {
         const int ith = thread_id(), nth = thread_count();
-        if (xq) kern_quantize_rows(x, n, w->cols, xq, ith, nth);
+        if (xq) kern_quantize_rows(isa, x, n, w->cols, xq, ith, nth);
         BARRIER;
         kern_matmul(isa, w, x, xq, n, y, 0, ith, nth);
     }
