@@ -4,5 +4,5 @@ from . import fetch
 from .model import ContextFullError, Model
 from .tokenizer import Tokenizer
 
-__all__ = ["Model", "Tokenizer", "PyllmError", "FormatError", "EngineError", "ContextFullError"]
+__all__ = ["Model", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError", "ContextFullError"]
 __version__ = "0.1.0"

@@ -10,14 +10,13 @@ that is renamed at the end, so an interrupted write never leaves a half-written 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from .errors import FormatError
+from .mapped import MappedFile, check_no_overlap
 from .quant import TYPES, row_bytes
 
 MAGIC = b"PYLM"
@@ -284,33 +283,15 @@ def _parse_tensors(raw: Any, cfg: ModelConfig, data_start: int, file_size: int) 
     missing = [n for n in expected if n not in tensors]
     if missing:
         raise ValueError(f"missing tensors: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors.values())
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
-        if start < end:
-            raise ValueError(f"tensors {a} and {b} overlap")
+    check_no_overlap(tensors.values())
     return tensors
 
 
-class WeightsFile:
+class WeightsFile(MappedFile):
     """A weights.bin mapped read-only and fully validated; tensors are views into the mapping."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < PREAMBLE.size:
-                    raise FormatError(f"{self.path}: only {size} bytes, too short to be a weights.bin")
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
-        try:
-            self._parse(size)
-        except ValueError as exc:
-            self._mmap.close()
-            if isinstance(exc, FormatError):
-                raise
-            raise FormatError(f"{self.path}: {exc}") from None
+    KIND = "weights.bin"
+    MIN_SIZE = PREAMBLE.size
 
     def _parse(self, size: int) -> None:
         magic, version, header_len = PREAMBLE.unpack_from(self._mmap, 0)
@@ -336,28 +317,6 @@ class WeightsFile:
         self.chat_template: str | None = template
         self.metadata: dict[str, Any] = header.get("metadata") or {}
         self.tensors = _parse_tensors(header.get("tensors"), self.config, data_start, size)
-
-    def buffer(self) -> mmap.mmap:
-        """The whole mapping (for handing tensor addresses to C)."""
-        return self._mmap
-
-    def tensor_bytes(self, name: str) -> memoryview:
-        """The raw bytes of one tensor, without a copy."""
-        t = self.tensors[name]
-        return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
-
-    def close(self) -> None:
-        """Unmap the file (if views of it are still alive, it is unmapped when they go)."""
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass
-
-    def __enter__(self) -> "WeightsFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_weights(path: str | os.PathLike) -> WeightsFile:

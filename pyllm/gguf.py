@@ -7,15 +7,13 @@ into the read-only mapping.
 """
 from __future__ import annotations
 
-import mmap
-import os
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
+from .mapped import MappedFile, check_no_overlap
 
 # ggml type id -> (name, values per block, bytes per block)
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
@@ -102,26 +100,11 @@ class _Reader:
         raise ValueError(f"{what}: unknown metadata value type {vtype}")
 
 
-class GGUFFile:
+class GGUFFile(MappedFile):
     """A GGUF file mapped read-only, its metadata parsed and every tensor entry validated."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < 24:
-                    raise FormatError(f"{self.path}: only {size} bytes, too short to be a GGUF file")
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
-        try:
-            self._parse(size)
-        except ValueError as exc:
-            self._mmap.close()
-            if isinstance(exc, FormatError):
-                raise
-            raise FormatError(f"{self.path}: {exc}") from None
+    KIND = "GGUF file"
+    MIN_SIZE = 24
 
     def _parse(self, size: int) -> None:
         r = _Reader(self._mmap, size)
@@ -188,25 +171,4 @@ class GGUFFile:
                 raise ValueError(f"tensor {name}: data [{start}, {start + nbytes}) runs past the end "
                                  f"of the file ({size} bytes); truncated?")
             self.tensors[name] = GGUFTensor(name, ttype, tuple(reversed(dims)), start, nbytes)
-        spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in self.tensors.values())
-        for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
-            if begin < end:
-                raise ValueError(f"tensors {a} and {b} overlap")
-
-    def tensor_bytes(self, name: str) -> memoryview:
-        """The raw bytes of one tensor (a view into the mapping, no copy)."""
-        t = self.tensors[name]
-        return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
-
-    def close(self) -> None:
-        """Unmap the file (if views of it are still alive, it is unmapped when they go)."""
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass
-
-    def __enter__(self) -> "GGUFFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        check_no_overlap(self.tensors.values())

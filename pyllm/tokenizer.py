@@ -14,7 +14,6 @@ from __future__ import annotations
 import codecs
 import functools
 import heapq
-import json
 import os
 import re
 import unicodedata

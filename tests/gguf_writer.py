@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
 
 # value type ids
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)

@@ -211,7 +211,7 @@ def main() -> int:
         print("|---|---|---|" if gguf else "|---|---|")
         bench_depths(path, gguf, [int(d) for d in args.depths.split(",")], args)
     if args.startup:
-        print(f"\nload to first token, peak resident memory (n_ctx 2048, 128 tokens generated)\n")
+        print("\nload to first token, peak resident memory (n_ctx 2048, 128 tokens generated)\n")
         print("| engine | load to first token | peak RSS |\n|---|---|---|")
         first_token_and_rss(path, gguf, args)
     return 0

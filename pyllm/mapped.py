@@ -1,0 +1,69 @@
+"""What the weights.bin and GGUF readers share: a file mapped read-only, parsed by a subclass,
+whose problems become FormatError naming the file; tensors handed out as views, never copies."""
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any, Iterable
+
+from .errors import FormatError
+
+
+class MappedFile:
+    """A model file mapped read-only. Subclasses fill `tensors` (entries with absolute `offset`
+    and `nbytes`) in `_parse(size)` and raise ValueError for anything wrong."""
+
+    KIND = "model file"
+    MIN_SIZE = 1
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.tensors: dict[str, Any] = {}
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.MIN_SIZE:
+                    raise FormatError(f"{self.path}: only {size} bytes, too short to be a {self.KIND}")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
+        try:
+            self._parse(size)
+        except ValueError as exc:
+            self._mmap.close()
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{self.path}: {exc}") from None
+
+    def _parse(self, size: int) -> None:
+        raise NotImplementedError
+
+    def buffer(self) -> mmap.mmap:
+        """The whole mapping (for handing tensor addresses to C)."""
+        return self._mmap
+
+    def tensor_bytes(self, name: str) -> memoryview:
+        """The raw bytes of one tensor: a view into the mapping, no copy."""
+        t = self.tensors[name]
+        return memoryview(self._mmap)[t.offset:t.offset + t.nbytes]
+
+    def close(self) -> None:
+        """Unmap the file (if views of it are still alive, it is unmapped when they go)."""
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_no_overlap(entries: Iterable[Any]) -> None:
+    """ValueError if the byte ranges of two tensor entries overlap."""
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in entries)
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ValueError(f"tensors {a} and {b} overlap")
