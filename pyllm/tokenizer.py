@@ -16,11 +16,11 @@ import functools
 import heapq
 import os
 import re
-import unicodedata
 from typing import Iterable, Sequence
 
 from .errors import FormatError
 from .format import TokenizerData
+from .unicode_tables import LETTER_RANGES, NUMBER_RANGES
 
 # GGUF token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -34,20 +34,10 @@ _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 @functools.lru_cache(maxsize=None)
 def _category_class(prefix: str) -> str:
-    """Character-class body matching every code point whose Unicode category starts with prefix."""
-    ranges, start, prev = [], None, None
-    for cp in range(0x110000):
-        if unicodedata.category(chr(cp)).startswith(prefix):
-            if start is None:
-                start = cp
-            prev = cp
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
+    """Character-class body matching every code point of Unicode category L* or N*."""
+    table = {"L": LETTER_RANGES, "N": NUMBER_RANGES}[prefix]
     esc = lambda cp: "\\U%08x" % cp  # noqa: E731
-    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
+    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in table)
 
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\pL+| ?\pN+| ?[^\s\pL\pN]+|\s+(?!\S)|\s+"
