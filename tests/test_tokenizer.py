@@ -100,3 +100,19 @@ def test_unknown_pre_tokenizer_is_an_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(FormatError, match="tokenizer.json: pre-tokenizer"):
         Tokenizer.from_file(tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama-bpe", "qwen2"])
+def test_other_pre_tokenizers(cases, smollm2, family):
+    """SmolLM2's vocabulary behind each family's pre-tokenizer, against tokenizers' ids."""
+    from dataclasses import replace
+    tok = Tokenizer(replace(smollm2.data, pre=family))
+    expected = cases["pre_tokenizers"][family]
+    bad = [s for s, ids in zip(cases["strings"], expected) if tok.encode(s) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+
+
+def test_unknown_pre_tokenizer_name_is_an_error(smollm2):
+    from dataclasses import replace
+    with pytest.raises(FormatError, match="unknown pre-tokenizer 'falcon'"):
+        Tokenizer(replace(smollm2.data, pre="falcon"))

@@ -84,6 +84,28 @@ def smollm2_tokenizer(gguf_path: str) -> Tokenizer:
     return tok
 
 
+# the other byte-level families, as their tokenizer.json files spell the split regex
+FAMILY_SPLITS = {
+    "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
+
+
+def family_tokenizer(base: Tokenizer, family: str) -> Tokenizer:
+    """SmolLM2's vocabulary and merges behind another family's pre-tokenizer (Llama 3 also skips
+    merges for words already in the vocabulary), to check each pre-tokenizer pyllm implements."""
+    spec = json.loads(base.to_str())
+    if family == "gpt2":
+        spec["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                                 "use_regex": True}
+    else:
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": FAMILY_SPLITS[family]}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    spec["model"]["ignore_merges"] = family == "llama-bpe"
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("gguf")
@@ -96,6 +118,11 @@ def main() -> None:
     hf = smollm2_tokenizer(args.gguf)
     with gzip.open(os.path.join(args.out_dir, "smollm2-tokenizer.json.gz"), "wt", encoding="utf-8") as f:
         f.write(hf.to_str())
+    families = {}
+    for family in ("gpt2", "llama-bpe", "qwen2"):
+        fam = family_tokenizer(hf, family)
+        fam.encode_special_tokens = True
+        families[family] = [fam.encode(s, add_special_tokens=False).ids for s in strings]
     hf.encode_special_tokens = True  # special-token text is plain text
     plain = [hf.encode(s, add_special_tokens=False).ids for s in strings]
     hf.encode_special_tokens = False
@@ -112,6 +139,7 @@ def main() -> None:
         "strings": strings,
         "smollm2": {"plain": plain, "special": special, "decoded": hf_decoded},
         "mistral": {"ids": sp_ids, "decoded": sp_decoded},
+        "pre_tokenizers": families,
     }
     with open(os.path.join(args.out_dir, "tokenizer_cases.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
