@@ -245,6 +245,11 @@ static void attend_portable(const float *q, const float *k, const float *v, int 
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
+/* Decoding reads each weight row once, from memory: the hardware prefetcher does not run far
+ * enough ahead of four interleaved row streams, so ask for the data this many bytes ahead
+ * (measured: Q8_0 classifier 1.5-1.9x faster, Q4_x neutral). */
+#define PREFETCH_BYTES 1024
+
 AVX2_INLINE float avx2_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -281,6 +286,7 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
         float wd[4], wm[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            if (C == 1) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
             wd[r] = avx2_half(blk);
             if (type == PYLLM_TYPE_Q8_0) {
                 wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -326,6 +332,7 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         __m256 wv[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
+            if (C == 1 && i % 32 == 0) _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + PREFETCH_BYTES, _MM_HINT_T0);
             wv[r] = type == PYLLM_TYPE_F32
                 ? _mm256_loadu_ps((const float *)row + i)
                 : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
