@@ -210,12 +210,12 @@ def main() -> int:
                   f"**{ours['tg'] / theirs['tg']:.2f}x** | |", flush=True)
     path, gguf = runs[0]
     if args.depths:
-        print(f"\ndecode tokens/s by cache depth ({os.path.basename(gguf or path)})\n")
+        print(f"\nDecode tokens/s by cache depth ({os.path.basename(gguf or path)})\n")
         print("| depth | pyllm | llama.cpp |" if gguf else "| depth | pyllm |")
         print("|---|---|---|" if gguf else "|---|---|")
         bench_depths(path, gguf, [int(d) for d in args.depths.split(",")], args)
     if args.startup:
-        print("\nload to first token, peak resident memory (n_ctx 2048, 128 tokens generated)\n")
+        print("\nStart-up: load to first token, and peak resident memory (n_ctx 2048, 128 tokens generated)\n")
         print("| engine | load to first token | peak RSS |\n|---|---|---|")
         first_token_and_rss(path, gguf, args)
     return 0
