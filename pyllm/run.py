@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         chat_mode = args.chat or (prompt is None and sys.stdin.isatty())
         if prompt is None and not chat_mode:
             prompt = sys.stdin.read()
+        if not chat_mode and not prompt:
+            raise PyllmError("empty prompt: give -p TEXT, -f FILE, text on stdin, or --chat")
         t0 = time.perf_counter()
         model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
         say(args, f"[loaded {os.path.basename(path)} in {(time.perf_counter() - t0) * 1000:.0f} ms: "
