@@ -520,6 +520,126 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
 #endif /* HAVE_AVX2_KERNELS */
 
 /* ------------------------------------------------------------------------------------------ */
+/* AVX-512 VNNI kernels for the quantized types (F32/F16 weights, attention and activation
+ * quantization use the AVX2 code, which every AVX-512 CPU runs). A 512-bit register holds two
+ * 32-value blocks; vpdpbusd multiplies and sums four byte pairs per lane in one instruction.
+ * Decoding uses 4x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
+#ifdef HAVE_AVX2_KERNELS
+#define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* Blocks b and b+1 (only b when `pair` is 0) of a quantized row as 64 bytes in element order. */
+AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t bsize, int pair) {
+    if (type == PYLLM_TYPE_Q8_0) {
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        __m256i hi = pair ? _mm256_loadu_si256((const __m256i *)(blk + bsize + 2)) : _mm256_setzero_si256();
+        return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : 4;
+    __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + off));
+    __m128i q1 = pair ? _mm_loadu_si128((const __m128i *)(blk + bsize + off)) : _mm_set1_epi8(type == PYLLM_TYPE_Q4_0 ? 0x88 : 0);
+    __m256i raw = _mm256_set_m128i(q1, q0);
+    __m256i mask = _mm256_set1_epi8(0x0F);
+    __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+    /* 128-bit lanes [lo0, lo1, hi0, hi1] -> [lo0, hi0, lo1, hi1]: elements 0-15, 16-31 of each block */
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
+    return type == PYLLM_TYPE_Q4_0 ? _mm512_sub_epi8(v, _mm512_set1_epi8(8)) : v;
+}
+
+AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                                const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
+    const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
+                       : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    __m512 acc[4][4];
+    float offset[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) { acc[r][c] = _mm512_setzero_ps(); offset[r][c] = 0.0f; }
+    for (int b = 0; b < nb; b += 2) {
+        const int pair = b + 1 < nb;
+        __m512i wq[4], wabs[4];
+        __mmask64 neg[4];
+        float wd0[4], wd1[4], wm0[4], wm1[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            if (C == 1) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
+            wq[r] = avx512_weights(type, blk, bsize, pair);
+            wd0[r] = avx2_half(blk);
+            wd1[r] = pair ? avx2_half(blk + bsize) : 0.0f;
+            if (type == PYLLM_TYPE_Q4_1) {
+                wm0[r] = avx2_half(blk + 2);
+                wm1[r] = pair ? avx2_half(blk + bsize + 2) : 0.0f;
+            } else {
+                wabs[r] = _mm512_abs_epi8(wq[r]);
+                neg[r] = _mm512_movepi8_mask(wq[r]);
+            }
+        }
+        for (int c = 0; c < C; c++) {
+            const block_q8x *x0 = xq + (size_t)c * nb + b, *x1 = pair ? x0 + 1 : x0;
+            __m256i xhi = pair ? _mm256_loadu_si256((const __m256i *)x1->qs) : _mm256_setzero_si256();
+            const __m512i xv = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)), xhi, 1);
+            const float xd1 = pair ? x1->d : 0.0f;
+            for (int r = 0; r < R; r++) {
+                __m512i dot = type == PYLLM_TYPE_Q4_1
+                    ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[r], xv)
+                    : _mm512_dpbusd_epi32(_mm512_setzero_si512(), wabs[r],
+                                          _mm512_mask_sub_epi8(xv, neg[r], _mm512_setzero_si512(), xv));
+                __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(wd0[r] * x0->d),
+                                                    _mm512_set1_ps(wd1[r] * xd1));
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
+                if (type == PYLLM_TYPE_Q4_1)
+                    offset[r][c] += wm0[r] * x0->s + (pair ? wm1[r] * x1->s : 0.0f);
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][c]) + offset[r][c];
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX512_INLINE void avx512_tile(const int type, const int R, const int C, const pyllm_tensor *w,
+                               size_t rb, int r, const block_q8x *xq, int t, float *y, int accumulate) {
+    int nb = w->cols / QK;
+    avx512_qtile(type, R, C, (const uint8_t *)w->data + (size_t)r * rb, rb, xq + (size_t)t * nb, nb,
+                 y + (size_t)t * w->rows + r, w->rows, accumulate);
+}
+
+AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
+                                      const block_q8x *xq, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int chunk = n == 1 ? r1 - r0 : 64;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            int r = c0;
+            for (; r + 4 <= c1; r += 4) avx512_tile(type, 4, 4, w, rb, r, xq, t, y, accumulate);
+            for (; r < c1; r++) avx512_tile(type, 1, 4, w, rb, r, xq, t, y, accumulate);
+        }
+        for (; t < n; t++) {
+            int r = c0;
+            for (; r + 4 <= c1; r += 4) avx512_tile(type, 4, 1, w, rb, r, xq, t, y, accumulate);
+            for (; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
+        }
+    }
+}
+
+AVX512_TARGET static void matmul_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                        const block_q8x *xq, int n, float *y, int accumulate) {
+    switch (w->type) {
+    case PYLLM_TYPE_Q8_0: avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_Q4_0: avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate); break;
+    case PYLLM_TYPE_Q4_1: avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate); break;
+    default: matmul_avx2(w, r0, r1, x, xq, n, y, accumulate); /* float weights */
+    }
+}
+#endif /* AVX-512 */
+
+/* ------------------------------------------------------------------------------------------ */
 /* NEON kernels (aarch64): one row at a time, int8 products widened with vmull/vpadal. */
 #ifdef HAVE_NEON_KERNELS
 static inline int8x16x2_t neon_weights(int type, const uint8_t *blk, float *d, float *m) {
@@ -635,6 +755,10 @@ int kern_isa_available(int isa) {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
+    case PYLLM_ISA_AVX512:
+        return kern_isa_available(PYLLM_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
 #endif
 #ifdef HAVE_NEON_KERNELS
     case PYLLM_ISA_NEON: return 1;
@@ -644,6 +768,7 @@ int kern_isa_available(int isa) {
 }
 
 int kern_isa_best(void) {
+    if (kern_isa_available(PYLLM_ISA_AVX512)) return PYLLM_ISA_AVX512;
     if (kern_isa_available(PYLLM_ISA_AVX2)) return PYLLM_ISA_AVX2;
     if (kern_isa_available(PYLLM_ISA_NEON)) return PYLLM_ISA_NEON;
     return PYLLM_ISA_PORTABLE;
@@ -655,6 +780,7 @@ void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x
     thread_share(w->rows, ith, nth, 4, &r0, &r1);
     if (r0 >= r1) return;
 #ifdef HAVE_AVX2_KERNELS
+    if (isa == PYLLM_ISA_AVX512) { matmul_avx512(w, r0, r1, x, xq, n, y, accumulate); return; }
     if (isa == PYLLM_ISA_AVX2) { matmul_avx2(w, r0, r1, x, xq, n, y, accumulate); return; }
 #endif
 #ifdef HAVE_NEON_KERNELS
@@ -669,7 +795,10 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
     thread_share(n * (cols / QK), ith, nth, 1, &lo, &hi);
     for (int b = lo; b < hi; b++) {
 #ifdef HAVE_AVX2_KERNELS
-        if (isa == PYLLM_ISA_AVX2) { quantize_block_avx2(x + (size_t)b * QK, &xq[b]); continue; }
+        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
+            quantize_block_avx2(x + (size_t)b * QK, &xq[b]);
+            continue;
+        }
 #endif
         (void)isa;
         quantize_block_ref(x + (size_t)b * QK, &xq[b]);
@@ -679,7 +808,10 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out) {
 #ifdef HAVE_AVX2_KERNELS
-    if (isa == PYLLM_ISA_AVX2) { attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+    if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
+        attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        return;
+    }
 #endif
 #ifdef HAVE_NEON_KERNELS
     if (isa == PYLLM_ISA_NEON) { attend_neon(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }

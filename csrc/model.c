@@ -63,6 +63,7 @@ const char *pyllm_isa_name(int isa) {
     case PYLLM_ISA_PORTABLE: return "portable";
     case PYLLM_ISA_AVX2: return "avx2";
     case PYLLM_ISA_NEON: return "neon";
+    case PYLLM_ISA_AVX512: return "avx512";
     default: return "unknown";
     }
 }

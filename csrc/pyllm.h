@@ -36,7 +36,8 @@ enum pyllm_type {
 enum pyllm_isa {
     PYLLM_ISA_PORTABLE = 0, /* plain C, everywhere */
     PYLLM_ISA_AVX2 = 1,     /* x86-64 with AVX2 + FMA + F16C */
-    PYLLM_ISA_NEON = 2      /* aarch64 */
+    PYLLM_ISA_NEON = 2,     /* aarch64 */
+    PYLLM_ISA_AVX512 = 3    /* x86-64 with AVX2 and AVX-512 F/BW/VL/VNNI */
 };
 
 /* A 2-D weight matrix in row-major order: rows = output features, cols = input features. */

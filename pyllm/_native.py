@@ -20,7 +20,8 @@ if lib.PYLLM_API_VERSION != API_VERSION:  # pragma: no cover - only with a stale
         f"{API_VERSION}: rebuild it with `pip install .`"
     )
 
-ISAS = {"portable": lib.PYLLM_ISA_PORTABLE, "avx2": lib.PYLLM_ISA_AVX2, "neon": lib.PYLLM_ISA_NEON}
+ISAS = {"portable": lib.PYLLM_ISA_PORTABLE, "avx2": lib.PYLLM_ISA_AVX2, "avx512": lib.PYLLM_ISA_AVX512,
+        "neon": lib.PYLLM_ISA_NEON}
 
 
 def check(code: int, what: str) -> None:
