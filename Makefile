@@ -26,8 +26,9 @@ fetch: install
 run: install
 	$(PY) -m pyllm.run $(if $(THREADS),-t $(THREADS))
 
+# pyllm on the default model; llama.cpp on the same GGUF too when llama-cpp-python is installed.
 bench: install
-	$(PY) tools/bench.py $(if $(THREADS),--threads $(THREADS))
+	$(PY) tools/bench.py --gguf "$$($(PY) -m pyllm.fetch --gguf -q)" $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	rm -rf build dist *.egg-info pyllm/_core*.so pyllm/_core.c .pytest_cache $(VENV)
