@@ -520,10 +520,10 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
 #endif /* HAVE_AVX2_KERNELS */
 
 /* ------------------------------------------------------------------------------------------ */
-/* AVX-512 VNNI kernels for the quantized types (F32/F16 weights, attention and activation
- * quantization use the AVX2 code, which every AVX-512 CPU runs). A 512-bit register holds two
- * 32-value blocks; vpdpbusd multiplies and sums four byte pairs per lane in one instruction.
- * Decoding uses 4x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
+/* AVX-512 kernels: matmuls only (attention and activation quantization use the AVX2 code, which
+ * every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
+ * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; decoding uses
+ * 4x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
 #ifdef HAVE_AVX2_KERNELS
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -628,13 +628,77 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
     }
 }
 
+/* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row goes through AVX2. */
+AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                                const float *x, int cols, float *y, int y_stride, int accumulate) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= cols; i += 16) {
+        __m512 wv[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = w + (size_t)r * rb;
+            if (C == 1 && i % 32 == 0)
+                _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + PREFETCH_BYTES, _MM_HINT_T0);
+            wv[r] = type == PYLLM_TYPE_F32
+                ? _mm512_loadu_ps((const float *)row + i)
+                : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+        }
+        for (int c = 0; c < C; c++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)c * cols + i);
+            for (int r = 0; r < R; r++) acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            const uint8_t *row = w + (size_t)r * rb;
+            float v = _mm512_reduce_add_ps(acc[r][c]);
+            for (int j = i; j < cols; j++) {
+                float wj = type == PYLLM_TYPE_F32 ? ((const float *)row)[j]
+                                                  : _cvtsh_ss(((const uint16_t *)row)[j]);
+                v += wj * x[(size_t)c * cols + j];
+            }
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX512_INLINE void avx512_ftile_at(const int type, const int R, const int C, const pyllm_tensor *w,
+                                   size_t rb, int r, const float *x, int t, float *y, int accumulate) {
+    avx512_ftile(type, R, C, (const uint8_t *)w->data + (size_t)r * rb, rb, x + (size_t)t * w->cols,
+                 w->cols, y + (size_t)t * w->rows + r, w->rows, accumulate);
+}
+
+/* Float weights: 4x1 tiles for decoding, 2x4 for prompts, rows in cache-sized chunks. */
+AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, int r0, int r1,
+                                       const float *x, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int chunk = n == 1 ? r1 - r0 : 32;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            int r = c0;
+            for (; r + 2 <= c1; r += 2) avx512_ftile_at(type, 2, 4, w, rb, r, x, t, y, accumulate);
+            for (; r < c1; r++) avx512_ftile_at(type, 1, 4, w, rb, r, x, t, y, accumulate);
+        }
+        for (; t < n; t++) {
+            int r = c0;
+            for (; r + 4 <= c1; r += 4) avx512_ftile_at(type, 4, 1, w, rb, r, x, t, y, accumulate);
+            for (; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
+        }
+    }
+}
+
 AVX512_TARGET static void matmul_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                         const block_q8x *xq, int n, float *y, int accumulate) {
     switch (w->type) {
+    case PYLLM_TYPE_F32: avx512_matmul_float(PYLLM_TYPE_F32, w, r0, r1, x, n, y, accumulate); break;
+    case PYLLM_TYPE_F16: avx512_matmul_float(PYLLM_TYPE_F16, w, r0, r1, x, n, y, accumulate); break;
     case PYLLM_TYPE_Q8_0: avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate); break;
     case PYLLM_TYPE_Q4_0: avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate); break;
     case PYLLM_TYPE_Q4_1: avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate); break;
-    default: matmul_avx2(w, r0, r1, x, xq, n, y, accumulate); /* float weights */
     }
 }
 #endif /* AVX-512 */
