@@ -10,9 +10,9 @@ from . import _native
 from ._native import check, ffi, lib
 from .errors import PyllmError
 from .format import ModelConfig, WeightsFile
-from .quant import TYPES
 from .chat import render
 from .generation import Generation
+from .quant import TYPES
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -43,7 +43,8 @@ class Model:
     """A llama-family model ready to run.
 
     `n_threads` defaults to the physical cores, `n_ctx` (the most tokens the KV cache holds) to the
-    model's training context. `kernels` picks "auto" (the fastest here), "avx2", "neon" or "portable".
+    model's training context. `kernels` picks "auto" (the fastest here), "avx512", "avx2", "neon" or
+    "portable".
     The weights stay in the mapped file: loading takes milliseconds and pages are shared between
     processes that load the same file.
     """
@@ -69,7 +70,8 @@ class Model:
             raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
         if isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, int) or not 1 <= self.n_ctx <= 1 << 24:
             raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
-        self.kernels = ffi.string(lib.pyllm_isa_name(_native.kernel_id(kernels))).decode()
+        isa = _native.kernel_id(kernels)
+        self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 
         # The C structs point into the mapping; keep the buffer handle alive as long as the model.
         self._buffer = ffi.from_buffer(self._file.buffer())
@@ -97,7 +99,7 @@ class Model:
         weights.layers = layers
 
         out = ffi.new("pyllm_model **")
-        check(lib.pyllm_model_new(c_config, weights, self.n_threads, _native.kernel_id(kernels), out),
+        check(lib.pyllm_model_new(c_config, weights, self.n_threads, isa, out),
               f"{self._file.path}: building the model")
         self._model = out[0]
         self._cached: list[int] = []  # the tokens whose keys/values are in the cache, in order
