@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import FormatError
-from .format import ModelConfig, TensorSource, TokenizerData, expected_tensors, write_weights
+from .format import ModelConfig, TensorSource, TokenizerData, expected_tensors, tensor_nbytes, write_weights
 from .gguf import GGUFFile
 from .quant import QK, TYPE_IDS, TYPES, dequantize, quantize
 
@@ -168,19 +168,33 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
             dst_type = _output_type(src_type, shape, out_type)
             read = (lambda name=name: g.tensor_bytes(name))
             sources.append((name, dst_type, shape, _encoder(read, src_type, dst_type, shape)))
-        total = sum(int(np.prod(s[2])) * TYPES[s[1]][2] // TYPES[s[1]][1] for s in sources)
-        bar = Progress(total, progress)
-        write_weights(dst, cfg, tokenizer, sources,
-                      chat_template=_meta(g, "tokenizer.chat_template", None),
-                      metadata={"name": _meta(g, "general.name", ""), "source": os.path.basename(g.path),
-                                "converter_version": CONVERTER_VERSION},
-                      progress=bar)
-        bar.finish(os.fspath(dst))
+        write_model(dst, cfg, tokenizer, sources, chat_template=_meta(g, "tokenizer.chat_template", None),
+                    metadata={"name": _meta(g, "general.name", ""), "source": os.path.basename(g.path)},
+                    progress=progress)
+
+
+def write_model(dst: str | os.PathLike, cfg: ModelConfig, tokenizer: TokenizerData | None,
+                sources: list[TensorSource], chat_template: str | None = None,
+                metadata: dict[str, Any] | None = None, progress: bool = True) -> None:
+    """Write a converted model with a progress line; every converter ends here."""
+    total = sum(tensor_nbytes(type_name, tuple(shape)) for _, type_name, shape, _ in sources)
+    bar = Progress(total, progress)
+    write_weights(dst, cfg, tokenizer, sources, chat_template=chat_template,
+                  metadata={**(metadata or {}), "converter_version": CONVERTER_VERSION}, progress=bar)
+    bar.finish(os.fspath(dst))
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
-            progress: bool = True) -> None:
-    """Convert a model file to weights.bin, choosing the reader from the file's magic."""
+            progress: bool = True, tokenizer: str | os.PathLike | None = None) -> None:
+    """Convert a model to weights.bin, choosing the reader from what `src` is: a GGUF file, a
+    Hugging Face model directory (or a .safetensors file in one), or a llama2.c checkpoint
+    (`tokenizer`: its tokenizer.bin, by default the one beside it)."""
+    if out_type is not None and out_type not in TYPES:
+        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
+    src = os.fspath(src)
+    if os.path.isdir(src) or src.endswith((".safetensors", ".safetensors.index.json")):
+        from .hf_model import convert_hf
+        return convert_hf(src, dst, out_type, progress)
     try:
         with open(src, "rb") as f:
             magic = f.read(4)
@@ -188,4 +202,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None
         raise FormatError(f"{src}: cannot open: {exc.strerror}") from None
     if magic == b"GGUF":
         return convert_gguf(src, dst, out_type, progress)
-    raise FormatError(f"{src}: not a GGUF file (magic {magic!r}); this converter reads GGUF")
+    if magic[:2] == b"PK" or magic[:1] == b"\x80":
+        raise FormatError(f"{src}: a PyTorch pickle/zip checkpoint; pyllm never unpickles (it can run "
+                          "code). Save the model as safetensors (save_pretrained(..., "
+                          "safe_serialization=True)) and convert its directory")
+    from .llama2c import convert_llama2c
+    return convert_llama2c(src, dst, out_type, progress, tokenizer)
