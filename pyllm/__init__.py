@@ -1,8 +1,15 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
 from .errors import EngineError, FormatError, PyllmError
-from . import fetch
 from .model import ContextFullError, Model
 from .tokenizer import Tokenizer
 
 __all__ = ["Model", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError", "ContextFullError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # pyllm.fetch is imported on first use, so `python -m pyllm.fetch` does not find it loaded twice
+    if name == "fetch":
+        import importlib
+        return importlib.import_module(".fetch", __name__)
+    raise AttributeError(f"module 'pyllm' has no attribute {name!r}")
