@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 QK = 32  # values per block of every quantized type
+CHUNK_VALUES = 1 << 20  # values encoded per slice by quantize()
 
 # name -> (GGUF/ggml type id, values per block, bytes per block)
 TYPES: dict[str, tuple[int, int, int]] = {
@@ -53,8 +54,19 @@ def quantize(x: np.ndarray, type_name: str) -> np.ndarray:
     """Encode a (rows, cols) float array as `type_name`; returns uint8 of shape (rows, row_bytes).
 
     The rounding follows ggml's reference quantizers, so re-encoding gives the bytes llama.cpp would.
+    Large arrays are encoded a slice of rows at a time, so temporaries stay small.
     """
     x = np.asarray(x, dtype=np.float32)
+    step = max(1, CHUNK_VALUES // max(x.shape[-1], 1)) if x.ndim == 2 else x.shape[0]
+    if x.ndim == 2 and x.shape[0] > step and type_name not in ("f32", "f16"):
+        out = np.empty((x.shape[0], row_bytes(type_name, x.shape[1])), dtype=np.uint8)
+        for i in range(0, x.shape[0], step):
+            out[i:i + step] = _quantize(x[i:i + step], type_name)
+        return out
+    return _quantize(x, type_name)
+
+
+def _quantize(x: np.ndarray, type_name: str) -> np.ndarray:
     if type_name == "f32":
         return np.ascontiguousarray(x).view(np.uint8).reshape(x.shape[0], -1)
     if type_name == "f16":
