@@ -1,8 +1,14 @@
 """Convert model files to weights.bin (the command-line front is tools/convert.py).
 
-GGUF (v2/v3, llama architecture): F32/F16/Q8_0/Q4_0/Q4_1 tensors are copied byte for byte unless
-`out_type` asks for another type, in which case they are decoded and re-encoded. GGUF's llama
-tensors already use the rotation convention of the C core (adjacent pairs), so no permutation.
+Sources: GGUF v2/v3 (llama and qwen2 architectures, here), Hugging Face directories
+(hf_model.py) and llama2.c checkpoints (llama2c.py). Every converter validates the whole source
+before writing, streams tensor by tensor into a temporary file renamed at the end, and reports
+each tensor whose type it changes and why.
+
+GGUF: F32/F16/Q8_0/Q4_0/Q4_1 tensors are copied byte for byte unless `out_type` asks for another
+type; BF16, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are decoded exactly and re-encoded (choose_type).
+llama GGUFs already use the C core's rotation convention (adjacent pairs); qwen2 GGUFs keep
+Hugging Face's half-split pairs, so their q/k rows are reordered (a row gather, exact for any type).
 """
 from __future__ import annotations
 
@@ -15,10 +21,12 @@ import numpy as np
 
 from .errors import FormatError
 from .format import ModelConfig, TensorSource, TokenizerData, expected_tensors, tensor_nbytes, write_weights
-from .gguf import GGUFFile
-from .quant import QK, TYPE_IDS, TYPES, dequantize, quantize
+from .gguf import GGML_TYPES, GGUFFile
+from .quant import QK, TYPES, quantize
 
 CONVERTER_VERSION = 1  # bump when the output of a conversion changes
+GGUF_ARCHS = ("llama", "qwen2")
+NEOX_ROPE = ("qwen2",)  # GGUF families whose q/k rows are in half-split RoPE order
 
 
 class Progress:
@@ -65,8 +73,11 @@ def _meta(g: GGUFFile, key: str, default: Any = None, kind: type | tuple[type, .
 def gguf_config(g: GGUFFile) -> ModelConfig:
     """The model config from a GGUF's metadata; refuses what the C core cannot run."""
     arch = _meta(g, "general.architecture", kind=str)
-    if arch != "llama":
-        raise FormatError(f"{g.path}: architecture {arch!r} is not supported yet (supported: llama)")
+    if arch not in GGUF_ARCHS:
+        from .hf_model import MISSING
+        need = f"it needs {MISSING[arch]}" if arch in MISSING else "pyllm runs llama-family decoders"
+        raise FormatError(f"{g.path}: architecture {arch!r} is not supported: {need} "
+                          f"(supported: {', '.join(GGUF_ARCHS)})")
     p = arch + "."
     dim = _meta(g, p + "embedding_length", kind=int)
     n_heads = _meta(g, p + "attention.head_count", kind=int)
@@ -123,25 +134,73 @@ def gguf_tokenizer(g: GGUFFile) -> TokenizerData:
     )
 
 
-def _output_type(src_type: str, shape: tuple[int, ...], out_type: str | None) -> str:
+def choose_type(src: str, shape: tuple[int, ...], out_type: str | None,
+                values: Callable[[], np.ndarray] | None = None) -> tuple[str, str]:
+    """The type a tensor is written as, and why (the converters report it).
+
+    `src` is the source type's lowercase name ("f32", "bf16", "q6_k", ...); `values` decodes the
+    tensor, needed only to tell whether a BF16 tensor fits f16 exactly."""
     if len(shape) == 1:
-        return "f32"  # norms and biases stay in full precision
-    if out_type is None:
-        return src_type
-    if out_type not in ("f32", "f16") and shape[-1] % QK:
-        return "f16"  # rows that do not fill whole blocks cannot be block-quantized
-    return out_type
+        return "f32", "vectors stay f32"
+    if out_type is not None:
+        if out_type not in ("f32", "f16") and shape[-1] % QK:
+            return "f16", f"rows of {shape[-1]} values do not fill {out_type} blocks"
+        return out_type, "requested"
+    if src in TYPES:
+        return src, "kept"
+    if src == "bf16":
+        if values is not None:
+            x = values()
+            with np.errstate(over="ignore"):
+                if np.array_equal(x.astype(np.float16).astype(np.float32), x):
+                    return "f16", "every BF16 value is exact in f16"
+        return "f32", "BF16 widens to f32 exactly; f16 cannot hold every value"
+    return "q8_0", f"pyllm does not run {src.upper()}; Q8_0 is finer, so it adds little error"
 
 
-def _encoder(read: Callable[[], Any], src: str, dst: str, shape: tuple[int, ...]) -> Callable[[], Any]:
+def _output_type(src_type: str, shape: tuple[int, ...], out_type: str | None) -> str:
+    return choose_type(src_type, shape, out_type)[0]
+
+
+def pair_order(n_rows: int, n_heads: int) -> np.ndarray:
+    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + d/2]: Hugging Face,
+    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates."""
+    head_dim = n_rows // n_heads
+    return np.arange(n_rows).reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).reshape(-1)
+
+
+def _report(notes: list[str], progress: bool) -> None:
+    if progress:
+        for note in notes:
+            print(f"convert: {note}", file=sys.stderr)
+
+
+def _gguf_source(g: GGUFFile, name: str, dst: str, permute_heads: int) -> Callable[[], Any]:
+    """A function producing one tensor's bytes as `dst`: a byte copy when the type stays and
+    no row reordering is needed, a row gather of the raw bytes when only the order changes,
+    otherwise decoded to float32 and re-encoded."""
+    from .gguf_decode import dequantize_gguf
+    t = g.tensors[name]
+    src = GGML_TYPES[t.type][0].lower()
+    order = pair_order(t.shape[0], permute_heads) if permute_heads else None
     if src == dst:
-        return read
-    return lambda: quantize(dequantize(read(), src, shape).reshape(-1, shape[-1]), dst)
+        if order is None:
+            return lambda: g.tensor_bytes(name)
+        return lambda: np.frombuffer(g.tensor_bytes(name), np.uint8).reshape(t.shape[0], -1)[order]
+
+    def make() -> np.ndarray:
+        x = dequantize_gguf(g.tensor_bytes(name), t.type, t.shape)
+        x = x[order] if order is not None else x
+        return quantize(x.reshape(-1, t.shape[-1]), dst)
+    return make
 
 
 def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
                  progress: bool = True) -> None:
-    """Convert a llama GGUF to weights.bin, keeping tensor types unless out_type is given."""
+    """Convert a llama or qwen2 GGUF to weights.bin. Tensors keep their type unless out_type is
+    given; types pyllm does not run (BF16, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are decoded exactly and
+    re-encoded, and each such choice is reported."""
+    from .gguf_decode import DECODABLE, dequantize_gguf
     if out_type is not None and out_type not in TYPES:
         raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
     with GGUFFile(src) as g:
@@ -154,20 +213,27 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
         unknown = [n for n in g.tensors if n not in expected]
         if unknown:
             raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
+        # NeoX-style families store q/k rows as half-split RoPE pairs; the C core rotates adjacent ones
+        neox = cfg.architecture in NEOX_ROPE
         sources: list[TensorSource] = []
+        notes: list[str] = []
         for name, shape in expected.items():
             t = g.tensors.get(name)
             if t is None:
                 raise FormatError(f"{g.path}: tensor {name} is missing")
             if tuple(t.shape) != shape:
                 raise FormatError(f"{g.path}: tensor {name} has shape {tuple(t.shape)}, the config needs {shape}")
-            src_type = TYPE_IDS.get(t.type)
-            if src_type is None:
+            if t.type not in DECODABLE:
                 raise FormatError(f"{g.path}: tensor {name} has type {t.type_name}, which pyllm cannot "
-                                  f"read yet (supported: {', '.join(TYPES)})")
-            dst_type = _output_type(src_type, shape, out_type)
-            read = (lambda name=name: g.tensor_bytes(name))
-            sources.append((name, dst_type, shape, _encoder(read, src_type, dst_type, shape)))
+                                  f"read (it reads {', '.join(DECODABLE.values())})")
+            src_type = t.type_name.lower()
+            dst_type, why = choose_type(src_type, shape, out_type,
+                                        lambda t=t: dequantize_gguf(g.tensor_bytes(t.name), t.type, t.shape))
+            if dst_type != src_type and why != "vectors stay f32":
+                notes.append(f"{name}: {t.type_name} -> {dst_type} ({why})")
+            heads = {"attn_q": cfg.n_heads, "attn_k": cfg.n_kv_heads}.get(name.split(".")[-2], 0) if neox else 0
+            sources.append((name, dst_type, shape, _gguf_source(g, name, dst_type, heads)))
+        _report(notes, progress)
         write_model(dst, cfg, tokenizer, sources, chat_template=_meta(g, "tokenizer.chat_template", None),
                     metadata={"name": _meta(g, "general.name", ""), "source": os.path.basename(g.path)},
                     progress=progress)

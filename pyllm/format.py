@@ -25,6 +25,8 @@ ALIGNMENT = 64
 PREAMBLE = struct.Struct("<4sIQ")  # magic, version, header length
 MAX_HEADER = 1 << 30
 MAX_ELEMENTS = 1 << 40
+# the families the C core runs; all are the same decoder (a name for the user, qkv_bias says the rest)
+ARCHITECTURES = ("llama", "mistral", "qwen2")
 
 
 @dataclass(frozen=True)
@@ -203,8 +205,9 @@ def _parse_config(raw: Any) -> ModelConfig:
         raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
     if cfg.head_dim % 2:
         raise ValueError(f"config.head_dim must be even for RoPE, got {cfg.head_dim}")
-    if cfg.architecture != "llama":
-        raise ValueError(f"config.architecture {cfg.architecture!r} is not supported (only 'llama')")
+    if cfg.architecture not in ARCHITECTURES:
+        raise ValueError(f"config.architecture {cfg.architecture!r} is not supported "
+                         f"({', '.join(ARCHITECTURES)})")
     for name in ("tied_embeddings", "qkv_bias"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"config.{name} must be true or false")

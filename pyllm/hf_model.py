@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import FormatError
+from .convert import _report, choose_type, pair_order, write_model
 from .format import ModelConfig, TensorSource, TokenizerData, expected_tensors
-from .quant import QK, quantize
+from .quant import quantize
 from .safetensors import FLOAT_DTYPES, SafetensorsFile
 
 FAMILIES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
@@ -39,12 +39,6 @@ MISSING = {
     "mixtral": "mixture-of-experts MLP layers",
     "olmo2": "q/k RMSNorm and post-norm blocks",
 }
-
-
-def _permute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Reorder q/k rows (or bias entries) of each head from half-split pairs to adjacent pairs."""
-    head_dim = w.shape[0] // n_heads
-    return w.reshape(n_heads, 2, head_dim // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 class _Fail:
@@ -288,23 +282,9 @@ def hf_tokenizer(root: str, vocab_size: int, fail: _Fail) -> TokenizerData | Non
     return data
 
 
-def _output_type(dtype: str, shape: tuple[int, ...], out_type: str | None) -> tuple[str, str]:
-    """The type a tensor is written as, and why."""
-    if len(shape) == 1:
-        return "f32", "vectors stay f32"
-    if out_type is None:
-        if dtype == "BF16":
-            return "f32", "BF16 widens exactly to f32 (f16 cannot hold its range)"
-        return dtype.lower(), "kept"
-    if out_type not in ("f32", "f16") and shape[-1] % QK:
-        return "f16", f"rows of {shape[-1]} values do not fill {out_type} blocks"
-    return out_type, "requested"
-
-
 def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
                progress: bool = True) -> None:
     """Convert a Hugging Face model directory (or a .safetensors file inside one) to weights.bin."""
-    from .convert import write_model
     root = os.fspath(src)
     if not os.path.isdir(root):
         root = os.path.dirname(os.path.abspath(root))
@@ -327,7 +307,6 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
         if unknown:
             raise fail(f"tensors pyllm does not know (a feature it lacks?): {', '.join(unknown[:5])}")
         sources: list[TensorSource] = []
-        chosen: dict[tuple[str, str, str], int] = {}
         for name, shape in expected_tensors(cfg).items():
             hf_name, permute_heads = names[name]
             f = owner.get(hf_name)
@@ -339,15 +318,11 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
                            f"the config needs {list(shape)}")
             if t.dtype not in FLOAT_DTYPES:
                 raise fail(f"tensor {hf_name} is {t.dtype}; weights must be {', '.join(FLOAT_DTYPES)}")
-            dst_type, why = _output_type(t.dtype, shape, out_type)
-            key = (t.dtype, dst_type, why)
-            chosen[key] = chosen.get(key, 0) + 1
+            dst_type, why = choose_type(t.dtype.lower(), shape, out_type, lambda f=f, n=hf_name: f.array(n))
+            if dst_type != t.dtype.lower() and why != "vectors stay f32":
+                notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
             sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))
-        if progress:
-            for (src_type, dst_type, why), n in chosen.items():
-                notes.append(f"{n} tensors {src_type} -> {dst_type} ({why})")
-            for note in notes:
-                print(f"convert: {note}", file=sys.stderr)
+        _report(notes, progress)
         write_model(dst, cfg, tokenizer, sources, chat_template=_chat_template(root, tok_cfg),
                     metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
                     progress=progress)
@@ -360,6 +335,6 @@ def _encoder(f: SafetensorsFile, name: str, permute_heads: int, dst_type: str) -
     def make() -> Any:
         w = f.array(name)
         if permute_heads:
-            w = _permute_rows(w, permute_heads)
+            w = w[pair_order(w.shape[0], permute_heads)]
         return quantize(np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), dst_type)
     return make

@@ -8,8 +8,8 @@ import pytest
 
 from gguf_writer import F32, STRING, Typed, write_gguf
 from pyllm import FormatError, Model, Tokenizer
-from pyllm.convert import convert
-from pyllm.format import expected_tensors
+from pyllm.convert import convert, pair_order
+from pyllm.format import ModelConfig, expected_tensors
 from pyllm.gguf import GGUFFile
 from pyllm.quant import TYPES, dequantize, quantize
 from reference import forward
@@ -19,9 +19,11 @@ GGML = {name: tid for name, (tid, _, _) in TYPES.items()}
 
 
 def tiny_gguf(path, type_name="q8_0", tied=True, version=3, alignment=32, arch="llama", extra_meta=None,
-              extra_tensors=()):
-    """A llama GGUF with random weights; returns (config, float weights as stored)."""
-    cfg = config("gqa", tied=tied)
+              extra_tensors=(), bias=False, halves=False):
+    """A llama GGUF with random weights; returns (config, float weights in the C core's order).
+
+    halves: store q/k rows in half-split RoPE order, as qwen2 GGUFs do."""
+    cfg = config("gqa", tied=tied, bias=bias)
     rng = np.random.default_rng(11)
     meta = {
         "general.architecture": arch, "general.name": "tiny", "general.alignment": alignment,
@@ -42,8 +44,10 @@ def tiny_gguf(path, type_name="q8_0", tied=True, version=3, alignment=32, arch="
         data = (1 + 0.1 * rng.standard_normal(shape) if len(shape) == 1
                 else rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
         t = type_name if len(shape) == 2 else "f32"
-        raw = quantize(data.reshape(-1, shape[-1]), t)
-        weights[name] = dequantize(raw, t, shape).astype(np.float64)
+        heads = {"attn_q": cfg.n_heads, "attn_k": cfg.n_kv_heads}.get(name.split(".")[-2], 0)
+        stored = data[np.argsort(pair_order(shape[0], heads))] if halves and heads else data
+        raw = quantize(stored.reshape(-1, shape[-1]), t)
+        weights[name] = dequantize(quantize(data.reshape(-1, shape[-1]), t), t, shape).astype(np.float64)
         tensors.append((name, GGML[t], shape, raw.tobytes()))
     write_gguf(path, meta, tensors + list(extra_tensors), alignment, version)
     return cfg, weights
@@ -173,3 +177,85 @@ def test_corrupt_gguf_raises(tmp_path, case):
     assert str(path) in str(info.value)
     assert not (tmp_path / "out.bin").exists()
     assert not list(tmp_path.glob(".pyllm-*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("type_name", ["f32", "q8_0", "q4_1"])
+def test_qwen2_half_split_rows_are_reordered(tmp_path, type_name):
+    cfg, w = tiny_gguf(tmp_path / "m.gguf", type_name, arch="qwen2", bias=True, halves=True,
+                       extra_meta={"tokenizer.ggml.pre": "qwen2"})
+    convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin") as m:
+        assert m.config.architecture == "qwen2" and m.config.qkv_bias
+        out = m.logits(TOKENS)
+    ref = forward(w, dataclasses.replace(cfg, qkv_bias=True), TOKENS)
+    bound = 1e-4 if type_name == "f32" else 0.05 * np.abs(ref).max()
+    assert np.abs(out - ref).max() < bound
+
+
+GGML_IDS = {"F32": 0, "Q5_0": 6, "Q5_1": 7, "Q8_1": 9, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
+BLOCKS = {"Q5_0": (32, 22, [0]), "Q5_1": (32, 24, [0, 2]), "Q8_1": (32, 36, [0, 2]), "Q4_K": (256, 144, [0, 2]),
+          "Q5_K": (256, 176, [0, 2]), "Q6_K": (256, 210, [208])}  # values, bytes, f16 scale offsets
+
+
+def random_blocks(type_name: str, n_values: int, rng) -> bytes:
+    """Random blocks of a GGUF type with small finite f16 scales (layouts as in GGUF's spec)."""
+    values, size, scale_at = BLOCKS[type_name]
+    blocks = rng.integers(0, 256, (n_values // values, size), dtype=np.uint8)
+    for at in scale_at:
+        scale = rng.uniform(0.001, 0.02, (len(blocks), 1)) * rng.choice([-1, 1], (len(blocks), 1))
+        blocks[:, at:at + 2] = scale.astype(np.float16).view(np.uint8)
+    return blocks.tobytes()
+
+
+def typed_gguf(path, kinds: dict, bf16: dict, seed: int = 5) -> ModelConfig:
+    """A 256-wide llama GGUF whose tensors have the given GGUF types (random blocks) or BF16 values."""
+    cfg = ModelConfig(dim=256, hidden_dim=256, n_layers=1, n_heads=4, n_kv_heads=2, head_dim=64, vocab_size=40,
+                      max_seq_len=32, rope_theta=10000.0, norm_eps=1e-5, tied_embeddings=True)
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for name, shape in expected_tensors(cfg).items():
+        kind = "BF16" if name in bf16 else kinds.get(name, "F32")
+        if kind == "BF16":
+            raw = (bf16[name].view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        elif kind == "F32":
+            raw = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32).tobytes()
+        else:
+            raw = random_blocks(kind, int(np.prod(shape)), rng)
+        tensors.append((name, GGML_IDS[kind], shape, raw))
+    meta = {"general.architecture": "llama", "llama.block_count": 1, "llama.embedding_length": 256,
+            "llama.feed_forward_length": 256, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+            "llama.context_length": 32, "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2",
+            "tokenizer.ggml.tokens": [chr(0x21 + i) for i in range(40)], "tokenizer.ggml.merges": []}
+    write_gguf(path, meta, tensors)
+    return cfg
+
+
+def test_types_pyllm_does_not_run_are_decoded_and_requantized(tmp_path, capsys):
+    from pyllm.gguf_decode import dequantize_gguf
+    exact = (np.random.default_rng(6).integers(-64, 64, (256, 256)) / 256).astype(np.float32)  # fits f16
+    bf16 = {"blk.0.attn_output.weight": exact, "token_embd.weight": exact[:40] * np.float32(2.0 ** -20)}
+    kinds = {"blk.0.attn_q.weight": "Q5_0", "blk.0.attn_k.weight": "Q5_1", "blk.0.ffn_gate.weight": "Q4_K",
+             "blk.0.ffn_up.weight": "Q5_K", "blk.0.ffn_down.weight": "Q6_K"}
+    typed_gguf(tmp_path / "k.gguf", kinds, bf16)
+    convert(tmp_path / "k.gguf", tmp_path / "k.bin")
+    report = capsys.readouterr().err
+    expected_types = {"blk.0.attn_output.weight": "f16", "token_embd.weight": "f32", "blk.0.attn_v.weight": "f32",
+                      **{n: "q8_0" for n in kinds}}
+    with GGUFFile(tmp_path / "k.gguf") as g, Model(tmp_path / "k.bin") as m:
+        for name, want in expected_types.items():
+            t = g.tensors[name]
+            assert m.file.tensors[name].type == want, name
+            decoded = dequantize_gguf(g.tensor_bytes(name), t.type, t.shape)
+            got = dequantize(np.frombuffer(m.file.tensor_bytes(name), np.uint8), want, t.shape)
+            np.testing.assert_array_equal(got, dequantize(quantize(decoded.reshape(-1, t.shape[-1]), want), want, t.shape))
+            if t.type_name != "F32":
+                assert f"{name}: {t.type_name} -> {want}" in report
+        assert np.isfinite(m.logits([1, 2, 3])).all()
+    assert "Q8_0 is finer" in report and "exact in f16" in report and "f16 cannot hold" in report
+
+
+def test_unreadable_type_is_named(tmp_path):
+    typed_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up.weight": "Q8_1"}, {})
+    with pytest.raises(FormatError, match=r"blk.0.ffn_up.weight has type Q8_1, which pyllm cannot read"):
+        convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    assert not (tmp_path / "m.bin").exists()

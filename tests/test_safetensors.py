@@ -122,6 +122,15 @@ def test_minimal_directory_converts(tmp_path):
         assert np.isfinite(m.logits([1, 2, 3])).all()
 
 
+def test_mistral_sliding_window_caps_the_context(tmp_path, capsys):
+    make_dir(tmp_path / "m", {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                              "sliding_window": 16})
+    convert(tmp_path / "m", tmp_path / "out.bin")
+    assert "context limited to 16" in capsys.readouterr().err
+    with Model(tmp_path / "out.bin") as m:
+        assert m.config.max_seq_len == 16 and m.config.architecture == "mistral"
+
+
 def _drop(name):
     return lambda t: {k: v for k, v in t.items() if k != name}
 
@@ -144,6 +153,8 @@ HF_BAD = {
                        r"k_proj.weight .* has shape \[32, 32\], the config needs \[16, 32\]"),
     "unknown tensor": (None, lambda t: {**t, "model.layers.0.self_attn.o_proj.bias": np.zeros(32, np.float32)},
                        r"does not know.*o_proj.bias"),
+    "sliding-window layers": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                               "use_sliding_window": True}, None, r"sliding-window attention layers"),
     "untied without lm_head": ({"tie_word_embeddings": False}, None, r"lm_head.weight is missing"),
     "integer weights": (None, lambda t: {**t, "model.norm.weight": (np.zeros(32), "I8")}, r"is I8"),
 }
