@@ -8,7 +8,9 @@ and llama.cpp on the same weights in the same run when llama-cpp-python is insta
 
 pp evaluates a prompt of --pp random tokens from an empty cache in one call; tg generates --tg
 tokens one at a time from an empty cache, through the C core (`eval` + argmax) and through
-`Model.generate` (the Python sampling loop users call). Each figure is the median of --reps runs.
+`Model.generate` (the Python sampling loop users call). Each figure is the median of --reps runs;
+pyllm's and llama.cpp's runs alternate within each repetition, so a machine that speeds up or
+slows down during the benchmark (shared virtual machines do) shifts both alike.
 """
 import argparse
 import os
@@ -41,51 +43,51 @@ def machine() -> str:
     return f"{name}; {' '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
 
 
-def median_rate(n: int, reps: int, run) -> float:
-    times = []
+def interleaved_rates(runs: dict, reps: int) -> dict[str, float]:
+    """tokens/s (median) of each {name: (tokens, fn)}, the runs alternating within each repetition,
+    so that slow drift in machine speed (this is a shared VM) hits every engine alike."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+        for k, (_, fn) in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: runs[k][0] / statistics.median(v) for k, v in times.items()}
+
+
+def median_rate(n: int, reps: int, run) -> float:
+    return interleaved_rates({"run": (n, run)}, reps)["run"]
 
 
 def prompt_tokens(n: int, vocab: int) -> list[int]:
     return [int(t) for t in np.random.default_rng(0).integers(100, vocab, n)]
 
 
-def bench_pyllm(path: str, args) -> dict[str, float]:
-    with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
-        toks = prompt_tokens(args.pp, m.config.vocab_size)
+def pyllm_runs(m: Model, args) -> dict:
+    """pp, tg through the C core, and tg through Model.generate, as {name: (tokens, fn)}."""
+    toks = prompt_tokens(args.pp, m.config.vocab_size)
 
-        def pp() -> None:
-            m.reset()
-            m.eval(toks)
+    def pp() -> None:
+        m.reset()
+        m.eval(toks)
 
-        def tg() -> None:
-            m.reset()
-            token = 1
-            for _ in range(args.tg):
-                token = int(m.eval([token]).argmax())
+    def tg() -> None:
+        m.reset()
+        token = 1
+        for _ in range(args.tg):
+            token = int(m.eval([token]).argmax())
 
-        def generate() -> None:
-            m.reset()
-            g = m.generate([1], max_tokens=args.tg, temperature=0.8, seed=0,
-                           logit_bias={m.tokenizer.eos_id: float("-inf")} if m.tokenizer.eos_id is not None else None)
-            g.text()
+    def generate() -> None:
+        m.reset()
+        g = m.generate([1], max_tokens=args.tg, temperature=0.8, seed=0,
+                       logit_bias={m.tokenizer.eos_id: float("-inf")} if m.tokenizer.eos_id is not None else None)
+        g.text()
 
-        return {"pp": median_rate(args.pp, args.reps, pp), "tg": median_rate(args.tg, args.reps, tg),
-                "tg_py": median_rate(args.tg, args.reps, generate), "kernels": m.kernels, "threads": m.n_threads}
+    return {"pp": (args.pp, pp), "tg": (args.tg, tg), "tg_py": (args.tg, generate)}
 
 
-def bench_llama_cpp(gguf: str, args) -> dict[str, float] | None:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    threads = args.threads or len(os.sched_getaffinity(0))
-    llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
-                n_threads=threads, n_threads_batch=threads, verbose=False)
+def llama_cpp_runs(llm, args) -> dict:
+    """pp and tg of llama.cpp (llama-cpp-python's low-level eval), as {name: (tokens, fn)}."""
     toks = prompt_tokens(args.pp, llm.n_vocab())
 
     def pp() -> None:
@@ -97,9 +99,33 @@ def bench_llama_cpp(gguf: str, args) -> dict[str, float] | None:
         for i in range(args.tg):
             llm.eval([toks[i]])
 
-    result = {"pp": median_rate(args.pp, args.reps, pp), "tg": median_rate(args.tg, args.reps, tg)}
-    llm.close()
-    return result
+    return {"pp": (args.pp, pp), "tg": (args.tg, tg)}
+
+
+def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, str, int]:
+    """Rates of pyllm on `path` and, if given and installed, llama.cpp on `gguf`, interleaved."""
+    llm = None
+    if gguf:
+        try:
+            from llama_cpp import Llama
+            threads = args.threads or len(os.sched_getaffinity(0))
+            llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
+                        n_threads=threads, n_threads_batch=threads, verbose=False)
+        except ImportError:
+            pass
+    with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
+        ours = pyllm_runs(m, args)
+        theirs = llama_cpp_runs(llm, args) if llm else {}
+        # one repetition: pyllm pp, llama.cpp pp, pyllm tg, llama.cpp tg, pyllm generate()
+        order = {"ours pp": ours["pp"], "theirs pp": theirs.get("pp"), "ours tg": ours["tg"],
+                 "theirs tg": theirs.get("tg"), "ours tg_py": ours["tg_py"]}
+        rates = interleaved_rates({k: v for k, v in order.items() if v}, args.reps)
+        kernels, threads = m.kernels, m.n_threads
+    if llm:
+        llm.close()
+    mine = {k.split()[1]: v for k, v in rates.items() if k.startswith("ours")}
+    other = {k.split()[1]: v for k, v in rates.items() if k.startswith("theirs")} or None
+    return mine, other, kernels, threads
 
 
 def bench_depths(path: str, gguf: str | None, depths: list[int], args) -> None:
@@ -200,12 +226,11 @@ def main() -> int:
         with Model(path, n_ctx=8) as probe:
             kind = probe.file.tensors["blk.0.attn_q.weight"].type.upper()
             name = os.path.basename(gguf or path)
-        ours = bench_pyllm(path, args)
-        print(f"| {name} | {kind} | pyllm ({ours['kernels']}) | {ours['threads']} | {ours['pp']:.1f} | "
+        ours, theirs, kernels, threads = bench_pair(path, gguf, args)
+        print(f"| {name} | {kind} | pyllm ({kernels}) | {threads} | {ours['pp']:.1f} | "
               f"{ours['tg']:.1f} | {ours['tg_py']:.1f} |", flush=True)
-        theirs = bench_llama_cpp(gguf, args) if gguf else None
         if theirs:
-            print(f"| {name} | {kind} | llama.cpp | {ours['threads']} | {theirs['pp']:.1f} | {theirs['tg']:.1f} | |")
+            print(f"| {name} | {kind} | llama.cpp | {threads} | {theirs['pp']:.1f} | {theirs['tg']:.1f} | |")
             print(f"| {name} | {kind} | **ratio** | | **{ours['pp'] / theirs['pp']:.2f}x** | "
                   f"**{ours['tg'] / theirs['tg']:.2f}x** | |", flush=True)
     path, gguf = runs[0]
