@@ -268,7 +268,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None
         raise FormatError(f"{src}: cannot open: {exc.strerror}") from None
     if magic == b"GGUF":
         return convert_gguf(src, dst, out_type, progress)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":
+    # A pickle starts with PROTO (0x80, version) and then an opcode, never a zero byte; a llama2.c
+    # header starts with dim as int32, which may also begin 0x80 (dim 640) but then has zeros.
+    if magic[:2] == b"PK" or (magic[:1] == b"\x80" and magic[2:4] != b"\0\0"):
         raise FormatError(f"{src}: a PyTorch pickle/zip checkpoint; pyllm never unpickles (it can run "
                           "code). Save the model as safetensors (save_pretrained(..., "
                           "safe_serialization=True)) and convert its directory")
