@@ -1,0 +1,130 @@
+"""Hugging Face directories written by transformers (tests/data/hf/, made by
+tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits, its token ids
+and its chat rendering. Llama, Mistral and Qwen2 (q/k/v biases), F32 and BF16, single files and
+shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
+tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pyllm import Model
+from pyllm.chat import render
+from pyllm.convert import convert
+
+HF = os.path.join(os.path.dirname(__file__), "data", "hf")
+CASES = sorted(d for d in os.listdir(HF) if os.path.exists(os.path.join(HF, d, "reference.npz"))) \
+    if os.path.isdir(HF) else []
+F32_TOLERANCE = 1e-4  # max abs logit difference from transformers' float32 forward pass
+
+
+def load_reference(case: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(tokens, transformers' logits for them, reference.json) of one case."""
+    with np.load(os.path.join(HF, case, "reference.npz")) as z:
+        tokens, logits = z["tokens"], z["logits"]
+    with open(os.path.join(HF, case, "reference.json"), encoding="utf-8") as f:
+        return tokens, logits, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """convert(case, out_type) -> the weights.bin path; each conversion done once per module."""
+    done: dict[tuple[str, str | None], Path] = {}
+
+    def get(case: str, out_type: str | None = None) -> Path:
+        key = (case, out_type)
+        if key not in done:
+            dst = tmp_path_factory.mktemp(case) / "m.bin"
+            convert(os.path.join(HF, case), dst, out_type=out_type, progress=False)
+            done[key] = dst
+        return done[key]
+    return get
+
+
+def describe_difference(got: np.ndarray, want: np.ndarray) -> str:
+    """Where logits differ most, for a failure message that points at the cause."""
+    err = np.abs(got - want)
+    pos, col = np.unravel_index(int(err.argmax()), err.shape)
+    first = int(np.flatnonzero(err.max(axis=1) > F32_TOLERANCE)[0])
+    return (f"max |diff| {err.max():.3g} at position {pos}, id {col} (got {got[pos, col]:.5f}, "
+            f"want {want[pos, col]:.5f}); first position off: {first}, per-position max "
+            f"{np.array2string(err.max(axis=1), precision=4, max_line_width=200)}")
+
+
+def test_fixtures_present():
+    assert len(CASES) >= 6, f"expected the Hugging Face fixtures in {HF} (tools/make_hf_fixtures.py)"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_config_matches_config_json(converted, case):
+    with open(os.path.join(HF, case, "config.json"), encoding="utf-8") as f:
+        raw = json.load(f)
+    theta = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
+    with Model(converted(case), n_threads=1) as m:
+        c = m.config
+        got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+               c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias)
+        want = (raw["model_type"], raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
+                raw["num_attention_heads"], raw["num_key_value_heads"], raw["vocab_size"],
+                raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
+                raw["model_type"] == "qwen2")
+        assert got == pytest.approx(want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_logits_match_transformers(converted, case):
+    tokens, want, _ = load_reference(case)
+    with Model(converted(case), n_threads=1) as m:
+        assert m.config.vocab_size == want.shape[1]
+        got = m.logits(tokens)
+    assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tokenize_matches_transformers(converted, case):
+    """Each text's ids with the model's own BOS rule. SentencePiece cases are held to the
+    sentencepiece library, which differs from transformers only for text that starts with a space
+    (transformers then adds no second "▁"); the files record both."""
+    _, _, ref = load_reference(case)
+    with Model(converted(case), n_threads=1) as m:
+        assert m.tokenizer.add_bos == ref["add_bos"]
+        for t in ref["texts"]:
+            want = t.get("sentencepiece_ids", t["ids"])
+            if not t["text"].startswith(" "):
+                assert t["ids"] == want, "transformers and sentencepiece disagree on the fixture"
+            assert m.tokenize(t["text"]) == want, t["text"]
+            assert m.detokenize(want) == t["text"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "chat" in load_reference(c)[2]])
+def test_chat_prompt_matches_transformers(converted, case):
+    """The template (from tokenizer_config.json or chat_template.jinja) renders the same text and
+    the prompt's ids equal apply_chat_template(..., add_generation_prompt=True)."""
+    chat = load_reference(case)[2]["chat"]
+    with Model(converted(case), n_threads=1) as m:
+        assert m.chat_template is not None, "the chat template was not carried over"
+        tok = m.tokenizer
+        bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
+        eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
+        assert render(m.chat_template, chat["messages"], bos_token=bos, eos_token=eos) == chat["text"]
+        assert m.chat_prompt(chat["messages"]) == chat["ids"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_q8_0_close_to_transformers(converted, case):
+    """Q8_0 weights (and 8-bit activations) stay close. The RMS error is ~0.02 of the logits' std
+    here; Q4_0 gives ~0.27 and a wrong q/k row order 0.4-0.8, so 0.05 tells them apart. Top-1
+    agreement alone would not: a wrong row order still agrees at up to 90% of these positions."""
+    tokens, want, _ = load_reference(case)
+    with Model(converted(case, "q8_0"), n_threads=1) as m:
+        assert m.file.tensors["blk.0.ffn_down.weight"].type == "q8_0"
+        got = m.logits(tokens)
+    rms = np.sqrt(np.mean((got - want) ** 2)) / want.std()
+    agree = (got.argmax(-1) == want.argmax(-1)).mean()
+    assert rms < 0.05 and agree >= 0.85, f"RMS error {rms:.3f} of the logits' std, top-1 agreement {agree:.2f}"

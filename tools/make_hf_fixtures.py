@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Make tests/data/hf/<case>/: tiny random Hugging Face model directories written by transformers,
+with the logits and token ids transformers computes for them, for tests/test_hf_convert.py.
+
+    OMP_NUM_THREADS=1 python tools/make_hf_fixtures.py [CASE ...]   # writes tests/data/hf/, ~1.8 MB
+
+Needs torch, transformers (5.x), tokenizers and sentencepiece: reference libraries, not pyllm
+dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
+
+Each case is a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM (hidden 64, MLP 64 or 96,
+2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps) saved in float32 or bfloat16,
+in one model.safetensors or in shards with model.safetensors.index.json. Every parameter is
+re-drawn much larger than transformers' init (std 1/sqrt(fan_in) for matrices, 1 + 0.1 N for
+norms, 0.1 N for biases) so that logits are far from trivial and a wrong RoPE pairing, head
+order or transposition shows. Tokenizers are trained on tests/data/shakespeare-tail.txt:
+  - byte-level BPE (`tokenizers`), saved as tokenizer.json through PreTrainedTokenizerFast, with
+    GPT-2's ByteLevel pre-tokenizer or Qwen2's Split regex + ByteLevel(use_regex=False);
+  - SentencePiece BPE with byte fallback (`sentencepiece`), as Llama 2 and Mistral ship it:
+    tokenizer.model and tokenizer_config.json (one case also keeps the tokenizer.json that
+    transformers writes beside it).
+Chat templates sit in tokenizer_config.json or in chat_template.jinja, as different transformers
+versions write them.
+
+Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
+starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
+the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
+reference.json (`texts` with the `ids` the saved tokenizer gives them with its default special
+tokens, plus `sentencepiece_ids` from the sentencepiece library for tokenizer.model cases, and
+`chat`: a conversation, its rendering with add_generation_prompt=True, and its ids).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import transformers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer,
+                          MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+                          Qwen2ForCausalLM)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = os.path.join(ROOT, "tests", "data", "hf")
+CORPUS = os.path.join(ROOT, "tests", "data", "shakespeare-tail.txt")
+TRAIN_CHARS = 20_000  # tokenizers learn from the first 20 KB
+SEED = 1234
+
+# Qwen2's pre-tokenizer regex, as its tokenizer.json spells it
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+CHATML = ("{% for message in messages %}"
+          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+          "{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# Llama 3 style: the template writes BOS itself
+CHATML_BOS = "{{ bos_token }}" + CHATML
+# Qwen2 style: a default system message when the conversation has none
+QWEN2_TEMPLATE = ("{% if messages[0]['role'] != 'system' %}"
+                  "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}" + CHATML)
+# Mistral style, with the system message folded into the first user turn
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\n\n' %}{% set messages = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}")
+
+TEXTS = [
+    "First Citizen:\nBefore we proceed any further, hear me speak.",
+    "We'll kill him, and we'll have corn at our own price.  Is't a verdict?",
+    " Caius Marcius, 1608 \u2014 na\u00efve caf\u00e9 \u00bd \U0001F600\t\tend",
+    "What authority surfeits on would relieve us: if they\nwould yield us but the superfluity!\n\n",
+]
+MESSAGES = [
+    {"role": "system", "content": "You are a terse herald."},
+    {"role": "user", "content": "Who comes here?"},
+    {"role": "assistant", "content": "A messenger, my lord."},
+    {"role": "user", "content": "What news from Rome?"},
+]
+
+
+@dataclasses.dataclass
+class Case:
+    """One fixture directory: the model family, how it is stored, and its tokenizer."""
+
+    family: str  # llama, mistral or qwen2
+    dtype: torch.dtype
+    tied: bool
+    n_kv_heads: int
+    tokenizer: str  # "gpt2" / "qwen2": byte-level BPE in tokenizer.json; "spm": tokenizer.model
+    rope_theta: float
+    rms_norm_eps: float
+    template: str | None = None
+    template_in_config: bool = True  # else chat_template.jinja
+    shards: int = 1  # aim for this many safetensors files
+    keep_tokenizer_json: bool = False  # spm: keep the tokenizer.json transformers writes too
+    vocab_padding: int = 0  # embedding rows beyond the tokenizer's vocabulary
+    intermediate: int = 96  # the F32 cases use 64 to keep the committed files small
+    sliding_window: int | None = None  # Mistral: None, or the whole context (no effect)
+
+
+CASES = {
+    "llama-f32": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                      rope_theta=500000.0, rms_norm_eps=1e-6, template=CHATML_BOS, template_in_config=False,
+                      intermediate=64),
+    "llama-bf16-sharded": Case("llama", torch.bfloat16, tied=False, n_kv_heads=4, tokenizer="spm",
+                               rope_theta=500000.0, rms_norm_eps=1e-6, shards=3),
+    "mistral-f32-sharded": Case("mistral", torch.float32, tied=True, n_kv_heads=2, tokenizer="spm",
+                                rope_theta=100000.0, rms_norm_eps=2e-6, template=MISTRAL_TEMPLATE,
+                                template_in_config=False, shards=2, intermediate=64),
+    "mistral-bf16": Case("mistral", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="spm",
+                         rope_theta=1000000.0, rms_norm_eps=1e-6, template=MISTRAL_TEMPLATE,
+                         keep_tokenizer_json=True, sliding_window=128),
+    "qwen2-f32": Case("qwen2", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, vocab_padding=29,
+                      intermediate=64),
+    "qwen2-bf16-sharded": Case("qwen2", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                               rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, shards=3),
+}
+ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def training_lines() -> list[str]:
+    """The tokenizers' training text, line by line."""
+    with open(CORPUS, encoding="utf-8") as f:
+        return f.read()[:TRAIN_CHARS].splitlines(keepends=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizers
+
+def bpe_tokenizer(kind: str, out: str, case: Case) -> None:
+    """Byte-level BPE trained with `tokenizers`, saved through PreTrainedTokenizerFast."""
+    tok = Tokenizer(models.BPE())
+    if kind == "gpt2":  # plain ByteLevel: GPT-2's regex; special tokens first, BOS added
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(training_lines(), trainer)
+        bos, eos = "<|endoftext|>", "<|im_end|>"
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+    else:  # Qwen2: Split(regex, isolated) + ByteLevel(use_regex=False); special tokens last, no BOS
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+        trainer = trainers.BpeTrainer(vocab_size=317, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(training_lines(), trainer)
+        tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        bos, eos = None, "<|endoftext|>" if case.vocab_padding else "<|im_end|>"
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
+                                   pad_token="<|endoftext|>", chat_template=case.template)
+    fast.save_pretrained(out, save_jinja_files=not case.template_in_config)
+
+
+def spm_tokenizer(out: str, case: Case) -> None:
+    """SentencePiece BPE with byte fallback, trained like Llama 2's; tokenizer.model plus the
+    tokenizer_config.json LlamaTokenizer writes."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_lines()), model_writer=model, model_type="bpe", vocab_size=400,
+        byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=True, split_digits=True, allow_whitespace_only_pieces=True, character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "tokenizer.model")
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    # transformers 5 converts tokenizer.model in from_pretrained (LlamaTokenizer(vocab_file=...) alone
+    # would hold only <unk>, <s> and </s>)
+    tok = LlamaTokenizer.from_pretrained(out, add_bos_token=True, add_eos_token=False, legacy=False,
+                                         chat_template=case.template)
+    tok.save_pretrained(out, save_jinja_files=not case.template_in_config)
+    # transformers 5 leaves add_bos_token/add_eos_token out of tokenizer_config.json (it keeps them
+    # in tokenizer.json's post-processor); without tokenizer.json a reload would then add no BOS.
+    # Llama 2 and Mistral repositories state them, so write them back.
+    cfg_path = os.path.join(out, "tokenizer_config.json")
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.update(add_bos_token=True, add_eos_token=False)
+    for key in ("is_local", "local_files_only"):  # from_pretrained's own arguments, saved along
+        cfg.pop(key, None)
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    if not case.keep_tokenizer_json:
+        os.remove(os.path.join(out, "tokenizer.json"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+
+def reinitialise(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Redraw every parameter: std 1/sqrt(fan_in) matrices (0.5 for embeddings), 1 + 0.1 N norms,
+    0.1 N biases."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("embed_tokens.weight"):
+                p.copy_(0.5 * noise)
+            elif p.ndim == 2:
+                p.copy_(noise / p.shape[1] ** 0.5)
+            elif "norm" in name:
+                p.copy_(1 + 0.1 * noise)
+            else:
+                p.copy_(0.1 * noise)
+
+
+def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | None,
+               seed: int) -> torch.nn.Module:
+    """The case's model with freshly drawn weights, in its storage dtype."""
+    config_cls, model_cls = ARCH[case.family]
+    extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
+    config = config_cls(
+        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
+        rope_theta=case.rope_theta, rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
+        bos_token_id=bos_id, eos_token_id=eos_id, **extra)
+    model = model_cls(config).eval()
+    reinitialise(model, torch.Generator().manual_seed(seed))
+    return model.to(case.dtype)
+
+
+def n_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters (to choose a shard size)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def reference_tokens(vocab_size: int, bos_id: int | None, seed: int, n: int = 20) -> np.ndarray:
+    """n ids in a fixed random order covering low, middle and the highest ids; BOS first if given."""
+    rng = np.random.default_rng(seed)
+    ids = [vocab_size - 1] + rng.choice(vocab_size - 1, n - 1, replace=False).tolist()
+    rng.shuffle(ids)
+    if bos_id is not None:
+        ids = [bos_id] + ids[:n - 1]
+    return np.array(ids, dtype=np.int32)
+
+
+def make_case(name: str, case: Case, seed: int) -> None:
+    """Write one case's directory: tokenizer, model, then the references from the saved files."""
+    out = os.path.join(OUT, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    if case.tokenizer == "spm":
+        spm_tokenizer(out, case)
+    else:
+        bpe_tokenizer(case.tokenizer, out, case)
+    tok = AutoTokenizer.from_pretrained(out)  # everything below from the saved files
+    adds_bos = tok("x")["input_ids"][:1] == [tok.bos_token_id] and tok.bos_token_id is not None
+    vocab_size = len(tok) + case.vocab_padding
+
+    model = make_model(case, vocab_size, tok.bos_token_id, tok.eos_token_id, seed)
+    size = n_bytes(model)
+    shard = size if case.shards == 1 else int(size * 1.2) // case.shards
+    model.save_pretrained(out, max_shard_size=shard)
+    del model
+
+    ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed)
+    with torch.no_grad():
+        logits = ref(torch.tensor(tokens[None].astype(np.int64))).logits[0].float().numpy()
+    np.savez_compressed(os.path.join(out, "reference.npz"), tokens=tokens, logits=logits.astype(np.float32))
+
+    texts = [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]
+    if case.tokenizer == "spm":
+        # transformers' Metaspace adds no "▁" before text that starts with a space; SentencePiece
+        # (and llama.cpp) always does. Both are recorded; they differ only for such texts.
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "tokenizer.model"))
+        for t in texts:
+            t["sentencepiece_ids"] = [sp.bos_id()] + sp.encode(t["text"])
+    info = {"texts": texts,
+            "add_bos": bool(adds_bos),
+            "meta": f"transformers {transformers.__version__}, torch {torch.__version__}, "
+                    f"tokenizers via {type(tok).__name__}"}
+    if case.template is not None:
+        text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+        ids = tok.apply_chat_template(MESSAGES, tokenize=True, add_generation_prompt=True)["input_ids"]
+        info["chat"] = {"messages": MESSAGES, "text": text, "ids": list(ids)}
+    with open(os.path.join(out, "reference.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+    files = sorted(os.listdir(out))
+    total = sum(os.path.getsize(os.path.join(out, f)) for f in files)
+    print(f"{name}: vocab {vocab_size} (tokenizer {len(tok)}), {len(tokens)} tokens, logits std "
+          f"{logits.std():.2f}, {total / 1024:.0f} KiB: {', '.join(files)}", file=sys.stderr)
+
+
+def main() -> None:
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    only = sys.argv[1:]
+    unknown = [n for n in only if n not in CASES]
+    if unknown:
+        sys.exit(f"unknown case(s) {', '.join(unknown)}; cases: {', '.join(CASES)}")
+    for i, (name, case) in enumerate(CASES.items()):
+        if not only or name in only:
+            make_case(name, case, SEED + i)
+
+
+if __name__ == "__main__":
+    main()
