@@ -477,17 +477,43 @@ AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const float *v, 
     for (int i = 0; i < H / 8; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
+/* Scores of 8 consecutive keys at once: eight independent accumulators (a single one would make
+ * every key wait on a chain of dependent FMAs), reduced together by a tree of horizontal adds. */
+AVX2_INLINE __m256 avx2_dot8(const float *q, const float *k, int kv_stride, int head_dim) {
+    __m256 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < head_dim; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        for (int r = 0; r < 8; r++)
+            acc[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (size_t)r * kv_stride + i), acc[r]);
+    }
+    /* hadd pairs up lanes within each 128-bit half: after two rounds lane r of the low half holds
+     * key r's sum over its accumulator's low half (r < 4), the high half the rest */
+    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
 AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
                                     int n_pos, int head_dim, float scale, float *scores,
                                     float *out) {
-    float max = -INFINITY;
-    for (int j = 0; j < n_pos; j++) {
+    __m256 max8 = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    if (head_dim % 8 == 0)
+        for (; j + 8 <= n_pos; j += 8) {
+            __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx2_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
+            _mm256_storeu_ps(scores + j, s);
+            max8 = _mm256_max_ps(max8, s);
+        }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(max8), _mm256_extractf128_ps(max8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float max = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (; j < n_pos; j++) {
         scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
-        max = fmaxf(max, scores[j]);
+        max = scores[j] > max ? scores[j] : max;
     }
     __m256 total8 = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n_pos; j += 8) {
+    for (j = 0; j + 8 <= n_pos; j += 8) {
         __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(max)));
         _mm256_storeu_ps(scores + j, e);
         total8 = _mm256_add_ps(total8, e);

