@@ -554,7 +554,8 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-/* Blocks b and b+1 (only b when `pair` is 0) of a quantized row as 64 bytes in element order. */
+/* Blocks b and b+1 (only b when `pair` is 0, the other half then zero) of a quantized row as 64
+ * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles. */
 AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t bsize, int pair) {
     if (type == PYLLM_TYPE_Q8_0) {
         __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -563,65 +564,72 @@ AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t 
     }
     const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : 4;
     __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + off));
-    __m128i q1 = pair ? _mm_loadu_si128((const __m128i *)(blk + bsize + off)) : _mm_set1_epi8(type == PYLLM_TYPE_Q4_0 ? 0x88 : 0);
+    __m128i q1 = pair ? _mm_loadu_si128((const __m128i *)(blk + bsize + off)) : _mm_setzero_si128();
     __m256i raw = _mm256_set_m128i(q1, q0);
     __m256i mask = _mm256_set1_epi8(0x0F);
     __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
     /* 128-bit lanes [lo0, lo1, hi0, hi1] -> [lo0, hi0, lo1, hi1]: elements 0-15, 16-31 of each block */
     __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
-    return type == PYLLM_TYPE_Q4_0 ? _mm512_sub_epi8(v, _mm512_set1_epi8(8)) : v;
+    return _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+/* a in the 8 int32 lanes of block b, c in those of block b + 1 */
+AVX512_INLINE __m512 avx512_pair(float a, float c) {
+    return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(c));
+}
+
+/* R x C tile over quantized weights: rows w, w + rb, ...; activation rows xq, xq + nb, ...
+ * vpdpbusd multiplies unsigned by signed bytes, so each type is brought to that form with an exact
+ * integer correction folded into the accumulator it starts from:
+ *   Q4_0  (q - 8) . x = q . x - 8 sum(x)         (per activation block, shared by the R rows)
+ *   Q8_0  w . x = (x + 128) . w - 128 sum(w)      (per weight block, shared by the C columns)
+ *   Q4_1  (d q + m) . x = d q . x + m sum(x)      (m sum(x) added in float, an eighth per lane)
+ * Per block pair and tile cell that leaves one vpdpbusd, a conversion, and a multiply-add by the
+ * product of the two blocks' scales. */
 AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
     const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
                        : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    const __m512i zero = _mm512_setzero_si512();
     __m512 acc[4][4];
-    float offset[4][4];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) { acc[r][c] = _mm512_setzero_ps(); offset[r][c] = 0.0f; }
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b += 2) {
         const int pair = b + 1 < nb;
-        __m512i wq[4], wabs[4];
-        __mmask64 neg[4];
-        float wd0[4], wd1[4], wm0[4], wm1[4];
+        __m512i wq[4], wfix[4];
+        __m512 wd[4], wm[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
             wq[r] = avx512_weights(type, blk, bsize, pair);
-            wd0[r] = avx2_half(blk);
-            wd1[r] = pair ? avx2_half(blk + bsize) : 0.0f;
-            if (type == PYLLM_TYPE_Q4_1) {
-                wm0[r] = avx2_half(blk + 2);
-                wm1[r] = pair ? avx2_half(blk + bsize + 2) : 0.0f;
-            } else {
-                wabs[r] = _mm512_abs_epi8(wq[r]);
-                neg[r] = _mm512_movepi8_mask(wq[r]);
-            }
+            wd[r] = avx512_pair(avx2_half(blk), pair ? avx2_half(blk + bsize) : 0.0f);
+            if (type == PYLLM_TYPE_Q4_1)
+                wm[r] = avx512_pair(avx2_half(blk + 2), pair ? avx2_half(blk + bsize + 2) : 0.0f);
+            if (type == PYLLM_TYPE_Q8_0)
+                wfix[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)0x80), wq[r]));
         }
         for (int c = 0; c < C; c++) {
-            const block_q8x *x0 = xq + (size_t)c * nb + b, *x1 = pair ? x0 + 1 : x0;
+            const block_q8x *x0 = xq + (size_t)c * nb + b, *x1 = x0 + 1;
             __m256i xhi = pair ? _mm256_loadu_si256((const __m256i *)x1->qs) : _mm256_setzero_si256();
-            const __m512i xv = _mm512_inserti64x4(
+            __m512i xv = _mm512_inserti64x4(
                 _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)), xhi, 1);
-            const float xd1 = pair ? x1->d : 0.0f;
+            const __m512 xd = avx512_pair(x0->d, pair ? x1->d : 0.0f);
+            __m512i xfix = zero;
+            __m512 xs = _mm512_setzero_ps();
+            if (type == PYLLM_TYPE_Q8_0) xv = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
+            if (type == PYLLM_TYPE_Q4_0) xfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
+            if (type == PYLLM_TYPE_Q4_1) xs = avx512_pair(0.125f * x0->s, pair ? 0.125f * x1->s : 0.0f);
             for (int r = 0; r < R; r++) {
-                __m512i dot = type == PYLLM_TYPE_Q4_1
-                    ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[r], xv)
-                    : _mm512_dpbusd_epi32(_mm512_setzero_si512(), wabs[r],
-                                          _mm512_mask_sub_epi8(xv, neg[r], _mm512_setzero_si512(), xv));
-                __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(wd0[r] * x0->d),
-                                                    _mm512_set1_ps(wd1[r] * xd1));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
-                if (type == PYLLM_TYPE_Q4_1)
-                    offset[r][c] += wm0[r] * x0->s + (pair ? wm1[r] * x1->s : 0.0f);
+                __m512i dot = type == PYLLM_TYPE_Q8_0 ? _mm512_dpbusd_epi32(wfix[r], xv, wq[r])
+                                                      : _mm512_dpbusd_epi32(xfix, wq[r], xv);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd[r], xd), acc[r][c]);
+                if (type == PYLLM_TYPE_Q4_1) acc[r][c] = _mm512_fmadd_ps(wm[r], xs, acc[r][c]);
             }
         }
     }
     for (int c = 0; c < C; c++)
         for (int r = 0; r < R; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][c]) + offset[r][c];
+            float v = _mm512_reduce_add_ps(acc[r][c]);
             float *dst = y + (size_t)c * y_stride + r;
             *dst = accumulate ? *dst + v : v;
         }

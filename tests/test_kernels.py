@@ -84,6 +84,27 @@ def test_extreme_quantized_values(kernels):
         np.testing.assert_allclose(y, reference(raw, type_name, 8, 64, x), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", QUANTIZED)
+def test_any_block_bytes(kernels, type_name):
+    """Blocks a file may hold but our quantizer never writes (Q8_0's -128, every nibble value, an
+    odd number of blocks per row, tiles with partial rows and columns) multiply exactly too."""
+    rng = np.random.default_rng(7)
+    rows, cols, n = 9, 96, 6
+    block = TYPES[type_name][2]
+    raw = rng.integers(0, 256, (rows, cols // 32, block), dtype=np.uint8)
+    n_scales = 2 if type_name == "q4_1" else 1
+    scales = (rng.standard_normal((rows, cols // 32, n_scales)) * 0.01).astype(np.float16)
+    raw[..., : 2 * n_scales] = scales.view(np.uint8).reshape(rows, cols // 32, 2 * n_scales)
+    if type_name == "q8_0":
+        raw[0, 0, 2:] = 0x80  # a whole block of -128
+    raw = raw.reshape(-1)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    y = _native.matmul(raw, TYPES[type_name][0], rows, cols, x, kernels, 2)
+    ref = reference(raw, type_name, rows, cols, x)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
 def test_simd_kernels_present_on_this_machine():
     """The fastest SIMD family this CPU supports must be built in and chosen."""
     import platform
