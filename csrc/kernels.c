@@ -665,7 +665,7 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row goes through AVX2. */
 AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const float *x, int cols, float *y, int y_stride, int accumulate) {
-    __m512 acc[4][4];
+    __m512 acc[4][6];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     int i = 0;
@@ -704,7 +704,8 @@ AVX512_INLINE void avx512_ftile_at(const int type, const int R, const int C, con
                  w->cols, y + (size_t)t * w->rows + r, w->rows, accumulate);
 }
 
-/* Float weights: 4x1 tiles for decoding, 2x4 for prompts, rows in cache-sized chunks. */
+/* Float weights: 4x1 tiles for decoding, 4x6 for prompts (24 of the 32 vector registers hold
+ * accumulators), rows in cache-sized chunks. */
 AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, int r0, int r1,
                                        const float *x, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
@@ -712,10 +713,10 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
         int t = 0;
-        for (; t + 4 <= n; t += 4) {
+        for (; t + 6 <= n; t += 6) {
             int r = c0;
-            for (; r + 2 <= c1; r += 2) avx512_ftile_at(type, 2, 4, w, rb, r, x, t, y, accumulate);
-            for (; r < c1; r++) avx512_ftile_at(type, 1, 4, w, rb, r, x, t, y, accumulate);
+            for (; r + 4 <= c1; r += 4) avx512_ftile_at(type, 4, 6, w, rb, r, x, t, y, accumulate);
+            for (; r < c1; r++) avx512_ftile_at(type, 1, 6, w, rb, r, x, t, y, accumulate);
         }
         for (; t < n; t++) {
             int r = c0;
