@@ -549,10 +549,14 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
 /* AVX-512 kernels: matmuls only (attention and activation quantization use the AVX2 code, which
  * every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
  * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; decoding uses
- * 4x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
+ * 8x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
 #ifdef HAVE_AVX2_KERNELS
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* Decoding streams eight weight rows at a time, each prefetched this far ahead (measured on
+ * SmolLM2 against four rows 1 KiB ahead: tg128 Q4_0 and Q4_1 +30%, F16 +9%, Q8_0 unchanged). */
+#define AVX512_PREFETCH_BYTES 2048
 
 /* Blocks b and b+1 (only b when `pair` is 0, the other half then zero) of a quantized row as 64
  * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles. */
@@ -591,16 +595,16 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
     const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
                        : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[4][4];
+    __m512 acc[8][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b += 2) {
         const int pair = b + 1 < nb;
-        __m512i wq[4], wfix[4];
-        __m512 wd[4], wm[4];
+        __m512i wq[8], wfix[8];
+        __m512 wd[8], wm[8];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
+            if (C == 1) _mm_prefetch((const char *)blk + AVX512_PREFETCH_BYTES, _MM_HINT_T0);
             wq[r] = avx512_weights(type, blk, bsize, pair);
             wd[r] = avx512_pair(avx2_half(blk), pair ? avx2_half(blk + bsize) : 0.0f);
             if (type == PYLLM_TYPE_Q4_1)
@@ -656,7 +660,7 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
         }
         for (; t < n; t++) {
             int r = c0;
-            for (; r + 4 <= c1; r += 4) avx512_tile(type, 4, 1, w, rb, r, xq, t, y, accumulate);
+            for (; r + 8 <= c1; r += 8) avx512_tile(type, 8, 1, w, rb, r, xq, t, y, accumulate);
             for (; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
         }
     }
@@ -665,16 +669,16 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row goes through AVX2. */
 AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const float *x, int cols, float *y, int y_stride, int accumulate) {
-    __m512 acc[4][6];
+    __m512 acc[8][6];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
-        __m512 wv[4];
+        __m512 wv[8];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
             if (C == 1 && i % 32 == 0)
-                _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + PREFETCH_BYTES, _MM_HINT_T0);
+                _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + AVX512_PREFETCH_BYTES, _MM_HINT_T0);
             wv[r] = type == PYLLM_TYPE_F32
                 ? _mm512_loadu_ps((const float *)row + i)
                 : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
@@ -704,7 +708,7 @@ AVX512_INLINE void avx512_ftile_at(const int type, const int R, const int C, con
                  w->cols, y + (size_t)t * w->rows + r, w->rows, accumulate);
 }
 
-/* Float weights: 4x1 tiles for decoding, 4x6 for prompts (24 of the 32 vector registers hold
+/* Float weights: 8x1 tiles for decoding, 4x6 for prompts (24 of the 32 vector registers hold
  * accumulators), rows in cache-sized chunks. */
 AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, int r0, int r1,
                                        const float *x, int n, float *y, int accumulate) {
@@ -720,7 +724,7 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
         }
         for (; t < n; t++) {
             int r = c0;
-            for (; r + 4 <= c1; r += 4) avx512_ftile_at(type, 4, 1, w, rb, r, x, t, y, accumulate);
+            for (; r + 8 <= c1; r += 8) avx512_ftile_at(type, 8, 1, w, rb, r, x, t, y, accumulate);
             for (; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
         }
     }
