@@ -494,6 +494,36 @@ AVX2_INLINE __m256 avx2_dot8(const float *q, const float *k, int kv_stride, int 
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
+AVX2_INLINE float avx2_hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* scores[j] = exp(scores[j] - max) for j < n_pos; returns their sum. */
+AVX2_INLINE float avx2_softmax_numerators(float *scores, int n_pos, float max) {
+    __m256 total8 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n_pos; j += 8) {
+        __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(scores + j, e);
+        total8 = _mm256_add_ps(total8, e);
+    }
+    float total = avx2_hsum(total8);
+    for (; j < n_pos; j++) {
+        scores[j] = expf(scores[j] - max);
+        total += scores[j];
+    }
+    return total;
+}
+
+AVX2_INLINE void avx2_scale(float *out, int n, float factor) {
+    const __m256 f = _mm256_set1_ps(factor);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), f));
+    for (; i < n; i++) out[i] *= factor;
+}
+
 AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
                                     int n_pos, int head_dim, float scale, float *scores,
                                     float *out) {
@@ -505,24 +535,12 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
             _mm256_storeu_ps(scores + j, s);
             max8 = _mm256_max_ps(max8, s);
         }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(max8), _mm256_extractf128_ps(max8, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    float max = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    float max = avx2_hmax(max8);
     for (; j < n_pos; j++) {
         scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
         max = scores[j] > max ? scores[j] : max;
     }
-    __m256 total8 = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= n_pos; j += 8) {
-        __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(max)));
-        _mm256_storeu_ps(scores + j, e);
-        total8 = _mm256_add_ps(total8, e);
-    }
-    float total = avx2_hsum(total8);
-    for (; j < n_pos; j++) {
-        scores[j] = expf(scores[j] - max);
-        total += scores[j];
-    }
+    float total = avx2_softmax_numerators(scores, n_pos, max);
     if (head_dim == 64) {
         avx2_weighted_sum(64, scores, v, kv_stride, n_pos, out);
     } else if (head_dim == 128) {
@@ -538,16 +556,13 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
             for (; i < head_dim; i++) out[i] += scores[jj] * vj[i];
         }
     }
-    const __m256 inv = _mm256_set1_ps(1.0f / total);
-    int i = 0;
-    for (; i + 8 <= head_dim; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
-    for (; i < head_dim; i++) out[i] /= total;
+    avx2_scale(out, head_dim, 1.0f / total);
 }
 #endif /* HAVE_AVX2_KERNELS */
 
 /* ------------------------------------------------------------------------------------------ */
-/* AVX-512 kernels: matmuls only (attention and activation quantization use the AVX2 code, which
- * every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
+/* AVX-512 kernels: matmuls and attention (activation quantization and softmax use the AVX2 code,
+ * which every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
  * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; decoding uses
  * 8x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
 #ifdef HAVE_AVX2_KERNELS
@@ -728,6 +743,70 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
             for (; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
         }
     }
+}
+
+/* Attention with 16-wide vectors, for head sizes that are multiples of 16 up to 128 (others go
+ * through the AVX2 code). Scores as in avx2_dot8, each 512-bit accumulator folded to 256 bits
+ * before the horizontal adds; the weighted sum of values keeps two keys in flight, so that the
+ * multiply-adds of one key do not wait on the previous key's. */
+AVX512_INLINE __m256 avx512_dot8(const float *q, const float *k, int kv_stride, int head_dim) {
+    __m512 acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+    for (int i = 0; i < head_dim; i += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + i);
+        for (int r = 0; r < 8; r++)
+            acc[r] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + (size_t)r * kv_stride + i), acc[r]);
+    }
+    __m256 half[8];
+    for (int r = 0; r < 8; r++)
+        half[r] = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
+    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(half[0], half[1]), _mm256_hadd_ps(half[2], half[3]));
+    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(half[4], half[5]), _mm256_hadd_ps(half[6], half[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+AVX512_INLINE void avx512_weighted_sum(const int H, const float *p, const float *v, int kv_stride,
+                                       int n_pos, float *out) {
+    __m512 even[8], odd[8];
+    for (int i = 0; i < H / 16; i++) even[i] = odd[i] = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 2 <= n_pos; j += 2) {
+        const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
+        const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
+        for (int i = 0; i < H / 16; i++) {
+            even[i] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * i), even[i]);
+            odd[i] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * i), odd[i]);
+        }
+    }
+    if (j < n_pos)
+        for (int i = 0; i < H / 16; i++)
+            even[i] = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i), even[i]);
+    for (int i = 0; i < H / 16; i++) _mm512_storeu_ps(out + 16 * i, _mm512_add_ps(even[i], odd[i]));
+}
+
+AVX512_TARGET static void attend_avx512(const float *q, const float *k, const float *v, int kv_stride,
+                                        int n_pos, int head_dim, float scale, float *scores, float *out) {
+    if (head_dim != 64 && head_dim != 128) {
+        attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        return;
+    }
+    __m256 max8 = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n_pos; j += 8) {
+        __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx512_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
+        _mm256_storeu_ps(scores + j, s);
+        max8 = _mm256_max_ps(max8, s);
+    }
+    float max = avx2_hmax(max8);
+    for (; j < n_pos; j++) {
+        scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
+        max = scores[j] > max ? scores[j] : max;
+    }
+    float total = avx2_softmax_numerators(scores, n_pos, max);
+    if (head_dim == 64) avx512_weighted_sum(64, scores, v, kv_stride, n_pos, out);
+    else avx512_weighted_sum(128, scores, v, kv_stride, n_pos, out);
+    avx2_scale(out, head_dim, 1.0f / total);
 }
 
 AVX512_TARGET static void matmul_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
@@ -911,10 +990,8 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out) {
 #ifdef HAVE_AVX2_KERNELS
-    if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
-        attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
-        return;
-    }
+    if (isa == PYLLM_ISA_AVX512) { attend_avx512(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+    if (isa == PYLLM_ISA_AVX2) { attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
 #endif
 #ifdef HAVE_NEON_KERNELS
     if (isa == PYLLM_ISA_NEON) { attend_neon(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }

@@ -14,6 +14,7 @@ SHAPES = {
     "mqa-odd": dict(dim=36, hidden_dim=52, n_layers=2, n_heads=6, n_kv_heads=1, head_dim=10),
     "wide-heads": dict(dim=32, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=24),
     "heads-64": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=64),
+    "heads-128": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=128),
 }
 
 
