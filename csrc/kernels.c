@@ -745,18 +745,11 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
     }
 }
 
-/* Attention with 16-wide vectors, for head sizes that are multiples of 16 up to 128 (others go
- * through the AVX2 code). Scores as in avx2_dot8, each 512-bit accumulator folded to 256 bits
- * before the horizontal adds; the weighted sum of values keeps two keys in flight, so that the
- * multiply-adds of one key do not wait on the previous key's. */
-AVX512_INLINE __m256 avx512_dot8(const float *q, const float *k, int kv_stride, int head_dim) {
-    __m512 acc[8];
-    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
-    for (int i = 0; i < head_dim; i += 16) {
-        const __m512 qv = _mm512_loadu_ps(q + i);
-        for (int r = 0; r < 8; r++)
-            acc[r] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + (size_t)r * kv_stride + i), acc[r]);
-    }
+/* Attention with 16-wide vectors for head sizes 64 and 128 (others go through the AVX2 code), up
+ * to three query heads that share a key/value head at once: each cached key and value is loaded
+ * once for all of them, so a prompt reads the cache from L2 a third as often. Scores as in
+ * avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
+AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
     __m256 half[8];
     for (int r = 0; r < 8; r++)
         half[r] = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
@@ -766,47 +759,106 @@ AVX512_INLINE __m256 avx512_dot8(const float *q, const float *k, int kv_stride, 
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-AVX512_INLINE void avx512_weighted_sum(const int H, const float *p, const float *v, int kv_stride,
-                                       int n_pos, float *out) {
-    __m512 even[8], odd[8];
-    for (int i = 0; i < H / 16; i++) even[i] = odd[i] = _mm512_setzero_ps();
+/* s[g] = scores of query head g (G <= 3, H floats apart in q) against 8 consecutive keys. */
+AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const float *k, int kv_stride,
+                               __m256 *s) {
+    __m512 acc[3][8];
+    for (int g = 0; g < G; g++)
+        for (int r = 0; r < 8; r++) acc[g][r] = _mm512_setzero_ps();
+    for (int i = 0; i < H; i += 16) {
+        __m512 qv[3];
+        for (int g = 0; g < G; g++) qv[g] = _mm512_loadu_ps(q + g * H + i);
+        for (int r = 0; r < 8; r++) {
+            const __m512 kv = _mm512_loadu_ps(k + (size_t)r * kv_stride + i);
+            for (int g = 0; g < G; g++) acc[g][r] = _mm512_fmadd_ps(qv[g], kv, acc[g][r]);
+        }
+    }
+    for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
+}
+
+/* out_g = sum_j p_g[j] v_j (p_g n_pos floats apart, out_g H apart; G * H <= 192). Even and odd
+ * keys go to separate accumulators, so that one head's multiply-adds do not wait on the previous
+ * key's; every head is summed in the same order whatever G is, so a token's output does not
+ * depend on whether it came in a prompt (heads grouped) or alone. */
+AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p, const float *v,
+                                       int kv_stride, int n_pos, float *out) {
+    __m512 even[3][8], odd[3][8];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < H / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
     int j = 0;
     for (; j + 2 <= n_pos; j += 2) {
-        const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
         const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
         for (int i = 0; i < H / 16; i++) {
-            even[i] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * i), even[i]);
-            odd[i] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * i), odd[i]);
+            const __m512 a = _mm512_loadu_ps(v0 + 16 * i), b = _mm512_loadu_ps(v1 + 16 * i);
+            for (int g = 0; g < G; g++) {
+                const float *pg = p + (size_t)g * n_pos + j;
+                even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[0]), a, even[g][i]);
+                odd[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[1]), b, odd[g][i]);
+            }
         }
     }
     if (j < n_pos)
+        for (int i = 0; i < H / 16; i++) {
+            const __m512 a = _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i);
+            for (int g = 0; g < G; g++)
+                even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + j]), a, even[g][i]);
+        }
+    for (int g = 0; g < G; g++)
         for (int i = 0; i < H / 16; i++)
-            even[i] = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i), even[i]);
-    for (int i = 0; i < H / 16; i++) _mm512_storeu_ps(out + 16 * i, _mm512_add_ps(even[i], odd[i]));
+            _mm512_storeu_ps(out + g * H + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
 }
 
-AVX512_TARGET static void attend_avx512(const float *q, const float *k, const float *v, int kv_stride,
-                                        int n_pos, int head_dim, float scale, float *scores, float *out) {
-    if (head_dim != 64 && head_dim != 128) {
-        attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
-        return;
-    }
-    __m256 max8 = _mm256_set1_ps(-INFINITY);
+AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q, const float *k,
+                                       const float *v, int kv_stride, int n_pos, float scale,
+                                       float *scores, float *out) {
+    __m256 max8[3], s[3];
+    float max[3];
+    for (int g = 0; g < G; g++) max8[g] = _mm256_set1_ps(-INFINITY);
     int j = 0;
     for (; j + 8 <= n_pos; j += 8) {
-        __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx512_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
-        _mm256_storeu_ps(scores + j, s);
-        max8 = _mm256_max_ps(max8, s);
+        avx512_dot8(G, H, q, k + (size_t)j * kv_stride, kv_stride, s);
+        for (int g = 0; g < G; g++) {
+            s[g] = _mm256_mul_ps(_mm256_set1_ps(scale), s[g]);
+            _mm256_storeu_ps(scores + (size_t)g * n_pos + j, s[g]);
+            max8[g] = _mm256_max_ps(max8[g], s[g]);
+        }
     }
-    float max = avx2_hmax(max8);
-    for (; j < n_pos; j++) {
-        scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
-        max = scores[j] > max ? scores[j] : max;
+    for (int g = 0; g < G; g++) {
+        float *sg = scores + (size_t)g * n_pos;
+        max[g] = avx2_hmax(max8[g]);
+        for (int jj = j; jj < n_pos; jj++) {
+            sg[jj] = scale * avx2_dot(q + g * H, k + (size_t)jj * kv_stride, H);
+            max[g] = sg[jj] > max[g] ? sg[jj] : max[g];
+        }
+        max[g] = avx2_softmax_numerators(sg, n_pos, max[g]); /* now the sum of the numerators */
     }
-    float total = avx2_softmax_numerators(scores, n_pos, max);
-    if (head_dim == 64) avx512_weighted_sum(64, scores, v, kv_stride, n_pos, out);
-    else avx512_weighted_sum(128, scores, v, kv_stride, n_pos, out);
-    avx2_scale(out, head_dim, 1.0f / total);
+    if (H == 64) {
+        avx512_weighted_sum(G, 64, scores, v, kv_stride, n_pos, out);
+    } else { /* 128: two accumulator sets of 8 registers per head leave no room for a second head */
+        for (int g = 0; g < G; g++)
+            avx512_weighted_sum(1, 128, scores + (size_t)g * n_pos, v, kv_stride, n_pos, out + g * 128);
+    }
+    for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / max[g]);
+}
+
+AVX512_TARGET static void attend_avx512(const float *q, int n_q, const float *k, const float *v,
+                                        int kv_stride, int n_pos, int head_dim, float scale,
+                                        float *scores, float *out) {
+    for (int g = 0; g < n_q; g += 3) {
+        const int G = n_q - g < 3 ? n_q - g : 3;
+        const float *qg = q + (size_t)g * head_dim;
+        float *og = out + (size_t)g * head_dim;
+        if (head_dim == 64 && G == 3) avx512_attend_heads(3, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 64 && G == 2) avx512_attend_heads(2, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 64) avx512_attend_heads(1, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 128 && G == 3) avx512_attend_heads(3, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 128 && G == 2) avx512_attend_heads(2, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 128) avx512_attend_heads(1, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else
+            for (int h = 0; h < G; h++)
+                attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale, scores,
+                            og + (size_t)h * head_dim);
+    }
 }
 
 AVX512_TARGET static void matmul_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
@@ -987,15 +1039,23 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
     }
 }
 
-void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
+void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out) {
 #ifdef HAVE_AVX2_KERNELS
-    if (isa == PYLLM_ISA_AVX512) { attend_avx512(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
-    if (isa == PYLLM_ISA_AVX2) { attend_avx2(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+    if (isa == PYLLM_ISA_AVX512) {
+        attend_avx512(q, n_q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        return;
+    }
+#endif
+    for (int g = 0; g < n_q; g++) {
+        const float *qg = q + (size_t)g * head_dim;
+        float *og = out + (size_t)g * head_dim;
+#ifdef HAVE_AVX2_KERNELS
+        if (isa == PYLLM_ISA_AVX2) { attend_avx2(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
 #endif
 #ifdef HAVE_NEON_KERNELS
-    if (isa == PYLLM_ISA_NEON) { attend_neon(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out); return; }
+        if (isa == PYLLM_ISA_NEON) { attend_neon(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
 #endif
-    (void)isa;
-    attend_portable(q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        attend_portable(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og);
+    }
 }

@@ -36,10 +36,11 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
                  float *y, int accumulate, int ith, int nth);
 
-/* One attention head for one query: out = softmax(scale * K q) V over n_pos cached positions.
- * k and v point at position 0 of this head's keys/values, successive positions kv_stride floats
- * apart. scores is scratch of n_pos floats. */
-void kern_attend(int isa, const float *q, const float *k, const float *v, int kv_stride,
+/* Attention for one token of n_q query heads that share a key/value head: for each g < n_q,
+ * out_g = softmax(scale * K q_g) V over n_pos cached positions. q and out hold the n_q heads
+ * head_dim floats apart; k and v point at position 0 of the shared head's keys/values, successive
+ * positions kv_stride floats apart. scores is scratch of n_q * n_pos floats. */
+void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out);
 
 /* n values (n % block size == 0) of one row of a weight type, as floats. */

@@ -39,7 +39,7 @@ struct pyllm_model {
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
     block_q8x *xq;        /* (n_batch, max width / QK) current matmul input, quantized */
-    float *scores;        /* (n_threads, n_ctx) attention scratch */
+    float *scores;        /* (n_threads, n_heads / n_kv_heads * n_ctx) attention scratch */
 };
 
 const char *pyllm_strerror(int code) {
@@ -136,25 +136,25 @@ static void add_bias(float *v, const float *bias, int n, int width, int ith, int
         for (int i = 0; i < width; i++) v[(size_t)t * width + i] += bias[i];
 }
 
-/* Work of the first i (token, head) items of attention, token-major: a query at position p reads
- * p + 1 cached positions. */
-static double attention_work(long i, int n_heads, int pos) {
-    long t = i / n_heads, rest = i % n_heads;
-    return (double)n_heads * ((double)t * (pos + 1) + (double)t * (t - 1) / 2) + (double)rest * (pos + t + 1);
+/* Work of the first i attention items, token-major with per_token items per token: a query at
+ * position p reads p + 1 cached positions. */
+static double attention_work(long i, int per_token, int pos) {
+    long t = i / per_token, rest = i % per_token;
+    return (double)per_token * ((double)t * (pos + 1) + (double)t * (t - 1) / 2) + (double)rest * (pos + t + 1);
 }
 
-/* Thread ith's contiguous [lo, hi) share of the n * n_heads attention items, cut so that every
+/* Thread ith's contiguous [lo, hi) share of the n * per_token attention items, cut so that every
  * thread gets the same work: later queries of a prompt read more of the cache than earlier ones. */
-static void attention_share(int n, int n_heads, int pos, int ith, int nth, int *lo, int *hi) {
-    const long items = (long)n * n_heads;
-    const double total = attention_work(items, n_heads, pos);
+static void attention_share(int n, int per_token, int pos, int ith, int nth, int *lo, int *hi) {
+    const long items = (long)n * per_token;
+    const double total = attention_work(items, per_token, pos);
     long cut[2];
     for (int e = 0; e < 2; e++) { /* first item whose preceding work reaches (ith + e) / nth of the total */
         double target = total * (ith + e) / nth;
         long a = 0, b = items;
         while (a < b) {
             long mid = a + (b - a) / 2;
-            if (attention_work(mid, n_heads, pos) < target) a = mid + 1; else b = mid;
+            if (attention_work(mid, per_token, pos) < target) a = mid + 1; else b = mid;
         }
         cut[e] = ith + e == nth ? items : a;
     }
@@ -162,22 +162,26 @@ static void attention_share(int n, int n_heads, int pos, int ith, int nth, int *
     *hi = (int)cut[1];
 }
 
-/* Causal attention for n queries at positions pos .. pos+n-1 over the cache, split by (token, head). */
+/* Causal attention for n queries at positions pos .. pos+n-1 over the cache. A prompt is split
+ * by (token, key/value head), each item taking all the query heads that share that key/value
+ * head, so the cache is read once for them; a single token by query head, so that threads share
+ * its heads evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
 static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nth) {
     const pyllm_config *c = &m->c;
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
+    int per_item = n == 1 ? 1 : group, items = c->n_heads / per_item; /* query heads per item, items per token */
     const float *keys = m->key_cache + (size_t)layer * c->n_ctx * kv_dim;
     const float *values = m->value_cache + (size_t)layer * c->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int lo, hi;
-    attention_share(n, c->n_heads, pos, ith, nth, &lo, &hi);
-    for (int th = lo; th < hi; th++) {
-        int t = th / c->n_heads, h = th % c->n_heads, kvh = h / group;
+    attention_share(n, items, pos, ith, nth, &lo, &hi);
+    for (int it = lo; it < hi; it++) {
+        int t = it / items, h = it % items * per_item, kvh = h / group;
         size_t head = (size_t)h * c->head_dim;
-        kern_attend(m->isa, m->q + (size_t)t * q_dim + head, keys + (size_t)kvh * c->head_dim,
+        kern_attend(m->isa, m->q + (size_t)t * q_dim + head, per_item, keys + (size_t)kvh * c->head_dim,
                     values + (size_t)kvh * c->head_dim, kv_dim, pos + t + 1, c->head_dim, scale,
-                    m->scores + (size_t)ith * c->n_ctx, m->xb + (size_t)t * q_dim + head);
+                    m->scores + (size_t)ith * group * c->n_ctx, m->xb + (size_t)t * q_dim + head);
     }
 }
 
@@ -370,7 +374,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->hb = alloc_floats(nb, c->hidden_dim);
     m->hb2 = alloc_floats(nb, c->hidden_dim);
     m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
-    m->scores = alloc_floats((size_t)n_threads, c->n_ctx);
+    m->scores = alloc_floats((size_t)n_threads * (c->n_heads / c->n_kv_heads), c->n_ctx);
     if (!m->layers || !m->rope_freq || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
         !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
         pyllm_model_free(m);

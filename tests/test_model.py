@@ -69,6 +69,20 @@ def test_chunks_longer_than_a_batch(tmp_path):
         assert np.abs(m.eval(tokens) - ref[-1]).max() < 1e-4
 
 
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_token_by_token_equals_prompt_exactly(tmp_path, kernels, shape):
+    """Bit for bit: a token's logits do not depend on whether it arrived in a prompt or alone, so a
+    seeded generation reproduces whether or not its prompt was reused from the cache."""
+    cfg = config(shape)
+    random_model(tmp_path / "m.bin", cfg, seed=3)
+    with Model(tmp_path / "m.bin", n_threads=2, kernels=kernels) as m:
+        batch = m.logits(TOKENS)
+        m.reset()
+        alone = np.stack([m.eval(TOKENS[i:i + 1]) for i in range(len(TOKENS))])
+    np.testing.assert_array_equal(alone, batch)
+
+
 def test_eval_appends_to_cache(tmp_path):
     cfg = config("mha")
     w = random_model(tmp_path / "m.bin", cfg, seed=1)
