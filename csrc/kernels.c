@@ -250,6 +250,11 @@ static void attend_portable(const float *q, const float *k, const float *v, int 
  * (measured: Q8_0 classifier 1.5-1.9x faster, Q4_x neutral). */
 #define PREFETCH_BYTES 1024
 
+/* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
+ * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
+ * itself never faults). A macro, so that it is part of the target-specific kernel around it. */
+#define PREFETCH_AHEAD(p, ahead) _mm_prefetch((const char *)((uintptr_t)(p) + (ahead)), _MM_HINT_T0)
+
 AVX2_INLINE float avx2_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -286,7 +291,7 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
         float wd[4], wm[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
+            if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
             wd[r] = avx2_half(blk);
             if (type == PYLLM_TYPE_Q8_0) {
                 wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -332,7 +337,8 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         __m256 wv[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
-            if (C == 1 && i % 32 == 0) _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + PREFETCH_BYTES, _MM_HINT_T0);
+            if (C == 1 && i % (type == PYLLM_TYPE_F32 ? 16 : 32) == 0) /* once per 64-byte line */
+                PREFETCH_AHEAD(row + i * (type == PYLLM_TYPE_F32 ? 4 : 2), PREFETCH_BYTES);
             wv[r] = type == PYLLM_TYPE_F32
                 ? _mm256_loadu_ps((const float *)row + i)
                 : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
@@ -619,7 +625,7 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
         __m512 wd[8], wm[8];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) _mm_prefetch((const char *)blk + AVX512_PREFETCH_BYTES, _MM_HINT_T0);
+            if (C == 1) PREFETCH_AHEAD(blk, AVX512_PREFETCH_BYTES);
             wq[r] = avx512_weights(type, blk, bsize, pair);
             wd[r] = avx512_pair(avx2_half(blk), pair ? avx2_half(blk + bsize) : 0.0f);
             if (type == PYLLM_TYPE_Q4_1)
@@ -676,6 +682,7 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
         for (; t < n; t++) {
             int r = c0;
             for (; r + 8 <= c1; r += 8) avx512_tile(type, 8, 1, w, rb, r, xq, t, y, accumulate);
+            if (r + 4 <= c1) { avx512_tile(type, 4, 1, w, rb, r, xq, t, y, accumulate); r += 4; }
             for (; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
         }
     }
@@ -692,8 +699,8 @@ AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const 
         __m512 wv[8];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
-            if (C == 1 && i % 32 == 0)
-                _mm_prefetch((const char *)row + i * (type == PYLLM_TYPE_F32 ? 4 : 2) + AVX512_PREFETCH_BYTES, _MM_HINT_T0);
+            if (C == 1 && (type == PYLLM_TYPE_F32 || i % 32 == 0)) /* a line holds 16 F32 or 32 F16 */
+                PREFETCH_AHEAD(row + i * (type == PYLLM_TYPE_F32 ? 4 : 2), AVX512_PREFETCH_BYTES);
             wv[r] = type == PYLLM_TYPE_F32
                 ? _mm512_loadu_ps((const float *)row + i)
                 : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
@@ -740,6 +747,7 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
         for (; t < n; t++) {
             int r = c0;
             for (; r + 8 <= c1; r += 8) avx512_ftile_at(type, 8, 1, w, rb, r, x, t, y, accumulate);
+            if (r + 4 <= c1) { avx512_ftile_at(type, 4, 1, w, rb, r, x, t, y, accumulate); r += 4; }
             for (; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
         }
     }

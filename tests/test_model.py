@@ -15,6 +15,8 @@ SHAPES = {
     "wide-heads": dict(dim=32, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=24),
     "heads-64": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=64),
     "heads-128": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=128),
+    "heads-64-group-4": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=8, n_kv_heads=2, head_dim=64),
+    "heads-128-group-3": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=128),
 }
 
 
