@@ -754,7 +754,7 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
 }
 
 /* Attention with 16-wide vectors for head sizes 64 and 128 (others go through the AVX2 code), up
- * to three query heads that share a key/value head at once: each cached key and value is loaded
+ * to three (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value is loaded
  * once for all of them, so a prompt reads the cache from L2 a third as often. Scores as in
  * avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
 AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
@@ -820,7 +820,7 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
                                        const float *v, int kv_stride, int n_pos, float scale,
                                        float *scores, float *out) {
     __m256 max8[3], s[3];
-    float max[3];
+    float max[3], total[3];
     for (int g = 0; g < G; g++) max8[g] = _mm256_set1_ps(-INFINITY);
     int j = 0;
     for (; j + 8 <= n_pos; j += 8) {
@@ -838,7 +838,7 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
             sg[jj] = scale * avx2_dot(q + g * H, k + (size_t)jj * kv_stride, H);
             max[g] = sg[jj] > max[g] ? sg[jj] : max[g];
         }
-        max[g] = avx2_softmax_numerators(sg, n_pos, max[g]); /* now the sum of the numerators */
+        total[g] = avx2_softmax_numerators(sg, n_pos, max[g]);
     }
     if (H == 64) {
         avx512_weighted_sum(G, 64, scores, v, kv_stride, n_pos, out);
@@ -846,14 +846,14 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
         for (int g = 0; g < G; g++)
             avx512_weighted_sum(1, 128, scores + (size_t)g * n_pos, v, kv_stride, n_pos, out + g * 128);
     }
-    for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / max[g]);
+    for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
 
 AVX512_TARGET static void attend_avx512(const float *q, int n_q, const float *k, const float *v,
                                         int kv_stride, int n_pos, int head_dim, float scale,
                                         float *scores, float *out) {
-    for (int g = 0; g < n_q; g += 3) {
-        const int G = n_q - g < 3 ? n_q - g : 3;
+    for (int g = 0; g < n_q; g += KERN_ATTEND_HEADS) {
+        const int G = n_q - g < KERN_ATTEND_HEADS ? n_q - g : KERN_ATTEND_HEADS;
         const float *qg = q + (size_t)g * head_dim;
         float *og = out + (size_t)g * head_dim;
         if (head_dim == 64 && G == 3) avx512_attend_heads(3, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);

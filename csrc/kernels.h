@@ -36,10 +36,13 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
                  float *y, int accumulate, int ith, int nth);
 
+/* Query heads kern_attend works on at once, reading each cached key and value once for them. */
+#define KERN_ATTEND_HEADS 3
+
 /* Attention for one token of n_q query heads that share a key/value head: for each g < n_q,
  * out_g = softmax(scale * K q_g) V over n_pos cached positions. q and out hold the n_q heads
  * head_dim floats apart; k and v point at position 0 of the shared head's keys/values, successive
- * positions kv_stride floats apart. scores is scratch of n_q * n_pos floats. */
+ * positions kv_stride floats apart. scores is scratch of min(n_q, KERN_ATTEND_HEADS) * n_pos floats. */
 void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out);
 

@@ -39,7 +39,7 @@ struct pyllm_model {
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
     block_q8x *xq;        /* (n_batch, max width / QK) current matmul input, quantized */
-    float *scores;        /* (n_threads, n_heads / n_kv_heads * n_ctx) attention scratch */
+    float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
 };
 
 const char *pyllm_strerror(int code) {
@@ -136,6 +136,13 @@ static void add_bias(float *v, const float *bias, int n, int width, int ith, int
         for (int i = 0; i < width; i++) v[(size_t)t * width + i] += bias[i];
 }
 
+/* Query heads one kern_attend call needs scratch for: a key/value head's group, at most
+ * KERN_ATTEND_HEADS at a time. */
+static int attend_heads(const pyllm_config *c) {
+    int group = c->n_heads / c->n_kv_heads;
+    return group < KERN_ATTEND_HEADS ? group : KERN_ATTEND_HEADS;
+}
+
 /* Work of the first i attention items, token-major with per_token items per token: a query at
  * position p reads p + 1 cached positions. */
 static double attention_work(long i, int per_token, int pos) {
@@ -181,7 +188,7 @@ static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nt
         size_t head = (size_t)h * c->head_dim;
         kern_attend(m->isa, m->q + (size_t)t * q_dim + head, per_item, keys + (size_t)kvh * c->head_dim,
                     values + (size_t)kvh * c->head_dim, kv_dim, pos + t + 1, c->head_dim, scale,
-                    m->scores + (size_t)ith * group * c->n_ctx, m->xb + (size_t)t * q_dim + head);
+                    m->scores + (size_t)ith * attend_heads(c) * c->n_ctx, m->xb + (size_t)t * q_dim + head);
     }
 }
 
@@ -374,7 +381,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->hb = alloc_floats(nb, c->hidden_dim);
     m->hb2 = alloc_floats(nb, c->hidden_dim);
     m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
-    m->scores = alloc_floats((size_t)n_threads * (c->n_heads / c->n_kv_heads), c->n_ctx);
+    m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
     if (!m->layers || !m->rope_freq || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
         !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
         pyllm_model_free(m);
