@@ -238,17 +238,20 @@ static void attend_portable(const float *q, const float *k, const float *v, int 
  * A matmul is cut into tiles of R weight rows x C activation rows: each tile loads and unpacks
  * a weight block once for C activation rows and an activation block once for R weight rows,
  * keeps R*C accumulators in registers, and reduces them horizontally only at the end of the row.
- * Decoding (one activation row) uses 4x1 tiles, prompts use 2x4 tiles. The tile functions are
- * always inlined with constant type, R and C, so each instantiation is a straight-line kernel.
+ * Prompts use 2x4 tiles. Decoding (one activation row) reads weight rows one at a time, front to
+ * back: interleaving several rows in a tile, to share each activation load between them, makes
+ * the weights arrive slower from memory than the row at a time needs them (SmolLM2 tg128 at 2
+ * threads: F16 +20%, Q4_0 +65%, Q8_0 +100% against 4-row tiles). The tile functions are always
+ * inlined with constant type, R and C, so each instantiation is a straight-line kernel.
  */
 #ifdef HAVE_AVX2_KERNELS
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* Decoding reads each weight row once, from memory: the hardware prefetcher does not run far
- * enough ahead of four interleaved row streams, so ask for the data this many bytes ahead
- * (measured: Q8_0 classifier 1.5-1.9x faster, Q4_x neutral). */
-#define PREFETCH_BYTES 1024
+/* Decoding reads each weight row once, from memory: ask for the data this many bytes ahead of
+ * the row being read, further than the hardware prefetcher runs on its own (SmolLM2 tg128: AVX2
+ * F16 and Q4_0 +2-4% against 1 KiB; AVX-512 the same at 1, 2 and 4 KiB). */
+#define PREFETCH_BYTES 2048
 
 /* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
  * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
@@ -281,14 +284,14 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
     const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
                        : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    float offset[4][4]; /* Q4_1: sum over blocks of m * s */
+    __m256 acc[2][4];
+    float offset[2][4]; /* Q4_1: sum over blocks of m * s */
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) { acc[r][c] = _mm256_setzero_ps(); offset[r][c] = 0.0f; }
 
     for (int b = 0; b < nb; b++) {
-        __m256i wq[4], wabs[4];
-        float wd[4], wm[4];
+        __m256i wq[2], wabs[2];
+        float wd[2], wm[2];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
@@ -329,12 +332,12 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
 /* R x C tile over F32 or F16 weights against float activations. */
 AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                             const float *x, int cols, float *y, int y_stride, int accumulate) {
-    __m256 acc[4][4];
+    __m256 acc[2][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= cols; i += 8) {
-        __m256 wv[4];
+        __m256 wv[2];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
             if (C == 1 && i % (type == PYLLM_TYPE_F32 ? 16 : 32) == 0) /* once per 64-byte line */
@@ -382,9 +385,7 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
                                   int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
     if (n == 1) {
-        int r = r0;
-        for (; r + 4 <= r1; r += 4) avx2_tile(type, 4, 1, w, rb, r, x, xq, 0, y, accumulate);
-        for (; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
+        for (int r = r0; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
         return;
     }
     const int chunk = 64;
@@ -396,11 +397,8 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
             for (; r + 2 <= c1; r += 2) avx2_tile(type, 2, 4, w, rb, r, x, xq, t, y, accumulate);
             for (; r < c1; r++) avx2_tile(type, 1, 4, w, rb, r, x, xq, t, y, accumulate);
         }
-        for (; t < n; t++) {
-            int r = c0;
-            for (; r + 4 <= c1; r += 4) avx2_tile(type, 4, 1, w, rb, r, x, xq, t, y, accumulate);
-            for (; r < c1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, t, y, accumulate);
-        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, t, y, accumulate);
     }
 }
 
@@ -569,15 +567,13 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
 /* ------------------------------------------------------------------------------------------ */
 /* AVX-512 kernels: matmuls and attention (activation quantization and softmax use the AVX2 code,
  * which every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
- * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; decoding uses
- * 8x1 tiles, prompts 4x4 (32 vector registers leave room for 16 accumulators). */
+ * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; prompts use 4x4
+ * tiles (32 vector registers leave room for 16 accumulators), decoding reads one weight row at a
+ * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads:
+ * F16 +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
 #ifdef HAVE_AVX2_KERNELS
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
-
-/* Decoding streams eight weight rows at a time, each prefetched this far ahead (measured on
- * SmolLM2 against four rows 1 KiB ahead: tg128 Q4_0 and Q4_1 +30%, F16 +9%, Q8_0 unchanged). */
-#define AVX512_PREFETCH_BYTES 2048
 
 /* Blocks b and b+1 (only b when `pair` is 0, the other half then zero) of a quantized row as 64
  * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles. */
@@ -616,16 +612,16 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
     const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
                        : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[8][4];
+    __m512 acc[4][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b += 2) {
         const int pair = b + 1 < nb;
-        __m512i wq[8], wfix[8];
-        __m512 wd[8], wm[8];
+        __m512i wq[4], wfix[4];
+        __m512 wd[4], wm[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) PREFETCH_AHEAD(blk, AVX512_PREFETCH_BYTES);
+            if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
             wq[r] = avx512_weights(type, blk, bsize, pair);
             wd[r] = avx512_pair(avx2_half(blk), pair ? avx2_half(blk + bsize) : 0.0f);
             if (type == PYLLM_TYPE_Q4_1)
@@ -679,28 +675,24 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
             for (; r + 4 <= c1; r += 4) avx512_tile(type, 4, 4, w, rb, r, xq, t, y, accumulate);
             for (; r < c1; r++) avx512_tile(type, 1, 4, w, rb, r, xq, t, y, accumulate);
         }
-        for (; t < n; t++) {
-            int r = c0;
-            for (; r + 8 <= c1; r += 8) avx512_tile(type, 8, 1, w, rb, r, xq, t, y, accumulate);
-            if (r + 4 <= c1) { avx512_tile(type, 4, 1, w, rb, r, xq, t, y, accumulate); r += 4; }
-            for (; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
-        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
     }
 }
 
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row goes through AVX2. */
 AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const float *x, int cols, float *y, int y_stride, int accumulate) {
-    __m512 acc[8][6];
+    __m512 acc[4][6];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 16 <= cols; i += 16) {
-        __m512 wv[8];
+        __m512 wv[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
             if (C == 1 && (type == PYLLM_TYPE_F32 || i % 32 == 0)) /* a line holds 16 F32 or 32 F16 */
-                PREFETCH_AHEAD(row + i * (type == PYLLM_TYPE_F32 ? 4 : 2), AVX512_PREFETCH_BYTES);
+                PREFETCH_AHEAD(row + i * (type == PYLLM_TYPE_F32 ? 4 : 2), PREFETCH_BYTES);
             wv[r] = type == PYLLM_TYPE_F32
                 ? _mm512_loadu_ps((const float *)row + i)
                 : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
@@ -730,8 +722,8 @@ AVX512_INLINE void avx512_ftile_at(const int type, const int R, const int C, con
                  w->cols, y + (size_t)t * w->rows + r, w->rows, accumulate);
 }
 
-/* Float weights: 8x1 tiles for decoding, 4x6 for prompts (24 of the 32 vector registers hold
- * accumulators), rows in cache-sized chunks. */
+/* Float weights: 4x6 tiles for prompts (24 of the 32 vector registers hold accumulators), rows in
+ * cache-sized chunks; one row at a time for decoding. */
 AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, int r0, int r1,
                                        const float *x, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
@@ -744,12 +736,8 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
             for (; r + 4 <= c1; r += 4) avx512_ftile_at(type, 4, 6, w, rb, r, x, t, y, accumulate);
             for (; r < c1; r++) avx512_ftile_at(type, 1, 6, w, rb, r, x, t, y, accumulate);
         }
-        for (; t < n; t++) {
-            int r = c0;
-            for (; r + 8 <= c1; r += 8) avx512_ftile_at(type, 8, 1, w, rb, r, x, t, y, accumulate);
-            if (r + 4 <= c1) { avx512_ftile_at(type, 4, 1, w, rb, r, x, t, y, accumulate); r += 4; }
-            for (; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
-        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++) avx512_ftile_at(type, 1, 1, w, rb, r, x, t, y, accumulate);
     }
 }
 
