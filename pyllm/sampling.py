@@ -117,6 +117,9 @@ class Sampler:
     def __call__(self, logits: np.ndarray, history: Sequence[int]) -> int:
         p = self.params
         logits = np.array(logits, dtype=np.float32)  # a copy: the caller's logits stay as they are
+        if np.isnan(logits).any():  # every comparison below would silently go wrong
+            raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
+                             "weights holding NaN or infinity produce this")
         if p.logit_bias:
             apply_logit_bias(logits, p.logit_bias)
         if p.repeat_last_n:

@@ -80,3 +80,11 @@ def test_bad_parameters_are_named():
                      ({"min_p": 2}, "min_p"), ({"top_k": -1}, "top_k"), ({"logit_bias": {5000: 1}}, "logit_bias")]:
         with pytest.raises(ValueError, match=name):
             SamplingParams(**kw).check(1000)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_nan_logits_are_an_error_not_a_token(temperature):
+    logits = LOGITS.copy()
+    logits[[3, 17]] = np.nan
+    with pytest.raises(ValueError, match="NaN \\(2 of"):
+        Sampler(SamplingParams(temperature=temperature, seed=0))(logits, [])
