@@ -450,7 +450,8 @@ AVX2_INLINE float avx2_dot(const float *a, const float *b, int n) {
     return sum;
 }
 
-/* exp(x) for x <= 0 (softmax after subtracting the max): 2^n * p(r), |relative error| < 2e-7. */
+/* exp(x) for x <= 89: 2^n * p(r), |relative error| < 2e-7; infinity from x = 88.4 on (n = 128),
+ * slightly before float's range ends. */
 AVX2_INLINE __m256 avx2_exp(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
@@ -466,6 +467,20 @@ AVX2_INLINE __m256 avx2_exp(__m256 x) {
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* silu(g) * u = g / (1 + exp(-g)) * u for 8 values. exp's argument is capped at 89, past the
+ * float range, where avx2_exp gives infinity: every g below -88.4 yields 0 (exactly, below
+ * 5e-37). A NaN g stays NaN: it is the dividend. */
+AVX2_INLINE void avx2_swiglu8(float *g, const float *u) {
+    __m256 gv = _mm256_loadu_ps(g);
+    __m256 e = avx2_exp(_mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv), _mm256_set1_ps(89.0f)));
+    __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    _mm256_storeu_ps(g, _mm256_mul_ps(silu, _mm256_loadu_ps(u)));
+}
+
+AVX2_TARGET static void swiglu_avx2(float *g, const float *u, int n) {
+    for (int i = 0; i < n; i += 8) avx2_swiglu8(g + i, u + i);
 }
 
 /* out += sum_j p[j] * v_j for head_dim H known at compile time: the accumulators stay in registers. */
@@ -1032,6 +1047,30 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 #endif
         (void)isa;
         quantize_block_ref(x + (size_t)b * QK, &xq[b]);
+    }
+}
+
+/* Groups of 8 values of a row go through the SIMD code, the rest of a row (cols % 8) through
+ * expf: which one an element takes depends on its column alone, never on the thread split. */
+void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
+    const int groups = (cols + 7) / 8;
+    int lo, hi;
+    thread_share(n * groups, ith, nth, 1, &lo, &hi);
+    while (lo < hi) {
+        int t = lo / groups, g0 = lo % groups, g1 = hi - t * groups < groups ? hi - t * groups : groups;
+        float *g = gate + (size_t)t * cols;
+        const float *u = up + (size_t)t * cols;
+        int c = g0 * 8, end = g1 * 8 < cols ? g1 * 8 : cols;
+#ifdef HAVE_AVX2_KERNELS
+        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
+            int full = (end - c) / 8 * 8;
+            swiglu_avx2(g + c, u + c, full);
+            c += full;
+        }
+#endif
+        (void)isa;
+        for (; c < end; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+        lo = t * groups + g1;
     }
 }
 

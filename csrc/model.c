@@ -192,13 +192,6 @@ static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nt
     }
 }
 
-/* hb = silu(hb) * hb2 over all n * hidden values, split among threads. */
-static void swiglu(float *hb, const float *hb2, int n, int hidden, int ith, int nth) {
-    int lo, hi;
-    rows_share(n * hidden, ith, nth, &lo, &hi);
-    for (int i = lo; i < hi; i++) hb[i] = hb[i] / (1.0f + expf(-hb[i])) * hb2[i];
-}
-
 static void embed(pyllm_model *m, const int32_t *tokens, int n, int ith, int nth) {
     const pyllm_tensor *e = &m->w.token_embd;
     size_t rb = kern_row_bytes(e->type, e->cols);
@@ -264,7 +257,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             kern_matmul(isa, &L->w_gate, m->xb, m->xq, n, m->hb, 0, ith, nth);
             kern_matmul(isa, &L->w_up, m->xb, m->xq, n, m->hb2, 0, ith, nth);
             BARRIER;
-            swiglu(m->hb, m->hb2, n, hidden, ith, nth);
+            kern_swiglu(isa, m->hb, m->hb2, n, hidden, ith, nth); /* hb = silu(hb) * hb2 */
             BARRIER;
             if (q8_input(m, &L->w_down, NULL, NULL)) {
                 kern_quantize_rows(isa, m->hb, n, hidden, m->xq, ith, nth);
@@ -416,6 +409,14 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
         kern_matmul(isa, w, x, xq, n, y, 0, ith, nth);
     }
     free(xq);
+    return PYLLM_OK;
+}
+
+int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
+    if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+#pragma omp parallel num_threads(n_threads)
+    kern_swiglu(isa, gate, up, n, cols, thread_id(), thread_count());
     return PYLLM_OK;
 }
 

@@ -108,6 +108,9 @@ int pyllm_forward(pyllm_model *model, const int32_t *tokens, int n_tokens, int p
 /* y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa`: the matmul the forward pass uses,
  * exposed for tests and benchmarks. */
 int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads);
+/* gate (n, cols) = silu(gate) * up with the kernels of `isa`: the SwiGLU step of the forward
+ * pass, exposed for tests. */
+int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);
 /* n values of a row of a weight type, as float32 (the inverse of the block encoding). */
 int pyllm_dequantize_row(int type, const void *src, float *dst, int n);
 /* cdef end */

@@ -51,6 +51,21 @@ def kernel_id(name: str) -> int:
     return ISAS[name]
 
 
+def swiglu(gate: np.ndarray, up: np.ndarray, kernels: str = "auto", n_threads: int = 1) -> np.ndarray:
+    """silu(gate) * up, elementwise over (n, cols) float32 arrays, with the forward pass's kernels.
+
+    Exposed for tests: the SwiGLU step between the gate/up and down projections.
+    """
+    out = np.array(gate, dtype=np.float32, order="C", copy=True)
+    up = np.ascontiguousarray(up, dtype=np.float32)
+    if out.ndim != 2 or up.shape != out.shape:
+        raise ValueError(f"gate and up must be 2-D of one shape, got {out.shape} and {up.shape}")
+    code = lib.pyllm_swiglu(kernel_id(kernels), ffi.from_buffer("float[]", out),
+                            ffi.from_buffer("float[]", up), out.shape[0], out.shape[1], n_threads)
+    check(code, "swiglu")
+    return out
+
+
 def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
            kernels: str = "auto", n_threads: int = 1) -> np.ndarray:
     """y = x @ W.T with the forward pass's kernels; W is `rows` rows of encoded bytes `raw`.

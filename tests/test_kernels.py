@@ -105,6 +105,26 @@ def test_any_block_bytes(kernels, type_name):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("n,cols", [(1, 1536), (3, 37), (5, 8), (2, 3)])
+def test_swiglu_matches_float64(kernels, n, cols):
+    """silu(g) * u to float precision over the whole float range, including where exp(-g)
+    overflows (g < -88) and NaN, which must come out as NaN."""
+    rng = np.random.default_rng(n * cols)
+    gate = (rng.standard_normal((n, cols)) * rng.choice([0.1, 3.0, 30.0, 300.0], (n, cols))).astype(np.float32)
+    gate.reshape(-1)[:4] = [-1e30, 1e30, -88.5, np.nan][: gate.size]
+    up = rng.standard_normal((n, cols)).astype(np.float32)
+    g = gate.astype(np.float64)
+    with np.errstate(over="ignore"):
+        ref = g / (1.0 + np.exp(-g)) * up
+    out = _native.swiglu(gate, up, kernels, 2)
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_allclose(out, ref, rtol=5e-7, atol=1e-36)
+    # one element's value never depends on the batch or the thread split
+    for i in range(n):
+        np.testing.assert_array_equal(_native.swiglu(gate[i:i + 1], up[i:i + 1], kernels, 3)[0], out[i])
+
+
 def test_simd_kernels_present_on_this_machine():
     """The fastest SIMD family this CPU supports must be built in and chosen."""
     import platform
