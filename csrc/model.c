@@ -31,6 +31,8 @@ struct pyllm_model {
     int isa;
     int n_batch;          /* rows of the scratch buffers below */
     float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair */
+    float *rope_cos;      /* (n_batch, head_dim / 2) cos and sin of the current batch's angles, */
+    float *rope_sin;      /* shared by every head and layer */
     float *key_cache;     /* (n_layers, n_ctx, kv_dim) */
     float *value_cache;   /* (n_layers, n_ctx, kv_dim) */
     float *x;             /* (n_batch, dim) residual stream */
@@ -109,9 +111,23 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
     }
 }
 
-/* Add the optional bias and rotate adjacent pairs of each head by position-dependent angles. */
-static void bias_rope(float *v, const float *bias, int n, int pos, int n_heads, int head_dim,
-                      const float *freq, int ith, int nth) {
+/* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions. */
+static void rope_angles(pyllm_model *m, int n, int pos, int ith, int nth) {
+    const int half = m->c.head_dim / 2;
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)(pos + t) * m->rope_freq[i];
+            m->rope_cos[(size_t)t * half + i] = cosf(angle);
+            m->rope_sin[(size_t)t * half + i] = sinf(angle);
+        }
+}
+
+/* Add the optional bias and rotate adjacent pairs of each head by the batch's angles. */
+static void bias_rope(pyllm_model *m, float *v, const float *bias, int n, int n_heads, int ith,
+                      int nth) {
+    const int head_dim = m->c.head_dim, half = head_dim / 2;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
     for (int th = lo; th < hi; th++) {
@@ -119,9 +135,8 @@ static void bias_rope(float *v, const float *bias, int n, int pos, int n_heads, 
         float *vh = v + (size_t)t * n_heads * head_dim + (size_t)h * head_dim;
         if (bias)
             for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
-        for (int i = 0; i < head_dim / 2; i++) {
-            float angle = (float)(pos + t) * freq[i];
-            float c = cosf(angle), s = sinf(angle);
+        for (int i = 0; i < half; i++) {
+            float c = m->rope_cos[(size_t)t * half + i], s = m->rope_sin[(size_t)t * half + i];
             float a = vh[2 * i], b = vh[2 * i + 1];
             vh[2 * i] = a * c - b * s;
             vh[2 * i + 1] = a * s + b * c;
@@ -223,6 +238,7 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
     {
         const int ith = thread_id(), nth = thread_count();
         embed(m, tokens, n, ith, nth);
+        rope_angles(m, n, pos, ith, nth);
         BARRIER;
         for (int l = 0; l < c->n_layers; l++) {
             const pyllm_layer *L = &m->layers[l];
@@ -238,8 +254,8 @@ static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos,
             kern_matmul(isa, &L->wk, m->xb, m->xq, n, k, 0, ith, nth);
             kern_matmul(isa, &L->wv, m->xb, m->xq, n, v, 0, ith, nth);
             BARRIER;
-            bias_rope(m->q, L->bq, n, pos, c->n_heads, c->head_dim, m->rope_freq, ith, nth);
-            bias_rope(k, L->bk, n, pos, c->n_kv_heads, c->head_dim, m->rope_freq, ith, nth);
+            bias_rope(m, m->q, L->bq, n, c->n_heads, ith, nth);
+            bias_rope(m, k, L->bk, n, c->n_kv_heads, ith, nth);
             if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
             attention(m, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
@@ -326,6 +342,8 @@ void pyllm_model_free(pyllm_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->rope_freq);
+    free(m->rope_cos);
+    free(m->rope_sin);
     free(m->key_cache);
     free(m->value_cache);
     free(m->x);
@@ -366,6 +384,8 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
 
     m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
     m->rope_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
+    m->rope_cos = alloc_floats(nb, (size_t)c->head_dim / 2);
+    m->rope_sin = alloc_floats(nb, (size_t)c->head_dim / 2);
     m->key_cache = alloc_floats(cache, kv_dim);
     m->value_cache = alloc_floats(cache, kv_dim);
     m->x = alloc_floats(nb, c->dim);
@@ -375,7 +395,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->hb2 = alloc_floats(nb, c->hidden_dim);
     m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
     m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
-    if (!m->layers || !m->rope_freq || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
+    if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
         !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
