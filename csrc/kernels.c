@@ -609,6 +609,17 @@ AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t 
     return _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+/* The f16 at p in the 8 lanes of block b, the one at p + stride in those of block b + 1 (0 if
+ * `pair` is 0): both converted by one instruction rather than one by one. */
+AVX512_INLINE __m512 avx512_half_pair(const uint8_t *p, size_t stride, int pair) {
+    uint16_t a, c = 0;
+    memcpy(&a, p, sizeof a);
+    if (pair) memcpy(&c, p + stride, sizeof c);
+    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(a | (uint32_t)c << 16)));
+    return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                                 _mm512_castps128_ps512(f));
+}
+
 /* a in the 8 int32 lanes of block b, c in those of block b + 1 */
 AVX512_INLINE __m512 avx512_pair(float a, float c) {
     return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(c));
@@ -638,9 +649,9 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
             wq[r] = avx512_weights(type, blk, bsize, pair);
-            wd[r] = avx512_pair(avx2_half(blk), pair ? avx2_half(blk + bsize) : 0.0f);
+            wd[r] = avx512_half_pair(blk, bsize, pair);
             if (type == PYLLM_TYPE_Q4_1)
-                wm[r] = avx512_pair(avx2_half(blk + 2), pair ? avx2_half(blk + bsize + 2) : 0.0f);
+                wm[r] = avx512_half_pair(blk + 2, bsize, pair);
             if (type == PYLLM_TYPE_Q8_0)
                 wfix[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)0x80), wq[r]));
         }
