@@ -450,8 +450,8 @@ AVX2_INLINE float avx2_dot(const float *a, const float *b, int n) {
     return sum;
 }
 
-/* exp(x) for x <= 89: 2^n * p(r), |relative error| < 2e-7; infinity from x = 88.4 on (n = 128),
- * slightly before float's range ends. */
+/* exp(x) = 2^n * p(r), |relative error| < 2e-7 for -87 <= x < 88.4; below -87 it is exp(-87),
+ * from 88.4 to 89 infinity (n = 128). Callers cap x at 89: past it the exponent bits overflow. */
 AVX2_INLINE __m256 avx2_exp(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
@@ -615,7 +615,10 @@ AVX512_INLINE __m512 avx512_half_pair(const uint8_t *p, size_t stride, int pair)
     uint16_t a, c = 0;
     memcpy(&a, p, sizeof a);
     if (pair) memcpy(&c, p + stride, sizeof c);
-    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(a | (uint32_t)c << 16)));
+    const uint32_t both = a | (uint32_t)c << 16;
+    int32_t bits;
+    memcpy(&bits, &both, sizeof bits); /* the same 32 bits as a signed int, without a conversion */
+    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
     return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
                                  _mm512_castps128_ps512(f));
 }
@@ -706,7 +709,7 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
     }
 }
 
-/* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row goes through AVX2. */
+/* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row (cols % 16) is scalar. */
 AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const float *x, int cols, float *y, int y_stride, int accumulate) {
     __m512 acc[4][6];

@@ -36,8 +36,9 @@ void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq,
 void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
                  float *y, int accumulate, int ith, int nth);
 
-/* gate = silu(gate) * up, elementwise over n rows of `cols` values (SwiGLU), this thread's share.
- * An element's value depends on its column and inputs only, not on n or the thread split. */
+/* gate = silu(gate) * up, elementwise over n rows of `cols` values (SwiGLU): this thread's share,
+ * with no barrier inside (every thread of the team calls it; the caller waits before reading gate).
+ * An element's value depends on its inputs, column and isa only, not on n or the thread split. */
 void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth);
 
 /* Query heads kern_attend works on at once, reading each cached key and value once for them. */

@@ -14,6 +14,7 @@
 #include "pyllm.h"
 #include "kernels.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,6 +435,7 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
 
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
     if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
+    if (cols > INT_MAX - 7 || n > INT_MAX / ((cols + 7) / 8)) return PYLLM_ERR_ARG; /* kern_swiglu counts groups of 8 in int */
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
 #pragma omp parallel num_threads(n_threads)
     kern_swiglu(isa, gate, up, n, cols, thread_id(), thread_count());

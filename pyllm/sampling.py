@@ -6,6 +6,7 @@ partial selection (argpartition), so a token costs O(vocab), not a sort of the v
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -98,13 +99,18 @@ class SamplingParams:
             raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not self.repeat_penalty > 0:
-            raise ValueError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        if not 0 < self.repeat_penalty < math.inf:
+            raise ValueError(f"repeat_penalty must be > 0 and finite, got {self.repeat_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         if self.repeat_last_n < 0:
             raise ValueError(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
-        for token in (self.logit_bias or {}):
+        for token, bias in (self.logit_bias or {}).items():
             if not 0 <= int(token) < vocab_size:
                 raise ValueError(f"logit_bias token {token} is outside the vocabulary")
+            if not (math.isfinite(bias) or bias == -math.inf):
+                raise ValueError(f"logit_bias of token {token} must be finite or -inf (a ban), got {bias}")
 
 
 class Sampler:
@@ -117,14 +123,14 @@ class Sampler:
     def __call__(self, logits: np.ndarray, history: Sequence[int]) -> int:
         p = self.params
         logits = np.array(logits, dtype=np.float32)  # a copy: the caller's logits stay as they are
-        if np.isnan(logits).any():  # every comparison below would silently go wrong
-            raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
-                             "weights holding NaN or infinity produce this")
         if p.logit_bias:
             apply_logit_bias(logits, p.logit_bias)
         if p.repeat_last_n:
             apply_penalties(logits, history[-p.repeat_last_n:], p.repeat_penalty,
                             p.frequency_penalty, p.presence_penalty)
+        if np.isnan(logits).any():  # every comparison below would silently go wrong
+            raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
+                             "weights holding NaN or infinity produce this")
         if p.temperature == 0:
             return int(np.argmax(logits))
         ids, cand = top_k(logits, p.top_k)

@@ -77,7 +77,11 @@ def test_sampler_greedy_seeded_and_restricted():
 
 def test_bad_parameters_are_named():
     for kw, name in [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
-                     ({"min_p": 2}, "min_p"), ({"top_k": -1}, "top_k"), ({"logit_bias": {5000: 1}}, "logit_bias")]:
+                     ({"min_p": 2}, "min_p"), ({"top_k": -1}, "top_k"), ({"logit_bias": {5000: 1}}, "logit_bias"),
+                     ({"logit_bias": {5: float("nan")}}, "logit_bias"), ({"logit_bias": {5: float("inf")}}, "logit_bias"),
+                     ({"repeat_penalty": float("inf")}, "repeat_penalty"),
+                     ({"frequency_penalty": float("nan")}, "frequency_penalty"),
+                     ({"presence_penalty": float("-inf")}, "presence_penalty")]:
         with pytest.raises(ValueError, match=name):
             SamplingParams(**kw).check(1000)
 
@@ -86,5 +90,10 @@ def test_bad_parameters_are_named():
 def test_nan_logits_are_an_error_not_a_token(temperature):
     logits = LOGITS.copy()
     logits[[3, 17]] = np.nan
-    with pytest.raises(ValueError, match="NaN \\(2 of"):
-        Sampler(SamplingParams(temperature=temperature, seed=0))(logits, [])
+    for params in (SamplingParams(temperature=temperature, seed=0),
+                   SamplingParams(temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, seed=0)):
+        with pytest.raises(ValueError, match="NaN \\(2 of"):
+            Sampler(params)(logits, [])
+    with pytest.raises(ValueError, match=f"NaN \\({LOGITS.size} of"):
+        Sampler(SamplingParams(temperature=temperature))(np.full_like(LOGITS, np.nan), [])
+    SamplingParams(logit_bias={5: float("-inf")}).check(LOGITS.size)  # a ban stays allowed
