@@ -128,7 +128,7 @@ class Sampler:
         if p.repeat_last_n:
             apply_penalties(logits, history[-p.repeat_last_n:], p.repeat_penalty,
                             p.frequency_penalty, p.presence_penalty)
-        if np.isnan(logits).any():  # every comparison below would silently go wrong
+        if np.isnan(logits.max()):  # max is NaN if any is; every comparison below would go wrong
             raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
                              "weights holding NaN or infinity produce this")
         if p.temperature == 0:
