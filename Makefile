@@ -23,8 +23,11 @@ test: install
 fetch: install
 	$(PY) -m pyllm.fetch
 
+# From a terminal: chat with the model. Otherwise (CI, a pipe, no terminal): answer PROMPT once.
+PROMPT ?= What is the capital of France? Answer in one sentence.
 run: install
-	$(PY) -m pyllm.run $(if $(THREADS),-t $(THREADS))
+	@if [ -t 0 ]; then $(PY) -m pyllm.run $(if $(THREADS),-t $(THREADS)); \
+	else printf '%s\n' "$(PROMPT)" | $(PY) -m pyllm.run --chat $(if $(THREADS),-t $(THREADS)); fi
 
 # pyllm on the default model; llama.cpp on the same GGUF too when llama-cpp-python is installed.
 bench: install
