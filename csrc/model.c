@@ -396,8 +396,8 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->hb2 = alloc_floats(nb, c->hidden_dim);
     m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
     m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
-    if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache || !m->value_cache || !m->x || !m->xb ||
-        !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
+    if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache ||
+        !m->value_cache || !m->x || !m->xb || !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
     }
