@@ -1,9 +1,10 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
-from .errors import EngineError, FormatError, PyllmError
-from .model import ContextFullError, Model
+from .errors import ContextFullError, EngineError, FormatError, PyllmError, TemplateError
+from .model import Model
 from .tokenizer import Tokenizer
 
-__all__ = ["Model", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError", "ContextFullError"]
+__all__ = ["Model", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError", "ContextFullError",
+           "TemplateError"]
 __version__ = "0.1.0"
 
 

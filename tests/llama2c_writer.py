@@ -7,7 +7,8 @@ import struct
 
 import numpy as np
 
-from pyllm.format import ModelConfig, expected_tensors
+from pyllm.formats.weights import expected_tensors
+from pyllm.types import ModelConfig
 
 MAGIC = 0x616B3432  # "ak42"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyllm.format import ModelConfig, expected_tensors, write_weights
+from pyllm.formats.weights import expected_tensors, write_weights
+from pyllm.types import ModelConfig
 from pyllm.quant import dequantize, quantize
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyllm import FormatError, Model
-from pyllm.format import ALIGNMENT, MAGIC, read_weights
+from pyllm.formats.weights import ALIGNMENT, MAGIC, read_weights
 from test_model import config
 from reference import random_model
 

@@ -8,14 +8,16 @@ import pytest
 
 from gguf_writer import F32, STRING, Typed, write_gguf
 from pyllm import FormatError, Model, Tokenizer
-from pyllm.convert import convert, pair_order
-from pyllm.format import ModelConfig, expected_tensors
-from pyllm.gguf import GGUFFile
+from pyllm.convert import convert
+from pyllm.convert.common import pair_order
+from pyllm.formats.weights import expected_tensors
+from pyllm.types import ModelConfig
+from pyllm.formats.gguf import GGUFFile
 from pyllm.quant import TYPES, dequantize, quantize
 from reference import forward
 from test_model import TOKENS, config
 
-GGML = {name: tid for name, (tid, _, _) in TYPES.items()}
+GGML = {name: t.ggml_id for name, t in TYPES.items()}
 
 
 def tiny_gguf(path, type_name="q8_0", tied=True, version=3, alignment=32, arch="llama", extra_meta=None,
@@ -231,7 +233,6 @@ def typed_gguf(path, kinds: dict, bf16: dict, seed: int = 5) -> ModelConfig:
 
 
 def test_types_pyllm_does_not_run_are_decoded_and_requantized(tmp_path, capsys):
-    from pyllm.gguf_decode import dequantize_gguf
     exact = (np.random.default_rng(6).integers(-64, 64, (256, 256)) / 256).astype(np.float32)  # fits f16
     bf16 = {"blk.0.attn_output.weight": exact, "token_embd.weight": exact[:40] * np.float32(2.0 ** -20)}
     kinds = {"blk.0.attn_q.weight": "Q5_0", "blk.0.attn_k.weight": "Q5_1", "blk.0.ffn_gate.weight": "Q4_K",
@@ -245,7 +246,7 @@ def test_types_pyllm_does_not_run_are_decoded_and_requantized(tmp_path, capsys):
         for name, want in expected_types.items():
             t = g.tensors[name]
             assert m.file.tensors[name].type == want, name
-            decoded = dequantize_gguf(g.tensor_bytes(name), t.type, t.shape)
+            decoded = dequantize(g.tensor_bytes(name), t.type_name.lower(), t.shape)
             got = dequantize(np.frombuffer(m.file.tensor_bytes(name), np.uint8), want, t.shape)
             np.testing.assert_array_equal(got, dequantize(quantize(decoded.reshape(-1, t.shape[-1]), want), want, t.shape))
             if t.type_name != "F32":

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from pyllm import Model
-from pyllm.convert import convert, gguf_config
+from pyllm import arch
+from pyllm.convert import convert
+from pyllm.convert.gguf import gguf_config
 from pyllm.fetch import default_model, fetch_gguf
-from pyllm.gguf import GGUFFile
-from pyllm.hf_model import _hf_names
-from pyllm.quant import TYPE_IDS, dequantize
+from pyllm.formats.gguf import GGUFFile
+from pyllm.quant import BY_ID, dequantize
 from safetensors_writer import write_safetensors
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -42,9 +43,9 @@ def hf_dir(tmp_path_factory):
     tensors = {}
     with GGUFFile(fetch_gguf(quiet=True)) as g:
         cfg = gguf_config(g)
-        for ours, (hf, heads) in _hf_names(cfg).items():
+        for ours, (hf, heads) in arch.by_name(cfg.architecture).hf_tensor_names(cfg).items():
             t = g.tensors[ours]
-            w = dequantize(g.tensor_bytes(ours), TYPE_IDS[t.type], t.shape).reshape(t.shape)
+            w = dequantize(g.tensor_bytes(ours), BY_ID[t.type].name, t.shape).reshape(t.shape)
             tensors[hf] = halves_order(w, heads) if heads else w
     assert sorted(tensors) == sorted(expected["tensors"])
     for name, a in tensors.items():

@@ -43,7 +43,7 @@ def random_case(rng, type_name, rows, cols, n):
 def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
     rng = np.random.default_rng(rows * 1000 + cols + n)
     raw, x = random_case(rng, type_name, rows, cols, n)
-    y = _native.matmul(raw, TYPES[type_name][0], rows, cols, x, kernels, n_threads)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, n_threads)
     ref = reference(raw, type_name, rows, cols, x)
     tol = 2e-5 * np.sqrt(cols) * np.abs(ref).max()
     np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
@@ -55,7 +55,7 @@ def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
 def test_float_rows_of_any_length(kernels, type_name, cols):
     rng = np.random.default_rng(cols)
     raw, x = random_case(rng, type_name, 11, cols, 6)
-    y = _native.matmul(raw, TYPES[type_name][0], 11, cols, x, kernels, 2)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, 11, cols, x, kernels, 2)
     np.testing.assert_allclose(y, reference(raw, type_name, 11, cols, x), rtol=1e-5, atol=1e-5)
 
 
@@ -65,7 +65,7 @@ def test_quantized_matmul_close_to_exact_product(kernels, type_name):
     """8-bit activations cost well under 2% of the result's scale against the float product."""
     rng = np.random.default_rng(7)
     raw, x = random_case(rng, type_name, 64, 576, 5)
-    y = _native.matmul(raw, TYPES[type_name][0], 64, 576, x, kernels, 2)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, 64, 576, x, kernels, 2)
     exact = x.astype(np.float64) @ dequantize(raw, type_name, (64, 576)).T
     assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
 
@@ -80,7 +80,7 @@ def test_extreme_quantized_values(kernels):
     x[1, :32] = 0.0
     for type_name in QUANTIZED:
         raw = quantize(w, type_name)
-        y = _native.matmul(raw, TYPES[type_name][0], 8, 64, x, kernels, 1)
+        y = _native.matmul(raw, TYPES[type_name].ggml_id, 8, 64, x, kernels, 1)
         np.testing.assert_allclose(y, reference(raw, type_name, 8, 64, x), rtol=1e-5, atol=1e-3)
 
 
@@ -91,7 +91,7 @@ def test_any_block_bytes(kernels, type_name):
     odd number of blocks per row, tiles with partial rows and columns) multiply exactly too."""
     rng = np.random.default_rng(7)
     rows, cols, n = 9, 96, 6
-    block = TYPES[type_name][2]
+    block = TYPES[type_name].block_bytes
     raw = rng.integers(0, 256, (rows, cols // 32, block), dtype=np.uint8)
     n_scales = 2 if type_name == "q4_1" else 1
     scales = (rng.standard_normal((rows, cols // 32, n_scales)) * 0.01).astype(np.float16)
@@ -100,7 +100,7 @@ def test_any_block_bytes(kernels, type_name):
         raw[0, 0, 2:] = 0x80  # a whole block of -128
     raw = raw.reshape(-1)
     x = rng.standard_normal((n, cols)).astype(np.float32)
-    y = _native.matmul(raw, TYPES[type_name][0], rows, cols, x, kernels, 2)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, 2)
     ref = reference(raw, type_name, rows, cols, x)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 

@@ -8,9 +8,9 @@ import pytest
 from llama2c_writer import random_weights, write_checkpoint, write_tokenizer_bin
 from pyllm import FormatError, Model, Tokenizer
 from pyllm.convert import convert
-from pyllm.format import ModelConfig
+from pyllm.types import ModelConfig
 from pyllm.quant import dequantize
-from pyllm.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN
+from pyllm.types import BYTE, CONTROL, NORMAL, UNKNOWN
 from reference import forward
 from test_model import TOKENS, config
 

@@ -4,8 +4,8 @@ import pytest
 
 from pyllm import Model
 from pyllm._native import available_kernels
-from pyllm.format import ModelConfig
-from pyllm.model import ContextFullError
+from pyllm.types import ModelConfig
+from pyllm.errors import ContextFullError
 from reference import forward, random_model
 
 SHAPES = {

@@ -14,7 +14,7 @@ import pytest
 
 from pyllm import Model
 from pyllm.fetch import default_model
-from pyllm.format import TokenizerData
+from pyllm.types import TokenizerData
 from pyllm.perplexity import main, perplexity
 from reference import forward, random_model
 from test_model import config

@@ -11,7 +11,7 @@ import pytest
 from pyllm import Model
 from pyllm.convert import convert
 from pyllm.errors import FormatError
-from pyllm.safetensors import SafetensorsFile
+from pyllm.formats.safetensors import SafetensorsFile
 from safetensors_writer import bf16_bits, write_safetensors
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pyllm import Model
 from pyllm.fetch import default_model, fetch_gguf
-from pyllm.gguf import GGUFFile
+from pyllm.formats.gguf import GGUFFile
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "smollm2_hf_logits.npz")
 LLAMA_CPP_TOP1 = os.path.join(os.path.dirname(__file__), "data", "smollm2_llama_cpp_top1.npz")

@@ -45,7 +45,7 @@ def main() -> None:
     tokenizer.save_pretrained(args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     if args.digests:
-        from pyllm.safetensors import SafetensorsFile
+        from pyllm.formats.safetensors import SafetensorsFile
         with SafetensorsFile(os.path.join(args.out, "model.safetensors")) as f:
             tensors = {n: {"dtype": t.dtype, "shape": list(t.shape),
                            "sha256": hashlib.sha256(f.tensor_bytes(n)).hexdigest()}

@@ -1,4 +1,4 @@
-"""Convert llama2.c checkpoints (Karpathy's run.c / runq.c models) and their tokenizer.bin to weights.bin.
+"""Read llama2.c checkpoints (Karpathy's run.c / runq.c models) and their tokenizer.bin.
 
 Every layout starts with seven little-endian int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads,
 vocab_size, seq_len) and stores each kind of weight for all layers together:
@@ -22,18 +22,14 @@ from __future__ import annotations
 import math
 import os
 import struct
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
-from .convert import _report, choose_type, write_model
-from .errors import FormatError
-from .format import ModelConfig, TensorSource, TokenizerData, expected_tensors
+from ..errors import FormatError
+from ..quant import QK
+from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, ModelConfig, TokenizerData
 from .mapped import MappedFile
-from .quant import QK, TYPES, quantize
-from .tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN
 
 MAGIC = 0x616B3432  # "ak42", written as a little-endian uint32
 PARAMS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
@@ -45,7 +41,6 @@ PLAUSIBLE = 1 << 24                    # bound on every header field of a legacy
 ROPE_THETA, NORM_EPS = 10000.0, 1e-5   # what run.c computes with
 NOT_A_MODEL = "not a GGUF file, Hugging Face model directory or llama2.c checkpoint"
 TOKEN_HEADER = struct.Struct("<fI")    # tokenizer.bin: score, length
-GROUPS_ARE_BLOCKS = "each group is a Q8_0 block, its scale rounded to f16"
 
 # llama2.c's names for each kind of weight -> ours; per-layer kinds get "blk.{i}." and ".weight"
 LAYER_KINDS = {"rms_att": "attn_norm", "rms_ffn": "ffn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v",
@@ -287,71 +282,3 @@ def _sentencepiece(texts: list[str], scores: list[float]) -> TokenizerData:
         types.append(kind)
     return TokenizerData(model="llama", tokens=pieces, token_types=types, scores=scores, bos_id=bos,
                          eos_id=eos, unk_id=unk, add_bos=True, add_eos=False, add_space_prefix=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# conversion
-
-def _plan(ck: Llama2cFile, name: str, shape: tuple[int, ...],
-          out_type: str | None) -> tuple[str, str, str, Callable[[], Any]]:
-    """(source type label, output type, why, function producing the bytes) for one tensor."""
-    if len(shape) == 1 or ck.version < 2:
-        dst, why = choose_type("f32", shape, out_type)
-        if dst == "f32":
-            return "F32", dst, why, lambda: ck.floats(name).view(np.uint8)
-        return "F32", dst, why, lambda: quantize(ck.floats(name), dst)
-    gs = ck.group_size
-    label = f"INT8/{gs}"
-    if out_type is not None:
-        dst, why = choose_type("q8_0" if gs == QK else "int8", shape, out_type)
-    elif gs == QK:
-        dst, why = "q8_0", GROUPS_ARE_BLOCKS
-    else:
-        dst, why = "f32", f"groups of {gs} are not Q8_0 blocks of {QK}; decoded exactly"
-    if dst == "q8_0" and gs == QK:
-        if ck.scales_fit_f16(name):
-            return label, dst, GROUPS_ARE_BLOCKS, lambda: ck.q8_0_blocks(name)
-        dst = out_type or "f32"
-        why = f"its scales overflow f16; decoded{' and re-encoded' if out_type else ''}"
-    if dst == "f32":
-        return label, dst, why, lambda: ck.dequantized(name)
-    return label, dst, why, lambda: quantize(ck.dequantized(name), dst)
-
-
-def convert_llama2c(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
-                    progress: bool = True, tokenizer: str | os.PathLike | None = None) -> None:
-    """Convert a llama2.c checkpoint (legacy, version 1 or 2) and its tokenizer.bin (by default the
-    one beside it; without one the model has no tokenizer) to weights.bin."""
-    if out_type is not None and out_type not in TYPES:
-        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
-    src = os.fspath(src)
-    with Llama2cFile(src) as ck:
-        cfg = ck.config
-        tok_path = os.fspath(tokenizer) if tokenizer is not None else \
-            os.path.join(os.path.dirname(os.path.abspath(src)), "tokenizer.bin")
-        if tokenizer is None and not os.path.isfile(tok_path):
-            print(f"convert: no tokenizer.bin beside {src}: the model file has no tokenizer "
-                  "(give one with --tokenizer)", file=sys.stderr)
-            tok = None
-        else:
-            tok = read_tokenizer_bin(tok_path)
-            if len(tok.tokens) != cfg.vocab_size:
-                raise FormatError(f"{tok_path}: {len(tok.tokens)} tokens, but the vocabulary of {src} "
-                                  f"has {cfg.vocab_size}")
-        notes: list[str] = []
-        sources: list[TensorSource] = []
-        blocks = 0
-        for name, shape in expected_tensors(cfg).items():
-            label, dst_type, why, make = _plan(ck, name, shape, out_type)
-            if why == GROUPS_ARE_BLOCKS:
-                blocks += 1
-            elif why not in ("kept", "vectors stay f32"):
-                notes.append(f"{name}: {label} -> {dst_type} ({why})")
-            sources.append((name, dst_type, shape, make))
-        if blocks:
-            notes.insert(0, f"{blocks} matrices INT8/{QK} -> q8_0 ({GROUPS_ARE_BLOCKS})")
-        _report(notes, progress)
-        base = os.path.basename(src)
-        write_model(dst, cfg, tok, sources,
-                    metadata={"name": os.path.splitext(base)[0], "source": base, "format": ck.description},
-                    progress=progress)

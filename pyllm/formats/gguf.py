@@ -13,16 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FormatError
+from ..quant import BY_ID
+from ..types import TokenizerData
 from .mapped import MappedFile, check_no_overlap
-
-# ggml type id -> (name, values per block, bytes per block)
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 30: ("BF16", 1, 2),
-}
 
 # metadata value type -> (struct format, numpy dtype) for fixed-size scalars
 _SCALARS: dict[int, tuple[str, str]] = {
@@ -46,7 +40,8 @@ class GGUFTensor:
 
     @property
     def type_name(self) -> str:
-        return GGML_TYPES[self.type][0]
+        """GGUF's name of the tensor's type ("Q4_K")."""
+        return BY_ID[self.type].name.upper()
 
 
 class _Reader:
@@ -151,9 +146,9 @@ class GGUFFile(MappedFile):
         for name, dims, ttype, offset in entries:
             if name in self.tensors:
                 raise ValueError(f"duplicate tensor name {name!r}")
-            if ttype not in GGML_TYPES:
+            if ttype not in BY_ID:
                 raise ValueError(f"tensor {name}: unknown type {ttype}")
-            tname, block, bsize = GGML_TYPES[ttype]
+            tname, block, bsize = BY_ID[ttype].name.upper(), BY_ID[ttype].block, BY_ID[ttype].block_bytes
             count = 1
             for d in dims:
                 if d < 1:
@@ -172,3 +167,41 @@ class GGUFFile(MappedFile):
                                  f"of the file ({size} bytes); truncated?")
             self.tensors[name] = GGUFTensor(name, ttype, tuple(reversed(dims)), start, nbytes)
         check_no_overlap(self.tensors.values())
+
+    def meta(self, key: str, default: Any = None, kind: type | tuple[type, ...] = object) -> Any:
+        """A metadata value (arrays as lists), checked against `kind`; FormatError naming the file
+        and key if it is missing (with no default) or of another kind."""
+        value = self.metadata.get(key, default)
+        if value is None:
+            if default is None and kind is not object:
+                raise FormatError(f"{self.path}: metadata key {key} is missing")
+            return default
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if kind is not object and (not isinstance(value, kind) or isinstance(value, bool) and kind is int):
+            raise FormatError(f"{self.path}: metadata {key} has an unexpected value {value!r}")
+        return value
+
+    def tokenizer(self) -> TokenizerData:
+        """The tokenizer stored in the tokenizer.ggml.* metadata."""
+        model = self.meta("tokenizer.ggml.model", kind=str)
+        if model not in ("gpt2", "llama"):
+            raise FormatError(f"{self.path}: tokenizer model {model!r} is not supported (gpt2 or llama)")
+        spm = model == "llama"
+
+        def ids(key: str) -> int | None:
+            return self.meta(f"tokenizer.ggml.{key}_token_id", None)
+
+        return TokenizerData(
+            model=model,
+            tokens=list(self.meta("tokenizer.ggml.tokens", kind=list)),
+            token_types=[int(t) for t in self.meta("tokenizer.ggml.token_type", [])],
+            scores=[float(s) for s in self.metadata["tokenizer.ggml.scores"]]
+            if "tokenizer.ggml.scores" in self.metadata else None,
+            merges=list(self.meta("tokenizer.ggml.merges", [])),
+            pre=self.meta("tokenizer.ggml.pre", None),
+            bos_id=ids("bos"), eos_id=ids("eos"), unk_id=ids("unknown"), pad_id=ids("padding"),
+            add_bos=bool(self.meta("tokenizer.ggml.add_bos_token", spm)),
+            add_eos=bool(self.meta("tokenizer.ggml.add_eos_token", False)),
+            add_space_prefix=bool(self.meta("tokenizer.ggml.add_space_prefix", spm)),
+        )

@@ -11,15 +11,13 @@ import json
 import os
 from typing import Any
 
-from .errors import FormatError
-from .format import TokenizerData
-from .tokenizer import _GPT2, _LLAMA3, _QWEN2, BYTE, CONTROL, NORMAL, USER_DEFINED
+from ..errors import FormatError
+from ..types import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, USER_DEFINED, TokenizerData
 
 # the regexes as tokenizer.json spells them (\p{L}) -> pyllm pre-tokenizer names
 _SPLIT_PATTERNS = {
-    _LLAMA3.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): "llama-bpe",
-    _QWEN2.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): "qwen2",
-    _GPT2.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): "gpt2",
+    PRE_TOKENIZERS[name].pattern.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): name
+    for name in ("llama-bpe", "qwen2", "gpt2")
 }
 
 

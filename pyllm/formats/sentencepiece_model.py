@@ -8,8 +8,8 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
-from .errors import FormatError
-from .format import TokenizerData
+from ..errors import FormatError
+from ..types import TokenizerData
 
 BPE = 2  # TrainerSpec.model_type
 

@@ -6,7 +6,7 @@ import mmap
 import os
 from typing import Any, Iterable
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 class MappedFile:

@@ -1,0 +1,186 @@
+"""What a model family tells pyllm: how its Hugging Face config.json and its GGUF metadata spell the
+decoder's hyperparameters, what its tensors are called there, what it needs that the decoder lacks
+(refused, saying what), and how its config becomes the C core's structs.
+
+`Family` implements the llama decoder (RMSNorm, RoPE over the whole head, grouped-query attention,
+SwiGLU). A family module subclasses it and overrides only what differs.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import FormatError
+from ..formats.gguf import GGUFFile
+from ..formats.weights import expected_tensors
+from ..types import ModelConfig
+
+Fail = Callable[[str], FormatError]  # builds a FormatError naming the source
+
+
+class Family:
+    """The llama decoder as a family: subclasses set their names and override what differs."""
+
+    name = "llama"
+    hf_classes: tuple[str, ...] = ()   # config.json "architectures" entries
+    gguf_names: tuple[str, ...] = ()   # general.architecture values
+    qkv_bias = False                   # q/k/v projections carry biases
+    gguf_half_split_rope = False       # GGUF q/k rows rotate halves (NeoX style), not adjacent pairs
+
+    # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
+
+    def config_from_hf(self, raw: dict, fail: Fail) -> tuple[ModelConfig, list[str]]:
+        """The ModelConfig of a config.json, and notes on choices made; refuses what the decoder
+        cannot run, saying what is missing."""
+        arch = next((a for a in raw.get("architectures") or [] if a in self.hf_classes), self.name)
+        notes: list[str] = []
+
+        def get(key: str, default: Any = None, kind: type | tuple[type, ...] = int) -> Any:
+            v = raw.get(key, default)
+            if v is None or isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
+                raise fail(f"config.json: {key} is {'missing' if v is None else repr(v)}")
+            return v
+
+        def refuse(what: str) -> FormatError:
+            return fail(f"{arch} with {what} is not supported by pyllm")
+
+        self.check_hf(raw, refuse)
+        dim, n_heads = get("hidden_size"), get("num_attention_heads")
+        head_dim = raw.get("head_dim") or dim // n_heads
+        max_seq = self.hf_context(raw, get("max_position_embeddings", 2048), notes)
+        rope = raw.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
+        cfg = ModelConfig(
+            dim=dim, hidden_dim=get("intermediate_size"), n_layers=get("num_hidden_layers"),
+            n_heads=n_heads, n_kv_heads=get("num_key_value_heads", n_heads), head_dim=head_dim,
+            vocab_size=get("vocab_size"), max_seq_len=max_seq,
+            rope_theta=float(theta), norm_eps=float(get("rms_norm_eps", 1e-6, (int, float))),
+            tied_embeddings=bool(raw.get("tie_word_embeddings", False)), qkv_bias=self.qkv_bias,
+            architecture=self.name,
+        )
+        if head_dim % 2 or cfg.n_heads % cfg.n_kv_heads:
+            raise fail(f"config.json: head size {head_dim} and heads {n_heads}/{cfg.n_kv_heads} "
+                       "do not form a valid attention layout")
+        return cfg, notes
+
+    def check_hf(self, raw: dict, refuse: Callable[[str], FormatError]) -> None:
+        """Raise refuse(what) for a config.json feature the decoder does not have."""
+        act = raw.get("hidden_act", raw.get("hidden_activation", "silu"))
+        if act != "silu":
+            raise refuse(f"activation {act!r} (only SiLU/SwiGLU)")
+        rope = raw.get("rope_parameters") or {}
+        scaling = raw.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+        if rope_type != "default":
+            raise refuse(f"RoPE scaling {rope_type!r}")
+        if raw.get("partial_rotary_factor", 1.0) != 1.0:
+            raise refuse("partial rotary embeddings")
+        if raw.get("mlp_bias"):
+            raise refuse("MLP biases")
+        if any(t != "full_attention" for t in raw.get("layer_types") or []) or raw.get("use_sliding_window"):
+            raise refuse("sliding-window attention layers")
+
+    def hf_context(self, raw: dict, max_seq: int, notes: list[str]) -> int:
+        """The context length to record (a family may cap it where the decoder stops being exact)."""
+        return max_seq
+
+    def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
+        """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0).
+
+        Hugging Face rotates the two halves of each head (x[i], x[i + d/2]); the decoder rotates
+        adjacent pairs (x[2i], x[2i+1]), so q and k rows (and biases) are reordered per head."""
+        names = {"token_embd.weight": ("model.embed_tokens.weight", 0),
+                 "output_norm.weight": ("model.norm.weight", 0)}
+        if not cfg.tied_embeddings:
+            names["output.weight"] = ("lm_head.weight", 0)
+        for i in range(cfg.n_layers):
+            hf, ours = f"model.layers.{i}.", f"blk.{i}."
+            names.update({
+                ours + "attn_norm.weight": (hf + "input_layernorm.weight", 0),
+                ours + "attn_q.weight": (hf + "self_attn.q_proj.weight", cfg.n_heads),
+                ours + "attn_k.weight": (hf + "self_attn.k_proj.weight", cfg.n_kv_heads),
+                ours + "attn_v.weight": (hf + "self_attn.v_proj.weight", 0),
+                ours + "attn_output.weight": (hf + "self_attn.o_proj.weight", 0),
+                ours + "ffn_norm.weight": (hf + "post_attention_layernorm.weight", 0),
+                ours + "ffn_gate.weight": (hf + "mlp.gate_proj.weight", 0),
+                ours + "ffn_up.weight": (hf + "mlp.up_proj.weight", 0),
+                ours + "ffn_down.weight": (hf + "mlp.down_proj.weight", 0),
+            })
+            if cfg.qkv_bias:
+                names.update({
+                    ours + "attn_q.bias": (hf + "self_attn.q_proj.bias", cfg.n_heads),
+                    ours + "attn_k.bias": (hf + "self_attn.k_proj.bias", cfg.n_kv_heads),
+                    ours + "attn_v.bias": (hf + "self_attn.v_proj.bias", 0),
+                })
+        return names
+
+    # Hugging Face tensors that carry nothing the decoder needs
+    hf_ignored_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
+
+    # -- GGUF metadata -> ModelConfig -------------------------------------------------------------
+
+    def config_from_gguf(self, g: GGUFFile) -> ModelConfig:
+        """The ModelConfig of a GGUF of this family; refuses what the decoder cannot run."""
+        arch = g.meta("general.architecture", kind=str)
+        p = arch + "."
+        dim = g.meta(p + "embedding_length", kind=int)
+        n_heads = g.meta(p + "attention.head_count", kind=int)
+        head_dim = g.meta(p + "attention.key_length", dim // max(n_heads, 1), kind=int)
+        if g.meta(p + "attention.value_length", head_dim, kind=int) != head_dim:
+            raise FormatError(f"{g.path}: key and value head sizes differ, which pyllm does not support")
+        if g.meta(p + "rope.dimension_count", head_dim, kind=int) != head_dim:
+            raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count != head size) "
+                              "are not supported")
+        scaling = g.meta(p + "rope.scaling.type", "none", kind=str)
+        if scaling != "none" or "rope_freqs.weight" in g.tensors:
+            raise FormatError(f"{g.path}: RoPE scaling ({scaling}, rope_freqs) is not supported yet")
+        if "token_embd.weight" not in g.tensors:
+            raise FormatError(f"{g.path}: tensor token_embd.weight is missing")
+        return ModelConfig(
+            dim=dim,
+            hidden_dim=g.meta(p + "feed_forward_length", kind=int),
+            n_layers=g.meta(p + "block_count", kind=int),
+            n_heads=n_heads,
+            n_kv_heads=g.meta(p + "attention.head_count_kv", n_heads, kind=int),
+            head_dim=head_dim,
+            vocab_size=g.tensors["token_embd.weight"].shape[0],
+            max_seq_len=g.meta(p + "context_length", 2048, kind=int),
+            rope_theta=float(g.meta(p + "rope.freq_base", 10000.0, kind=(int, float))),
+            norm_eps=float(g.meta(p + "attention.layer_norm_rms_epsilon", 1e-5, kind=(int, float))),
+            tied_embeddings="output.weight" not in g.tensors,
+            qkv_bias="blk.0.attn_q.bias" in g.tensors,
+            architecture=self.name,
+        )
+
+    def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:
+        """Heads over which a GGUF tensor's rows must be reordered into adjacent RoPE pairs, or 0."""
+        if not self.gguf_half_split_rope:
+            return 0
+        return {"attn_q": cfg.n_heads, "attn_k": cfg.n_kv_heads}.get(name.split(".")[-2], 0)
+
+    # -- ModelConfig -> the C core -----------------------------------------------------------------
+
+    def tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor a weights.bin of this family and config holds."""
+        return expected_tensors(cfg)
+
+    def c_config(self, cfg: ModelConfig) -> dict[str, Any]:
+        """The fields of the C core's pyllm_config."""
+        return {"dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
+                "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+                "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps}
+
+    def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
+        """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""
+        p = f"blk.{i}."
+        matrices = {"wq": p + "attn_q.weight", "wk": p + "attn_k.weight", "wv": p + "attn_v.weight",
+                    "wo": p + "attn_output.weight", "w_gate": p + "ffn_gate.weight",
+                    "w_up": p + "ffn_up.weight", "w_down": p + "ffn_down.weight"}
+        vectors = {"attn_norm": p + "attn_norm.weight", "ffn_norm": p + "ffn_norm.weight"}
+        if cfg.qkv_bias:
+            vectors.update({"bq": p + "attn_q.bias", "bk": p + "attn_k.bias", "bv": p + "attn_v.bias"})
+        return matrices, vectors
+
+    def c_globals(self, cfg: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """The whole-model tensors by pyllm_weights field: (matrices, float vectors)."""
+        output = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
+        return {"token_embd": "token_embd.weight", "output": output}, {"output_norm": "output_norm.weight"}

@@ -1,0 +1,18 @@
+"""Families pyllm refuses, by Hugging Face model_type / GGUF architecture name, with what each
+needs that the decoder does not have: the refusal says so instead of 'unknown architecture'."""
+
+UNSUPPORTED: dict[str, str] = {
+    "gemma": "GELU MLP, (1 + w) RMSNorm and scaled embeddings",
+    "gemma2": "GELU MLP, logit soft-capping and sliding-window layers",
+    "gemma3": "GELU MLP, q/k RMSNorm, sandwich norms and sliding-window layers",
+    "phi": "LayerNorm, GELU MLP and partial rotary embeddings",
+    "phi2": "LayerNorm, GELU MLP and partial rotary embeddings",
+    "phi3": "fused qkv/gate-up projections and LongRoPE scaling",
+    "gpt2": "LayerNorm, GELU MLP and learned position embeddings",
+    "gpt_neox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
+    "gptneox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
+    "falcon": "LayerNorm and parallel attention/MLP",
+    "qwen3": "per-head q/k RMSNorm",
+    "mixtral": "mixture-of-experts MLP layers",
+    "olmo2": "q/k RMSNorm and post-norm blocks",
+}

@@ -1,0 +1,99 @@
+"""What every converter shares: the choice of each tensor's output type (and why), the q/k row
+order for RoPE, the progress line, and the final write."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..formats.weights import TensorSource, tensor_nbytes, write_weights
+from ..quant import QK, TYPES
+from ..types import ModelConfig, TokenizerData
+
+CONVERTER_VERSION = 1  # bump when the output of a conversion changes
+
+
+def check_out_type(out_type: str | None) -> None:
+    """ValueError naming the choices when out_type is not a type the engine runs."""
+    if out_type is not None and out_type not in TYPES:
+        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
+
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, every ~10% otherwise."""
+
+    def __init__(self, total_bytes: int, enabled: bool = True):
+        self.total, self.done, self.enabled = max(total_bytes, 1), 0, enabled
+        self.tty = sys.stderr.isatty()
+        self.start, self.last_decile = time.perf_counter(), -1
+
+    def __call__(self, index: int, count: int, name: str, nbytes: int) -> None:
+        if not self.enabled:
+            return
+        self.done += nbytes
+        pct = 100 * self.done / self.total
+        line = f"[{index + 1:4d}/{count}] {pct:5.1f}%  {self.done / 2**20:8.1f} MiB  {name}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:100].ljust(100))
+        elif int(pct // 10) > self.last_decile or index + 1 == count:
+            self.last_decile = int(pct // 10)
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self, path: str) -> None:
+        if self.enabled:
+            end = "\n" if self.tty else ""
+            sys.stderr.write(f"{end}wrote {path} ({self.total / 2**20:.1f} MiB) in "
+                             f"{time.perf_counter() - self.start:.1f} s\n")
+
+
+def choose_type(src: str, shape: tuple[int, ...], out_type: str | None,
+                values: Callable[[], np.ndarray] | None = None) -> tuple[str, str]:
+    """The type a tensor is written as, and why (the converters report it).
+
+    `src` is the source type's lowercase name ("f32", "bf16", "q6_k", ...); `values` decodes the
+    tensor, needed only to tell whether a BF16 tensor fits f16 exactly."""
+    if len(shape) == 1:
+        return "f32", "vectors stay f32"
+    if out_type is not None:
+        if out_type not in ("f32", "f16") and shape[-1] % QK:
+            return "f16", f"rows of {shape[-1]} values do not fill {out_type} blocks"
+        return out_type, "requested"
+    if src in TYPES:
+        return src, "kept"
+    if src == "bf16":
+        if values is not None:
+            x = values()
+            with np.errstate(over="ignore"):
+                if np.array_equal(x.astype(np.float16).astype(np.float32), x):
+                    return "f16", "every BF16 value is exact in f16"
+        return "f32", "BF16 widens to f32 exactly; f16 cannot hold every value"
+    return "q8_0", f"pyllm does not run {src.upper()}; Q8_0 is finer, so it adds little error"
+
+
+def pair_order(n_rows: int, n_heads: int) -> np.ndarray:
+    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + d/2]: Hugging Face,
+    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates."""
+    head_dim = n_rows // n_heads
+    return np.arange(n_rows).reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).reshape(-1)
+
+
+def report(notes: list[str], progress: bool) -> None:
+    """Print each conversion note (a type change and its reason) to stderr."""
+    if progress:
+        for note in notes:
+            print(f"convert: {note}", file=sys.stderr)
+
+
+def write_model(dst: str | os.PathLike, cfg: ModelConfig, tokenizer: TokenizerData | None,
+                sources: list[TensorSource], chat_template: str | None = None,
+                metadata: dict[str, Any] | None = None, progress: bool = True) -> None:
+    """Write a converted model with a progress line; every converter ends here."""
+    total = sum(tensor_nbytes(type_name, tuple(shape)) for _, type_name, shape, _ in sources)
+    bar = Progress(total, progress)
+    write_weights(dst, cfg, tokenizer, sources, chat_template=chat_template,
+                  metadata={**(metadata or {}), "converter_version": CONVERTER_VERSION}, progress=bar)
+    bar.finish(os.fspath(dst))

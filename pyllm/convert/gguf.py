@@ -1,0 +1,94 @@
+"""Convert a GGUF file (v2/v3) of a family pyllm runs to weights.bin.
+
+Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1) are copied byte for byte unless
+`out_type` asks for another type; BF16, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are decoded exactly and
+re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
+Hugging Face's half-split RoPE pairs (qwen2) have those rows reordered (a row gather, exact for any
+type).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import arch
+from ..errors import FormatError
+from ..formats.gguf import GGUFFile
+from ..formats.weights import TensorSource
+from ..quant import ALL_TYPES, dequantize, quantize
+from ..types import ModelConfig
+from .common import check_out_type, choose_type, pair_order, report, write_model
+
+
+def gguf_config(g: GGUFFile) -> ModelConfig:
+    """The model config from a GGUF's metadata, through its family; refuses what pyllm cannot run."""
+    name = g.meta("general.architecture", kind=str)
+    family = arch.by_gguf_name(name)
+    if family is None:
+        supported = ", ".join(n for f in arch.FAMILIES for n in f.gguf_names)
+        raise FormatError(f"{g.path}: architecture {name!r} is not supported: {arch.unsupported_reason(name)} "
+                          f"(supported: {supported})")
+    return family.config_from_gguf(g)
+
+
+def _gguf_source(g: GGUFFile, name: str, dst: str, permute_heads: int) -> Callable[[], Any]:
+    """A function producing one tensor's bytes as `dst`: a byte copy when the type stays and
+    no row reordering is needed, a row gather of the raw bytes when only the order changes,
+    otherwise decoded to float32 and re-encoded."""
+    t = g.tensors[name]
+    src = t.type_name.lower()
+    order = pair_order(t.shape[0], permute_heads) if permute_heads else None
+    if src == dst:
+        if order is None:
+            return lambda: g.tensor_bytes(name)
+        return lambda: np.frombuffer(g.tensor_bytes(name), np.uint8).reshape(t.shape[0], -1)[order]
+
+    def make() -> np.ndarray:
+        x = dequantize(g.tensor_bytes(name), src, t.shape)
+        x = x[order] if order is not None else x
+        return quantize(x.reshape(-1, t.shape[-1]), dst)
+    return make
+
+
+def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
+                 progress: bool = True) -> None:
+    """Convert a llama or qwen2 GGUF to weights.bin. Tensors keep their type unless out_type is
+    given; types pyllm does not run (BF16, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are decoded exactly and
+    re-encoded, and each such choice is reported."""
+    check_out_type(out_type)
+    with GGUFFile(src) as g:
+        cfg = gguf_config(g)
+        family = arch.by_name(cfg.architecture)
+        tokenizer = g.tokenizer()
+        if len(tokenizer.tokens) != cfg.vocab_size:
+            raise FormatError(f"{g.path}: {len(tokenizer.tokens)} tokens but token_embd has "
+                              f"{cfg.vocab_size} rows")
+        expected = family.tensors(cfg)
+        unknown = [n for n in g.tensors if n not in expected]
+        if unknown:
+            raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
+        sources: list[TensorSource] = []
+        notes: list[str] = []
+        for name, shape in expected.items():
+            t = g.tensors.get(name)
+            if t is None:
+                raise FormatError(f"{g.path}: tensor {name} is missing")
+            if tuple(t.shape) != shape:
+                raise FormatError(f"{g.path}: tensor {name} has shape {tuple(t.shape)}, the config needs {shape}")
+            src_type = t.type_name.lower()
+            if not ALL_TYPES[src_type].decodable:
+                readable = ", ".join(n.upper() for n, w in ALL_TYPES.items() if w.decodable)
+                raise FormatError(f"{g.path}: tensor {name} has type {t.type_name}, which pyllm cannot "
+                                  f"read (it reads {readable})")
+            dst_type, why = choose_type(src_type, shape, out_type,
+                                        lambda t=t: dequantize(g.tensor_bytes(t.name), t.type_name.lower(), t.shape))
+            if dst_type != src_type and why != "vectors stay f32":
+                notes.append(f"{name}: {t.type_name} -> {dst_type} ({why})")
+            heads = family.gguf_row_heads(name, cfg)
+            sources.append((name, dst_type, shape, _gguf_source(g, name, dst_type, heads)))
+        report(notes, progress)
+        write_model(dst, cfg, tokenizer, sources, chat_template=g.meta("tokenizer.chat_template", None),
+                    metadata={"name": g.meta("general.name", ""), "source": os.path.basename(g.path)},
+                    progress=progress)

@@ -1,0 +1,85 @@
+"""Convert a Hugging Face model directory (config.json + safetensors) to weights.bin.
+
+The family (arch/) is chosen by config.json's `architectures` and translates the config and the
+tensor names; weights may be F32, F16 or BF16 (kept, or BF16 to F16 when exact, else F32).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import arch
+from ..formats.hf_dir import Fail, chat_template, open_shards, read_json, read_tokenizer
+from ..formats.safetensors import FLOAT_DTYPES, SafetensorsFile
+from ..formats.weights import TensorSource
+from ..quant import quantize
+from .common import choose_type, pair_order, report, write_model
+
+
+def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
+               progress: bool = True) -> None:
+    """Convert a Hugging Face model directory (or a .safetensors file inside one) to weights.bin."""
+    root = os.fspath(src)
+    if not os.path.isdir(root):
+        root = os.path.dirname(os.path.abspath(root))
+    fail = Fail(root)
+    if not os.path.exists(os.path.join(root, "config.json")):
+        raise fail("no config.json: not a Hugging Face model directory")
+    raw = read_json(os.path.join(root, "config.json"), fail)
+    if not isinstance(raw, dict):
+        raise fail("config.json is not a JSON object")
+    family = arch.by_hf_class(raw.get("architectures") or [])
+    if family is None:
+        archs, model_type = raw.get("architectures") or [], raw.get("model_type", "?")
+        name = archs[0] if archs else model_type
+        raise fail(f"architecture {name} (model_type {model_type!r}) is not supported: "
+                   f"{arch.unsupported_reason(model_type)}")
+    cfg, notes = family.config_from_hf(raw, fail)
+    tokenizer = read_tokenizer(root, cfg.vocab_size, fail)
+    if tokenizer is None:
+        notes.append("no tokenizer.json or tokenizer.model: the model file has no tokenizer")
+    tok_cfg_path = os.path.join(root, "tokenizer_config.json")
+    tok_cfg = read_json(tok_cfg_path, fail) if os.path.exists(tok_cfg_path) else {}
+
+    owner, files = open_shards(root, fail)
+    try:
+        names = family.hf_tensor_names(cfg)
+        used = {hf for hf, _ in names.values()}
+        ignorable = family.hf_ignored_suffixes + (("lm_head.weight",) if cfg.tied_embeddings else ())
+        unknown = [n for n in owner if n not in used and not n.endswith(ignorable)]
+        if unknown:
+            raise fail(f"tensors pyllm does not know (a feature it lacks?): {', '.join(unknown[:5])}")
+        sources: list[TensorSource] = []
+        for name, shape in family.tensors(cfg).items():
+            hf_name, permute_heads = names[name]
+            f = owner.get(hf_name)
+            if f is None:
+                raise fail(f"tensor {hf_name} is missing")
+            t = f.tensors[hf_name]
+            if t.shape != shape:
+                raise fail(f"tensor {hf_name} in {os.path.basename(f.path)} has shape {list(t.shape)}, "
+                           f"the config needs {list(shape)}")
+            if t.dtype not in FLOAT_DTYPES:
+                raise fail(f"tensor {hf_name} is {t.dtype}; weights must be {', '.join(FLOAT_DTYPES)}")
+            dst_type, why = choose_type(t.dtype.lower(), shape, out_type, lambda f=f, n=hf_name: f.array(n))
+            if dst_type != t.dtype.lower() and why != "vectors stay f32":
+                notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
+            sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))
+        report(notes, progress)
+        write_model(dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
+                    metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
+                    progress=progress)
+    finally:
+        for f in files:
+            f.close()
+
+
+def _encoder(f: SafetensorsFile, name: str, permute_heads: int, dst_type: str) -> Callable[[], Any]:
+    def make() -> Any:
+        w = f.array(name)
+        if permute_heads:
+            w = w[pair_order(w.shape[0], permute_heads)]
+        return quantize(np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), dst_type)
+    return make

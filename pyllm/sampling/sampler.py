@@ -1,0 +1,53 @@
+"""The Sampler: a chain of processors from logits to the next token.
+
+The order is llama.cpp's: logits processors over the whole vocabulary (logit bias, repetition
+penalties, then any added later, such as a constraint's mask), then top-k and the candidate filters
+(top-p, min-p) on the probabilities at temperature 1, then temperature over the survivors and a draw.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .options import SamplingParams
+from .processors import (CandidateFilter, LogitBias, LogitsProcessor, MinP, RepetitionPenalties, TopP, draw,
+                         top_k)
+
+
+class Sampler:
+    """Picks next tokens with one set of parameters and its own random stream (seeded)."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+        self.processors: list[LogitsProcessor] = []
+        if params.logit_bias:
+            self.processors.append(LogitBias(params.logit_bias))
+        if params.repeat_last_n and (params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0
+                                     or params.presence_penalty != 0.0):
+            self.processors.append(RepetitionPenalties(params.repeat_last_n, params.repeat_penalty,
+                                                       params.frequency_penalty, params.presence_penalty))
+        self.filters: list[CandidateFilter] = []
+        if params.top_p < 1.0:
+            self.filters.append(TopP(params.top_p))
+        if params.min_p > 0.0:
+            self.filters.append(MinP(params.min_p))
+
+    def add_processor(self, processor: LogitsProcessor) -> None:
+        """Run `processor` after the built-in ones on every token (e.g. a constraint's mask)."""
+        self.processors.append(processor)
+
+    def __call__(self, logits: np.ndarray, history: Sequence[int]) -> int:
+        logits = np.array(logits, dtype=np.float32)  # a copy: the caller's logits stay as they are
+        for process in self.processors:
+            process(logits, history)
+        if np.isnan(logits.max()):  # max is NaN if any is; every comparison below would go wrong
+            raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
+                             "weights holding NaN or infinity produce this")
+        if self.params.temperature == 0:
+            return int(np.argmax(logits))
+        ids, cand = top_k(logits, self.params.top_k)
+        for narrow in self.filters:
+            ids, cand = narrow(ids, cand)
+        return draw(ids, cand, self.params.temperature, self.rng)

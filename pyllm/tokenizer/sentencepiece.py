@@ -1,0 +1,87 @@
+"""SentencePiece BPE (Llama 2, TinyLlama, Mistral): spaces become "▁", adjacent pieces are merged
+by the score of their union, characters outside the vocabulary fall back to <0xXX> byte tokens."""
+from __future__ import annotations
+
+import heapq
+import re
+
+from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
+
+
+class SentencePieceBPE:
+    """SentencePiece BPE: merge the adjacent pair whose union has the best score, leftmost first."""
+
+    def __init__(self, tokens: list[str], scores: list[float], types: list[int], unk_id: int | None,
+                 add_space_prefix: bool, remove_extra_whitespaces: bool = False):
+        self.tokens, self.scores = tokens, scores
+        self.vocab: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            if not types or types[i] in (NORMAL, USER_DEFINED, UNKNOWN, CONTROL, BYTE):
+                self.vocab.setdefault(t, i)
+        self.mergeable = {t: i for t, i in self.vocab.items()
+                          if not types or types[i] in (NORMAL, USER_DEFINED)}
+        self.byte_ids = {}
+        for i, t in enumerate(tokens):
+            if (not types or types[i] == BYTE) and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+                self.byte_ids[int(t[3:5], 16)] = i
+        self.unk_id = unk_id
+        self.add_space_prefix = add_space_prefix
+        self.remove_extra_whitespaces = remove_extra_whitespaces
+
+    def encode(self, text: str, at_start: bool = True) -> list[int]:
+        if self.remove_extra_whitespaces:
+            text = re.sub(" +", " ", text.strip(" "))
+        if not text:
+            return []
+        text = text.replace(" ", "\u2581")
+        if self.add_space_prefix and at_start:
+            text = "\u2581" + text
+        sym = list(text)
+        n = len(sym)
+        prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
+        heap: list[tuple[float, int, int, str]] = []
+        mergeable, scores = self.mergeable, self.scores
+
+        def push(i: int) -> None:
+            j = nxt[i]
+            if j < n:
+                piece = sym[i] + sym[j]
+                tid = mergeable.get(piece)
+                if tid is not None:
+                    heapq.heappush(heap, (-scores[tid], i, j, piece))
+
+        for i in range(n - 1):
+            push(i)
+        while heap:
+            _, i, j, piece = heapq.heappop(heap)
+            if sym[i] is None or sym[j] is None or nxt[i] != j or sym[i] + sym[j] != piece:
+                continue  # stale entry
+            sym[i], sym[j] = piece, None
+            nxt[i] = nxt[j]
+            if nxt[j] < n:
+                prev[nxt[j]] = i
+            if prev[i] >= 0:
+                push(prev[i])
+            push(i)
+        ids: list[int] = []
+        for s in sym:
+            if s is None:
+                continue
+            tid = self.vocab.get(s)
+            if tid is not None:
+                ids.append(tid)
+            elif self.byte_ids:
+                ids.extend(self.byte_ids[b] for b in s.encode("utf-8"))
+            elif self.unk_id is not None:
+                ids.append(self.unk_id)
+            else:
+                raise ValueError(f"cannot encode {s!r}: not in the vocabulary and no byte fallback")
+        return ids
+
+    def token_bytes(self, token: str) -> bytes:
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            try:
+                return bytes([int(token[3:5], 16)])
+            except ValueError:
+                pass
+        return token.replace("\u2581", " ").encode("utf-8")

@@ -1,0 +1,166 @@
+"""Tokenizers that reproduce Hugging Face `tokenizers` and SentencePiece exactly, in pure Python.
+
+Two algorithms cover the llama family: byte-level BPE (bpe.py) and SentencePiece BPE
+(sentencepiece.py). Special tokens (control and user-defined) are recognised only when the caller
+asks (`special=True`), so user text can never smuggle in "<|im_start|>".
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from typing import Sequence
+
+from ..errors import FormatError
+from ..formats.gguf import GGUFFile
+from ..formats.sentencepiece_model import read_sentencepiece_model
+from ..formats.tokenizer_json import read_tokenizer_json
+from ..formats.weights import WeightsFile
+from ..types import CONTROL, NORMAL, USER_DEFINED, TokenizerData
+from .bpe import ByteLevelBPE
+from .sentencepiece import SentencePieceBPE
+
+
+class Tokenizer:
+    """Text <-> token ids for one model; `from_file` reads it from any file that carries it."""
+
+    def __init__(self, data: TokenizerData, ignore_merges: bool = False, remove_extra_whitespaces: bool = False):
+        self.data = data
+        self.tokens = data.tokens
+        types = data.token_types or []
+        self.types = types
+        self.bos_id, self.eos_id = data.bos_id, data.eos_id
+        self.add_bos, self.add_eos = data.add_bos, data.add_eos
+        self.kind = data.model
+        if data.model == "gpt2":
+            self._algo: ByteLevelBPE | SentencePieceBPE = ByteLevelBPE(data.tokens, data.merges, data.pre, ignore_merges)
+        elif data.model == "llama":
+            if data.scores is None:
+                raise FormatError("a SentencePiece tokenizer needs scores")
+            self._algo = SentencePieceBPE(data.tokens, data.scores, types, data.unk_id,
+                                           data.add_space_prefix, remove_extra_whitespaces)
+        else:
+            raise FormatError(f"tokenizer model {data.model!r} is not supported (gpt2 or llama)")
+        # control and user-defined tokens: matched in text only when special=True
+        self.special = {t: i for i, t in enumerate(data.tokens) if types and types[i] in (CONTROL, USER_DEFINED) and t}
+        self._special_re = (re.compile("|".join(re.escape(t) for t in sorted(self.special, key=len, reverse=True)))
+                            if self.special else None)
+        self._bytes_cache: dict[int, bytes] = {}
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Read the tokenizer of a weights.bin, a GGUF, a Hugging Face tokenizer.json or a
+        SentencePiece tokenizer.model."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot open: {exc.strerror}") from None
+        try:
+            if head == b"PYLM":
+                with WeightsFile(path) as w:
+                    if w.tokenizer is None:
+                        raise FormatError(f"{path}: this model file has no tokenizer")
+                    return cls(w.tokenizer)
+            if head == b"GGUF":
+                with GGUFFile(path) as g:
+                    return cls(g.tokenizer())
+            if head.lstrip()[:1] == b"{":
+                data, ignore_merges = read_tokenizer_json(path)
+                return cls(data, ignore_merges=ignore_merges)
+            data, remove_ws = read_sentencepiece_model(path)
+            return cls(data, remove_extra_whitespaces=remove_ws)
+        except FormatError as exc:
+            if str(exc).startswith(path):
+                raise
+            raise FormatError(f"{path}: {exc}") from None
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokens in the vocabulary."""
+        return len(self.tokens)
+
+    def encode(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        """Token ids of text. add_bos defaults to the model's rule; special=True lets control
+        tokens written in the text (e.g. "<|im_start|>") become their ids."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        ids: list[int] = []
+        if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
+            ids.append(self.bos_id)
+        if special and self._special_re is not None:
+            pos = 0
+            for m in self._special_re.finditer(text):
+                if m.start() > pos:
+                    ids.extend(self._algo.encode(text[pos:m.start()], pos == 0))
+                ids.append(self.special[m.group()])
+                pos = m.end()
+            if pos < len(text):
+                ids.extend(self._algo.encode(text[pos:], pos == 0))
+        else:
+            ids.extend(self._algo.encode(text))
+        if self.add_eos and self.eos_id is not None:
+            ids.append(self.eos_id)
+        return ids
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (control tokens: their text)."""
+        b = self._bytes_cache.get(token_id)
+        if b is None:
+            if not 0 <= token_id < len(self.tokens):
+                raise ValueError(f"token id {token_id} is outside the vocabulary (0..{len(self.tokens) - 1})")
+            t = self.tokens[token_id]
+            kind = self.types[token_id] if self.types else NORMAL
+            b = t.encode("utf-8") if kind in (CONTROL, USER_DEFINED) else self._algo.token_bytes(t)
+            self._bytes_cache[token_id] = b
+        return b
+
+    def is_skipped(self, token_id: int, special: bool) -> bool:
+        """Whether decoding leaves this token out: control tokens, unless special=True."""
+        return not special and bool(self.types) and self.types[token_id] == CONTROL
+
+    def decode(self, ids: Sequence[int], special: bool = False) -> str:
+        """Text of token ids; control tokens (BOS, EOS, <|im_start|>) are left out unless special=True."""
+        data = b"".join(self.token_bytes(int(i)) for i in ids if not self.is_skipped(int(i), special))
+        text = data.decode("utf-8", errors="replace")
+        if self.kind == "llama" and self.data.add_space_prefix and text.startswith(" "):
+            text = text[1:]
+        return text
+
+    def decoder(self, special: bool = False) -> "StreamDecoder":
+        """A decoder for streaming: feed ids one at a time, get text that never splits a character."""
+        return StreamDecoder(self, special)
+
+
+class StreamDecoder:
+    """Turns a stream of token ids into text pieces; joined, they equal Tokenizer.decode(ids)."""
+
+    def __init__(self, tokenizer: Tokenizer, special: bool = False):
+        self.tokenizer, self.special = tokenizer, special
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._strip_space = tokenizer.kind == "llama" and tokenizer.data.add_space_prefix
+        self._started = False
+
+    def feed(self, token_id: int) -> str:
+        """Text completed by this token ('' while a multi-byte character is still incomplete)."""
+        if self.tokenizer.is_skipped(token_id, self.special):
+            return ""
+        return self._emit(self._utf8.decode(self.tokenizer.token_bytes(token_id)))
+
+    def flush(self) -> str:
+        """Whatever is left at the end of the stream (an incomplete character becomes U+FFFD)."""
+        return self._emit(self._utf8.decode(b"", final=True))
+
+    def _emit(self, text: str) -> str:
+        if text and not self._started:
+            self._started = True
+            if self._strip_space and text.startswith(" "):
+                text = text[1:]
+        return text
