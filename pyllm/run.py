@@ -1,6 +1,6 @@
 """Run a model from the command line: complete a prompt, or chat.
 
-    python -m pyllm.run [weights.bin] [-p PROMPT | -f FILE] [--chat] [options]
+    pyllm run [weights.bin] [-p PROMPT | -f FILE] [--chat] [options]     (or python -m pyllm.run)
 
 Without a weights file it runs the default model (SmolLM2-135M-Instruct, fetched and converted
 into the cache once). Completion text streams to stdout and nothing else goes there; timings go to
@@ -16,21 +16,19 @@ import time
 from typing import Any
 
 from .errors import PyllmError
+from .sampling import options as sampling_options
+
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m pyllm.run", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The command's arguments: model, prompt source, generation and sampling options, output."""
     ap.add_argument("model", nargs="?", help="weights.bin (default: SmolLM2-135M-Instruct, fetched once)")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", help="prompt text")
     src.add_argument("-f", "--file", help="read the prompt from a file")
     ap.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate (default 256)")
-    ap.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    ap.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
-    ap.add_argument("--top-p", type=float, default=0.95, help="1 = off (default 0.95)")
-    ap.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
-    ap.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
-    ap.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    sampling_options.add_arguments(ap)
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--ctx", type=int, default=4096, help="context length in tokens (default 4096)")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
@@ -39,7 +37,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--template", help="chat template: chatml, llama2, llama3, mistral (default: the model's)")
     ap.add_argument("--echo", action="store_true", help="print the prompt before the completion")
     ap.add_argument("-q", "--quiet", action="store_true", help="no timings or progress on stderr")
-    return ap.parse_args(argv)
 
 
 def say(args: argparse.Namespace, msg: str) -> None:
@@ -56,7 +53,7 @@ def stream(gen: Any) -> tuple[str, bool]:
             sys.stdout.flush()
             out.append(piece)
     except KeyboardInterrupt:
-        gen._pieces.close()
+        gen.close()
         return "".join(out), True
     return "".join(out), False
 
@@ -116,8 +113,8 @@ def chat(model: Any, args: argparse.Namespace, options: dict) -> int:
         messages.append({"role": "assistant", "content": reply})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The command, on parsed arguments; returns the exit status."""
     from .model import Model
 
     try:
@@ -140,16 +137,22 @@ def main(argv: list[str] | None = None) -> int:
         model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
         say(args, f"[loaded {os.path.basename(path)} in {(time.perf_counter() - t0) * 1000:.0f} ms: "
                   f"{model.config.n_layers} layers, {model.n_threads} threads, {model.kernels} kernels]")
-        options = dict(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                       min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop)
+        options = dict(max_tokens=args.max_tokens, stop=args.stop, **sampling_options.from_arguments(args))
         with model:
             return chat(model, args, options) if chat_mode else complete(model, args, prompt, options)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
     except (PyllmError, ValueError, OSError) as exc:
-        print(f"pyllm.run: {exc}", file=sys.stderr)
+        print(f"pyllm run: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pyllm.run`: the same command as `pyllm run`."""
+    ap = argparse.ArgumentParser(prog="python -m pyllm.run", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -153,6 +153,6 @@ def test_cli_chat_through_stdin_answers_two_turns():
 
 def test_cli_user_errors_are_one_line():
     r = run_cli("/nonexistent/weights.bin", "-p", "x")
-    assert r.returncode == 1 and r.stderr.strip() == "pyllm.run: /nonexistent/weights.bin: no such file"
+    assert r.returncode == 1 and r.stderr.strip() == "pyllm run: /nonexistent/weights.bin: no such file"
     r = run_cli("--temp", "warm")
     assert r.returncode == 2 and "Traceback" not in r.stderr

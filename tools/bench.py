@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark pyllm like llama-bench: prompt processing (pp) and token generation (tg), tokens/s,
-and llama.cpp on the same weights in the same run when llama-cpp-python is installed.
+"""Benchmark pyllm against llama.cpp on the same weights in the same run (when llama-cpp-python is
+installed): prompt processing (pp) and token generation (tg) like llama-bench, tokens/s; pyllm's
+side is `pyllm bench`'s (pyllm/bench.py).
 
     python tools/bench.py                       # the default model (SmolLM2-135M-Instruct Q4_1)
     python tools/bench.py model.bin ...         # weights.bin files
@@ -15,75 +16,19 @@ slows down during the benchmark (shared virtual machines do) shifts both alike.
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
-
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pyllm import Model  # noqa: E402
+from pyllm.bench import interleaved_rates, machine, model_runs, prompt_tokens, weight_type  # noqa: E402
 from pyllm.convert import convert  # noqa: E402
 from pyllm.fetch import cache_dir, default_model  # noqa: E402
 
 
-def machine() -> str:
-    """CPU model, the SIMD flags that matter here, cores visible to this process."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "asimd", "asimddp") if f in flags]
-    return f"{name}; {' '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
-
-
-def interleaved_rates(runs: dict, reps: int) -> dict[str, float]:
-    """tokens/s (median) of each {name: (tokens, fn)}, the runs alternating within each repetition,
-    so that slow drift in machine speed (this is a shared VM) hits every engine alike."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(reps):
-        for k, (_, fn) in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: runs[k][0] / statistics.median(v) for k, v in times.items()}
-
-
 def median_rate(n: int, reps: int, run) -> float:
     return interleaved_rates({"run": (n, run)}, reps)["run"]
-
-
-def prompt_tokens(n: int, vocab: int) -> list[int]:
-    return [int(t) for t in np.random.default_rng(0).integers(100, vocab, n)]
-
-
-def pyllm_runs(m: Model, args) -> dict:
-    """pp, tg through the C core, and tg through Model.generate, as {name: (tokens, fn)}."""
-    toks = prompt_tokens(args.pp, m.config.vocab_size)
-
-    def pp() -> None:
-        m.reset()
-        m.eval(toks)
-
-    def tg() -> None:
-        m.reset()
-        token = 1
-        for _ in range(args.tg):
-            token = int(m.eval([token]).argmax())
-
-    def generate() -> None:
-        m.reset()
-        g = m.generate([1], max_tokens=args.tg, temperature=0.8, seed=0,
-                       logit_bias={m.tokenizer.eos_id: float("-inf")} if m.tokenizer.eos_id is not None else None)
-        g.text()
-
-    return {"pp": (args.pp, pp), "tg": (args.tg, tg), "tg_py": (args.tg, generate)}
 
 
 def llama_cpp_runs(llm, args) -> dict:
@@ -114,7 +59,7 @@ def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, st
         except ImportError:
             pass
     with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
-        ours = pyllm_runs(m, args)
+        ours = model_runs(m, args.pp, args.tg)
         theirs = llama_cpp_runs(llm, args) if llm else {}
         # one repetition: pyllm pp, llama.cpp pp, pyllm tg, llama.cpp tg, pyllm generate()
         order = {"ours pp": ours["pp"], "theirs pp": theirs.get("pp"), "ours tg": ours["tg"],
@@ -224,7 +169,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for path, gguf in runs:
         with Model(path, n_ctx=8) as probe:
-            kind = probe.file.tensors["blk.0.attn_q.weight"].type.upper()
+            kind = weight_type(probe)
             name = os.path.basename(gguf or path)
         ours, theirs, kernels, threads = bench_pair(path, gguf, args)
         print(f"| {name} | {kind} | pyllm ({kernels}) | {threads} | {ours['pp']:.1f} | "
