@@ -12,7 +12,7 @@
  * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
  */
 #include "pyllm.h"
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 #include <limits.h>
 #include <math.h>
@@ -41,7 +41,7 @@ struct pyllm_model {
     float *q;             /* (n_batch, q_dim) queries */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
-    block_q8x *xq;        /* (n_batch, max width / QK) current matmul input, quantized */
+    block_q8x *xq;        /* (n_batch, max width / QK8X) current matmul input, quantized */
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
 };
 
@@ -108,7 +108,7 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
         for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
-        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK), 0, 1);
+        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK8X), 0, 1);
     }
 }
 
@@ -394,7 +394,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->q = alloc_floats(nb, q_dim);
     m->hb = alloc_floats(nb, c->hidden_dim);
     m->hb2 = alloc_floats(nb, c->hidden_dim);
-    m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
+    m->xq = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
     m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
     if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache ||
         !m->value_cache || !m->x || !m->xb || !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
@@ -419,7 +419,7 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
     block_q8x *xq = NULL;
     if (kern_type_quantized(w->type)) {
-        xq = malloc((size_t)n * (w->cols / QK) * sizeof *xq);
+        xq = malloc((size_t)n * (w->cols / QK8X) * sizeof *xq);
         if (!xq) return PYLLM_ERR_NOMEM;
     }
 #pragma omp parallel num_threads(n_threads)
