@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # The C core's sources, as pyllm/_build.py lists them.
-CSRC := csrc/model.c $(addprefix csrc/kernels/,dispatch.c ref.c x86.c arm.c)
+CSRC := csrc/model.c csrc/ops.c $(addprefix csrc/kernels/,dispatch.c ref.c x86.c arm.c)
 
 # (Re)build the C extension whenever a source or the build script changes.
 $(STAMP): $(PY) setup.py pyproject.toml pyllm/_build.py $(CSRC) $(wildcard csrc/*.h csrc/kernels/*.h)

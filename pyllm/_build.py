@@ -10,7 +10,8 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["model.c", "kernels/dispatch.c", "kernels/ref.c", "kernels/x86.c", "kernels/arm.c"]
+SOURCES = ["model.c", "ops.c", "kernels/dispatch.c", "kernels/ref.c", "kernels/x86.c",
+           "kernels/arm.c"]
 
 
 def read_cdef(header: str) -> str:
