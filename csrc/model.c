@@ -12,9 +12,8 @@
  * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
  */
 #include "pyllm.h"
-#include "kernels.h"
+#include "kernels/kernels.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +40,7 @@ struct pyllm_model {
     float *q;             /* (n_batch, q_dim) queries */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
-    block_q8x *xq;        /* (n_batch, max width / QK) current matmul input, quantized */
+    block_q8x *xq;        /* (n_batch, max width / QK8X) current matmul input, quantized */
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
 };
 
@@ -54,20 +53,6 @@ const char *pyllm_strerror(int code) {
     case PYLLM_ERR_CONTEXT: return "the tokens do not fit in the context";
     case PYLLM_ERR_ISA: return "kernels not available on this CPU";
     default: return "unknown error";
-    }
-}
-
-int pyllm_isa_best(void) { return kern_isa_best(); }
-int pyllm_isa_available(int isa) { return kern_isa_available(isa); }
-size_t pyllm_row_bytes(int type, int cols) { return kern_row_bytes(type, cols); }
-
-const char *pyllm_isa_name(int isa) {
-    switch (isa) {
-    case PYLLM_ISA_PORTABLE: return "portable";
-    case PYLLM_ISA_AVX2: return "avx2";
-    case PYLLM_ISA_NEON: return "neon";
-    case PYLLM_ISA_AVX512: return "avx512";
-    default: return "unknown";
     }
 }
 
@@ -108,7 +93,7 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
         for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
-        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK), 0, 1);
+        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK8X), 0, 1);
     }
 }
 
@@ -394,7 +379,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     m->q = alloc_floats(nb, q_dim);
     m->hb = alloc_floats(nb, c->hidden_dim);
     m->hb2 = alloc_floats(nb, c->hidden_dim);
-    m->xq = calloc(nb * (widest / QK + 1), sizeof(block_q8x));
+    m->xq = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
     m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
     if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache ||
         !m->value_cache || !m->x || !m->xb || !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
@@ -407,43 +392,5 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     for (int i = 0; i < c->head_dim / 2; i++)
         m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
     *out = m;
-    return PYLLM_OK;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* A single matmul with the forward pass's kernels, for tests and benchmarks. */
-
-int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
-    if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
-    if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
-    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-    block_q8x *xq = NULL;
-    if (kern_type_quantized(w->type)) {
-        xq = malloc((size_t)n * (w->cols / QK) * sizeof *xq);
-        if (!xq) return PYLLM_ERR_NOMEM;
-    }
-#pragma omp parallel num_threads(n_threads)
-    {
-        const int ith = thread_id(), nth = thread_count();
-        if (xq) kern_quantize_rows(isa, x, n, w->cols, xq, ith, nth);
-        BARRIER;
-        kern_matmul(isa, w, x, xq, n, y, 0, ith, nth);
-    }
-    free(xq);
-    return PYLLM_OK;
-}
-
-int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
-    if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
-    if (cols > INT_MAX - 7 || n > INT_MAX / ((cols + 7) / 8)) return PYLLM_ERR_ARG; /* kern_swiglu counts groups of 8 in int */
-    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-#pragma omp parallel num_threads(n_threads)
-    kern_swiglu(isa, gate, up, n, cols, thread_id(), thread_count());
-    return PYLLM_OK;
-}
-
-int pyllm_dequantize_row(int type, const void *src, float *dst, int n) {
-    if (!src || !dst || kern_row_bytes(type, n) == 0) return PYLLM_ERR_TYPE;
-    kern_dequantize_row(type, src, dst, n);
     return PYLLM_OK;
 }

@@ -10,7 +10,8 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["model.c", "kernels.c"]
+SOURCES = ["model.c", "ops.c", "kernels/dispatch.c", "kernels/ref.c", "kernels/x86.c",
+           "kernels/arm.c"]
 
 
 def read_cdef(header: str) -> str:
@@ -22,7 +23,7 @@ def read_cdef(header: str) -> str:
 
 
 def compile_args() -> list[str]:
-    """-O3 and OpenMP; SIMD is enabled per function in kernels.c, so no -march flag is needed."""
+    """-O3 and OpenMP; SIMD is enabled per function in kernels/x86.c, so no -march flag is needed."""
     if sys.platform == "win32":
         return ["/O2", "/openmp"]
     args = ["-O3", "-std=c11", "-fopenmp", "-Wall", "-Wextra"]

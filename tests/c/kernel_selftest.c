@@ -2,6 +2,7 @@
  * for every weight type, at awkward sizes. Built by `make check-arm` for aarch64 and run under
  * qemu (the pytest suite covers x86-64 through the Python extension). Exit status 0 = all agree. */
 #include "../../csrc/pyllm.h"
+#include "../../csrc/kernels/quants.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
     } else if (type == PYLLM_TYPE_F16) {
         for (size_t i = 0; i < bytes / 2; i++) ((uint16_t *)w)[i] = half(frand(s));
     } else { /* sane f16 scales at the start of every block */
-        size_t bsize = type == PYLLM_TYPE_Q8_0 ? 34 : type == PYLLM_TYPE_Q4_0 ? 18 : 20;
+        size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
+                     : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
         for (size_t b = 0; b + bsize <= bytes; b += bsize) {
             uint16_t d = half(0.01f + 0.02f * fabsf(frand(s))), m = half(frand(s) * 0.1f);
             memcpy(w + b, &d, 2);

@@ -1,32 +1,26 @@
 /* kernels.h - the small interface between the forward pass (model.c) and the compute kernels
- * (kernels.c). Every function takes the kernel family (enum pyllm_isa) chosen once per model;
- * SIMD code never leaks out of kernels.c. Functions taking (ith, nth) do thread ith's share of
- * the work out of nth threads and are called from inside one OpenMP parallel region.
+ * (this directory: the reference kernels in ref.c, the SIMD ones of each CPU family in x86.c and
+ * arm.c, chosen by dispatch.c). Every function takes the kernel family (enum pyllm_isa) chosen
+ * once per model; SIMD code never leaks out of the kernel files. Functions taking (ith, nth) do
+ * thread ith's share of the work out of nth threads and are called from inside one OpenMP
+ * parallel region.
  */
 #ifndef PYLLM_KERNELS_H
 #define PYLLM_KERNELS_H
 
-#include "pyllm.h"
-
-#define QK 32 /* values per quantization block, for every quantized type */
-
-/* Activations quantized for a matmul against quantized weights: 32 int8 values q, a scale d,
- * and s = d * sum(q) (used by Q4_1's offset term). */
-typedef struct {
-    float d;
-    float s;
-    int8_t qs[QK];
-} block_q8x;
+#include "../pyllm.h"
+#include "quants.h" /* block_q8x, the activation blocks of QK8X values */
 
 int kern_isa_best(void);
 int kern_isa_available(int isa);
 
-/* 1 if weights of this type multiply against quantized activations (block_q8x). */
+/* 1 if weights of this type multiply against quantized activations (block_q8x), 0 if against
+ * float rows. */
 int kern_type_quantized(int type);
 /* Bytes of one row of `cols` values, or 0 if the type is unknown or cols does not fit its blocks. */
 size_t kern_row_bytes(int type, int cols);
 
-/* Quantize n rows of `cols` floats (cols % QK == 0) to blocks (d = max|x| / 127, rounding to
+/* Quantize n rows of `cols` floats (cols % QK8X == 0) to blocks (d = max|x| / 127, rounding to
  * nearest even); the blocks are split among threads. */
 void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth);
 

@@ -1,236 +1,16 @@
-/* kernels.c - matmul, activation quantization and attention kernels.
+/* x86.c - the AVX2 and AVX-512 kernels (x86-64).
  *
- * Three families behind kernels.h: portable C (the reference, and the whole story on CPUs we have
- * no SIMD for), AVX2+FMA+F16C (compiled with target attributes and chosen at run time, so one
- * x86-64 build runs on CPUs without AVX2), and NEON (aarch64, where it is always present).
- *
- * Weight blocks are GGUF's, byte for byte. Quantized weights multiply against activations
- * quantized to 8 bits per 32-value block (block_q8x): integer dot products per block, one float
- * scale per block pair.
+ * Both families are compiled with per-function target attributes and chosen at run time
+ * (dispatch.c), so one x86-64 build still runs on CPUs without AVX2; no -march flag is needed.
+ * AVX-512 shares AVX2's helpers (exp, horizontal sums, activation quantization, softmax), which
+ * every AVX-512 CPU runs.
  */
-#include "kernels.h"
+#include "arch.h"
 
+#ifdef HAVE_X86_KERNELS
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_AVX2_KERNELS 1
-#include <immintrin.h>
-#endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
-#define HAVE_NEON_KERNELS 1
-#include <arm_neon.h>
-#endif
-
-/* ------------------------------------------------------------------------------------------ */
-/* Block layouts (GGUF) */
-
-typedef struct { uint16_t d; int8_t qs[QK]; } block_q8_0;       /* value = qs * d */
-typedef struct { uint16_t d; uint8_t qs[QK / 2]; } block_q4_0;  /* value = (nibble - 8) * d */
-typedef struct { uint16_t d, m; uint8_t qs[QK / 2]; } block_q4_1; /* value = nibble * d + m */
-_Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block is 34 bytes");
-_Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block is 18 bytes");
-_Static_assert(sizeof(block_q4_1) == 20, "Q4_1 block is 20 bytes");
-/* In a 4-bit block, byte j holds element j in its low nibble and element j + 16 in its high one. */
-
-static float fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
-    if (exp == 0 && mant == 0) {
-        bits = sign;
-    } else if (exp == 0) { /* subnormal: renormalize */
-        exp = 113;
-        while (!(mant & 0x400u)) { mant <<= 1; exp--; }
-        bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
-    } else if (exp == 31) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-int kern_type_quantized(int type) {
-    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1;
-}
-
-size_t kern_row_bytes(int type, int cols) {
-    if (cols <= 0) return 0;
-    size_t n = (size_t)cols;
-    switch (type) {
-    case PYLLM_TYPE_F32: return n * 4;
-    case PYLLM_TYPE_F16: return n * 2;
-    case PYLLM_TYPE_Q8_0: return n % QK ? 0 : n / QK * sizeof(block_q8_0);
-    case PYLLM_TYPE_Q4_0: return n % QK ? 0 : n / QK * sizeof(block_q4_0);
-    case PYLLM_TYPE_Q4_1: return n % QK ? 0 : n / QK * sizeof(block_q4_1);
-    default: return 0;
-    }
-}
-
-/* The [lo, hi) share of n items for thread ith of nth, in chunks that are multiples of align. */
-static void thread_share(int n, int ith, int nth, int align, int *lo, int *hi) {
-    int chunk = (n + nth - 1) / nth;
-    chunk = (chunk + align - 1) / align * align;
-    *lo = ith * chunk < n ? ith * chunk : n;
-    *hi = *lo + chunk < n ? *lo + chunk : n;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Portable kernels: the reference every SIMD kernel is tested against. */
-
-void kern_dequantize_row(int type, const void *src, float *dst, int n) {
-    switch (type) {
-    case PYLLM_TYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
-    case PYLLM_TYPE_F16: {
-        const uint16_t *h = src;
-        for (int i = 0; i < n; i++) dst[i] = fp16_to_fp32(h[i]);
-        break;
-    }
-    case PYLLM_TYPE_Q8_0: {
-        const block_q8_0 *b = src;
-        for (int i = 0; i < n / QK; i++) {
-            float d = fp16_to_fp32(b[i].d);
-            for (int j = 0; j < QK; j++) dst[i * QK + j] = b[i].qs[j] * d;
-        }
-        break;
-    }
-    case PYLLM_TYPE_Q4_0: {
-        const block_q4_0 *b = src;
-        for (int i = 0; i < n / QK; i++) {
-            float d = fp16_to_fp32(b[i].d);
-            for (int j = 0; j < QK / 2; j++) {
-                dst[i * QK + j] = ((b[i].qs[j] & 0x0F) - 8) * d;
-                dst[i * QK + j + QK / 2] = ((b[i].qs[j] >> 4) - 8) * d;
-            }
-        }
-        break;
-    }
-    case PYLLM_TYPE_Q4_1: {
-        const block_q4_1 *b = src;
-        for (int i = 0; i < n / QK; i++) {
-            float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
-            for (int j = 0; j < QK / 2; j++) {
-                dst[i * QK + j] = (b[i].qs[j] & 0x0F) * d + m;
-                dst[i * QK + j + QK / 2] = (b[i].qs[j] >> 4) * d + m;
-            }
-        }
-        break;
-    }
-    }
-}
-
-/* One block of 32 floats to int8 with d = max|x| / 127, rounding to nearest even. */
-static void quantize_block_ref(const float *v, block_q8x *out) {
-    float amax = 0.0f;
-    for (int j = 0; j < QK; j++) {
-        float a = fabsf(v[j]);
-        amax = a > amax ? a : amax;
-    }
-    float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-    int sum = 0;
-    for (int j = 0; j < QK; j++) {
-        int q = (int)rintf(v[j] * id);
-        out->qs[j] = (int8_t)q;
-        sum += q;
-    }
-    out->d = d;
-    out->s = d * (float)sum;
-}
-
-static float dot_f32_ref(const float *w, const float *x, int n) {
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) sum += w[i] * x[i];
-    return sum;
-}
-
-static float dot_f16_ref(const uint16_t *w, const float *x, int n) {
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) sum += fp16_to_fp32(w[i]) * x[i];
-    return sum;
-}
-
-static float dot_q8_0_ref(const block_q8_0 *w, const block_q8x *x, int nb) {
-    float sum = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        int acc = 0;
-        for (int j = 0; j < QK; j++) acc += w[b].qs[j] * x[b].qs[j];
-        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
-    }
-    return sum;
-}
-
-static float dot_q4_0_ref(const block_q4_0 *w, const block_q8x *x, int nb) {
-    float sum = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        int acc = 0;
-        for (int j = 0; j < QK / 2; j++) {
-            acc += ((w[b].qs[j] & 0x0F) - 8) * x[b].qs[j];
-            acc += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + QK / 2];
-        }
-        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
-    }
-    return sum;
-}
-
-static float dot_q4_1_ref(const block_q4_1 *w, const block_q8x *x, int nb) {
-    float sum = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        int acc = 0;
-        for (int j = 0; j < QK / 2; j++) {
-            acc += (w[b].qs[j] & 0x0F) * x[b].qs[j];
-            acc += (w[b].qs[j] >> 4) * x[b].qs[j + QK / 2];
-        }
-        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc + fp16_to_fp32(w[b].m) * x[b].s;
-    }
-    return sum;
-}
-
-static void matmul_portable(const pyllm_tensor *w, int r0, int r1, const float *x,
-                            const block_q8x *xq, int n, float *y, int accumulate) {
-    size_t rb = kern_row_bytes(w->type, w->cols);
-    int nb = w->cols / QK;
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * w->cols;
-        const block_q8x *qt = xq + (size_t)t * nb;
-        float *yt = y + (size_t)t * w->rows;
-        for (int r = r0; r < r1; r++) {
-            const void *row = (const uint8_t *)w->data + (size_t)r * rb;
-            float v = 0.0f;
-            switch (w->type) {
-            case PYLLM_TYPE_F32: v = dot_f32_ref(row, xt, w->cols); break;
-            case PYLLM_TYPE_F16: v = dot_f16_ref(row, xt, w->cols); break;
-            case PYLLM_TYPE_Q8_0: v = dot_q8_0_ref(row, qt, nb); break;
-            case PYLLM_TYPE_Q4_0: v = dot_q4_0_ref(row, qt, nb); break;
-            case PYLLM_TYPE_Q4_1: v = dot_q4_1_ref(row, qt, nb); break;
-            }
-            yt[r] = accumulate ? yt[r] + v : v;
-        }
-    }
-}
-
-static void attend_portable(const float *q, const float *k, const float *v, int kv_stride,
-                            int n_pos, int head_dim, float scale, float *scores, float *out) {
-    float max = -INFINITY;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = scale * dot_f32_ref(q, k + (size_t)j * kv_stride, head_dim);
-        max = fmaxf(max, scores[j]);
-    }
-    float total = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = expf(scores[j] - max);
-        total += scores[j];
-    }
-    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        const float *vj = v + (size_t)j * kv_stride;
-        float p = scores[j] / total;
-        for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
-    }
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* AVX2 + FMA + F16C kernels.
@@ -246,7 +26,6 @@ static void attend_portable(const float *q, const float *k, const float *v, int 
  * 4-row tiles). The tile functions are always inlined with constant type, R and C, so each
  * instantiation is a straight-line kernel.
  */
-#ifdef HAVE_AVX2_KERNELS
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
@@ -373,7 +152,7 @@ AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm
     const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
     float *yt = y + (size_t)t * w->rows + r;
     if (kern_type_quantized(type)) {
-        int nb = w->cols / QK;
+        int nb = w->cols / QK8X;
         avx2_qtile(type, R, C, wr, rb, xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
     } else {
         avx2_ftile(type, R, C, wr, rb, x + (size_t)t * w->cols, w->cols, yt, w->rows, accumulate);
@@ -405,18 +184,33 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
     }
 }
 
-AVX2_TARGET static void matmul_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                    const block_q8x *xq, int n, float *y, int accumulate) {
-    switch (w->type) {
-    case PYLLM_TYPE_F32: avx2_matmul_type(PYLLM_TYPE_F32, w, r0, r1, x, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_F16: avx2_matmul_type(PYLLM_TYPE_F16, w, r0, r1, x, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_Q8_0: avx2_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_Q4_0: avx2_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_Q4_1: avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate); break;
-    }
+/* The AVX2 matmul of each weight type (the traits table in dispatch.c points at them). */
+AVX2_TARGET void kern_x86_matmul_f32_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                          const block_q8x *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_F32, w, r0, r1, x, xq, n, y, accumulate);
 }
 
-AVX2_TARGET static void quantize_block_avx2(const float *v, block_q8x *out) {
+AVX2_TARGET void kern_x86_matmul_f16_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                          const block_q8x *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_F16, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q8_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const block_q8x *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q4_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const block_q8x *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q4_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const block_q8x *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_quantize_block_avx2(const float *v, block_q8x *out) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 a[4], amax = _mm256_setzero_ps();
     for (int i = 0; i < 4; i++) {
@@ -482,7 +276,7 @@ AVX2_INLINE void avx2_swiglu8(float *g, const float *u) {
     _mm256_storeu_ps(g, _mm256_mul_ps(silu, _mm256_loadu_ps(u)));
 }
 
-AVX2_TARGET static void swiglu_avx2(float *g, const float *u, int n) {
+AVX2_TARGET void kern_x86_swiglu_avx2(float *g, const float *u, int n) {
     for (int i = 0; i < n; i += 8) avx2_swiglu8(g + i, u + i);
 }
 
@@ -546,9 +340,9 @@ AVX2_INLINE void avx2_scale(float *out, int n, float factor) {
     for (; i < n; i++) out[i] *= factor;
 }
 
-AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
-                                    int n_pos, int head_dim, float scale, float *scores,
-                                    float *out) {
+AVX2_TARGET void kern_x86_attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
+                                      int n_pos, int head_dim, float scale, float *scores,
+                                      float *out) {
     __m256 max8 = _mm256_set1_ps(-INFINITY);
     int j = 0;
     if (head_dim % 8 == 0)
@@ -580,7 +374,6 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
     }
     avx2_scale(out, head_dim, 1.0f / total);
 }
-#endif /* HAVE_AVX2_KERNELS */
 
 /* ------------------------------------------------------------------------------------------ */
 /* AVX-512 kernels: matmuls and attention (activation quantization and softmax use the AVX2 code,
@@ -589,7 +382,6 @@ AVX2_TARGET static void attend_avx2(const float *q, const float *k, const float 
  * tiles (32 vector registers leave room for 16 accumulators), decoding reads one weight row at a
  * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads:
  * F16 +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
-#ifdef HAVE_AVX2_KERNELS
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
@@ -690,7 +482,7 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
 
 AVX512_INLINE void avx512_tile(const int type, const int R, const int C, const pyllm_tensor *w,
                                size_t rb, int r, const block_q8x *xq, int t, float *y, int accumulate) {
-    int nb = w->cols / QK;
+    int nb = w->cols / QK8X;
     avx512_qtile(type, R, C, (const uint8_t *)w->data + (size_t)r * rb, rb, xq + (size_t)t * nb, nb,
                  y + (size_t)t * w->rows + r, w->rows, accumulate);
 }
@@ -869,9 +661,9 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
     for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
 
-AVX512_TARGET static void attend_avx512(const float *q, int n_q, const float *k, const float *v,
-                                        int kv_stride, int n_pos, int head_dim, float scale,
-                                        float *scores, float *out) {
+AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v,
+                                          int kv_stride, int n_pos, int head_dim, float scale,
+                                          float *scores, float *out) {
     for (int g = 0; g < n_q; g += KERN_ATTEND_HEADS) {
         const int G = n_q - g < KERN_ATTEND_HEADS ? n_q - g : KERN_ATTEND_HEADS;
         const float *qg = q + (size_t)g * head_dim;
@@ -884,230 +676,39 @@ AVX512_TARGET static void attend_avx512(const float *q, int n_q, const float *k,
         else if (head_dim == 128) avx512_attend_heads(1, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
         else
             for (int h = 0; h < G; h++)
-                attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale, scores,
-                            og + (size_t)h * head_dim);
+                kern_x86_attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale,
+                                     scores, og + (size_t)h * head_dim);
     }
 }
 
-AVX512_TARGET static void matmul_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                        const block_q8x *xq, int n, float *y, int accumulate) {
-    switch (w->type) {
-    case PYLLM_TYPE_F32: avx512_matmul_float(PYLLM_TYPE_F32, w, r0, r1, x, n, y, accumulate); break;
-    case PYLLM_TYPE_F16: avx512_matmul_float(PYLLM_TYPE_F16, w, r0, r1, x, n, y, accumulate); break;
-    case PYLLM_TYPE_Q8_0: avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_Q4_0: avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate); break;
-    case PYLLM_TYPE_Q4_1: avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate); break;
-    }
-}
-#endif /* AVX-512 */
-
-/* ------------------------------------------------------------------------------------------ */
-/* NEON kernels (aarch64): one row at a time, int8 products widened with vmull/vpadal. */
-#ifdef HAVE_NEON_KERNELS
-static inline int8x16x2_t neon_weights(int type, const uint8_t *blk, float *d, float *m) {
-    int8x16x2_t q;
-    uint16_t h;
-    memcpy(&h, blk, 2);
-    *d = fp16_to_fp32(h);
-    if (type == PYLLM_TYPE_Q8_0) {
-        q.val[0] = vld1q_s8((const int8_t *)blk + 2);
-        q.val[1] = vld1q_s8((const int8_t *)blk + 18);
-        return q;
-    }
-    const uint8_t *qs = blk + (type == PYLLM_TYPE_Q4_0 ? 2 : 4);
-    uint8x16_t raw = vld1q_u8(qs);
-    q.val[0] = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
-    q.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-    if (type == PYLLM_TYPE_Q4_0) {
-        q.val[0] = vsubq_s8(q.val[0], vdupq_n_s8(8));
-        q.val[1] = vsubq_s8(q.val[1], vdupq_n_s8(8));
-    } else {
-        memcpy(&h, blk + 2, 2);
-        *m = fp16_to_fp32(h);
-    }
-    return q;
+/* The AVX-512 matmul of each weight type (the traits table in dispatch.c points at them). */
+AVX512_TARGET void kern_x86_matmul_f32_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                              const block_q8x *xq, int n, float *y, int accumulate) {
+    (void)xq;
+    avx512_matmul_float(PYLLM_TYPE_F32, w, r0, r1, x, n, y, accumulate);
 }
 
-static inline int32_t neon_dot_i8(int8x16x2_t w, const int8_t *x) {
-    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
-    int32x4_t acc = vdupq_n_s32(0);
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0)));
-    acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(w.val[0]), vget_high_s8(x0)));
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w.val[1]), vget_low_s8(x1)));
-    acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(w.val[1]), vget_high_s8(x1)));
-    return vaddvq_s32(acc);
+AVX512_TARGET void kern_x86_matmul_f16_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                              const block_q8x *xq, int n, float *y, int accumulate) {
+    (void)xq;
+    avx512_matmul_float(PYLLM_TYPE_F16, w, r0, r1, x, n, y, accumulate);
 }
 
-static float neon_dot_f32(const float *a, const float *b, int n) {
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) acc = vfmaq_f32(acc, vld1q_f32(a + i), vld1q_f32(b + i));
-    float sum = vaddvq_f32(acc);
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
+AVX512_TARGET void kern_x86_matmul_q8_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const block_q8x *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate);
 }
 
-static float neon_dot_f16(const uint16_t *w, const float *x, int n) {
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        acc = vfmaq_f32(acc, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + i))), vld1q_f32(x + i));
-    float sum = vaddvq_f32(acc);
-    for (; i < n; i++) sum += fp16_to_fp32(w[i]) * x[i];
-    return sum;
+AVX512_TARGET void kern_x86_matmul_q4_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const block_q8x *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate);
 }
 
-static void matmul_neon(const pyllm_tensor *w, int r0, int r1, const float *x,
-                        const block_q8x *xq, int n, float *y, int accumulate) {
-    const size_t rb = kern_row_bytes(w->type, w->cols);
-    const size_t bsize = w->type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                       : w->type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
-    const int nb = w->cols / QK;
-    for (int t = 0; t < n; t++) {
-        float *yt = y + (size_t)t * w->rows;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
-            float v = 0.0f;
-            if (w->type == PYLLM_TYPE_F32) {
-                v = neon_dot_f32((const float *)row, x + (size_t)t * w->cols, w->cols);
-            } else if (w->type == PYLLM_TYPE_F16) {
-                v = neon_dot_f16((const uint16_t *)row, x + (size_t)t * w->cols, w->cols);
-            } else {
-                const block_q8x *xt = xq + (size_t)t * nb;
-                for (int b = 0; b < nb; b++) {
-                    float d, m = 0.0f;
-                    int8x16x2_t wq = neon_weights(w->type, row + (size_t)b * bsize, &d, &m);
-                    v += d * xt[b].d * (float)neon_dot_i8(wq, xt[b].qs) + m * xt[b].s;
-                }
-            }
-            yt[r] = accumulate ? yt[r] + v : v;
-        }
-    }
+AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const block_q8x *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
 }
-
-static void attend_neon(const float *q, const float *k, const float *v, int kv_stride, int n_pos,
-                        int head_dim, float scale, float *scores, float *out) {
-    float max = -INFINITY;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = scale * neon_dot_f32(q, k + (size_t)j * kv_stride, head_dim);
-        max = fmaxf(max, scores[j]);
-    }
-    float total = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = expf(scores[j] - max);
-        total += scores[j];
-    }
-    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        const float *vj = v + (size_t)j * kv_stride;
-        float p = scores[j] / total;
-        for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
-    }
-}
-#endif /* HAVE_NEON_KERNELS */
-
-/* ------------------------------------------------------------------------------------------ */
-/* Dispatch */
-
-int kern_isa_available(int isa) {
-    switch (isa) {
-    case PYLLM_ISA_PORTABLE: return 1;
-#ifdef HAVE_AVX2_KERNELS
-    case PYLLM_ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    case PYLLM_ISA_AVX512:
-        return kern_isa_available(PYLLM_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vnni");
-#endif
-#ifdef HAVE_NEON_KERNELS
-    case PYLLM_ISA_NEON: return 1;
-#endif
-    default: return 0;
-    }
-}
-
-int kern_isa_best(void) {
-    if (kern_isa_available(PYLLM_ISA_AVX512)) return PYLLM_ISA_AVX512;
-    if (kern_isa_available(PYLLM_ISA_AVX2)) return PYLLM_ISA_AVX2;
-    if (kern_isa_available(PYLLM_ISA_NEON)) return PYLLM_ISA_NEON;
-    return PYLLM_ISA_PORTABLE;
-}
-
-void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
-                 float *y, int accumulate, int ith, int nth) {
-    int r0, r1;
-    thread_share(w->rows, ith, nth, 4, &r0, &r1);
-    if (r0 >= r1) return;
-#ifdef HAVE_AVX2_KERNELS
-    if (isa == PYLLM_ISA_AVX512) { matmul_avx512(w, r0, r1, x, xq, n, y, accumulate); return; }
-    if (isa == PYLLM_ISA_AVX2) { matmul_avx2(w, r0, r1, x, xq, n, y, accumulate); return; }
-#endif
-#ifdef HAVE_NEON_KERNELS
-    if (isa == PYLLM_ISA_NEON) { matmul_neon(w, r0, r1, x, xq, n, y, accumulate); return; }
-#endif
-    (void)isa;
-    matmul_portable(w, r0, r1, x, xq, n, y, accumulate);
-}
-
-void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
-    int lo, hi;
-    thread_share(n * (cols / QK), ith, nth, 1, &lo, &hi);
-    for (int b = lo; b < hi; b++) {
-#ifdef HAVE_AVX2_KERNELS
-        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
-            quantize_block_avx2(x + (size_t)b * QK, &xq[b]);
-            continue;
-        }
-#endif
-        (void)isa;
-        quantize_block_ref(x + (size_t)b * QK, &xq[b]);
-    }
-}
-
-/* Groups of 8 values of a row go through the SIMD code, the rest of a row (cols % 8) through
- * expf: which one an element takes depends on its column alone, never on the thread split. */
-void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
-    const int groups = (cols + 7) / 8;
-    int lo, hi;
-    thread_share(n * groups, ith, nth, 1, &lo, &hi);
-    while (lo < hi) {
-        int t = lo / groups, g0 = lo % groups, g1 = hi - t * groups < groups ? hi - t * groups : groups;
-        float *g = gate + (size_t)t * cols;
-        const float *u = up + (size_t)t * cols;
-        int c = g0 * 8, end = g1 * 8 < cols ? g1 * 8 : cols;
-#ifdef HAVE_AVX2_KERNELS
-        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
-            int full = (end - c) / 8 * 8;
-            swiglu_avx2(g + c, u + c, full);
-            c += full;
-        }
-#endif
-        (void)isa;
-        for (; c < end; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
-        lo = t * groups + g1;
-    }
-}
-
-void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
-                 int n_pos, int head_dim, float scale, float *scores, float *out) {
-#ifdef HAVE_AVX2_KERNELS
-    if (isa == PYLLM_ISA_AVX512) {
-        attend_avx512(q, n_q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
-        return;
-    }
-#endif
-    for (int g = 0; g < n_q; g++) {
-        const float *qg = q + (size_t)g * head_dim;
-        float *og = out + (size_t)g * head_dim;
-#ifdef HAVE_AVX2_KERNELS
-        if (isa == PYLLM_ISA_AVX2) { attend_avx2(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
-#endif
-#ifdef HAVE_NEON_KERNELS
-        if (isa == PYLLM_ISA_NEON) { attend_neon(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
-#endif
-        attend_portable(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og);
-    }
-}
+#endif /* HAVE_X86_KERNELS */

@@ -1,0 +1,219 @@
+/* dispatch.c - which kernel runs: the kernel families this CPU can run, the weight types' traits
+ * table, and each step's choice of kernel by family (enum pyllm_isa) and weight type.
+ *
+ * A weight type is one row of type_traits; a SIMD family that has no kernel for a type leaves
+ * its entry NULL and runs the reference kernel. A kernel is chosen once per matmul call (a
+ * thread's whole share of it), never per row or block.
+ */
+#include "arch.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#ifdef HAVE_X86_KERNELS
+#define X86(kernel) kernel
+#else
+#define X86(kernel) NULL
+#endif
+#ifdef HAVE_ARM_KERNELS
+#define ARM(kernel) kernel
+#else
+#define ARM(kernel) NULL
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Weight types */
+
+/* What a weight type's matmul multiplies against. */
+enum kern_act {
+    KERN_ACT_F32 = 0,   /* the float32 rows themselves */
+    KERN_ACT_Q8X = 1    /* the rows quantized to 8-bit blocks of QK8X values (block_q8x) */
+};
+
+struct kern_type_traits {
+    int blck_size;                          /* values per block (1 for float types); 0: no such type */
+    size_t type_size;                       /* bytes per block */
+    enum kern_act act;                      /* the activations the type multiplies against */
+    kern_dequantize_fn *dequantize_row;     /* a row as floats (token embeddings) */
+    kern_matmul_fn *matmul[KERN_ISA_COUNT]; /* by enum pyllm_isa; NULL: the reference kernel */
+};
+
+static const struct kern_type_traits type_traits[] = {
+    [PYLLM_TYPE_F32] = {
+        .blck_size = 1, .type_size = sizeof(float), .act = KERN_ACT_F32,
+        .dequantize_row = kern_ref_dequantize_row_f32,
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f32,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f32_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f32_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_F16] = {
+        .blck_size = 1, .type_size = sizeof(uint16_t), .act = KERN_ACT_F32,
+        .dequantize_row = kern_ref_dequantize_row_f16,
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f16,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f16_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f16_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_Q4_0] = {
+        .blck_size = QK4_0, .type_size = sizeof(block_q4_0), .act = KERN_ACT_Q8X,
+        .dequantize_row = kern_ref_dequantize_row_q4_0,
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_0,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_0_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_0_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_Q4_1] = {
+        .blck_size = QK4_1, .type_size = sizeof(block_q4_1), .act = KERN_ACT_Q8X,
+        .dequantize_row = kern_ref_dequantize_row_q4_1,
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_1,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_1_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_1_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_Q8_0] = {
+        .blck_size = QK8_0, .type_size = sizeof(block_q8_0), .act = KERN_ACT_Q8X,
+        .dequantize_row = kern_ref_dequantize_row_q8_0,
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q8_0,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q8_0_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q8_0_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+};
+
+/* The traits of a weight type, or NULL if the type is unknown. */
+static const struct kern_type_traits *traits_of(int type) {
+    if (type < 0 || (size_t)type >= sizeof type_traits / sizeof *type_traits) return NULL;
+    return type_traits[type].blck_size ? &type_traits[type] : NULL;
+}
+
+int kern_type_quantized(int type) {
+    const struct kern_type_traits *t = traits_of(type);
+    return t && t->act == KERN_ACT_Q8X;
+}
+
+size_t kern_row_bytes(int type, int cols) {
+    const struct kern_type_traits *t = traits_of(type);
+    if (!t || cols <= 0 || cols % t->blck_size) return 0;
+    return (size_t)(cols / t->blck_size) * t->type_size;
+}
+
+void kern_dequantize_row(int type, const void *src, float *dst, int n) {
+    const struct kern_type_traits *t = traits_of(type);
+    if (t) t->dequantize_row(src, dst, n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernel families */
+
+int kern_isa_available(int isa) {
+    switch (isa) {
+    case PYLLM_ISA_PORTABLE: return 1;
+#ifdef HAVE_X86_KERNELS
+    case PYLLM_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case PYLLM_ISA_AVX512:
+        return kern_isa_available(PYLLM_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+#ifdef HAVE_ARM_KERNELS
+    case PYLLM_ISA_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+int kern_isa_best(void) {
+    if (kern_isa_available(PYLLM_ISA_AVX512)) return PYLLM_ISA_AVX512;
+    if (kern_isa_available(PYLLM_ISA_AVX2)) return PYLLM_ISA_AVX2;
+    if (kern_isa_available(PYLLM_ISA_NEON)) return PYLLM_ISA_NEON;
+    return PYLLM_ISA_PORTABLE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The steps */
+
+/* The [lo, hi) share of n items for thread ith of nth, in chunks that are multiples of align. */
+static void thread_share(int n, int ith, int nth, int align, int *lo, int *hi) {
+    int chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *lo = ith * chunk < n ? ith * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
+                 float *y, int accumulate, int ith, int nth) {
+    const struct kern_type_traits *t = traits_of(w->type);
+    int r0, r1;
+    thread_share(w->rows, ith, nth, 4, &r0, &r1);
+    if (!t || r0 >= r1) return;
+    kern_matmul_fn *kernel = isa >= 0 && isa < KERN_ISA_COUNT ? t->matmul[isa] : NULL;
+    if (!kernel) kernel = t->matmul[PYLLM_ISA_PORTABLE];
+    kernel(w, r0, r1, x, xq, n, y, accumulate);
+}
+
+/* Activation quantization, SwiGLU and attention do not depend on the weight type: each family's
+ * kernel is picked right here. */
+
+void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
+    int lo, hi;
+    thread_share(n * (cols / QK8X), ith, nth, 1, &lo, &hi);
+    for (int b = lo; b < hi; b++) {
+#ifdef HAVE_X86_KERNELS
+        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
+            kern_x86_quantize_block_avx2(x + (size_t)b * QK8X, &xq[b]);
+            continue;
+        }
+#endif
+        (void)isa;
+        kern_ref_quantize_block(x + (size_t)b * QK8X, &xq[b]);
+    }
+}
+
+/* Groups of 8 values of a row go through the SIMD code, the rest of a row (cols % 8) through
+ * expf: which one an element takes depends on its column alone, never on the thread split. */
+void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
+    const int groups = (cols + 7) / 8;
+    int lo, hi;
+    thread_share(n * groups, ith, nth, 1, &lo, &hi);
+    while (lo < hi) {
+        int t = lo / groups, g0 = lo % groups, g1 = hi - t * groups < groups ? hi - t * groups : groups;
+        float *g = gate + (size_t)t * cols;
+        const float *u = up + (size_t)t * cols;
+        int c = g0 * 8, end = g1 * 8 < cols ? g1 * 8 : cols;
+#ifdef HAVE_X86_KERNELS
+        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
+            int full = (end - c) / 8 * 8;
+            kern_x86_swiglu_avx2(g + c, u + c, full);
+            c += full;
+        }
+#endif
+        (void)isa;
+        for (; c < end; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+        lo = t * groups + g1;
+    }
+}
+
+void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
+                 int n_pos, int head_dim, float scale, float *scores, float *out) {
+#ifdef HAVE_X86_KERNELS
+    if (isa == PYLLM_ISA_AVX512) {
+        kern_x86_attend_avx512(q, n_q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        return;
+    }
+#endif
+    for (int g = 0; g < n_q; g++) {
+        const float *qg = q + (size_t)g * head_dim;
+        float *og = out + (size_t)g * head_dim;
+#ifdef HAVE_X86_KERNELS
+        if (isa == PYLLM_ISA_AVX2) { kern_x86_attend_avx2(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
+#endif
+#ifdef HAVE_ARM_KERNELS
+        if (isa == PYLLM_ISA_NEON) { kern_arm_attend(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
+#endif
+        kern_ref_attend(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og);
+    }
+}
