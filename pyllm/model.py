@@ -1,24 +1,28 @@
-"""pyllm.Model: a weights.bin mapped into memory and run by the C core."""
+"""pyllm.Model: a weights.bin mapped into memory and run by the C core.
+
+The model is read-only once loaded; conversations run in sessions (pyllm.session.Session), any
+number of them at once. Model's own generate/eval/... use a default session made on first use.
+"""
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import _native
 from ._native import check, ffi, lib
-from .errors import PyllmError
+from .errors import ClosedError, ContextFullError, PyllmError
 from .format import ModelConfig, WeightsFile
 from .chat import render
 from .generation import Generation
 from .quant import TYPES
-from .sampling import SamplingParams
+from .session import MAX_CTX, Session, check_count
 from .tokenizer import Tokenizer
 
-
-class ContextFullError(PyllmError, ValueError):
-    """The tokens do not fit in what is left of the model's context (KV cache)."""
+__all__ = ["Model", "ContextFullError", "default_threads"]
 
 
 def default_threads() -> int:
@@ -43,14 +47,22 @@ class Model:
     """A llama-family model ready to run.
 
     `n_threads` defaults to the physical cores, `n_ctx` (the most tokens the KV cache holds) to the
-    model's training context. `kernels` picks "auto" (the fastest here), "avx512", "avx2", "neon" or
-    "portable".
+    model's training context; both are the defaults of `session()`. `kernels` picks "auto" (the
+    fastest here), "avx512", "avx2", "neon" or "portable".
     The weights stay in the mapped file: loading takes milliseconds and pages are shared between
-    processes that load the same file.
+    processes that load the same file. One model serves any number of sessions at once, one per
+    thread; generate/eval/logits/... on the model itself run in its default session.
     """
 
     def __init__(self, path: str | os.PathLike, n_threads: int | None = None,
                  n_ctx: int | None = None, kernels: str = "auto"):
+        # Lifetime: C calls in flight are counted under the lock; close() frees the C model, its
+        # sessions' sequences and the mapping once the count is back to zero.
+        self._lock = threading.RLock()
+        self._closed = False
+        self._users = 0
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._default: Session | None = None
         self._model = self._buffer = self._file = None
         self._file = WeightsFile(path)
         try:
@@ -64,12 +76,8 @@ class Model:
         self.path = self._file.path
         self._tokenizer_data, self._tokenizer = self._file.tokenizer, None
         self.chat_template = self._file.chat_template
-        self.n_threads = default_threads() if n_threads is None else n_threads
-        self.n_ctx = cfg.max_seq_len if n_ctx is None else n_ctx
-        if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int) or self.n_threads < 1:
-            raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-        if isinstance(self.n_ctx, bool) or not isinstance(self.n_ctx, int) or not 1 <= self.n_ctx <= 1 << 24:
-            raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads)
+        self.n_ctx = check_count("n_ctx", cfg.max_seq_len if n_ctx is None else n_ctx, MAX_CTX)
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 
@@ -78,8 +86,7 @@ class Model:
         c_config = ffi.new("pyllm_config *", {
             "dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
-            "vocab_size": cfg.vocab_size, "n_ctx": self.n_ctx, "rope_theta": cfg.rope_theta,
-            "norm_eps": cfg.norm_eps})
+            "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps})
         layers = ffi.new("pyllm_layer[]", cfg.n_layers)
         for i in range(cfg.n_layers):
             p, layer = f"blk.{i}.", layers[i]
@@ -99,11 +106,8 @@ class Model:
         weights.layers = layers
 
         out = ffi.new("pyllm_model **")
-        check(lib.pyllm_model_new(c_config, weights, self.n_threads, isa, out),
-              f"{self._file.path}: building the model")
+        check(lib.pyllm_model_new(c_config, weights, isa, out), f"{self._file.path}: building the model")
         self._model = out[0]
-        self._cached: list[int] = []  # the tokens whose keys/values are in the cache, in order
-        self.n_evaluated = 0  # tokens run through the forward pass since loading
 
     def _address(self, name: str):
         return self._buffer + self._file.tensors[name].offset
@@ -116,6 +120,73 @@ class Model:
         dst.type = TYPES[t.type][0]
         dst.rows, dst.cols = t.shape
         dst.data = self._address(name)
+
+    # --------------------------------------------------------------------------------------------
+    # Sessions and the lifetime of the C objects (called by Session, always under self._lock)
+
+    def _check_open(self, session: Session) -> None:
+        if self._closed:
+            raise ClosedError("the model was closed")
+        if session._closed:
+            raise ClosedError("the session is closed")
+
+    def _open_session(self, session: Session) -> None:
+        """Give a new session its C sequence."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the model was closed")
+            out = ffi.new("pyllm_seq **")
+            check(lib.pyllm_seq_new(self._model, session.n_ctx, session.n_threads, out), "creating a session")
+            session._seq = out[0]
+            self._sessions.add(session)
+
+    def _enter(self, session: Session):
+        """The C model and the session's sequence, kept alive until the matching _leave."""
+        with self._lock:
+            self._check_open(session)
+            self._users += 1
+            session._running = True
+            return self._model, session._seq
+
+    def _leave(self, session: Session) -> None:
+        """End a C call; frees what was closed while it ran if it was the last one."""
+        with self._lock:
+            self._users -= 1
+            session._running = False
+            if session._closed:
+                session._free_sequence()
+            if self._closed and self._users == 0:
+                self._free()
+
+    def _free(self) -> None:
+        """Free the sessions' sequences, then the C model, then the mapping (no C call is running)."""
+        for session in list(self._sessions):
+            session._free_sequence()
+        if self._model is not None:
+            lib.pyllm_model_free(self._model)
+            self._model = None
+        if self._buffer is not None:
+            ffi.release(self._buffer)
+            self._buffer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def session(self, n_ctx: int | None = None, n_threads: int | None = None) -> Session:
+        """A new conversation with its own KV cache (n_ctx and n_threads default to the model's);
+        sessions run at the same time, one thread each."""
+        return Session(self, self.n_ctx if n_ctx is None else n_ctx,
+                       self.n_threads if n_threads is None else n_threads)
+
+    def _session(self) -> Session:
+        """The default session, made on first use, that the model's own generate/eval/... run in."""
+        session = self._default
+        if session is None:
+            with self._lock:
+                if self._default is None:
+                    self._default = Session(self, self.n_ctx, self.n_threads, _model_default=True)
+                session = self._default
+        return session
 
     # --------------------------------------------------------------------------------------------
 
@@ -146,90 +217,6 @@ class Model:
         """Text of token ids (control tokens left out unless special=True)."""
         return self.tokenizer.decode(ids, special=special)
 
-    def _tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(tokens)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError("tokens must be a non-empty 1-D sequence of token ids")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"token ids must be integers, got {arr.dtype}")
-        bad = np.flatnonzero((arr < 0) | (arr >= self.config.vocab_size))
-        if bad.size:
-            raise ValueError(f"token id {int(arr[bad[0]])} at position {int(bad[0])} is outside the "
-                             f"vocabulary (0..{self.config.vocab_size - 1})")
-        return np.ascontiguousarray(arr, dtype=np.int32)
-
-    def _run(self, tokens: np.ndarray, pos: int, all_logits: bool) -> np.ndarray:
-        if self._model is None:
-            raise PyllmError("the model is closed")
-        if pos + tokens.size > self.n_ctx:
-            raise ContextFullError(
-                f"{tokens.size} tokens do not fit in the context: {pos} of {self.n_ctx} positions "
-                f"are used (pass a larger n_ctx, or reset())")
-        out = np.empty((tokens.size if all_logits else 1, self.config.vocab_size), dtype=np.float32)
-        check(lib.pyllm_forward(self._model, ffi.from_buffer("int32_t[]", tokens), tokens.size, pos,
-                                ffi.from_buffer("float[]", out), int(all_logits)), "forward pass")
-        del self._cached[pos:]
-        self._cached.extend(tokens.tolist())
-        self.n_evaluated += tokens.size
-        return out
-
-    @property
-    def n_past(self) -> int:
-        """Tokens in the KV cache."""
-        return len(self._cached)
-
-    def logits(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Logits (len(tokens), vocab) for every position, from an empty cache (which then holds tokens)."""
-        return self._run(self._tokens(tokens), 0, True)
-
-    def eval(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Append tokens to the cache; returns the logits (vocab,) after the last one."""
-        return self._run(self._tokens(tokens), self.n_past, False)[0]
-
-    def reset(self) -> None:
-        """Empty the KV cache."""
-        self._cached = []
-
-    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
-        """Make the cache hold exactly `tokens` and return the logits after the last one.
-
-        Only the suffix that differs from what the cache already holds is evaluated, so a
-        conversation that grows turn by turn never re-reads its history.
-        """
-        tokens = self._tokens(tokens).tolist()
-        keep = 0
-        for a, b in zip(self._cached, tokens):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # the last token must run to produce logits
-        del self._cached[keep:]
-        return self.eval(tokens[keep:])
-
-    def _prompt_tokens(self, prompt: str | Sequence[int], special: bool = False) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenize(prompt, special=special)
-        return self._tokens(prompt).tolist()
-
-    def generate(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.8,
-                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                 repeat_last_n: int = 64, frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                 seed: int | None = None, stop: str | Sequence[str] | None = None,
-                 logit_bias: Mapping[int, float] | None = None) -> Generation:
-        """Generate from a prompt (text or token ids); iterate the result for text pieces as they come.
-
-        temperature=0 is greedy; a fixed seed reproduces the text. Generation ends at an end token,
-        a stop string (never emitted), max_tokens, or a full context; `result.finish_reason` says which.
-        """
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-                                frequency_penalty, presence_penalty, seed, logit_bias)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops)
-
-    def complete(self, prompt: str | Sequence[int], **options: Any) -> str:
-        """The whole completion of a prompt as one string (options as for generate)."""
-        return self.generate(prompt, **options).text()
-
     def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None) -> list[int]:
         """Token ids of a conversation formatted with the model's chat template (or a built-in
         one by name: chatml, llama2, llama3, mistral), ready for the assistant's reply."""
@@ -240,24 +227,70 @@ class Model:
         add_bos = tok.add_bos and not (bos and text.startswith(bos))
         return self.tokenize(text, add_bos=add_bos, special=True)
 
+    # The default session's API, on the model
+
+    @property
+    def n_past(self) -> int:
+        """Tokens in the default session's KV cache."""
+        return self._default.n_past if self._default is not None else 0
+
+    @property
+    def n_evaluated(self) -> int:
+        """Tokens the default session has run through the forward pass."""
+        return self._default.n_evaluated if self._default is not None else 0
+
+    @property
+    def _cached(self) -> list[int]:
+        # the default session's token list (tools/bench.py trims it to rerun from a given depth)
+        return self._session()._cached
+
+    def logits(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits (len(tokens), vocab) for every position, from an empty cache (which then holds tokens)."""
+        return self._session().logits(tokens)
+
+    def eval(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Append tokens to the default session's cache; returns the logits (vocab,) after the last one."""
+        return self._session().eval(tokens)
+
+    def reset(self) -> None:
+        """Empty the default session's KV cache."""
+        self._session().reset()
+
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make the default session's cache hold exactly `tokens`; the logits after the last one
+        (only the suffix that differs from what the cache holds is evaluated)."""
+        return self._session().prefill(tokens)
+
+    def generate(self, prompt: str | Sequence[int], **options: Any) -> Generation:
+        """Generate from a prompt in the default session; iterate the result for text pieces.
+        Options (max_tokens, temperature, top_k, ..., stop, logit_bias) as for Session.generate."""
+        return self._session().generate(prompt, **options)
+
+    def complete(self, prompt: str | Sequence[int], **options: Any) -> str:
+        """The whole completion of a prompt as one string (options as for generate)."""
+        return self._session().complete(prompt, **options)
+
     def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
              template: str | None = None, **options: Any) -> str | Generation:
         """The assistant's reply to a conversation ({"role", "content"} dicts); with stream=True,
         a Generation to iterate for pieces. Options as for generate."""
-        result = self.generate(self.chat_prompt(messages, template), **options)
-        return result if stream else result.text()
+        return self._session().chat(messages, stream=stream, template=template, **options)
 
     def close(self) -> None:
-        """Free the C model and unmap the file; the model cannot be used afterwards."""
-        if self._model is not None:
-            lib.pyllm_model_free(self._model)
-            self._model = None
-        if getattr(self, "_buffer", None) is not None:
-            ffi.release(self._buffer)
-            self._buffer = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Free the C model, its sessions and the mapped file; the model cannot be used afterwards.
+
+        Safe from any thread and more than once: if a forward pass is running, the memory is freed
+        when it returns, and that thread's next call raises ClosedError.
+        """
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ did not get that far
+            return
+        with lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._users == 0:
+                self._free()
 
     def __enter__(self) -> "Model":
         return self

@@ -56,7 +56,7 @@ def stream(gen: Any) -> tuple[str, bool]:
             sys.stdout.flush()
             out.append(piece)
     except KeyboardInterrupt:
-        gen._pieces.close()
+        gen.close()
         return "".join(out), True
     return "".join(out), False
 
