@@ -10,6 +10,10 @@
  * A batch of tokens goes through together (matrix x matrix). All threads run the whole pass
  * inside one OpenMP parallel region and meet at a barrier between steps, so a token costs one
  * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
+ *
+ * The model (weights, config, rope frequencies) is read-only once built; everything a pass
+ * writes - the KV cache and the scratch buffers - belongs to a sequence, so any number of
+ * sequences can run on one model at the same time, each from its own thread.
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
@@ -27,10 +31,15 @@ struct pyllm_model {
     pyllm_config c;
     pyllm_weights w;
     pyllm_layer *layers;  /* our copy of the caller's layer table */
-    int n_threads;
     int isa;
-    int n_batch;          /* rows of the scratch buffers below */
     float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair */
+};
+
+struct pyllm_seq {
+    const pyllm_model *m; /* the model this sequence's cache and buffers are shaped for */
+    int n_ctx;            /* positions in the KV cache: the most tokens the sequence can hold */
+    int n_threads;
+    int n_batch;          /* rows of the scratch buffers below */
     float *rope_cos;      /* (n_batch, head_dim / 2) cos and sin of the current batch's angles, */
     float *rope_sin;      /* shared by every head and layer */
     float *key_cache;     /* (n_layers, n_ctx, kv_dim) */
@@ -98,21 +107,21 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
 }
 
 /* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions. */
-static void rope_angles(pyllm_model *m, int n, int pos, int ith, int nth) {
+static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int ith, int nth) {
     const int half = m->c.head_dim / 2;
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++)
         for (int i = 0; i < half; i++) {
             float angle = (float)(pos + t) * m->rope_freq[i];
-            m->rope_cos[(size_t)t * half + i] = cosf(angle);
-            m->rope_sin[(size_t)t * half + i] = sinf(angle);
+            s->rope_cos[(size_t)t * half + i] = cosf(angle);
+            s->rope_sin[(size_t)t * half + i] = sinf(angle);
         }
 }
 
 /* Add the optional bias and rotate adjacent pairs of each head by the batch's angles. */
-static void bias_rope(pyllm_model *m, float *v, const float *bias, int n, int n_heads, int ith,
-                      int nth) {
+static void bias_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias, int n,
+                      int n_heads, int ith, int nth) {
     const int head_dim = m->c.head_dim, half = head_dim / 2;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
@@ -122,10 +131,10 @@ static void bias_rope(pyllm_model *m, float *v, const float *bias, int n, int n_
         if (bias)
             for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
         for (int i = 0; i < half; i++) {
-            float c = m->rope_cos[(size_t)t * half + i], s = m->rope_sin[(size_t)t * half + i];
+            float c = s->rope_cos[(size_t)t * half + i], sn = s->rope_sin[(size_t)t * half + i];
             float a = vh[2 * i], b = vh[2 * i + 1];
-            vh[2 * i] = a * c - b * s;
-            vh[2 * i + 1] = a * s + b * c;
+            vh[2 * i] = a * c - b * sn;
+            vh[2 * i + 1] = a * sn + b * c;
         }
     }
 }
@@ -174,129 +183,130 @@ static void attention_share(int n, int per_token, int pos, int ith, int nth, int
  * by (token, key/value head), each item taking all the query heads that share that key/value
  * head, so the cache is read once for them; a single token by query head, so that threads share
  * its heads evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
-static void attention(pyllm_model *m, int layer, int n, int pos, int ith, int nth) {
+static void attention(const pyllm_model *m, pyllm_seq *s, int layer, int n, int pos, int ith,
+                      int nth) {
     const pyllm_config *c = &m->c;
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
     int per_item = n == 1 ? 1 : group, items = c->n_heads / per_item; /* query heads per item, items per token */
-    const float *keys = m->key_cache + (size_t)layer * c->n_ctx * kv_dim;
-    const float *values = m->value_cache + (size_t)layer * c->n_ctx * kv_dim;
+    const float *keys = s->key_cache + (size_t)layer * s->n_ctx * kv_dim;
+    const float *values = s->value_cache + (size_t)layer * s->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int lo, hi;
     attention_share(n, items, pos, ith, nth, &lo, &hi);
     for (int it = lo; it < hi; it++) {
         int t = it / items, h = it % items * per_item, kvh = h / group;
         size_t head = (size_t)h * c->head_dim;
-        kern_attend(m->isa, m->q + (size_t)t * q_dim + head, per_item, keys + (size_t)kvh * c->head_dim,
+        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, keys + (size_t)kvh * c->head_dim,
                     values + (size_t)kvh * c->head_dim, kv_dim, pos + t + 1, c->head_dim, scale,
-                    m->scores + (size_t)ith * attend_heads(c) * c->n_ctx, m->xb + (size_t)t * q_dim + head);
+                    s->scores + (size_t)ith * attend_heads(c) * s->n_ctx, s->xb + (size_t)t * q_dim + head);
     }
 }
 
-static void embed(pyllm_model *m, const int32_t *tokens, int n, int ith, int nth) {
+static void embed(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n, int ith, int nth) {
     const pyllm_tensor *e = &m->w.token_embd;
     size_t rb = kern_row_bytes(e->type, e->cols);
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++)
         kern_dequantize_row(e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb,
-                            m->x + (size_t)t * m->c.dim, m->c.dim);
+                            s->x + (size_t)t * m->c.dim, m->c.dim);
 }
 
 /* The quantized-activation buffer when any of the matmuls reading an input needs it, else NULL. */
-static block_q8x *q8_input(pyllm_model *m, const pyllm_tensor *a, const pyllm_tensor *b,
+static block_q8x *q8_input(pyllm_seq *s, const pyllm_tensor *a, const pyllm_tensor *b,
                            const pyllm_tensor *c) {
     int any = kern_type_quantized(a->type) || (b && kern_type_quantized(b->type)) ||
               (c && kern_type_quantized(c->type));
-    return any ? m->xq : NULL;
+    return any ? s->xq : NULL;
 }
 
 #define BARRIER _Pragma("omp barrier")
 
 /* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
-static void forward_batch(pyllm_model *m, const int32_t *tokens, int n, int pos, float *logits,
-                          int all_logits) {
+static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n, int pos,
+                          float *logits, int all_logits) {
     const pyllm_config *c = &m->c;
     const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa;
     const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
 
-#pragma omp parallel num_threads(m->n_threads)
+#pragma omp parallel num_threads(s->n_threads)
     {
         const int ith = thread_id(), nth = thread_count();
-        embed(m, tokens, n, ith, nth);
-        rope_angles(m, n, pos, ith, nth);
+        embed(m, s, tokens, n, ith, nth);
+        rope_angles(m, s, n, pos, ith, nth);
         BARRIER;
         for (int l = 0; l < c->n_layers; l++) {
             const pyllm_layer *L = &m->layers[l];
-            float *k = m->key_cache + ((size_t)l * c->n_ctx + pos) * kv_dim;   /* (n, kv_dim) */
-            float *v = m->value_cache + ((size_t)l * c->n_ctx + pos) * kv_dim; /* (n, kv_dim) */
-            block_q8x *xq_qkv = q8_input(m, &L->wq, &L->wk, &L->wv);
-            block_q8x *xq_ffn = q8_input(m, &L->w_gate, &L->w_up, NULL);
+            float *k = s->key_cache + ((size_t)l * s->n_ctx + pos) * kv_dim;   /* (n, kv_dim) */
+            float *v = s->value_cache + ((size_t)l * s->n_ctx + pos) * kv_dim; /* (n, kv_dim) */
+            block_q8x *xq_qkv = q8_input(s, &L->wq, &L->wk, &L->wv);
+            block_q8x *xq_ffn = q8_input(s, &L->w_gate, &L->w_up, NULL);
 
             /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
-            rmsnorm_rows(isa, m->xb, m->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
+            rmsnorm_rows(isa, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
             BARRIER;
-            kern_matmul(isa, &L->wq, m->xb, m->xq, n, m->q, 0, ith, nth);
-            kern_matmul(isa, &L->wk, m->xb, m->xq, n, k, 0, ith, nth);
-            kern_matmul(isa, &L->wv, m->xb, m->xq, n, v, 0, ith, nth);
+            kern_matmul(isa, &L->wq, s->xb, s->xq, n, s->q, 0, ith, nth);
+            kern_matmul(isa, &L->wk, s->xb, s->xq, n, k, 0, ith, nth);
+            kern_matmul(isa, &L->wv, s->xb, s->xq, n, v, 0, ith, nth);
             BARRIER;
-            bias_rope(m, m->q, L->bq, n, c->n_heads, ith, nth);
-            bias_rope(m, k, L->bk, n, c->n_kv_heads, ith, nth);
+            bias_rope(m, s, s->q, L->bq, n, c->n_heads, ith, nth);
+            bias_rope(m, s, k, L->bk, n, c->n_kv_heads, ith, nth);
             if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
-            attention(m, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
+            attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
             BARRIER;
-            if (q8_input(m, &L->wo, NULL, NULL)) {
-                kern_quantize_rows(isa, m->xb, n, q_dim, m->xq, ith, nth);
+            if (q8_input(s, &L->wo, NULL, NULL)) {
+                kern_quantize_rows(isa, s->xb, n, q_dim, s->xq, ith, nth);
                 BARRIER;
             }
-            kern_matmul(isa, &L->wo, m->xb, m->xq, n, m->x, 1, ith, nth); /* x += attn Wo */
+            kern_matmul(isa, &L->wo, s->xb, s->xq, n, s->x, 1, ith, nth); /* x += attn Wo */
             BARRIER;
 
             /* feed-forward block: SwiGLU */
-            rmsnorm_rows(isa, m->xb, m->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
+            rmsnorm_rows(isa, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
             BARRIER;
-            kern_matmul(isa, &L->w_gate, m->xb, m->xq, n, m->hb, 0, ith, nth);
-            kern_matmul(isa, &L->w_up, m->xb, m->xq, n, m->hb2, 0, ith, nth);
+            kern_matmul(isa, &L->w_gate, s->xb, s->xq, n, s->hb, 0, ith, nth);
+            kern_matmul(isa, &L->w_up, s->xb, s->xq, n, s->hb2, 0, ith, nth);
             BARRIER;
-            kern_swiglu(isa, m->hb, m->hb2, n, hidden, ith, nth); /* hb = silu(hb) * hb2 */
+            kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = silu(hb) * hb2 */
             BARRIER;
-            if (q8_input(m, &L->w_down, NULL, NULL)) {
-                kern_quantize_rows(isa, m->hb, n, hidden, m->xq, ith, nth);
+            if (q8_input(s, &L->w_down, NULL, NULL)) {
+                kern_quantize_rows(isa, s->hb, n, hidden, s->xq, ith, nth);
                 BARRIER;
             }
-            kern_matmul(isa, &L->w_down, m->hb, m->xq, n, m->x, 1, ith, nth); /* x += ffn */
+            kern_matmul(isa, &L->w_down, s->hb, s->xq, n, s->x, 1, ith, nth); /* x += ffn */
             BARRIER;
         }
 
         /* classifier, only for the rows whose logits are wanted */
         if (logits) {
             int first = all_logits ? 0 : n - 1, n_out = n - first;
-            rmsnorm_rows(isa, m->xb, m->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
-                         c->norm_eps, q8_input(m, &m->w.output, NULL, NULL), ith, nth);
+            rmsnorm_rows(isa, s->xb, s->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
+                         c->norm_eps, q8_input(s, &m->w.output, NULL, NULL), ith, nth);
             BARRIER;
-            kern_matmul(isa, &m->w.output, m->xb, m->xq, n_out, logits, 0, ith, nth);
+            kern_matmul(isa, &m->w.output, s->xb, s->xq, n_out, logits, 0, ith, nth);
         }
     }
 }
 
-int pyllm_forward(pyllm_model *m, const int32_t *tokens, int n_tokens, int pos, float *logits,
-                  int all_logits) {
-    if (!m || !tokens || !logits || n_tokens < 1 || pos < 0) return PYLLM_ERR_ARG;
-    if (n_tokens > m->c.n_ctx - pos) return PYLLM_ERR_CONTEXT;
+int pyllm_forward(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n_tokens, int pos,
+                  float *logits, int all_logits) {
+    if (!m || !s || s->m != m || !tokens || !logits || n_tokens < 1 || pos < 0) return PYLLM_ERR_ARG;
+    if (n_tokens > s->n_ctx - pos) return PYLLM_ERR_CONTEXT;
     for (int i = 0; i < n_tokens; i++)
         if (tokens[i] < 0 || tokens[i] >= m->c.vocab_size) return PYLLM_ERR_ARG;
-    for (int done = 0; done < n_tokens; done += m->n_batch) {
-        int n = n_tokens - done < m->n_batch ? n_tokens - done : m->n_batch;
+    for (int done = 0; done < n_tokens; done += s->n_batch) {
+        int n = n_tokens - done < s->n_batch ? n_tokens - done : s->n_batch;
         float *out = all_logits ? logits + (size_t)done * m->c.vocab_size
                                 : (done + n == n_tokens ? logits : NULL);
-        forward_batch(m, tokens + done, n, pos + done, out, all_logits);
+        forward_batch(m, s, tokens + done, n, pos + done, out, all_logits);
     }
     return PYLLM_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Construction */
+/* Construction: the model once, then any number of sequences on it */
 
 static int tensor_ok(const pyllm_tensor *t, int rows, int cols) {
     return t->data && t->rows == rows && t->cols == cols && kern_row_bytes(t->type, cols) > 0;
@@ -305,8 +315,7 @@ static int tensor_ok(const pyllm_tensor *t, int rows, int cols) {
 static int check_model(const pyllm_config *c, const pyllm_weights *w) {
     if (c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 ||
         c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 || c->vocab_size < 1 ||
-        c->n_ctx < 1 || c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) ||
-        !(c->norm_eps >= 0.0f))
+        c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f))
         return PYLLM_ERR_ARG;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     if (!w->output_norm || !w->layers || !tensor_ok(&w->token_embd, c->vocab_size, c->dim) ||
@@ -328,27 +337,11 @@ void pyllm_model_free(pyllm_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->rope_freq);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    free(m->key_cache);
-    free(m->value_cache);
-    free(m->x);
-    free(m->xb);
-    free(m->q);
-    free(m->hb);
-    free(m->hb2);
-    free(m->xq);
-    free(m->scores);
     free(m);
 }
 
-static void *alloc_floats(size_t rows, size_t cols) {
-    return calloc(rows * cols, sizeof(float));
-}
-
-int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads, int isa,
-                    pyllm_model **out) {
-    if (!c || !w || !out || n_threads < 1) return PYLLM_ERR_ARG;
+int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyllm_model **out) {
+    if (!c || !w || !out) return PYLLM_ERR_ARG;
     *out = NULL;
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
     int err = check_model(c, w);
@@ -358,31 +351,10 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     if (!m) return PYLLM_ERR_NOMEM;
     m->c = *c;
     m->w = *w;
-    m->n_threads = n_threads;
     m->isa = isa;
-    m->n_batch = c->n_ctx < MAX_BATCH ? c->n_ctx : MAX_BATCH;
-
-    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
-    size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
-    size_t cache = (size_t)c->n_layers * c->n_ctx;
-    size_t nb = (size_t)m->n_batch;
-
     m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
     m->rope_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    m->rope_cos = alloc_floats(nb, (size_t)c->head_dim / 2);
-    m->rope_sin = alloc_floats(nb, (size_t)c->head_dim / 2);
-    m->key_cache = alloc_floats(cache, kv_dim);
-    m->value_cache = alloc_floats(cache, kv_dim);
-    m->x = alloc_floats(nb, c->dim);
-    m->xb = alloc_floats(nb, wide);
-    m->q = alloc_floats(nb, q_dim);
-    m->hb = alloc_floats(nb, c->hidden_dim);
-    m->hb2 = alloc_floats(nb, c->hidden_dim);
-    m->xq = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
-    m->scores = alloc_floats((size_t)n_threads * attend_heads(c), c->n_ctx);
-    if (!m->layers || !m->rope_freq || !m->rope_cos || !m->rope_sin || !m->key_cache ||
-        !m->value_cache || !m->x || !m->xb || !m->q || !m->hb || !m->hb2 || !m->xq || !m->scores) {
+    if (!m->layers || !m->rope_freq) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
     }
@@ -392,5 +364,62 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int n_threads
     for (int i = 0; i < c->head_dim / 2; i++)
         m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
     *out = m;
+    return PYLLM_OK;
+}
+
+void pyllm_seq_free(pyllm_seq *s) {
+    if (!s) return;
+    free(s->rope_cos);
+    free(s->rope_sin);
+    free(s->key_cache);
+    free(s->value_cache);
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->hb);
+    free(s->hb2);
+    free(s->xq);
+    free(s->scores);
+    free(s);
+}
+
+static void *alloc_floats(size_t rows, size_t cols) {
+    return calloc(rows * cols, sizeof(float));
+}
+
+int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **out) {
+    if (!m || !out || n_ctx < 1 || n_threads < 1) return PYLLM_ERR_ARG;
+    *out = NULL;
+    const pyllm_config *c = &m->c;
+    pyllm_seq *s = calloc(1, sizeof *s);
+    if (!s) return PYLLM_ERR_NOMEM;
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->n_threads = n_threads;
+    s->n_batch = n_ctx < MAX_BATCH ? n_ctx : MAX_BATCH;
+
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
+    size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
+    size_t cache = (size_t)c->n_layers * n_ctx;
+    size_t nb = (size_t)s->n_batch;
+
+    s->rope_cos = alloc_floats(nb, (size_t)c->head_dim / 2);
+    s->rope_sin = alloc_floats(nb, (size_t)c->head_dim / 2);
+    s->key_cache = alloc_floats(cache, kv_dim);
+    s->value_cache = alloc_floats(cache, kv_dim);
+    s->x = alloc_floats(nb, c->dim);
+    s->xb = alloc_floats(nb, wide);
+    s->q = alloc_floats(nb, q_dim);
+    s->hb = alloc_floats(nb, c->hidden_dim);
+    s->hb2 = alloc_floats(nb, c->hidden_dim);
+    s->xq = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
+    s->scores = alloc_floats((size_t)n_threads * attend_heads(c), n_ctx);
+    if (!s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache || !s->x || !s->xb ||
+        !s->q || !s->hb || !s->hb2 || !s->xq || !s->scores) {
+        pyllm_seq_free(s);
+        return PYLLM_ERR_NOMEM;
+    }
+    *out = s;
     return PYLLM_OK;
 }

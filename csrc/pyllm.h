@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 1
+#define PYLLM_API_VERSION 2
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -19,7 +19,7 @@ enum pyllm_error {
     PYLLM_ERR_NOMEM = 1,    /* an allocation failed */
     PYLLM_ERR_ARG = 2,      /* an argument is out of range */
     PYLLM_ERR_TYPE = 3,     /* unsupported weight type or shape for that type */
-    PYLLM_ERR_CONTEXT = 4,  /* the tokens do not fit in the KV cache */
+    PYLLM_ERR_CONTEXT = 4,  /* the tokens do not fit in the sequence's KV cache */
     PYLLM_ERR_ISA = 5       /* the requested kernels are not available on this CPU/build */
 };
 
@@ -56,7 +56,6 @@ typedef struct {
     int n_kv_heads;         /* key/value heads (grouped-query attention when < n_heads) */
     int head_dim;
     int vocab_size;
-    int n_ctx;              /* KV cache length: the most tokens one sequence can hold */
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
     float norm_eps;         /* RMSNorm epsilon */
 } pyllm_config;
@@ -83,7 +82,13 @@ typedef struct {
     const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
 } pyllm_weights;
 
+/* A model: the weights and what is derived from them once (config, rope frequencies, kernel
+ * family). Never written after pyllm_model_new, so any number of threads may run sequences of one
+ * model at the same time. */
 typedef struct pyllm_model pyllm_model;
+/* A sequence: the state of one conversation on a model (its KV cache, every scratch buffer of the
+ * forward pass, its context length and thread count). One thread at a time may use a sequence. */
+typedef struct pyllm_seq pyllm_seq;
 
 /* The fastest kernel family this CPU and build support. */
 int pyllm_isa_best(void);
@@ -94,16 +99,22 @@ const char *pyllm_strerror(int code);
 /* Bytes of one row of `cols` values of a weight type, or 0 if the type or length is not supported. */
 size_t pyllm_row_bytes(int type, int cols);
 
-/* Build a model over weights the caller keeps alive (they are not copied); allocates the KV cache. */
-int pyllm_model_new(const pyllm_config *config, const pyllm_weights *weights,
-                    int n_threads, int isa, pyllm_model **out);
+/* Build a model over weights the caller keeps alive (they are not copied). The model must outlive
+ * its sequences and the weights the model. */
+int pyllm_model_new(const pyllm_config *config, const pyllm_weights *weights, int isa,
+                    pyllm_model **out);
 void pyllm_model_free(pyllm_model *model);
 
-/* Run n_tokens tokens at cache positions pos .. pos+n_tokens-1 (earlier positions must already be
- * in the cache). Writes logits (vocab_size floats per row) for every position when all_logits is
- * nonzero, else for the last position only. */
-int pyllm_forward(pyllm_model *model, const int32_t *tokens, int n_tokens, int pos,
-                  float *logits, int all_logits);
+/* A new, empty sequence on a model: a KV cache of n_ctx positions and scratch buffers for
+ * n_threads threads. */
+int pyllm_seq_new(const pyllm_model *model, int n_ctx, int n_threads, pyllm_seq **out);
+void pyllm_seq_free(pyllm_seq *seq);
+
+/* Run n_tokens tokens of a sequence of `model` at cache positions pos .. pos+n_tokens-1 (earlier
+ * positions must already be in its cache). Writes logits (vocab_size floats per row) for every
+ * position when all_logits is nonzero, else for the last position only. */
+int pyllm_forward(const pyllm_model *model, pyllm_seq *seq, const int32_t *tokens, int n_tokens,
+                  int pos, float *logits, int all_logits);
 
 /* y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa`: the matmul the forward pass uses,
  * exposed for tests and benchmarks. */

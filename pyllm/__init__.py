@@ -1,10 +1,12 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
-from .errors import ContextFullError, EngineError, FormatError, PyllmError, TemplateError
+from .errors import (ClosedError, ContextFullError, EngineError, FormatError, GenerationCancelledError,
+                     PyllmError, SessionBusyError, TemplateError)
 from .model import Model
+from .session import Session
 from .tokenizer import Tokenizer
 
-__all__ = ["Model", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError", "ContextFullError",
-           "TemplateError"]
+__all__ = ["Model", "Session", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError",
+           "ContextFullError", "SessionBusyError", "ClosedError", "GenerationCancelledError", "TemplateError"]
 __version__ = "0.1.0"
 
 

@@ -15,7 +15,19 @@ class EngineError(PyllmError, RuntimeError):
 
 
 class ContextFullError(PyllmError, ValueError):
-    """The tokens do not fit in what is left of the model's context (KV cache)."""
+    """The tokens do not fit in what is left of a session's context (KV cache)."""
+
+
+class SessionBusyError(PyllmError, RuntimeError):
+    """A session (or a generation) was used from a second thread while another thread held it."""
+
+
+class ClosedError(PyllmError, RuntimeError):
+    """The model or session was closed; it cannot run anything any more."""
+
+
+class GenerationCancelledError(PyllmError, RuntimeError):
+    """A suspended generation was resumed after a later call on its session took the session over."""
 
 
 class TemplateError(PyllmError, ValueError):

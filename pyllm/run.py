@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .errors import PyllmError
+from .generation import DEFAULT_MAX_TOKENS
 from .sampling import options as sampling_options
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -27,7 +28,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", help="prompt text")
     src.add_argument("-f", "--file", help="read the prompt from a file")
-    ap.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate (default 256)")
+    ap.add_argument("-n", "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                    help=f"tokens to generate (default {DEFAULT_MAX_TOKENS})")
     sampling_options.add_arguments(ap)
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--ctx", type=int, default=4096, help="context length in tokens (default 4096)")

@@ -4,7 +4,6 @@ fetch, convert, run and perplexity, and the `python -m` spellings of the same co
 import os
 import shutil
 import subprocess
-import sys
 import venv
 
 import pytest

@@ -1,11 +1,14 @@
 """The package's imports point one way: every module's imports (module-level, inside functions and
 under TYPE_CHECKING alike) are read with `ast`, and the test fails on an import of a higher layer
-or on any cycle, naming the modules.
+or on any import cycle, naming the modules.
 
-    entry points -> model -> session -> generation -> tokenizer, sampling, chat, convert, core
+    entry points -> model -> session/generation -> core, tokenizer, sampling, chat, convert
         -> architectures -> file formats -> quant -> types, errors, native
 
-Modules of one layer may import each other, as long as no cycle forms.
+Modules of one layer may import each other as long as no cycle forms. A type-only import (under
+`if TYPE_CHECKING:`) must respect the layers too, but it runs nothing, so it does not make a cycle:
+a session makes generations and a generation drives its session, so generation.py names the
+Session type that way.
 """
 from __future__ import annotations
 
@@ -22,12 +25,11 @@ LAYERS: list[tuple[int, str]] = [
     (1, "pyllm.quant"),
     (2, "pyllm.formats"),
     (3, "pyllm.arch"),
-    (4, "pyllm.tokenizer"), (4, "pyllm.sampling"), (4, "pyllm.chat"), (4, "pyllm.convert"), (4, "pyllm.core"),
-    (5, "pyllm.generation"),
-    (6, "pyllm.session"),
-    (7, "pyllm.model"),
-    (8, "pyllm"), (8, "pyllm.__main__"), (8, "pyllm.cli"), (8, "pyllm.run"), (8, "pyllm.perplexity"),
-    (8, "pyllm.fetch"), (8, "pyllm.bench"), (8, "pyllm.convert.__main__"),
+    (4, "pyllm.core"), (4, "pyllm.tokenizer"), (4, "pyllm.sampling"), (4, "pyllm.chat"), (4, "pyllm.convert"),
+    (5, "pyllm.session"), (5, "pyllm.generation"),
+    (6, "pyllm.model"),
+    (7, "pyllm"), (7, "pyllm.__main__"), (7, "pyllm.cli"), (7, "pyllm.run"), (7, "pyllm.perplexity"),
+    (7, "pyllm.fetch"), (7, "pyllm.bench"), (7, "pyllm.convert.cli"), (7, "pyllm.convert.__main__"),
 ]
 NOT_PART_OF_THE_PACKAGE = {"pyllm._build"}  # the cffi build script, run by setup.py only
 COMPILED = {"pyllm._core"}  # the C core, built from csrc/ (no Python source)
@@ -46,11 +48,17 @@ def module_files(root: str = PACKAGE_DIR) -> dict[str, str]:
     return out
 
 
-def imported_modules(name: str, source: str, modules: set[str]) -> set[str]:
-    """The package modules that `source` (module `name`) imports, wherever the import statement is."""
+def imported_modules(name: str, source: str, modules: set[str], runtime_only: bool = False) -> set[str]:
+    """The package modules that `source` (module `name`) imports, wherever the import statement is
+    (with runtime_only, leaving out those under `if TYPE_CHECKING:`)."""
     package = name if name in modules and _is_package(name, modules) else name.rpartition(".")[0]
+    tree = ast.parse(source)
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                 for stmt in block.body for n in ast.walk(stmt)}
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        if runtime_only and id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -72,6 +80,12 @@ def imported_modules(name: str, source: str, modules: set[str]) -> set[str]:
     return found
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or
+                                         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _is_package(name: str, modules: set[str]) -> bool:
     return any(m.startswith(name + ".") for m in modules)
 
@@ -84,14 +98,15 @@ def layer_of(module: str) -> int:
     return max(layer for layer, p in LAYERS if p == best)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports, for the whole package."""
+def import_graph(runtime_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports, for the whole package (with runtime_only, the
+    imports that run)."""
     files = module_files()
     names = (set(files) | COMPILED) - NOT_PART_OF_THE_PACKAGE
     graph: dict[str, set[str]] = {name: set() for name in COMPILED}
     for name in sorted(names - COMPILED):
         with open(files[name], encoding="utf-8") as f:
-            graph[name] = imported_modules(name, f.read(), names) - NOT_PART_OF_THE_PACKAGE
+            graph[name] = imported_modules(name, f.read(), names, runtime_only) - NOT_PART_OF_THE_PACKAGE
     return graph
 
 
@@ -147,7 +162,7 @@ def test_no_import_points_up():
 
 
 def test_no_import_cycles():
-    found = cycles(import_graph())
+    found = cycles(import_graph(runtime_only=True))
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
@@ -164,7 +179,14 @@ def test_checker_sees_upward_imports(source):
     name = "pyllm.formats.gguf"
     graph = {name: imported_modules(name, source, modules)}
     assert graph[name] == {"pyllm.model"}
-    assert upward_imports(graph) == [f"{name} (layer 2) imports pyllm.model (layer 7)"]
+    assert upward_imports(graph) == [f"{name} (layer 2) imports pyllm.model (layer 6)"]
+
+
+def test_type_only_imports_make_no_cycle():
+    source = "from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    from .session import Session\n"
+    modules = {"pyllm", "pyllm.session", "pyllm.generation"}
+    assert imported_modules("pyllm.generation", source, modules) == {"pyllm.session"}
+    assert imported_modules("pyllm.generation", source, modules, runtime_only=True) == set()
 
 
 def test_checker_sees_cycles():
