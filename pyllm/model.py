@@ -53,11 +53,6 @@ class Model(ModelCore):
         """Tokens the default session has run through the forward pass."""
         return self._default.n_evaluated if self._default is not None else 0
 
-    @property
-    def _cached(self) -> list[int]:
-        # the default session's token list (tools/bench.py trims it to rerun from a given depth)
-        return self._session()._cached
-
     def logits(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Logits (len(tokens), vocab) for every position, from an empty cache (which then holds tokens)."""
         return self._session().logits(tokens)
@@ -69,6 +64,10 @@ class Model(ModelCore):
     def reset(self) -> None:
         """Empty the default session's KV cache."""
         self._session().reset()
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep the first n_keep tokens of the default session's cache and forget the rest."""
+        self._session().truncate(n_keep)
 
     def prefill(self, tokens: Sequence[int]) -> np.ndarray:
         """Make the default session's cache hold exactly `tokens`; the logits after the last one

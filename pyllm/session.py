@@ -190,8 +190,15 @@ class Session:
 
     def reset(self) -> None:
         """Empty the KV cache."""
+        self.truncate(0)
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep the first n_keep tokens of the cache and forget the rest: the next eval continues
+        after them (rewinding a conversation, or rerunning from a fixed depth)."""
+        if isinstance(n_keep, bool) or not isinstance(n_keep, int) or n_keep < 0:
+            raise ValueError(f"n_keep must be a non-negative integer, got {n_keep!r}")
         with self._held():
-            self._cached.clear()
+            del self._cached[n_keep:]
 
     # --------------------------------------------------------------------------------------------
     # Generation

@@ -153,6 +153,27 @@ def test_sessions_are_independent(model):
         assert gb.tokens == tokens_of(s.generate(PROMPTS[3], max_tokens=12, **greedy(model)))
 
 
+def test_truncate_rewinds_the_cache(model):
+    ids = model.tokenize("The quick brown fox jumps over the lazy dog")
+    with model.session() as s:
+        whole = s.logits(ids)
+        s.truncate(3)
+        assert s.n_past == 3
+        np.testing.assert_array_equal(s.eval(ids[3:]), whole[-1])  # the rest again, on the kept prefix
+        s.truncate(100)  # keeping more than the cache holds keeps it all
+        assert s.n_past == len(ids)
+        for bad in (-1, 1.5, True):
+            with pytest.raises(ValueError, match="n_keep"):
+                s.truncate(bad)
+    with pytest.raises(ClosedError):
+        s.truncate(0)
+
+
+def test_unknown_sampling_options_are_named(model):
+    with pytest.raises(ValueError, match="unknown option temprature; the sampling options are temperature"):
+        model.generate("Hi", temprature=0)
+
+
 def test_each_session_has_its_own_context(model):
     with model.session(n_ctx=8) as small, model.session(n_ctx=40) as big:
         assert isinstance(small, Session) and (small.n_ctx, big.n_ctx, model.n_ctx) == (8, 40, 256)

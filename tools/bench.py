@@ -81,7 +81,7 @@ def bench_depths(path: str, gguf: str | None, depths: list[int], args) -> None:
             ctx = prompt_tokens(depth, m.config.vocab_size)
 
             def tg() -> None:
-                del m._cached[depth:]  # keep the first `depth` tokens, drop what the last run added
+                m.truncate(depth)  # keep the first `depth` tokens, drop what the last run added
                 for i in range(n):
                     m.eval([ctx[i % max(depth, 1)] if depth else 1])
 

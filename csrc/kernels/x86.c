@@ -146,12 +146,20 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         }
 }
 
+/* The weight types avx2_qtile multiplies (against quantized activations); the others go through
+ * avx2_ftile. A constant the templates fold away: kern_type_quantized, a lookup in dispatch.c's
+ * table, is a call per tile from here (gcc cannot inline it across files, nor in one file under
+ * -fPIC), and it kept the prompt tile height from being a constant. */
+AVX2_INLINE int avx2_quantized(const int type) {
+    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1;
+}
+
 AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm_tensor *w,
                            size_t rb, int r, const float *x, const block_q8x *xq, int t, float *y,
                            int accumulate) {
     const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
     float *yt = y + (size_t)t * w->rows + r;
-    if (kern_type_quantized(type)) {
+    if (avx2_quantized(type)) {
         int nb = w->cols / QK8X;
         avx2_qtile(type, R, C, wr, rb, xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
     } else {
@@ -169,7 +177,7 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
         for (int r = r0; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
         return;
     }
-    const int TR = kern_type_quantized(type) ? 2 : 3, TC = 4; /* tile: weight rows x activation rows */
+    const int TR = avx2_quantized(type) ? 2 : 3, TC = 4; /* tile: weight rows x activation rows */
     const int chunk = 64 / TR * TR;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
