@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..formats.weights import TensorSource, tensor_nbytes, write_weights
-from ..quant import QK, TYPES
+from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
 
 CONVERTER_VERSION = 1  # bump when the output of a conversion changes
@@ -59,7 +59,7 @@ def choose_type(src: str, shape: tuple[int, ...], out_type: str | None,
     if len(shape) == 1:
         return "f32", "vectors stay f32"
     if out_type is not None:
-        if out_type not in ("f32", "f16") and shape[-1] % QK:
+        if shape[-1] % TYPES[out_type].block:
             return "f16", f"rows of {shape[-1]} values do not fill {out_type} blocks"
         return out_type, "requested"
     if src in TYPES:

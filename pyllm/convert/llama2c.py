@@ -15,10 +15,11 @@ import numpy as np
 from ..errors import FormatError
 from ..formats.llama2c import Llama2cFile, read_tokenizer_bin
 from ..formats.weights import TensorSource, expected_tensors
-from ..quant import QK, TYPES, quantize
+from ..quant import TYPES, quantize
 from .common import choose_type, report, write_model
 
 GROUPS_ARE_BLOCKS = "each group is a Q8_0 block, its scale rounded to f16"
+Q8_0_BLOCK = TYPES["q8_0"].block  # a group of this size is a Q8_0 block
 
 
 def _plan(ck: Llama2cFile, name: str, shape: tuple[int, ...],
@@ -32,12 +33,12 @@ def _plan(ck: Llama2cFile, name: str, shape: tuple[int, ...],
     gs = ck.group_size
     label = f"INT8/{gs}"
     if out_type is not None:
-        dst, why = choose_type("q8_0" if gs == QK else "int8", shape, out_type)
-    elif gs == QK:
+        dst, why = choose_type("q8_0" if gs == Q8_0_BLOCK else "int8", shape, out_type)
+    elif gs == Q8_0_BLOCK:
         dst, why = "q8_0", GROUPS_ARE_BLOCKS
     else:
-        dst, why = "f32", f"groups of {gs} are not Q8_0 blocks of {QK}; decoded exactly"
-    if dst == "q8_0" and gs == QK:
+        dst, why = "f32", f"groups of {gs} are not Q8_0 blocks of {Q8_0_BLOCK}; decoded exactly"
+    if dst == "q8_0" and gs == Q8_0_BLOCK:
         if ck.scales_fit_f16(name):
             return label, dst, GROUPS_ARE_BLOCKS, lambda: ck.q8_0_blocks(name)
         dst = out_type or "f32"
@@ -78,7 +79,7 @@ def convert_llama2c(src: str | os.PathLike, dst: str | os.PathLike, out_type: st
                 notes.append(f"{name}: {label} -> {dst_type} ({why})")
             sources.append((name, dst_type, shape, make))
         if blocks:
-            notes.insert(0, f"{blocks} matrices INT8/{QK} -> q8_0 ({GROUPS_ARE_BLOCKS})")
+            notes.insert(0, f"{blocks} matrices INT8/{Q8_0_BLOCK} -> q8_0 ({GROUPS_ARE_BLOCKS})")
         report(notes, progress)
         base = os.path.basename(src)
         write_model(dst, cfg, tok, sources,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError
-from ..quant import QK
+from ..quant import TYPES
 from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, ModelConfig, TokenizerData
 from .mapped import MappedFile
 
@@ -155,9 +155,10 @@ class Llama2cFile(MappedFile):
         """A version 2 matrix with groups of 32 as Q8_0 bytes: each group is a block (f16 scale, 32 int8)."""
         q, scales = self.int8_groups(name)
         rows = self.tensors[name].shape[0]
-        out = np.empty((len(scales), 2 + QK), np.uint8)
+        block = TYPES["q8_0"]
+        out = np.empty((len(scales), block.block_bytes), np.uint8)
         out[:, :2] = scales.astype("<f2").view(np.uint8).reshape(-1, 2)
-        out[:, 2:] = q.view(np.uint8).reshape(-1, QK)
+        out[:, 2:] = q.view(np.uint8).reshape(-1, block.block)
         return out.reshape(rows, -1)
 
     def scales_fit_f16(self, name: str) -> bool:
