@@ -17,13 +17,11 @@
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
+#include "threads.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define MAX_BATCH 512 /* tokens per pass through the layers; longer inputs go in chunks */
 
@@ -63,22 +61,6 @@ const char *pyllm_strerror(int code) {
     case PYLLM_ERR_ISA: return "kernels not available on this CPU";
     default: return "unknown error";
     }
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
 }
 
 static void rows_share(int n, int ith, int nth, int *lo, int *hi) {
@@ -220,8 +202,6 @@ static block_q8x *q8_input(pyllm_seq *s, const pyllm_tensor *a, const pyllm_tens
               (c && kern_type_quantized(c->type));
     return any ? s->xq : NULL;
 }
-
-#define BARRIER _Pragma("omp barrier")
 
 /* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
 static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n, int pos,

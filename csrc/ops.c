@@ -4,12 +4,10 @@
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
+#include "threads.h"
 
 #include <limits.h>
 #include <stdlib.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 int pyllm_isa_best(void) { return kern_isa_best(); }
 int pyllm_isa_available(int isa) { return kern_isa_available(isa); }
@@ -24,24 +22,6 @@ const char *pyllm_isa_name(int isa) {
     default: return "unknown";
     }
 }
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-#define BARRIER _Pragma("omp barrier")
 
 int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
