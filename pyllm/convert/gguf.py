@@ -54,7 +54,7 @@ def _gguf_source(g: GGUFFile, name: str, dst: str, permute_heads: int) -> Callab
 
 def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
                  progress: bool = True) -> None:
-    """Convert a llama or qwen2 GGUF to weights.bin. Tensors keep their type unless out_type is
+    """Convert a GGUF of a family pyllm runs to weights.bin. Tensors keep their type unless out_type is
     given; types pyllm does not run (BF16, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are decoded exactly and
     re-encoded, and each such choice is reported."""
     check_out_type(out_type)
