@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence, TypeVar
 
 from . import _native, arch
 from ._native import check, ffi, lib
@@ -21,6 +21,7 @@ from .tokenizer import Tokenizer
 from .types import ModelConfig
 
 MAX_CTX = 1 << 24
+Loaded = TypeVar("Loaded", bound="ModelCore")
 
 
 class SequenceHolder(Protocol):
@@ -243,7 +244,7 @@ class ModelCore:
             if self._users == 0:
                 self._free()
 
-    def __enter__(self) -> "ModelCore":
+    def __enter__(self: Loaded) -> Loaded:
         return self
 
     def __exit__(self, *exc: object) -> None:
