@@ -42,6 +42,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def say(args: argparse.Namespace, msg: str) -> None:
+    """A status line on stderr, unless --quiet."""
     if not args.quiet:
         print(msg, file=sys.stderr, flush=True)
 
@@ -61,6 +62,7 @@ def stream(gen: Any) -> tuple[str, bool]:
 
 
 def stats(args: argparse.Namespace, gen: Any) -> None:
+    """A generation's token counts, speeds and finish reason on stderr, unless --quiet."""
     if args.quiet:
         return
     pp = gen.n_evaluated_prompt / gen.prompt_seconds if gen.prompt_seconds else 0.0
@@ -71,6 +73,7 @@ def stats(args: argparse.Namespace, gen: Any) -> None:
 
 
 def complete(model: Any, args: argparse.Namespace, prompt: str, options: dict) -> int:
+    """Stream the completion of one prompt; the exit status (130 when interrupted)."""
     if args.echo:
         sys.stdout.write(prompt)
     gen = model.generate(prompt, **options)
@@ -92,6 +95,7 @@ def read_turn(interactive: bool) -> str | None:
 
 
 def chat(model: Any, args: argparse.Namespace, options: dict) -> int:
+    """Read user turns and stream the model's replies until the end of input."""
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": args.system}] if args.system else []
     if interactive:

@@ -44,6 +44,7 @@ class Progress:
         sys.stderr.flush()
 
     def finish(self, path: str) -> None:
+        """The closing line: what was written, how big, how long it took."""
         if self.enabled:
             end = "\n" if self.tty else ""
             sys.stderr.write(f"{end}wrote {path} ({self.total / 2**20:.1f} MiB) in "

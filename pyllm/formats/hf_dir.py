@@ -27,6 +27,7 @@ class Fail:
 
 
 def read_json(path: str, fail: Fail) -> Any:
+    """A JSON file of the directory; FormatError naming the directory and the file if it is unreadable."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -84,6 +85,7 @@ def open_shards(root: str, fail: Fail) -> tuple[dict[str, SafetensorsFile], list
 
 
 def chat_template(root: str, tok_cfg: dict) -> str | None:
+    """The chat template from tokenizer_config.json (the default of named ones) or chat_template.jinja."""
     template = tok_cfg.get("chat_template")
     if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
@@ -98,6 +100,7 @@ def chat_template(root: str, tok_cfg: dict) -> str | None:
 
 
 def token_text(v: Any) -> str | None:
+    """A special token's text, whether tokenizer_config.json gives it as a string or an AddedToken dict."""
     v = v.get("content") if isinstance(v, dict) else v
     return v if isinstance(v, str) else None
 

@@ -23,6 +23,7 @@ class ByteLevelBPE:
         self.cache: dict[str, tuple[int, ...]] = {}
 
     def encode(self, text: str, at_start: bool = True) -> list[int]:
+        """Token ids of text (no special tokens); words seen before come from a cache."""
         ids: list[int] = []
         cache, translate = self.cache, BYTE_TO_CHAR  # str.translate maps latin-1 code points = bytes
         for piece in self.pre_tokenizer.split(text):
@@ -65,6 +66,7 @@ class ByteLevelBPE:
             raise FormatError(f"byte-level BPE produced {exc.args[0]!r}, which is not in the vocabulary") from None
 
     def token_bytes(self, token: str) -> bytes:
+        """The bytes a token's byte-mapped characters stand for."""
         try:
             return bytes(CHAR_TO_BYTE[c] for c in token)
         except KeyError:  # not byte-mapped (an added token's literal text)

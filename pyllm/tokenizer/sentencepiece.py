@@ -29,6 +29,7 @@ class SentencePieceBPE:
         self.remove_extra_whitespaces = remove_extra_whitespaces
 
     def encode(self, text: str, at_start: bool = True) -> list[int]:
+        """Token ids of text (no special tokens); at_start adds the leading space prefix."""
         if self.remove_extra_whitespaces:
             text = re.sub(" +", " ", text.strip(" "))
         if not text:
@@ -79,6 +80,7 @@ class SentencePieceBPE:
         return ids
 
     def token_bytes(self, token: str) -> bytes:
+        """The bytes a piece stands for (<0xXX> byte pieces, and ▁ as a space)."""
         if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
             try:
                 return bytes([int(token[3:5], 16)])
