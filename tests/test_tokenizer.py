@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from pyllm import FormatError
@@ -116,3 +117,44 @@ def test_unknown_pre_tokenizer_name_is_an_error(smollm2):
     from dataclasses import replace
     with pytest.raises(FormatError, match="unknown pre-tokenizer 'falcon'"):
         Tokenizer(replace(smollm2.data, pre="falcon"))
+
+
+def _bpe_by_passes(bpe, word: str) -> tuple[int, ...]:
+    """The textbook byte-level BPE loop (each pass merges every occurrence of the lowest-ranked
+    pair, left to right): quadratic, but plainly right; the reference for the heap version."""
+    parts = list(word)
+    while len(parts) > 1:
+        ranked = [(bpe.ranks[p], p) for p in zip(parts, parts[1:]) if p in bpe.ranks]
+        if not ranked:
+            break
+        a, b = min(ranked)[1]
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
+                merged.append(a + b)
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return tuple(bpe.vocab[p] for p in parts)
+
+
+def test_heap_bpe_merges_as_the_textbook_loop(smollm2):
+    bpe = smollm2._algo
+    rng = np.random.default_rng(12)
+    alphabets = ["abcdefghijklmnopqrstuvwxyz", "aaab", "eetthhss", "0123456789-_.,!?", "ĠĊaeiouÃ©"]
+    words = ["aaaaaaaaaaaaaaaaaaaaaaaaaaa", "abababababababab", "ĠĠĠĠĠĠĠĠ", "ĊĊĊĊĊ"]
+    for _ in range(1500):
+        alphabet = alphabets[rng.integers(len(alphabets))]
+        words.append("".join(rng.choice(list(alphabet), rng.integers(1, 60))))
+    for word in words:
+        assert bpe._bpe(word) == _bpe_by_passes(bpe, word), word
+
+
+def test_long_words_are_not_cached(smollm2):
+    bpe = smollm2._algo
+    long_word = "x" * 5000
+    ids = smollm2.encode(long_word)
+    assert smollm2.decode(ids) == long_word
+    assert not any(len(w) > 256 for w in bpe.cache)

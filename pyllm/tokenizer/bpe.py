@@ -2,9 +2,14 @@
 mapped to printable characters, then merged by merge rank, lowest first."""
 from __future__ import annotations
 
+import heapq
+
 from ..errors import FormatError
 from ..types import IGNORE_MERGES
 from .pretokenize import BYTE_TO_CHAR, CHAR_TO_BYTE, PreTokenizer
+
+
+CACHE_WORDS, CACHE_WORD_LENGTH = 200_000, 256  # the word cache's bound: at most ~50 MiB of words
 
 
 class ByteLevelBPE:
@@ -31,37 +36,41 @@ class ByteLevelBPE:
             hit = cache.get(word)
             if hit is None:
                 hit = self._bpe(word)
-                if len(cache) < 200_000:
+                if len(cache) < CACHE_WORDS and len(word) <= CACHE_WORD_LENGTH:
                     cache[word] = hit
             ids.extend(hit)
         return ids
 
     def _bpe(self, word: str) -> tuple[int, ...]:
+        """The ids of one word: merges applied lowest rank first, leftmost first among equals (as
+        Hugging Face `tokenizers` does), through a heap of candidate pairs over a linked list of
+        symbols, so a word of n characters costs O(n log n) however long it is."""
         vocab = self.vocab
         if self.ignore_merges and word in vocab:
             return (vocab[word],)
-        parts = list(word)
-        ranks = self.ranks
-        while len(parts) > 1:
-            best, best_rank = None, None
-            for i in range(len(parts) - 1):
-                r = ranks.get((parts[i], parts[i + 1]))
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = (parts[i], parts[i + 1]), r
-            if best is None:
-                break
-            a, b = best
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
-                    merged.append(a + b)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
+        ranks, sym, n = self.ranks, list(word), len(word)
+        nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))  # the linked list over sym
+        heap = [(r, i) for i in range(n - 1) if (r := ranks.get((sym[i], sym[i + 1]))) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = nxt[i]
+            # a pair's rank names it (one rank per pair), so an entry whose pair has since changed is stale
+            if sym[i] is None or j >= n or ranks.get((sym[i], sym[j])) != rank:
+                continue
+            sym[i], sym[j] = sym[i] + sym[j], None
+            nxt[i] = nxt[j]
+            if nxt[i] < n:
+                prv[nxt[i]] = i
+                r = ranks.get((sym[i], sym[nxt[i]]))
+                if r is not None:
+                    heapq.heappush(heap, (r, i))
+            if prv[i] >= 0:
+                r = ranks.get((sym[prv[i]], sym[i]))
+                if r is not None:
+                    heapq.heappush(heap, (r, prv[i]))
         try:
-            return tuple(vocab[p] for p in parts)
+            return tuple(vocab[p] for p in sym if p is not None)
         except KeyError as exc:
             raise FormatError(f"byte-level BPE produced {exc.args[0]!r}, which is not in the vocabulary") from None
 
