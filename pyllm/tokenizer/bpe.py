@@ -44,7 +44,8 @@ class ByteLevelBPE:
     def _bpe(self, word: str) -> tuple[int, ...]:
         """The ids of one word: merges applied lowest rank first, leftmost first among equals (as
         Hugging Face `tokenizers` does), through a heap of candidate pairs over a linked list of
-        symbols, so a word of n characters costs O(n log n) however long it is."""
+        symbols, so a word of n characters costs O(n log n) however long it is. Symbols the
+        vocabulary has no token for are dropped."""
         vocab = self.vocab
         if self.ignore_merges and word in vocab:
             return (vocab[word],)
@@ -69,10 +70,9 @@ class ByteLevelBPE:
                 r = ranks.get((sym[prv[i]], sym[i]))
                 if r is not None:
                     heapq.heappush(heap, (r, prv[i]))
-        try:
-            return tuple(vocab[p] for p in sym if p is not None)
-        except KeyError as exc:
-            raise FormatError(f"byte-level BPE produced {exc.args[0]!r}, which is not in the vocabulary") from None
+        # A symbol the vocabulary lacks (a byte it has no token for, such as 0x13 in SmolLM2's) is
+        # dropped, as Hugging Face tokenizers and llama.cpp do for byte-level BPE without an unknown token.
+        return tuple(i for p in sym if p is not None and (i := vocab.get(p)) is not None)
 
     def token_bytes(self, token: str) -> bytes:
         """The bytes a token's byte-mapped characters stand for."""
