@@ -84,6 +84,9 @@ def render(template: str, messages: Sequence[Mapping[str, Any]], *, add_generati
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ValueError(f"message {i} must be a dict with string 'role' and 'content'")
+    if template not in BUILTIN_TEMPLATES and "{" not in template:  # a name, not Jinja source
+        raise TemplateError(f"unknown chat template {template!r}; the built-in ones are "
+                            f"{', '.join(BUILTIN_TEMPLATES)} (or give a Jinja template)")
     source = BUILTIN_TEMPLATES.get(template, template)
     try:
         compiled = _environment().from_string(source)

@@ -34,6 +34,9 @@ def chunk_nll(logits: np.ndarray, tokens: np.ndarray, first: int) -> np.ndarray:
 def perplexity(model: Model, tokens: list[int] | np.ndarray, n_ctx: int = 512,
                on_chunk: Callable[[int, int, float], None] | None = None) -> tuple[float, float]:
     """(perplexity, standard error of the mean NLL) over the chunks of `tokens`."""
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 3:
+        # the second half of a chunk, less its last position, must hold a prediction to score
+        raise ValueError(f"the chunk size (--ctx) must be an integer of at least 3, got {n_ctx!r}")
     tokens = np.asarray(tokens, dtype=np.int32)
     n_chunks = len(tokens) // n_ctx
     if n_chunks < 1:

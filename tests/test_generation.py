@@ -156,3 +156,9 @@ def test_cli_user_errors_are_one_line():
     assert r.returncode == 1 and r.stderr.strip() == "pyllm run: /nonexistent/weights.bin: no such file"
     r = run_cli("--temp", "warm")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_an_unknown_template_name_lists_the_built_in_ones():
+    with pytest.raises(TemplateError, match="unknown chat template 'chatmll'; the built-in ones are chatml, llama2"):
+        render("chatmll", MESSAGES)
+    assert render("{{ messages[0]['content'] }}", MESSAGES) == MESSAGES[0]["content"]  # Jinja source still works

@@ -1,6 +1,7 @@
 """GGUF reading and conversion: synthetic llama GGUFs convert to weights.bin that run like the
 numpy reference; corrupt GGUFs fail with FormatError naming the file and the problem."""
 import dataclasses
+import os
 import struct
 
 import numpy as np
@@ -260,3 +261,15 @@ def test_unreadable_type_is_named(tmp_path):
     with pytest.raises(FormatError, match=r"blk.0.ffn_up.weight has type Q8_1, which pyllm cannot read"):
         convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_the_output_may_not_be_the_source(tmp_path):
+    cfg = typed_gguf(tmp_path / "m.gguf", {}, {})
+    before = (tmp_path / "m.gguf").read_bytes()
+    for dst in (tmp_path / "m.gguf", tmp_path / "." / "m.gguf"):
+        with pytest.raises(ValueError, match="would overwrite the source"):
+            convert(tmp_path / "m.gguf", dst, progress=False)
+    os.link(tmp_path / "m.gguf", tmp_path / "hard.bin")
+    with pytest.raises(ValueError, match="would overwrite the source"):
+        convert(tmp_path / "m.gguf", tmp_path / "hard.bin", progress=False)
+    assert (tmp_path / "m.gguf").read_bytes() == before and cfg is not None

@@ -66,3 +66,12 @@ def test_method_against_numpy(tmp_path, add_bos, monkeypatch):
             nll -= z[chunk[j + 1]] - math.log(np.exp(z).sum())
             count += 1
     assert ppl == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+@pytest.mark.parametrize("n_ctx", [0, 1, 2, 2.5])
+def test_chunks_too_short_to_score_are_refused(n_ctx):
+    with Model(default_model(quiet=True), n_ctx=8) as m:
+        with pytest.raises(ValueError, match=r"chunk size \(--ctx\) must be an integer of at least 3"):
+            perplexity(m, list(range(100, 140)), n_ctx)
+        ppl, _ = perplexity(m, list(range(100, 140)), 3)  # the smallest chunk scores one token
+        assert math.isfinite(ppl)

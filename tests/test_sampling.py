@@ -97,3 +97,10 @@ def test_nan_logits_are_an_error_not_a_token(temperature):
     with pytest.raises(ValueError, match=f"NaN \\({LOGITS.size} of"):
         Sampler(SamplingParams(temperature=temperature))(np.full_like(LOGITS, np.nan), [])
     SamplingParams(logit_bias={5: float("-inf")}).check(LOGITS.size)  # a ban stays allowed
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_banning_every_token_raises(temperature):
+    ban_all = {i: -np.inf for i in range(LOGITS.size)}
+    with pytest.raises(ValueError, match="every token is banned"):
+        Sampler(SamplingParams(temperature=temperature, logit_bias=ban_all))(LOGITS, [])

@@ -158,3 +158,16 @@ def test_long_words_are_not_cached(smollm2):
     ids = smollm2.encode(long_word)
     assert smollm2.decode(ids) == long_word
     assert not any(len(w) > 256 for w in bpe.cache)
+
+
+@pytest.mark.parametrize("ids", [[-49152], [-1], [49152], [10 ** 9], [1.9], [True], ["5"]])
+def test_decode_refuses_anything_but_vocabulary_ids(smollm2, ids):
+    with pytest.raises(ValueError, match="token id|token ids must be integers"):
+        smollm2.decode(ids)
+    with pytest.raises(ValueError, match="token id|token ids must be integers"):
+        smollm2.decoder().feed(ids[0])
+
+
+def test_decode_takes_numpy_integers(smollm2):
+    ids = smollm2.encode("Hello world")
+    assert smollm2.decode(np.array(ids, dtype=np.int64)) == "Hello world"

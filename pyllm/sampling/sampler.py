@@ -42,9 +42,12 @@ class Sampler:
         logits = np.array(logits, dtype=np.float32)  # a copy: the caller's logits stay as they are
         for process in self.processors:
             process(logits, history)
-        if np.isnan(logits.max()):  # max is NaN if any is; every comparison below would go wrong
+        top = logits.max()
+        if np.isnan(top):  # max is NaN if any is; every comparison below would go wrong
             raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
                              "weights holding NaN or infinity produce this")
+        if top == -np.inf:
+            raise ValueError("every token is banned (logit_bias of -inf, or logits of -inf): nothing can be sampled")
         if self.params.temperature == 0:
             return int(np.argmax(logits))
         ids, cand = top_k(logits, self.params.top_k)

@@ -11,6 +11,8 @@ import os
 import re
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import FormatError
 from ..formats.gguf import GGUFFile
 from ..formats.sentencepiece_model import read_sentencepiece_model
@@ -110,12 +112,20 @@ class Tokenizer:
 
     # -- decoding ----------------------------------------------------------------------------
 
+    def check_id(self, token_id: object) -> int:
+        """token_id as an int if it is an integer id of the vocabulary, else ValueError naming it
+        (floats, bools and out-of-range ids, negative ones included, are refused alike)."""
+        if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+            raise ValueError(f"token ids must be integers, got {token_id!r}")
+        if not 0 <= token_id < len(self.tokens):
+            raise ValueError(f"token id {token_id} is outside the vocabulary (0..{len(self.tokens) - 1})")
+        return int(token_id)
+
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token stands for (control tokens: their text)."""
         b = self._bytes_cache.get(token_id)
         if b is None:
-            if not 0 <= token_id < len(self.tokens):
-                raise ValueError(f"token id {token_id} is outside the vocabulary (0..{len(self.tokens) - 1})")
+            token_id = self.check_id(token_id)
             t = self.tokens[token_id]
             kind = self.types[token_id] if self.types else NORMAL
             b = t.encode("utf-8") if kind in (CONTROL, USER_DEFINED) else self._algo.token_bytes(t)
@@ -124,11 +134,12 @@ class Tokenizer:
 
     def is_skipped(self, token_id: int, special: bool) -> bool:
         """Whether decoding leaves this token out: control tokens, unless special=True."""
-        return not special and bool(self.types) and self.types[token_id] == CONTROL
+        return not special and bool(self.types) and self.types[self.check_id(token_id)] == CONTROL
 
     def decode(self, ids: Sequence[int], special: bool = False) -> str:
         """Text of token ids; control tokens (BOS, EOS, <|im_start|>) are left out unless special=True."""
-        data = b"".join(self.token_bytes(int(i)) for i in ids if not self.is_skipped(int(i), special))
+        checked = [self.check_id(i) for i in ids]
+        data = b"".join(self.token_bytes(i) for i in checked if not self.is_skipped(i, special))
         text = data.decode("utf-8", errors="replace")
         if self.kind == "llama" and self.data.add_space_prefix and text.startswith(" "):
             text = text[1:]
