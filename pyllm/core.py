@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from typing import Any, Mapping, Protocol, Sequence, TypeVar
 
@@ -21,6 +22,7 @@ from .tokenizer import Tokenizer
 from .types import ModelConfig
 
 MAX_CTX = 1 << 24
+MAX_THREADS = 512  # beyond any CPU pyllm runs on; thousands of threads only thrash (and can exhaust memory)
 Loaded = TypeVar("Loaded", bound="ModelCore")
 
 
@@ -40,7 +42,8 @@ class SequenceHolder(Protocol):
 def check_count(name: str, value: object, limit: int | None = None) -> int:
     """value if it is a positive integer (at most limit), else ValueError naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (limit and value > limit):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        bound = f" of at most {limit}" if limit else ""
+        raise ValueError(f"{name} must be a positive integer{bound}, got {value!r}")
     return value
 
 
@@ -95,8 +98,12 @@ class ModelCore:
         self.path = self._file.path
         self._tokenizer_data, self._tokenizer = self._file.tokenizer, None
         self.chat_template = self._file.chat_template
-        self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads)
-        self.n_ctx = check_count("n_ctx", cfg.max_seq_len if n_ctx is None else n_ctx, MAX_CTX)
+        self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
+                                     MAX_THREADS)
+        if n_ctx is None and cfg.max_seq_len > MAX_CTX:
+            warnings.warn(f"{self.path}: the model's context of {cfg.max_seq_len} tokens is more than pyllm "
+                          f"allocates for one sequence; n_ctx defaults to {MAX_CTX}", stacklevel=3)
+        self.n_ctx = check_count("n_ctx", min(cfg.max_seq_len, MAX_CTX) if n_ctx is None else n_ctx, MAX_CTX)
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 

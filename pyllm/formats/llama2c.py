@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import FormatError
 from ..quant import TYPES
 from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, ModelConfig, TokenizerData
-from .mapped import MappedFile
+from .mapped import MappedFile, check_regular_file
 
 MAGIC = 0x616B3432  # "ak42", written as a little-endian uint32
 PARAMS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
@@ -226,6 +226,7 @@ def read_tokenizer_bin(path: str | os.PathLike) -> TokenizerData:
     """The SentencePiece tokenizer in a llama2.c tokenizer.bin; FormatError naming the file if it
     is malformed."""
     path = os.fspath(path)
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             buf = f.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from typing import Any, Iterable
 
 from ..errors import FormatError
@@ -19,6 +20,7 @@ class MappedFile:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self.tensors: dict[str, Any] = {}
+        check_regular_file(self.path)
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -59,6 +61,17 @@ class MappedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_regular_file(path: str) -> None:
+    """FormatError unless path is a regular file (opening a FIFO or a device can block forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise FormatError(f"{path}: {kind}; a model file must be a regular file")
 
 
 def check_no_overlap(entries: Iterable[Any]) -> None:

@@ -75,6 +75,13 @@ def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
     return rows * row_bytes(type_name, shape[-1])
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
@@ -127,6 +134,7 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
                 f.write(b"\0" * (data_start + entry["offset"] - f.tell()))
                 f.write(data)
             f.write(b"\0" * (_align(f.tell()) - f.tell()))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file's usual mode instead
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

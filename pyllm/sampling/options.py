@@ -6,6 +6,7 @@ them positionally. The defaults follow llama.cpp.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -40,7 +41,20 @@ class SamplingParams:
         return cls(**options)
 
     def check(self, vocab_size: int) -> None:
-        """ValueError naming the first parameter out of range."""
+        """ValueError naming the first parameter of the wrong kind or out of range."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), f.metadata["kind"]
+            if kind is None or (value is None and f.default is None):
+                continue
+            allowed = numbers.Real if kind is float else numbers.Integral
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                raise ValueError(f"{f.name} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+        if self.logit_bias is not None and not isinstance(self.logit_bias, Mapping):
+            raise ValueError(f"logit_bias must map token ids to biases, got {self.logit_bias!r}")
+        for token, bias in (self.logit_bias or {}).items():
+            if isinstance(token, bool) or not isinstance(token, numbers.Integral) or isinstance(bias, bool) or \
+                    not isinstance(bias, numbers.Real):
+                raise ValueError(f"logit_bias must map integer token ids to numbers, got {token!r}: {bias!r}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
