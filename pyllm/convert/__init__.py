@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ..errors import FormatError
-from ..formats.mapped import check_regular_file
+from ..formats.mapped import read_head
 from .common import CONVERTER_VERSION, check_out_type, choose_type
 from .gguf import convert_gguf
 from .hf import convert_hf
@@ -31,12 +31,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None
         raise ValueError(f"{dst}: the output would overwrite the source {src}; choose another path")
     if os.path.isdir(src) or src.endswith((".safetensors", ".safetensors.index.json")):
         return convert_hf(src, dst, out_type, progress)
-    check_regular_file(src)
-    try:
-        with open(src, "rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise FormatError(f"{src}: cannot open: {exc.strerror}") from None
+    magic = read_head(src)
     if magic == b"GGUF":
         return convert_gguf(src, dst, out_type, progress)
     # A pickle starts with PROTO (0x80, version) and then an opcode, never a zero byte; a llama2.c

@@ -74,6 +74,17 @@ def check_regular_file(path: str) -> None:
         raise FormatError(f"{path}: {kind}; a model file must be a regular file")
 
 
+def read_head(path: str, n: int = 4) -> bytes:
+    """The first n bytes of a regular file (to tell formats apart by their magic); FormatError
+    naming the file if it is not a regular file or cannot be read."""
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot open: {exc.strerror}") from None
+
+
 def check_no_overlap(entries: Iterable[Any]) -> None:
     """ValueError if the byte ranges of two tensor entries overlap."""
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in entries)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..formats.gguf import GGUFFile
-from ..formats.mapped import check_regular_file
+from ..formats.mapped import read_head
 from ..formats.sentencepiece_model import read_sentencepiece_model
 from ..formats.tokenizer_json import read_tokenizer_json
 from ..formats.weights import WeightsFile
@@ -57,12 +57,7 @@ class Tokenizer:
         """Read the tokenizer of a weights.bin, a GGUF, a Hugging Face tokenizer.json or a
         SentencePiece tokenizer.model."""
         path = os.fspath(path)
-        check_regular_file(path)
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4)
-        except OSError as exc:
-            raise FormatError(f"{path}: cannot open: {exc.strerror}") from None
+        head = read_head(path)
         try:
             if head == b"PYLM":
                 with WeightsFile(path) as w:
