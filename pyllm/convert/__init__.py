@@ -26,8 +26,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None
     (`tokenizer`: its tokenizer.bin, by default the one beside it)."""
     check_out_type(out_type)
     src = os.fspath(src)
-    if os.path.realpath(os.fspath(dst)) == os.path.realpath(src) or (
-            os.path.exists(dst) and os.path.exists(src) and os.path.samefile(dst, src)):
+    if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):  # also via links
         raise ValueError(f"{dst}: the output would overwrite the source {src}; choose another path")
     if os.path.isdir(src) or src.endswith((".safetensors", ".safetensors.index.json")):
         return convert_hf(src, dst, out_type, progress)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import arch
-from ..formats.hf_dir import Fail, chat_template, open_shards, read_json, read_tokenizer
+from ..formats.hf_dir import Fail, chat_template, open_shards, read_json, read_tokenizer, tokenizer_config
 from ..formats.safetensors import FLOAT_DTYPES, SafetensorsFile
 from ..formats.weights import TensorSource
 from ..quant import quantize
@@ -37,11 +37,10 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
         raise fail(f"architecture {name} (model_type {model_type!r}) is not supported: "
                    f"{arch.unsupported_reason(model_type)}")
     cfg, notes = family.config_from_hf(raw, fail)
-    tokenizer = read_tokenizer(root, cfg.vocab_size, fail)
+    tok_cfg = tokenizer_config(root, fail)
+    tokenizer = read_tokenizer(root, cfg.vocab_size, tok_cfg, fail)
     if tokenizer is None:
         notes.append("no tokenizer.json or tokenizer.model: the model file has no tokenizer")
-    tok_cfg_path = os.path.join(root, "tokenizer_config.json")
-    tok_cfg = read_json(tok_cfg_path, fail) if os.path.exists(tok_cfg_path) else {}
 
     owner, files = open_shards(root, fail)
     try:

@@ -130,10 +130,15 @@ def _spm_with_config(data: TokenizerData, tok_cfg: dict) -> TokenizerData:
         add_space_prefix=data.add_space_prefix)
 
 
-def read_tokenizer(root: str, vocab_size: int, fail: Fail) -> TokenizerData | None:
-    """The directory's tokenizer padded to the model's vocabulary, or None if it has none."""
-    tok_cfg_path = os.path.join(root, "tokenizer_config.json")
-    tok_cfg = read_json(tok_cfg_path, fail) if os.path.exists(tok_cfg_path) else {}
+def tokenizer_config(root: str, fail: Fail) -> dict:
+    """tokenizer_config.json (special tokens, chat template), or {} when the directory has none."""
+    path = os.path.join(root, "tokenizer_config.json")
+    return read_json(path, fail) if os.path.exists(path) else {}
+
+
+def read_tokenizer(root: str, vocab_size: int, tok_cfg: dict, fail: Fail) -> TokenizerData | None:
+    """The directory's tokenizer (with tokenizer_config.json's choices, `tok_cfg`) padded to the
+    model's vocabulary, or None if it has none."""
     json_path, spm_path = os.path.join(root, "tokenizer.json"), os.path.join(root, "tokenizer.model")
     try:
         if os.path.exists(json_path):

@@ -130,8 +130,8 @@ class Tokenizer:
         return b
 
     def is_skipped(self, token_id: int, special: bool) -> bool:
-        """Whether decoding leaves this token out: control tokens, unless special=True."""
-        return not special and bool(self.types) and self.types[self.check_id(token_id)] == CONTROL
+        """Whether decoding leaves this (checked) token out: control tokens, unless special=True."""
+        return not special and bool(self.types) and self.types[token_id] == CONTROL
 
     def decode(self, ids: Sequence[int], special: bool = False) -> str:
         """Text of token ids; control tokens (BOS, EOS, <|im_start|>) are left out unless special=True."""
@@ -158,6 +158,7 @@ class StreamDecoder:
 
     def feed(self, token_id: int) -> str:
         """Text completed by this token ('' while a multi-byte character is still incomplete)."""
+        token_id = self.tokenizer.check_id(token_id)
         if self.tokenizer.is_skipped(token_id, self.special):
             return ""
         return self._emit(self._utf8.decode(self.tokenizer.token_bytes(token_id)))
