@@ -79,7 +79,7 @@ CASES = {
     "truncated in data": (truncate_to(0.6), r"runs past the end of the file.*truncated"),
     "truncated last byte": (lambda p: p.write_bytes(p.read_bytes()[:-65]), r"runs past the end"),
     "header not json": (lambda p: p.write_bytes(p.read_bytes()[:16] + b"{oops" + p.read_bytes()[21:]),
-                        r"not valid UTF-8 JSON"),
+                        r"header is not valid JSON"),
     "offset past end": (set_tensor("blk.1.ffn_up.weight", "offset", 1 << 40), r"blk.1.ffn_up.weight.*past the end"),
     "misaligned offset": (set_tensor("blk.0.attn_k.weight", "offset", 8), r"not 64-byte aligned"),
     "size overflow": (set_tensor("token_embd.weight", "shape", [1 << 31 - 1, 1 << 31 - 1]), r"too many elements|shape"),
@@ -129,3 +129,13 @@ def test_loading_does_not_copy_weights(good):
     with Model(good) as m:
         view = np.frombuffer(m.file.tensor_bytes("token_embd.weight"), dtype=np.uint8)
         assert view.base is not None and not view.flags.owndata
+
+
+def test_deeply_nested_header_is_a_format_error(tmp_path):
+    """A header of 100,000 nested arrays is refused by name, not with a RecursionError."""
+    from pyllm.formats.weights import MAGIC, PREAMBLE, VERSION
+    blob = b"[" * 100_000
+    path = tmp_path / "deep.bin"
+    path.write_bytes(PREAMBLE.pack(MAGIC, VERSION, len(blob)) + blob + b"\0" * 64)
+    with pytest.raises(FormatError, match=r"deep.bin.*nested too deeply"):
+        read_weights(path)

@@ -5,12 +5,12 @@ PyTorch pickles are never read: unpickling can run code.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from ..errors import FormatError
 from ..types import CONTROL, UNUSED, USER_DEFINED, TokenizerData
+from .jsontext import parse_json
 from .safetensors import SafetensorsFile
 from .sentencepiece_model import read_sentencepiece_model
 from .tokenizer_json import read_tokenizer_json
@@ -29,12 +29,12 @@ class Fail:
 def read_json(path: str, fail: Fail) -> Any:
     """A JSON file of the directory; FormatError naming the directory and the file if it is unreadable."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            return parse_json(f.read())
     except OSError as exc:
         raise fail(f"cannot read {os.path.basename(path)}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise fail(f"{os.path.basename(path)} is not valid JSON ({exc})") from None
+    except ValueError as exc:
+        raise fail(f"{os.path.basename(path)} is {exc}") from None
 
 
 def open_shards(root: str, fail: Fail) -> tuple[dict[str, SafetensorsFile], list[SafetensorsFile]]:

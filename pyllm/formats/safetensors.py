@@ -9,12 +9,12 @@ from 0 in offset order (no gaps, no overlaps) and together cover the whole buffe
 """
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+from .jsontext import parse_json
 from .mapped import MappedFile
 
 MAX_HEADER = 100_000_000  # the reference implementation's bound
@@ -54,9 +54,9 @@ class SafetensorsFile(MappedFile):
         if not raw.startswith(b"{"):
             raise ValueError("header does not start with '{'; not a safetensors file?")
         try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"header is not valid JSON ({exc})") from None
+            header = parse_json(raw)
+        except ValueError as exc:
+            raise ValueError(f"header is {exc}") from None
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
         meta = header.pop("__metadata__", None) or {}

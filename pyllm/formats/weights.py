@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from ..quant import TYPES, row_bytes
 from ..types import ModelConfig, TokenizerData
+from .jsontext import parse_json
 from .mapped import MappedFile, check_no_overlap
 
 MAGIC = b"PYLM"
@@ -274,9 +275,9 @@ class WeightsFile(MappedFile):
         if header_len > min(MAX_HEADER, size - PREAMBLE.size):
             raise ValueError(f"header length {header_len} runs past the end of the file ({size} bytes)")
         try:
-            header = json.loads(self._mmap[PREAMBLE.size:PREAMBLE.size + header_len].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"header is not valid UTF-8 JSON ({exc})") from None
+            header = parse_json(self._mmap[PREAMBLE.size:PREAMBLE.size + header_len])
+        except ValueError as exc:
+            raise ValueError(f"header is {exc}") from None
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
         data_start = _align(PREAMBLE.size + header_len)
