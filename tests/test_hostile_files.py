@@ -257,3 +257,11 @@ def test_malformed_gguf_hyperparameter(tmp_path, case):
         convert(path, tmp_path / "o.bin", progress=False)
     assert str(path) in str(info.value) and key in str(info.value), str(info.value)
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_gguf_alignment_must_be_an_integer(tmp_path):
+    """general.alignment stored as a bool (True, which Python counts as 1) is refused by name."""
+    path = tmp_path / "m.gguf"
+    tiny_gguf(path, extra_meta={"general.alignment": Typed(BOOL, True)})
+    with pytest.raises(FormatError, match=r"m\.gguf: general\.alignment True is not a power of two"):
+        Tokenizer.from_file(path)

@@ -137,7 +137,8 @@ class GGUFFile(MappedFile):
             self.metadata[key] = r.value(vtype, f"metadata {key}")
 
         self.alignment = self.metadata.get("general.alignment", 32)
-        if not isinstance(self.alignment, int) or self.alignment < 1 or self.alignment & (self.alignment - 1):
+        if (isinstance(self.alignment, bool) or not isinstance(self.alignment, int) or self.alignment < 1
+                or self.alignment & (self.alignment - 1)):
             raise ValueError(f"general.alignment {self.alignment!r} is not a power of two")
 
         entries = []
