@@ -2,8 +2,9 @@
 vocabulary and rules, the token kinds, and the pre-tokenizers pyllm knows by name."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,55 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "qwen2": PreTokenizer(False, _QWEN2),
 }
 IGNORE_MERGES = ("llama-bpe", "llama3")
+
+
+def check_tokenizer_data(tok: TokenizerData, vocab_size: int | None = None,
+                         names: Mapping[str, str] | None = None) -> None:
+    """ValueError naming the field (as `names` spells it, else tokenizer.<field>) unless tok is a
+    tokenizer pyllm can run; every reader runs this one check, so none lets through what another refuses."""
+    def bad(field_name: str, problem: str) -> ValueError:
+        return ValueError(f"{(names or {}).get(field_name, 'tokenizer.' + field_name)} {problem}")
+
+    if tok.model not in ("gpt2", "llama"):
+        raise bad("model", f"is {tok.model!r}; pyllm runs gpt2 (byte-level BPE) and llama (SentencePiece)")
+    tokens = tok.tokens
+    if not isinstance(tokens, list) or not tokens:
+        raise bad("tokens", "must be a non-empty list of strings")
+    _check_items(tokens, lambda t: isinstance(t, str), "a string", bad, "tokens")
+    n = len(tokens)
+    if vocab_size is not None and n != vocab_size:
+        raise bad("tokens", f"must list {vocab_size} tokens (the model's vocab_size), not {n}")
+    if not isinstance(tok.token_types, list) or tok.token_types and len(tok.token_types) != n:
+        raise bad("token_types", f"must be empty or list one kind per token ({n})")
+    _check_items(tok.token_types, lambda t: type(t) is int and NORMAL <= t <= BYTE,
+                 f"a token kind ({NORMAL} to {BYTE})", bad, "token_types")
+    if tok.scores is None:
+        if tok.model == "llama":
+            raise bad("scores", "are missing; a SentencePiece tokenizer needs them")
+    elif not isinstance(tok.scores, list) or len(tok.scores) != n:
+        raise bad("scores", f"must list one score per token ({n})")
+    else:
+        _check_items(tok.scores, lambda s: type(s) in (int, float) and not math.isnan(s), "a number",
+                     bad, "scores")
+    if not isinstance(tok.merges, list):
+        raise bad("merges", "must be a list of strings")
+    _check_items(tok.merges, lambda m: isinstance(m, str) and " " in m,
+                 "two tokens separated by a space", bad, "merges")
+    known = PRE_TOKENIZERS if tok.model == "gpt2" else None
+    if tok.pre is not None and (not isinstance(tok.pre, str) or known is not None and tok.pre not in known):
+        raise bad("pre", f"is {tok.pre!r}, not a pre-tokenizer pyllm knows ({', '.join(PRE_TOKENIZERS)})")
+    for name in ("bos_id", "eos_id", "unk_id", "pad_id"):
+        value = getattr(tok, name)
+        if value is not None and (type(value) is not int or not 0 <= value < n):
+            raise bad(name, f"is {value!r}, not a token id (0 to {n - 1})")
+    for name in ("add_bos", "add_eos", "add_space_prefix"):
+        if not isinstance(getattr(tok, name), bool):
+            raise bad(name, f"must be true or false, not {getattr(tok, name)!r}")
+
+
+def _check_items(items: list, ok: Callable[[Any], bool], what: str,
+                 bad: Callable[[str, str], ValueError], field_name: str) -> None:
+    """bad(field, ...) naming the first item of items that is not ok."""
+    for i, item in enumerate(items):
+        if not ok(item):
+            raise bad(field_name, f"entry {i} is {item!r:.60}, not {what}")

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..errors import FormatError
 from ..formats.gguf import GGUFFile
-from ..formats.weights import expected_tensors
+from ..formats.weights import check_config, expected_tensors
 from ..types import ModelConfig
 
 Fail = Callable[[str], FormatError]  # builds a FormatError naming the source
@@ -119,15 +119,32 @@ class Family:
     # -- GGUF metadata -> ModelConfig -------------------------------------------------------------
 
     def config_from_gguf(self, g: GGUFFile) -> ModelConfig:
-        """The ModelConfig of a GGUF of this family; refuses what the decoder cannot run."""
+        """The ModelConfig of a GGUF of this family; refuses what the decoder cannot run, and any
+        hyperparameter out of range, naming its key."""
         arch = g.meta("general.architecture", kind=str)
         p = arch + "."
-        dim = g.meta(p + "embedding_length", kind=int)
-        n_heads = g.meta(p + "attention.head_count", kind=int)
-        head_dim = g.meta(p + "attention.key_length", dim // max(n_heads, 1), kind=int)
-        if g.meta(p + "attention.value_length", head_dim, kind=int) != head_dim:
+
+        def count(key: str, default: int | None = None) -> int:
+            v = g.meta(p + key, default, kind=int)
+            if not 1 <= v < 1 << 31:
+                raise FormatError(f"{g.path}: metadata {p + key} is {v}, not a positive count")
+            return v
+
+        def number(key: str, default: float) -> float:
+            v = float(g.meta(p + key, default, kind=(int, float)))
+            if not 0 <= v < float("inf"):
+                raise FormatError(f"{g.path}: metadata {p + key} is {v}, not a finite non-negative number")
+            return v
+
+        n_layers = count("block_count")
+        if n_layers > len(g.tensors):  # before anything builds a per-layer table
+            raise FormatError(f"{g.path}: metadata {p}block_count is {n_layers}, but the file has only "
+                              f"{len(g.tensors)} tensors")
+        dim, n_heads = count("embedding_length"), count("attention.head_count")
+        head_dim = count("attention.key_length", max(dim // n_heads, 1))
+        if count("attention.value_length", head_dim) != head_dim:
             raise FormatError(f"{g.path}: key and value head sizes differ, which pyllm does not support")
-        if g.meta(p + "rope.dimension_count", head_dim, kind=int) != head_dim:
+        if count("rope.dimension_count", head_dim) != head_dim:
             raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count != head size) "
                               "are not supported")
         scaling = g.meta(p + "rope.scaling.type", "none", kind=str)
@@ -135,21 +152,26 @@ class Family:
             raise FormatError(f"{g.path}: RoPE scaling ({scaling}, rope_freqs) is not supported yet")
         if "token_embd.weight" not in g.tensors:
             raise FormatError(f"{g.path}: tensor token_embd.weight is missing")
-        return ModelConfig(
+        cfg = ModelConfig(
             dim=dim,
-            hidden_dim=g.meta(p + "feed_forward_length", kind=int),
-            n_layers=g.meta(p + "block_count", kind=int),
+            hidden_dim=count("feed_forward_length"),
+            n_layers=n_layers,
             n_heads=n_heads,
-            n_kv_heads=g.meta(p + "attention.head_count_kv", n_heads, kind=int),
+            n_kv_heads=count("attention.head_count_kv", n_heads),
             head_dim=head_dim,
             vocab_size=g.tensors["token_embd.weight"].shape[0],
-            max_seq_len=g.meta(p + "context_length", 2048, kind=int),
-            rope_theta=float(g.meta(p + "rope.freq_base", 10000.0, kind=(int, float))),
-            norm_eps=float(g.meta(p + "attention.layer_norm_rms_epsilon", 1e-5, kind=(int, float))),
+            max_seq_len=count("context_length", 2048),
+            rope_theta=number("rope.freq_base", 10000.0),
+            norm_eps=number("attention.layer_norm_rms_epsilon", 1e-5),
             tied_embeddings="output.weight" not in g.tensors,
             qkv_bias="blk.0.attn_q.bias" in g.tensors,
             architecture=self.name,
         )
+        try:
+            check_config(cfg)
+        except ValueError as exc:
+            raise FormatError(f"{g.path}: {exc}") from None
+        return cfg
 
     def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:
         """Heads over which a GGUF tensor's rows must be reordered into adjacent RoPE pairs, or 0."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..quant import BY_ID
-from ..types import TokenizerData
+from ..types import TokenizerData, check_tokenizer_data
 from .mapped import MappedFile, check_no_overlap
 
 # metadata value type -> (struct format, numpy dtype) for fixed-size scalars
@@ -26,6 +26,16 @@ _SCALARS: dict[int, tuple[str, str]] = {
 }
 STRING, ARRAY = 8, 9
 MAX_ELEMENTS = 1 << 62
+# TokenizerData field -> the GGUF metadata key that holds it
+TOKENIZER_KEYS = {
+    "model": "tokenizer.ggml.model", "tokens": "tokenizer.ggml.tokens",
+    "token_types": "tokenizer.ggml.token_type", "scores": "tokenizer.ggml.scores",
+    "merges": "tokenizer.ggml.merges", "pre": "tokenizer.ggml.pre",
+    "bos_id": "tokenizer.ggml.bos_token_id", "eos_id": "tokenizer.ggml.eos_token_id",
+    "unk_id": "tokenizer.ggml.unknown_token_id", "pad_id": "tokenizer.ggml.padding_token_id",
+    "add_bos": "tokenizer.ggml.add_bos_token", "add_eos": "tokenizer.ggml.add_eos_token",
+    "add_space_prefix": "tokenizer.ggml.add_space_prefix",
+}
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ class GGUFFile(MappedFile):
             self.metadata[key] = r.value(vtype, f"metadata {key}")
 
         self.alignment = self.metadata.get("general.alignment", 32)
-        if not isinstance(self.alignment, int) or self.alignment < 1 or self.alignment & (self.alignment - 1):
+        if (isinstance(self.alignment, bool) or not isinstance(self.alignment, int) or self.alignment < 1
+                or self.alignment & (self.alignment - 1)):
             raise ValueError(f"general.alignment {self.alignment!r} is not a power of two")
 
         entries = []
@@ -183,25 +194,16 @@ class GGUFFile(MappedFile):
         return value
 
     def tokenizer(self) -> TokenizerData:
-        """The tokenizer stored in the tokenizer.ggml.* metadata."""
-        model = self.meta("tokenizer.ggml.model", kind=str)
-        if model not in ("gpt2", "llama"):
-            raise FormatError(f"{self.path}: tokenizer model {model!r} is not supported (gpt2 or llama)")
+        """The tokenizer stored in the tokenizer.ggml.* metadata, validated as every reader's is;
+        FormatError naming the file and the key of anything pyllm cannot run."""
+        model = self.meta(TOKENIZER_KEYS["model"], kind=str)
         spm = model == "llama"
-
-        def ids(key: str) -> int | None:
-            return self.meta(f"tokenizer.ggml.{key}_token_id", None)
-
-        return TokenizerData(
-            model=model,
-            tokens=list(self.meta("tokenizer.ggml.tokens", kind=list)),
-            token_types=[int(t) for t in self.meta("tokenizer.ggml.token_type", [])],
-            scores=[float(s) for s in self.metadata["tokenizer.ggml.scores"]]
-            if "tokenizer.ggml.scores" in self.metadata else None,
-            merges=list(self.meta("tokenizer.ggml.merges", [])),
-            pre=self.meta("tokenizer.ggml.pre", None),
-            bos_id=ids("bos"), eos_id=ids("eos"), unk_id=ids("unknown"), pad_id=ids("padding"),
-            add_bos=bool(self.meta("tokenizer.ggml.add_bos_token", spm)),
-            add_eos=bool(self.meta("tokenizer.ggml.add_eos_token", False)),
-            add_space_prefix=bool(self.meta("tokenizer.ggml.add_space_prefix", spm)),
-        )
+        defaults = {"token_types": [], "scores": None, "merges": [], "add_bos": spm, "add_space_prefix": spm,
+                    "add_eos": False}
+        fields = {name: self.meta(key, defaults.get(name)) for name, key in TOKENIZER_KEYS.items()}
+        data = TokenizerData(**fields)
+        try:
+            check_tokenizer_data(data, names={name: "metadata " + key for name, key in TOKENIZER_KEYS.items()})
+        except ValueError as exc:
+            raise FormatError(f"{self.path}: {exc}") from None
+        return data

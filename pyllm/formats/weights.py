@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from ..quant import TYPES, row_bytes
-from ..types import ModelConfig, TokenizerData
+from ..types import ModelConfig, TokenizerData, check_tokenizer_data
 from .jsontext import parse_json
 from .mapped import MappedFile, check_no_overlap
 
@@ -162,6 +162,12 @@ def _parse_config(raw: Any) -> ModelConfig:
         cfg = ModelConfig(**raw)
     except TypeError as exc:
         raise ValueError(f"config: {exc}") from None
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """ValueError naming the config field unless cfg describes a decoder the C core can build."""
     for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size",
                  "max_seq_len"):
         _int(getattr(cfg, name), f"config.{name}")
@@ -180,7 +186,6 @@ def _parse_config(raw: Any) -> ModelConfig:
     for name in ("tied_embeddings", "qkv_bias"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"config.{name} must be true or false")
-    return cfg
 
 
 def _parse_tokenizer(raw: Any, vocab_size: int) -> TokenizerData | None:
@@ -192,28 +197,15 @@ def _parse_tokenizer(raw: Any, vocab_size: int) -> TokenizerData | None:
         tok = TokenizerData(**raw)
     except TypeError as exc:
         raise ValueError(f"tokenizer: {exc}") from None
-    if tok.model not in ("gpt2", "llama"):
-        raise ValueError(f"tokenizer.model {tok.model!r} is not supported (gpt2 or llama)")
-    if not isinstance(tok.tokens, list) or len(tok.tokens) != vocab_size:
-        raise ValueError(f"tokenizer.tokens must list {vocab_size} tokens (the vocab size)")
-    if not all(isinstance(t, str) for t in tok.tokens):
-        raise ValueError("tokenizer.tokens must all be strings")
-    if tok.token_types and len(tok.token_types) != vocab_size:
-        raise ValueError(f"tokenizer.token_types must have {vocab_size} entries")
-    if tok.scores is not None and len(tok.scores) != vocab_size:
-        raise ValueError(f"tokenizer.scores must have {vocab_size} entries")
-    if not isinstance(tok.merges, list) or not all(isinstance(m, str) for m in tok.merges):
-        raise ValueError("tokenizer.merges must be a list of strings")
-    for name in ("bos_id", "eos_id", "unk_id", "pad_id"):
-        v = getattr(tok, name)
-        if v is not None:
-            _int(v, f"tokenizer.{name}", 0, vocab_size)
+    check_tokenizer_data(tok, vocab_size)
     return tok
 
 
 def _parse_tensors(raw: Any, cfg: ModelConfig, data_start: int, file_size: int) -> dict[str, TensorInfo]:
     if not isinstance(raw, list):
         raise ValueError("header has no tensor list")
+    if cfg.n_layers > len(raw):  # before the table of expected tensors, which grows with n_layers
+        raise ValueError(f"config.n_layers is {cfg.n_layers}, but the header lists only {len(raw)} tensors")
     expected = expected_tensors(cfg)
     tensors: dict[str, TensorInfo] = {}
     for i, t in enumerate(raw):
@@ -224,7 +216,7 @@ def _parse_tensors(raw: Any, cfg: ModelConfig, data_start: int, file_size: int) 
             raise ValueError(f"tensor entry {i}: bad or duplicate name {name!r}")
         if name not in expected:
             raise ValueError(f"tensor {name!r} is not part of a model with this config")
-        if t["type"] not in TYPES:
+        if not isinstance(t["type"], str) or t["type"] not in TYPES:
             raise ValueError(f"tensor {name}: unknown type {t['type']!r} (known: {', '.join(TYPES)})")
         shape = t["shape"]
         if not isinstance(shape, list) or not 1 <= len(shape) <= 2:
@@ -287,7 +279,11 @@ class WeightsFile(MappedFile):
         if template is not None and not isinstance(template, str):
             raise ValueError("chat_template must be a string or null")
         self.chat_template: str | None = template
-        self.metadata: dict[str, Any] = header.get("metadata") or {}
+        metadata = header.get("metadata")
+        metadata = {} if metadata is None else metadata
+        if not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be an object, not {type(metadata).__name__}")
+        self.metadata: dict[str, Any] = metadata
         self.tensors = _parse_tensors(header.get("tensors"), self.config, data_start, size)
 
 

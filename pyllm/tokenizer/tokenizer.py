@@ -19,7 +19,7 @@ from ..formats.mapped import read_head
 from ..formats.sentencepiece_model import read_sentencepiece_model
 from ..formats.tokenizer_json import read_tokenizer_json
 from ..formats.weights import WeightsFile
-from ..types import CONTROL, NORMAL, USER_DEFINED, TokenizerData
+from ..types import CONTROL, NORMAL, USER_DEFINED, TokenizerData, check_tokenizer_data
 from .bpe import ByteLevelBPE
 from .sentencepiece import SentencePieceBPE
 
@@ -55,7 +55,8 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
         """Read the tokenizer of a weights.bin, a GGUF, a Hugging Face tokenizer.json or a
-        SentencePiece tokenizer.model."""
+        SentencePiece tokenizer.model; each passes the one tokenizer check (types.check_tokenizer_data)
+        that the model file readers run, else FormatError naming the file and the field."""
         path = os.fspath(path)
         head = read_head(path)
         try:
@@ -69,9 +70,15 @@ class Tokenizer:
                     return cls(g.tokenizer())
             if head.lstrip()[:1] == b"{":
                 data, ignore_merges = read_tokenizer_json(path)
-                return cls(data, ignore_merges=ignore_merges)
-            data, remove_ws = read_sentencepiece_model(path)
-            return cls(data, remove_extra_whitespaces=remove_ws)
+                options = {"ignore_merges": ignore_merges}
+            else:
+                data, remove_ws = read_sentencepiece_model(path)
+                options = {"remove_extra_whitespaces": remove_ws}
+            try:
+                check_tokenizer_data(data)
+            except ValueError as exc:
+                raise FormatError(str(exc)) from None
+            return cls(data, **options)
         except FormatError as exc:
             if str(exc).startswith(path):
                 raise
