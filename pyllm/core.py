@@ -16,6 +16,7 @@ from . import _native, arch
 from ._native import check, ffi, lib
 from .chat import render
 from .errors import ClosedError, FormatError, PyllmError
+from .arch import Family
 from .formats.weights import WeightsFile
 from .quant import TYPES
 from .tokenizer import Tokenizer
@@ -45,6 +46,21 @@ def check_count(name: str, value: object, limit: int | None = None) -> int:
         bound = f" of at most {limit}" if limit else ""
         raise ValueError(f"{name} must be a positive integer{bound}, got {value!r}")
     return value
+
+
+def check_loadable(file: WeightsFile) -> tuple[Family, Tokenizer | None]:
+    """The family and the built tokenizer of a mapped (so validated) weights.bin: what loading checks
+    beyond the file's own validation. The loader runs it on every file, and the converter on its
+    output before renaming it into place, so pyllm never writes a file it then refuses."""
+    family = arch.by_name(file.config.architecture)
+    if family is None:
+        raise FormatError(f"{file.path}: model family {file.config.architecture!r} is not one pyllm runs "
+                          f"({', '.join(f.name for f in arch.FAMILIES)})")
+    try:
+        tokenizer = Tokenizer(file.tokenizer) if file.tokenizer is not None else None
+    except FormatError as exc:
+        raise FormatError(f"{file.path}: tokenizer: {exc}") from None
+    return family, tokenizer
 
 
 def default_threads() -> int:
@@ -96,21 +112,19 @@ class ModelCore:
     def _build(self, n_threads: int | None, n_ctx: int | None, kernels: str) -> None:
         cfg = self._config = self._file.config
         self.path = self._file.path
-        self._tokenizer_data, self._tokenizer = self._file.tokenizer, None
+        family, self._tokenizer = check_loadable(self._file)
+        self._tokenizer_data = self._file.tokenizer
         self.chat_template = self._file.chat_template
         self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
                                      MAX_THREADS)
         if n_ctx is None and cfg.max_seq_len > MAX_CTX:
             warnings.warn(f"{self.path}: the model's context of {cfg.max_seq_len} tokens is more than pyllm "
                           f"allocates for one sequence; n_ctx defaults to {MAX_CTX}", stacklevel=3)
-        self.n_ctx = check_count("n_ctx", min(cfg.max_seq_len, MAX_CTX) if n_ctx is None else n_ctx, MAX_CTX)
+        limit = min(cfg.max_seq_len, MAX_CTX, cfg.sliding_window or MAX_CTX)
+        self.n_ctx = self.check_n_ctx(limit if n_ctx is None else n_ctx)
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 
-        family = arch.by_name(cfg.architecture)
-        if family is None:
-            raise FormatError(f"{self.path}: model family {cfg.architecture!r} is not one pyllm runs "
-                              f"({', '.join(f.name for f in arch.FAMILIES)})")
         # The C structs point into the mapping; keep the buffer handle alive as long as the model.
         self._buffer = ffi.from_buffer(self._file.buffer())
         c_config = ffi.new("pyllm_config *", family.c_config(cfg))
@@ -132,6 +146,17 @@ class ModelCore:
         out = ffi.new("pyllm_model **")
         check(lib.pyllm_model_new(c_config, weights, isa, out), f"{self._file.path}: building the model")
         self._model = out[0]
+
+    def check_n_ctx(self, n_ctx: object) -> int:
+        """n_ctx if a KV cache of that many tokens gives right answers on this model, else ValueError
+        saying why: a positive integer within pyllm's bound, and within the model's sliding window."""
+        n_ctx = check_count("n_ctx", n_ctx, MAX_CTX)
+        window = self._config.sliding_window
+        if window is not None and n_ctx > window:
+            raise ValueError(f"n_ctx {n_ctx} is too long for {self.path}: the model uses sliding-window "
+                             f"attention of {window} positions, which pyllm does not implement yet, so "
+                             f"contexts are limited to {window}")
+        return n_ctx
 
     def _address(self, name: str):
         return self._buffer + self._file.tensors[name].offset
