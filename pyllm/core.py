@@ -16,7 +16,6 @@ from . import _native, arch
 from ._native import check, ffi, lib
 from .chat import render
 from .errors import ClosedError, FormatError, PyllmError
-from .arch import Family
 from .formats.weights import WeightsFile
 from .quant import TYPES
 from .tokenizer import Tokenizer
@@ -48,7 +47,7 @@ def check_count(name: str, value: object, limit: int | None = None) -> int:
     return value
 
 
-def check_loadable(file: WeightsFile) -> tuple[Family, Tokenizer | None]:
+def check_loadable(file: WeightsFile) -> tuple[arch.Family, Tokenizer | None]:
     """The family and the built tokenizer of a mapped (so validated) weights.bin: what loading checks
     beyond the file's own validation. The loader runs it on every file, and the converter on its
     output before renaming it into place, so pyllm never writes a file it then refuses."""
