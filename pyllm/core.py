@@ -49,8 +49,8 @@ def check_count(name: str, value: object, limit: int | None = None) -> int:
 
 def check_loadable(file: WeightsFile) -> tuple[arch.Family, Tokenizer | None]:
     """The family and the built tokenizer of a mapped (so validated) weights.bin: what loading checks
-    beyond the file's own validation. The loader runs it on every file, and the converter on its
-    output before renaming it into place, so pyllm never writes a file it then refuses."""
+    beyond the file's own validation, before the C core checks shapes and numbers. A tokenizer that
+    cannot be built is refused at load (naming the file), not at the first text."""
     family = arch.by_name(file.config.architecture)
     if family is None:
         raise FormatError(f"{file.path}: model family {file.config.architecture!r} is not one pyllm runs "
@@ -116,11 +116,11 @@ class ModelCore:
         self.chat_template = self._file.chat_template
         self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
                                      MAX_THREADS)
-        if n_ctx is None and cfg.max_seq_len > MAX_CTX:
-            warnings.warn(f"{self.path}: the model's context of {cfg.max_seq_len} tokens is more than pyllm "
+        context = min(cfg.max_seq_len, cfg.sliding_window or cfg.max_seq_len)  # what the model runs right
+        if n_ctx is None and context > MAX_CTX:
+            warnings.warn(f"{self.path}: the model's context of {context} tokens is more than pyllm "
                           f"allocates for one sequence; n_ctx defaults to {MAX_CTX}", stacklevel=3)
-        limit = min(cfg.max_seq_len, MAX_CTX, cfg.sliding_window or MAX_CTX)
-        self.n_ctx = self.check_n_ctx(limit if n_ctx is None else n_ctx)
+        self.n_ctx = self.check_n_ctx(min(context, MAX_CTX) if n_ctx is None else n_ctx)
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from gguf_writer import F32, I32, STRING, Typed, write_gguf
+from gguf_writer import F32, F64, I32, STRING, Typed, write_gguf
 from pyllm import FormatError, Model, Tokenizer
 from pyllm.convert import convert
 from pyllm.convert.common import pair_order
@@ -189,6 +189,7 @@ UNLOADABLE = {
     "bos id beyond the vocabulary": ({"tokenizer.ggml.bos_token_id": 10**6}, r"bos_id .*got 1000000"),
     "negative context": ({"llama.context_length": Typed(I32, -5)}, r"max_seq_len .*got -5"),
     "NaN rope base": ({"llama.rope.freq_base": Typed(F32, float("nan"))}, r"rope_theta .*got nan"),
+    "rope base zero in float32": ({"llama.rope.freq_base": Typed(F64, 1e-50)}, r"building the model"),  # C refuses
     "infinite norm epsilon": ({"llama.attention.layer_norm_rms_epsilon": Typed(F32, float("inf"))}, r"norm_eps"),
     "token types too short": ({"tokenizer.ggml.token_type": [1, 1, 1]}, r"token_types must have 97 entries"),
     "scores too short": ({"tokenizer.ggml.scores": [0.5, 0.25]}, r"scores must have 97 entries"),

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core import check_loadable
-from ..errors import FormatError
-from ..formats.weights import TensorSource, WeightsFile, tensor_nbytes, write_weights
+from ..core import ModelCore
+from ..errors import FormatError, PyllmError
+from ..formats.weights import TensorSource, tensor_nbytes, write_weights
 from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
 
@@ -96,14 +96,14 @@ def write_model(source: str, dst: str | os.PathLike, cfg: ModelConfig, tokenizer
                 metadata: dict[str, Any] | None = None, progress: bool = True) -> None:
     """Write a model converted from `source` with a progress line; every converter ends here.
 
-    The output is loaded as pyllm loads a model (the file's validation, then check_loadable) before
-    any tensor is written; a refusal is the source's fault, so the FormatError names the source."""
+    Before any tensor is written, the output is loaded as every model is (ModelCore: the file's
+    validation, the family, the tokenizer, the C core's checks); the checks read no tensor data. A
+    refusal is the source's fault, so the FormatError names the source."""
 
     def check(tmp: str) -> None:
         try:
-            with WeightsFile(tmp) as converted:
-                check_loadable(converted)
-        except FormatError as exc:
+            ModelCore(tmp, n_threads=1, n_ctx=1).close()
+        except PyllmError as exc:
             problem = str(exc).removeprefix(f"{tmp}: ")
             raise FormatError(f"{source}: the model it converts to would not load: {problem}") from None
 
