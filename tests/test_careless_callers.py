@@ -198,3 +198,12 @@ def test_a_cache_that_cannot_hold_files_is_one_line(tmp_path, case):
     r = run_pyllm("fetch", "-q", env={"PYLLM_CACHE": str(cache)})
     assert r.returncode == 1
     assert_one_line(r.stderr, f"pyllm fetch: cache directory {cache}: {reason}")
+
+
+def test_the_entry_point_reports_what_a_command_left_unreported(monkeypatch, capsys):
+    def full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out.bin")
+
+    monkeypatch.setattr(cli.COMMANDS["fetch"], "run", full)
+    assert cli.main(["fetch"]) == 1
+    assert capsys.readouterr().err == "pyllm: error: /data/out.bin: No space left on device\n"
