@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import PyllmError
+from .errors import PyllmError, describe
 from .model import Model
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"| {os.path.basename(path)} | {weight_type(m)} | {m.kernels} | {m.n_threads} | "
                       f"{rates['pp']:.1f} | {rates['tg']:.1f} | {rates['tg_py']:.1f} |", flush=True)
     except (PyllmError, ValueError, OSError) as exc:
-        print(f"pyllm bench: {exc}", file=sys.stderr)
+        print(f"pyllm bench: {describe(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -15,6 +15,7 @@ import sys
 
 from . import __version__, bench, fetch, perplexity, run
 from .convert import cli as convert_cli
+from .errors import PyllmError, describe
 
 COMMANDS = {  # name -> the module that defines its DESCRIPTION, add_arguments(parser) and run(args)
     "run": run,
@@ -38,9 +39,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the command; returns the exit status."""
+    """Parse the command line and run the command; returns the exit status. An error no command
+    reported itself (a PyllmError or an OSError) is one line on stderr, never a traceback."""
     args = parser().parse_args(argv)
-    return COMMANDS[args.command].run(args)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (PyllmError, OSError) as exc:
+        print(f"pyllm: error: {describe(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -47,6 +47,21 @@ def check_count(name: str, value: object, limit: int | None = None) -> int:
     return value
 
 
+def check_loadable(file: WeightsFile) -> tuple[arch.Family, Tokenizer | None]:
+    """The family and the built tokenizer of a mapped (so validated) weights.bin: what loading checks
+    beyond the file's own validation, before the C core checks shapes and numbers. A tokenizer that
+    cannot be built is refused at load (naming the file), not at the first text."""
+    family = arch.by_name(file.config.architecture)
+    if family is None:
+        raise FormatError(f"{file.path}: model family {file.config.architecture!r} is not one pyllm runs "
+                          f"({', '.join(f.name for f in arch.FAMILIES)})")
+    try:
+        tokenizer = Tokenizer(file.tokenizer) if file.tokenizer is not None else None
+    except FormatError as exc:
+        raise FormatError(f"{file.path}: tokenizer: {exc}") from None
+    return family, tokenizer
+
+
 def default_threads() -> int:
     """Physical cores available to this process (hyperthreads only slow matmuls down)."""
     try:
@@ -96,21 +111,19 @@ class ModelCore:
     def _build(self, n_threads: int | None, n_ctx: int | None, kernels: str) -> None:
         cfg = self._config = self._file.config
         self.path = self._file.path
-        self._tokenizer_data, self._tokenizer = self._file.tokenizer, None
+        family, self._tokenizer = check_loadable(self._file)
+        self._tokenizer_data = self._file.tokenizer
         self.chat_template = self._file.chat_template
         self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
                                      MAX_THREADS)
-        if n_ctx is None and cfg.max_seq_len > MAX_CTX:
-            warnings.warn(f"{self.path}: the model's context of {cfg.max_seq_len} tokens is more than pyllm "
+        context = min(cfg.max_seq_len, cfg.sliding_window or cfg.max_seq_len)  # what the model runs right
+        if n_ctx is None and context > MAX_CTX:
+            warnings.warn(f"{self.path}: the model's context of {context} tokens is more than pyllm "
                           f"allocates for one sequence; n_ctx defaults to {MAX_CTX}", stacklevel=3)
-        self.n_ctx = check_count("n_ctx", min(cfg.max_seq_len, MAX_CTX) if n_ctx is None else n_ctx, MAX_CTX)
+        self.n_ctx = self.check_n_ctx(min(context, MAX_CTX) if n_ctx is None else n_ctx)
         isa = _native.kernel_id(kernels)
         self.kernels = ffi.string(lib.pyllm_isa_name(isa)).decode()
 
-        family = arch.by_name(cfg.architecture)
-        if family is None:
-            raise FormatError(f"{self.path}: model family {cfg.architecture!r} is not one pyllm runs "
-                              f"({', '.join(f.name for f in arch.FAMILIES)})")
         # The C structs point into the mapping; keep the buffer handle alive as long as the model.
         self._buffer = ffi.from_buffer(self._file.buffer())
         c_config = ffi.new("pyllm_config *", family.c_config(cfg))
@@ -132,6 +145,17 @@ class ModelCore:
         out = ffi.new("pyllm_model **")
         check(lib.pyllm_model_new(c_config, weights, isa, out), f"{self._file.path}: building the model")
         self._model = out[0]
+
+    def check_n_ctx(self, n_ctx: object) -> int:
+        """n_ctx if a KV cache of that many tokens gives right answers on this model, else ValueError
+        saying why: a positive integer within pyllm's bound, and within the model's sliding window."""
+        n_ctx = check_count("n_ctx", n_ctx, MAX_CTX)
+        window = self._config.sliding_window
+        if window is not None and n_ctx > window:
+            raise ValueError(f"n_ctx {n_ctx} is too long for {self.path}: the model uses sliding-window "
+                             f"attention of {window} positions, which pyllm does not implement yet, so "
+                             f"contexts are limited to {window}")
+        return n_ctx
 
     def _address(self, name: str):
         return self._buffer + self._file.tensors[name].offset

@@ -32,3 +32,12 @@ class GenerationCancelledError(PyllmError, RuntimeError):
 
 class TemplateError(PyllmError, ValueError):
     """A chat template failed to render, or tried something the sandbox forbids."""
+
+
+def describe(exc: BaseException) -> str:
+    """An error as the command line reports it: an OSError as 'path: reason' (both paths of a
+    rename), anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        return f"{paths}: {exc.strerror}" if paths else exc.strerror
+    return str(exc)

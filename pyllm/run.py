@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import PyllmError
+from .errors import PyllmError, describe
 from .generation import DEFAULT_MAX_TOKENS
 from .sampling import options as sampling_options
 
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
         return 130
     except (PyllmError, ValueError, OSError) as exc:
-        print(f"pyllm run: {exc}", file=sys.stderr)
+        print(f"pyllm run: {describe(exc)}", file=sys.stderr)
         return 1
 
 

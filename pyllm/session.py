@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ._native import check, ffi, lib
-from .core import MAX_CTX, MAX_THREADS, ModelCore, check_count
+from .core import MAX_THREADS, ModelCore, check_count
 from .errors import ClosedError, ContextFullError, GenerationCancelledError, SessionBusyError
 from .generation import DEFAULT_MAX_TOKENS, Generation
 from .sampling import SamplingParams
@@ -62,7 +62,7 @@ class Session:
     """
 
     def __init__(self, model: ModelCore, n_ctx: int, n_threads: int, *, _model_default: bool = False):
-        self.n_ctx = check_count("n_ctx", n_ctx, MAX_CTX)
+        self.n_ctx = model.check_n_ctx(n_ctx)
         self.n_threads = check_count("n_threads", n_threads, MAX_THREADS)
         # The model's own default session refers to it weakly, so that dropping the model frees it.
         self._model_ref = weakref.ref(model) if _model_default else (lambda: model)

@@ -24,6 +24,7 @@ class ModelConfig:
     tied_embeddings: bool
     qkv_bias: bool = False
     architecture: str = "llama"
+    sliding_window: int | None = None  # attention sees only this many positions; None: all of them
 
 
 @dataclass

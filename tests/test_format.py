@@ -91,7 +91,8 @@ CASES = {
     "overlap": (set_tensor("blk.0.attn_k.weight", "offset", 0), r"overlap"),
     "config gqa": (set_in("config", "n_kv_heads", 3), r"not a multiple of n_kv_heads"),
     "config negative": (set_in("config", "n_layers", -2), r"n_layers must be an integer"),
-    "config unknown": (set_in("config", "sliding_window", 4096), r"unknown fields \['sliding_window'\]"),
+    "config unknown": (set_in("config", "attn_logit_softcap", 50.0), r"unknown fields \['attn_logit_softcap'\]"),
+    "config window": (set_in("config", "sliding_window", 0), r"config.sliding_window must be an integer in \[1,"),
     "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
                       r"must list 97 tokens"),
 }

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from gguf_writer import F32, STRING, Typed, write_gguf
+from gguf_writer import F32, F64, I32, STRING, Typed, write_gguf
 from pyllm import FormatError, Model, Tokenizer
 from pyllm.convert import convert
 from pyllm.convert.common import pair_order
@@ -180,6 +180,47 @@ def test_corrupt_gguf_raises(tmp_path, case):
     assert str(path) in str(info.value)
     assert not (tmp_path / "out.bin").exists()
     assert not list(tmp_path.glob(".pyllm-*"))  # no temporary file left behind
+
+
+# Metadata that parses but makes a model pyllm would refuse: the converter refuses it instead, naming
+# the GGUF, and leaves neither the output nor its temporary file behind.
+UNLOADABLE = {
+    "template as an array": ({"tokenizer.chat_template": ["{{ x }}", "{{ y }}"]}, r"tokenizer.chat_template"),
+    "bos id beyond the vocabulary": ({"tokenizer.ggml.bos_token_id": 10**6}, r"bos_id .*got 1000000"),
+    "negative context": ({"llama.context_length": Typed(I32, -5)}, r"max_seq_len .*got -5"),
+    "NaN rope base": ({"llama.rope.freq_base": Typed(F32, float("nan"))}, r"rope_theta .*got nan"),
+    "rope base zero in float32": ({"llama.rope.freq_base": Typed(F64, 1e-50)}, r"building the model"),  # C refuses
+    "infinite norm epsilon": ({"llama.attention.layer_norm_rms_epsilon": Typed(F32, float("inf"))}, r"norm_eps"),
+    "token types too short": ({"tokenizer.ggml.token_type": [1, 1, 1]}, r"token_types must have 97 entries"),
+    "scores too short": ({"tokenizer.ggml.scores": [0.5, 0.25]}, r"scores must have 97 entries"),
+    "merge without a space": ({"tokenizer.ggml.merges": ["ab"]}, r"merge 0 \('ab'\) is not two tokens"),
+    "unknown pre-tokenizer": ({"tokenizer.ggml.pre": "nope"}, r"unknown pre-tokenizer 'nope'"),
+    "SentencePiece without scores": ({"tokenizer.ggml.model": "llama"}, r"needs scores"),
+    "negative sliding window": ({"llama.attention.sliding_window": Typed(I32, -8)}, r"sliding_window"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNLOADABLE))
+def test_metadata_pyllm_would_refuse_is_refused_at_conversion(tmp_path, case):
+    meta, message = UNLOADABLE[case]
+    tiny_gguf(tmp_path / "m.gguf", extra_meta=meta)
+    with pytest.raises(FormatError, match=message) as info:
+        convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    assert str(info.value).startswith(f"{tmp_path / 'm.gguf'}: ")
+    assert os.listdir(tmp_path) == ["m.gguf"]  # no output, no temporary file
+
+
+def test_sliding_window_is_recorded_and_limits_the_context(tmp_path):
+    tiny_gguf(tmp_path / "m.gguf", extra_meta={"llama.attention.sliding_window": 8})
+    convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.sliding_window == 8 and m.config.max_seq_len == 64 and m.n_ctx == 8
+        with pytest.raises(ValueError, match="sliding-window attention of 8 positions"):
+            m.session(n_ctx=9)
+    tiny_gguf(tmp_path / "none.gguf", extra_meta={"llama.attention.sliding_window": 0})  # 0: no window
+    convert(tmp_path / "none.gguf", tmp_path / "none.bin", progress=False)
+    with Model(tmp_path / "none.bin", n_threads=1) as m:
+        assert m.config.sliding_window is None and m.n_ctx == 64
 
 
 @pytest.mark.parametrize("type_name", ["f32", "q8_0", "q4_1"])

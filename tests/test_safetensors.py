@@ -122,13 +122,39 @@ def test_minimal_directory_converts(tmp_path):
         assert np.isfinite(m.logits([1, 2, 3])).all()
 
 
-def test_mistral_sliding_window_caps_the_context(tmp_path, capsys):
+WINDOW_MESSAGE = (r"the model uses sliding-window attention of 8 positions, which pyllm does not implement "
+                  r"yet, so contexts are limited to 8")
+
+
+def test_mistral_sliding_window_is_recorded_and_limits_the_context(tmp_path, capsys):
     make_dir(tmp_path / "m", {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
-                              "sliding_window": 16})
+                              "sliding_window": 8})
     convert(tmp_path / "m", tmp_path / "out.bin")
-    assert "context limited to 16" in capsys.readouterr().err
-    with Model(tmp_path / "out.bin") as m:
-        assert m.config.max_seq_len == 16 and m.config.architecture == "mistral"
+    assert "sliding-window attention of 8 positions" in capsys.readouterr().err
+    with Model(tmp_path / "out.bin", n_threads=1) as m:
+        assert m.config.architecture == "mistral" and m.config.max_seq_len == 64
+        assert m.config.sliding_window == 8 and m.n_ctx == 8
+        assert np.isfinite(m.logits(list(range(8)))).all()
+        with pytest.raises(ValueError, match=WINDOW_MESSAGE):
+            m.session(n_ctx=16)
+    with pytest.raises(ValueError, match=WINDOW_MESSAGE):
+        Model(tmp_path / "out.bin", n_ctx=16)
+
+
+@pytest.mark.parametrize("config", [
+    {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None},  # v0.2+
+    {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "sliding_window": 8, "use_sliding_window": False},
+])
+def test_a_window_that_is_off_does_not_limit_the_context(tmp_path, config):
+    tensors = hf_tensors(CONFIG)
+    if config["model_type"] == "qwen2":  # q/k/v biases
+        for name, rows in (("q", 32), ("k", 16), ("v", 16)):
+            tensors[f"model.layers.0.self_attn.{name}_proj.bias"] = np.zeros(rows, np.float32)
+    make_dir(tmp_path / "m", config, tensors)
+    convert(tmp_path / "m", tmp_path / "out.bin", progress=False)
+    with Model(tmp_path / "out.bin", n_threads=1, n_ctx=64) as m:
+        assert m.config.sliding_window is None and m.n_ctx == 64
+        assert np.isfinite(m.logits(list(range(16)))).all()
 
 
 def _drop(name):
@@ -157,6 +183,12 @@ HF_BAD = {
                                "use_sliding_window": True}, None, r"sliding-window attention layers"),
     "untied without lm_head": ({"tie_word_embeddings": False}, None, r"lm_head.weight is missing"),
     "integer weights": (None, lambda t: {**t, "model.norm.weight": (np.zeros(32), "I8")}, r"is I8"),
+    # values that would make a model pyllm refuses to load
+    "NaN rope theta": ({"rope_theta": float("nan")}, None, r"rope_theta"),
+    "negative context": ({"max_position_embeddings": -5}, None, r"max_seq_len|max_position_embeddings"),
+    "negative norm epsilon": ({"rms_norm_eps": -1e-5}, None, r"norm_eps"),
+    "sliding window of 0": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                             "sliding_window": 0}, None, r"sliding_window is 0"),
 }
 
 

@@ -46,7 +46,7 @@ class Family:
         self.check_hf(raw, refuse)
         dim, n_heads = get("hidden_size"), get("num_attention_heads")
         head_dim = raw.get("head_dim") or dim // n_heads
-        max_seq = self.hf_context(raw, get("max_position_embeddings", 2048), notes)
+        max_seq = get("max_position_embeddings", 2048)
         rope = raw.get("rope_parameters") or {}
         theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
         cfg = ModelConfig(
@@ -55,7 +55,7 @@ class Family:
             vocab_size=get("vocab_size"), max_seq_len=max_seq,
             rope_theta=float(theta), norm_eps=float(get("rms_norm_eps", 1e-6, (int, float))),
             tied_embeddings=bool(raw.get("tie_word_embeddings", False)), qkv_bias=self.qkv_bias,
-            architecture=self.name,
+            architecture=self.name, sliding_window=self.hf_sliding_window(raw, fail, notes),
         )
         if head_dim % 2 or cfg.n_heads % cfg.n_kv_heads:
             raise fail(f"config.json: head size {head_dim} and heads {n_heads}/{cfg.n_kv_heads} "
@@ -79,9 +79,17 @@ class Family:
         if any(t != "full_attention" for t in raw.get("layer_types") or []) or raw.get("use_sliding_window"):
             raise refuse("sliding-window attention layers")
 
-    def hf_context(self, raw: dict, max_seq: int, notes: list[str]) -> int:
-        """The context length to record (a family may cap it where the decoder stops being exact)."""
-        return max_seq
+    def hf_sliding_window(self, raw: dict, fail: Fail, notes: list[str]) -> int | None:
+        """The attention window of config.json, or None: Mistral v0.1 sets `sliding_window`, v0.2+
+        sets it to null, Qwen2 sets it but turns it off with `use_sliding_window: false`."""
+        window = raw.get("sliding_window")
+        if window is None or raw.get("use_sliding_window", True) is False:
+            return None
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise fail(f"config.json: sliding_window is {window!r}, not a positive number of positions")
+        notes.append(f"sliding-window attention of {window} positions, which pyllm does not implement "
+                     f"yet: contexts are limited to {window}")
+        return window
 
     def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
         """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0).
@@ -166,6 +174,7 @@ class Family:
             tied_embeddings="output.weight" not in g.tensors,
             qkv_bias="blk.0.attn_q.bias" in g.tensors,
             architecture=self.name,
+            sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
         )
         try:
             check_config(cfg)

@@ -1,18 +1,11 @@
-"""Mistral: the llama decoder; its sliding-window attention is exact within one window."""
+"""Mistral: the llama decoder with sliding-window attention (Mistral 7B v0.1: 4096 positions;
+v0.2 and later attend to the whole context)."""
 from .family import Family
 
 
 class Mistral(Family):
     """MistralForCausalLM. Within one window sliding-window attention is full attention, so the
-    context is capped at the window, where the decoder is exact."""
+    window is recorded and pyllm refuses contexts longer than it (Family.hf_sliding_window)."""
 
     name = "mistral"
     hf_classes = ("MistralForCausalLM",)
-
-    def hf_context(self, raw: dict, max_seq: int, notes: list[str]) -> int:
-        """The trained context, capped at the sliding window."""
-        window = raw.get("sliding_window")
-        if isinstance(window, int) and not isinstance(window, bool) and 0 < window < max_seq:
-            notes.append(f"sliding-window attention ({window} tokens): context limited to {window}")
-            return window
-        return max_seq

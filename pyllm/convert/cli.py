@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import PyllmError
+from ..errors import PyllmError, describe
 from ..quant import TYPES
 from . import convert
 
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     """The command, on parsed arguments; returns the exit status."""
     try:
         convert(args.source, args.output, args.type, progress=not args.quiet, tokenizer=args.tokenizer)
-    except (PyllmError, ValueError) as exc:
-        print(f"pyllm convert: {exc}", file=sys.stderr)
+    except (PyllmError, ValueError, OSError) as exc:  # OSError: the output cannot be written
+        print(f"pyllm convert: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pyllm convert: interrupted; {args.output} was not written", file=sys.stderr)

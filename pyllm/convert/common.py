@@ -9,11 +9,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core import ModelCore
+from ..errors import FormatError, PyllmError
 from ..formats.weights import TensorSource, tensor_nbytes, write_weights
 from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
 
-CONVERTER_VERSION = 1  # bump when the output of a conversion changes
+CONVERTER_VERSION = 2  # bump when the output of a conversion changes
 
 
 def check_out_type(out_type: str | None) -> None:
@@ -89,12 +91,25 @@ def report(notes: list[str], progress: bool) -> None:
             print(f"convert: {note}", file=sys.stderr)
 
 
-def write_model(dst: str | os.PathLike, cfg: ModelConfig, tokenizer: TokenizerData | None,
+def write_model(source: str, dst: str | os.PathLike, cfg: ModelConfig, tokenizer: TokenizerData | None,
                 sources: list[TensorSource], chat_template: str | None = None,
                 metadata: dict[str, Any] | None = None, progress: bool = True) -> None:
-    """Write a converted model with a progress line; every converter ends here."""
+    """Write a model converted from `source` with a progress line; every converter ends here.
+
+    Before any tensor is written, the output is loaded as every model is (ModelCore: the file's
+    validation, the family, the tokenizer, the C core's checks); the checks read no tensor data. A
+    refusal is the source's fault, so the FormatError names the source."""
+
+    def check(tmp: str) -> None:
+        try:
+            ModelCore(tmp, n_threads=1, n_ctx=1).close()
+        except PyllmError as exc:
+            problem = str(exc).removeprefix(f"{tmp}: ")
+            raise FormatError(f"{source}: the model it converts to would not load: {problem}") from None
+
     total = sum(tensor_nbytes(type_name, tuple(shape)) for _, type_name, shape, _ in sources)
     bar = Progress(total, progress)
     write_weights(dst, cfg, tokenizer, sources, chat_template=chat_template,
-                  metadata={**(metadata or {}), "converter_version": CONVERTER_VERSION}, progress=bar)
+                  metadata={**(metadata or {}), "converter_version": CONVERTER_VERSION}, progress=bar,
+                  check=check)
     bar.finish(os.fspath(dst))

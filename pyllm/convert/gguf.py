@@ -89,6 +89,7 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
             heads = family.gguf_row_heads(name, cfg)
             sources.append((name, dst_type, shape, _gguf_source(g, name, dst_type, heads)))
         report(notes, progress)
-        write_model(dst, cfg, tokenizer, sources, chat_template=g.meta("tokenizer.chat_template", None),
+        write_model(g.path, dst, cfg, tokenizer, sources,
+                    chat_template=g.meta("tokenizer.chat_template", "", kind=str) or None,
                     metadata={"name": g.meta("general.name", ""), "source": os.path.basename(g.path)},
                     progress=progress)

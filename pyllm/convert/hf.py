@@ -67,7 +67,7 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
                 notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
             sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))
         report(notes, progress)
-        write_model(dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
+        write_model(root, dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
                     metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
                     progress=progress)
     finally:

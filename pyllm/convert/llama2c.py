@@ -82,6 +82,6 @@ def convert_llama2c(src: str | os.PathLike, dst: str | os.PathLike, out_type: st
             notes.insert(0, f"{blocks} matrices INT8/{Q8_0_BLOCK} -> q8_0 ({GROUPS_ARE_BLOCKS})")
         report(notes, progress)
         base = os.path.basename(src)
-        write_model(dst, cfg, tok, sources,
+        write_model(src, dst, cfg, tok, sources,
                     metadata={"name": os.path.splitext(base)[0], "source": base, "format": ck.description},
                     progress=progress)

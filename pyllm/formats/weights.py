@@ -9,8 +9,11 @@ that is renamed at the end, so an interrupted write never leaves a half-written 
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import asdict, dataclass
@@ -96,11 +99,14 @@ TensorSource = tuple[str, str, tuple[int, ...], Callable[[], Any]]  # name, type
 def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: TokenizerData | None,
                   tensors: Iterable[TensorSource], chat_template: str | None = None,
                   metadata: dict[str, Any] | None = None,
-                  progress: Callable[[int, int, str, int], None] | None = None) -> None:
+                  progress: Callable[[int, int, str, int], None] | None = None,
+                  check: Callable[[str], None] | None = None) -> None:
     """Write a weights.bin; each tensor's bytes are produced (and written) one at a time.
 
     `tensors` yields (name, type name, numpy shape, function returning the encoded bytes).
     `progress(index, count, name, nbytes)` is called before each tensor is produced.
+    `check(temporary path)` runs once the header is written and the file has its final size, before
+    any tensor is produced; if it raises, nothing is left behind. An OSError of writing names `path`.
     """
     tensors = list(tensors)
     table, offset = [], 0
@@ -110,7 +116,7 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
                       "size": nbytes})
         offset = _align(offset + nbytes)
     header = {
-        "config": asdict(config),
+        "config": {k: v for k, v in asdict(config).items() if v is not None},  # absent: none (sliding_window)
         "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
         "chat_template": chat_template,
         "metadata": metadata or {},
@@ -120,26 +126,50 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
     data_start = _align(PREAMBLE.size + len(blob))
 
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pyllm-", suffix=".tmp")
+    check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pyllm-", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None  # the output's name, not a random one
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(PREAMBLE.pack(MAGIC, VERSION, len(blob)))
             f.write(blob)
-            f.write(b"\0" * (data_start - f.tell()))
+            f.truncate(data_start + offset)  # the final size (sparse until the tensors are written)
+            if check:
+                f.flush()
+                check(tmp)
             for i, ((name, _, _, make), entry) in enumerate(zip(tensors, table)):
                 if progress:
                     progress(i, len(tensors), name, entry["size"])
                 data = memoryview(make()).cast("B")
                 if data.nbytes != entry["size"]:
                     raise ValueError(f"{name}: produced {data.nbytes} bytes, expected {entry['size']}")
-                f.write(b"\0" * (data_start + entry["offset"] - f.tell()))
+                f.seek(data_start + entry["offset"])
                 f.write(data)
-            f.write(b"\0" * (_align(f.tell()) - f.tell()))
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file's usual mode instead
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # a full disk, say
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
+
+
+def check_output_path(path: str) -> None:
+    """OSError naming path unless it is a new file or a regular file (which is then replaced): the
+    output is renamed into place, which would replace a device such as /dev/full."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give the path of the file to write", path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EEXIST, "exists and is not a regular file; give the path of a file to write", path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,6 +201,8 @@ def check_config(cfg: ModelConfig) -> None:
     for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size",
                  "max_seq_len"):
         _int(getattr(cfg, name), f"config.{name}")
+    if cfg.sliding_window is not None:
+        _int(cfg.sliding_window, "config.sliding_window")
     for name in ("rope_theta", "norm_eps"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
