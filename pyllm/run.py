@@ -32,7 +32,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help=f"tokens to generate (default {DEFAULT_MAX_TOKENS})")
     sampling_options.add_arguments(ap)
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
-    ap.add_argument("--ctx", type=int, default=4096, help="context length in tokens (default 4096)")
+    ap.add_argument("--ctx", type=int, default=None,
+                    help="context length in tokens (default: the model's own, within its sliding window)")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     ap.add_argument("--chat", action="store_true", help="interactive chat with the model's template")
     ap.add_argument("--system", help="system message for --chat")

@@ -182,20 +182,21 @@ def test_corrupt_gguf_raises(tmp_path, case):
     assert not list(tmp_path.glob(".pyllm-*"))  # no temporary file left behind
 
 
-# Metadata that parses but makes a model pyllm would refuse: the converter refuses it instead, naming
-# the GGUF, and leaves neither the output nor its temporary file behind.
+# Metadata that parses but makes a model pyllm would refuse: the converter refuses it (the GGUF reader
+# itself, or the loader run on the output), naming the GGUF, and leaves neither the output nor its
+# temporary file behind.
 UNLOADABLE = {
     "template as an array": ({"tokenizer.chat_template": ["{{ x }}", "{{ y }}"]}, r"tokenizer.chat_template"),
-    "bos id beyond the vocabulary": ({"tokenizer.ggml.bos_token_id": 10**6}, r"bos_id .*got 1000000"),
-    "negative context": ({"llama.context_length": Typed(I32, -5)}, r"max_seq_len .*got -5"),
-    "NaN rope base": ({"llama.rope.freq_base": Typed(F32, float("nan"))}, r"rope_theta .*got nan"),
-    "rope base zero in float32": ({"llama.rope.freq_base": Typed(F64, 1e-50)}, r"building the model"),  # C refuses
-    "infinite norm epsilon": ({"llama.attention.layer_norm_rms_epsilon": Typed(F32, float("inf"))}, r"norm_eps"),
-    "token types too short": ({"tokenizer.ggml.token_type": [1, 1, 1]}, r"token_types must have 97 entries"),
-    "scores too short": ({"tokenizer.ggml.scores": [0.5, 0.25]}, r"scores must have 97 entries"),
-    "merge without a space": ({"tokenizer.ggml.merges": ["ab"]}, r"merge 0 \('ab'\) is not two tokens"),
-    "unknown pre-tokenizer": ({"tokenizer.ggml.pre": "nope"}, r"unknown pre-tokenizer 'nope'"),
-    "SentencePiece without scores": ({"tokenizer.ggml.model": "llama"}, r"needs scores"),
+    "bos id beyond the vocabulary": ({"tokenizer.ggml.bos_token_id": 10**6}, r"tokenizer.ggml.bos_token_id is 1000000, not a token id"),
+    "negative context": ({"llama.context_length": Typed(I32, -5)}, r"llama.context_length is -5"),
+    "NaN rope base": ({"llama.rope.freq_base": Typed(F32, float("nan"))}, r"llama.rope.freq_base is nan"),
+    "rope base zero in float32": ({"llama.rope.freq_base": Typed(F64, 1e-50)}, r"rope_theta must be positive as a float32"),
+    "infinite norm epsilon": ({"llama.attention.layer_norm_rms_epsilon": Typed(F32, float("inf"))}, r"layer_norm_rms_epsilon is inf"),
+    "token types too short": ({"tokenizer.ggml.token_type": [1, 1, 1]}, r"tokenizer.ggml.token_type must .*one kind per token \(97\)"),
+    "scores too short": ({"tokenizer.ggml.scores": [0.5, 0.25]}, r"tokenizer.ggml.scores must list one score per token \(97\)"),
+    "merge without a space": ({"tokenizer.ggml.merges": ["ab"]}, r"tokenizer.ggml.merges entry 0 is 'ab', not two tokens"),
+    "unknown pre-tokenizer": ({"tokenizer.ggml.pre": "nope"}, r"tokenizer.ggml.pre is 'nope', not a pre-tokenizer pyllm knows"),
+    "SentencePiece without scores": ({"tokenizer.ggml.model": "llama"}, r"tokenizer.ggml.scores are missing; a SentencePiece tokenizer needs them"),
     "negative sliding window": ({"llama.attention.sliding_window": Typed(I32, -8)}, r"sliding_window"),
 }
 

@@ -196,6 +196,10 @@ def _parse_config(raw: Any) -> ModelConfig:
     return cfg
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+
+
 def check_config(cfg: ModelConfig) -> None:
     """ValueError naming the config field unless cfg describes a decoder the C core can build."""
     for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size",
@@ -203,12 +207,12 @@ def check_config(cfg: ModelConfig) -> None:
         _int(getattr(cfg, name), f"config.{name}")
     if cfg.sliding_window is not None:
         _int(cfg.sliding_window, "config.sliding_window")
-    for name in ("rope_theta", "norm_eps"):
+    for name in ("rope_theta", "norm_eps"):  # the C core holds them as float32
         v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
-            raise ValueError(f"config.{name} must be a finite non-negative number, got {v!r}")
-    if cfg.rope_theta <= 0:
-        raise ValueError("config.rope_theta must be positive")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= FLOAT32_MAX:
+            raise ValueError(f"config.{name} must be a finite non-negative float32, got {v!r}")
+    if cfg.rope_theta < FLOAT32_TINY:
+        raise ValueError(f"config.rope_theta must be positive as a float32, got {cfg.rope_theta!r}")
     if cfg.n_heads % cfg.n_kv_heads:
         raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
     if cfg.head_dim % 2:
