@@ -360,8 +360,8 @@ def _render_bounded(source: str, variables: dict[str, Any], input_chars: int) ->
         for piece in _compiled(source).generate(**variables):
             size += len(piece)
             if size > max_chars:
-                raise _LimitExceeded(f"the chat template exceeded the size limit: the prompt would be "
-                                     f"more than {max_chars:,} characters")
+                raise _LimitExceeded(f"the chat template exceeded the size limit of {max_chars:,} "
+                                     f"characters: the prompt would be longer")
             pieces.append(piece)
         return "".join(pieces)
     except _LimitExceeded as exc:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -69,7 +70,7 @@ HOSTILE = {  # name: (template, what the TemplateError must say)
     "indent": ("{% set s = '\n' * 1000000 %}{{ s|indent(s) }}", "the indent filter would make more"),
     "tojson indent": ("{{ range(1000)|list|tojson(indent=1000000) }}", "the tojson filter would make more"),
     "batch fill": ("{{ [1]|batch(1000000, 'x' * 1000000)|list }}", "made more than that"),
-    "prompt": ("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}", "the prompt would be more than 1,000,200"),
+    "prompt": ("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}", f"{SIZE} of 1,000,200 characters: the prompt would be longer"),
     "work": ("{% for i in range(100000) %}{% set x = 'x' * 1000000 %}{% endfor %}",
              "the chat template exceeded the work limit"),
     "nested loops": ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
@@ -236,3 +237,27 @@ def test_builtin_templates_protect_message_control_tokens(model, name):
     text, spans = render_marked(name, messages, tok.control_pattern)
     assert text == render(name, messages)
     assert [text[a:b] for a, b in spans] == ["<|im_start|>", "<|im_end|>"]
+
+
+def test_limits_belong_to_one_render_and_one_thread():
+    """The environment and compiled templates are shared; a render stopped by its time limit in
+    one thread leaves another thread's renders, and its own later ones, working."""
+    results: dict[str, object] = {}
+
+    def ordinary() -> None:
+        results["ordinary"] = all(render("chatml", [{"role": "user", "content": "hi"}]).startswith("<|im_start|>")
+                                  for _ in range(500))
+
+    def runaway() -> None:
+        try:
+            render(HOSTILE["nested loops"][0], [{"role": "user", "content": "hi"}])
+        except TemplateError as exc:
+            results["runaway"] = str(exc)
+
+    threads = [threading.Thread(target=ordinary), threading.Thread(target=runaway)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {"ordinary": True, "runaway": "the chat template exceeded the time limit of 2 s"}
+    assert render("chatml", [{"role": "user", "content": "hi"}]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
