@@ -491,7 +491,7 @@ def _marked_caller(caller: dict[str, Any], controls: re.Pattern[str] | None,
         free = (chr(c) for c in _MARKER_CHARS if chr(c) not in used)
         o, c = next(free, None), next(free, None)
         if c is None:
-            raise TemplateError("the messages use every marker character pyllm could use to track their control tokens")
+            raise TemplateError("the messages use every character pyllm could mark their control tokens with")
         k = 8 + secrets.randbelow(25)
         open_run, close_run = o * k, c * k
         caller = _marked(caller, controls, open_run, close_run)

@@ -70,7 +70,8 @@ HOSTILE = {  # name: (template, what the TemplateError must say)
     "indent": ("{% set s = '\n' * 1000000 %}{{ s|indent(s) }}", "the indent filter would make more"),
     "tojson indent": ("{{ range(1000)|list|tojson(indent=1000000) }}", "the tojson filter would make more"),
     "batch fill": ("{{ [1]|batch(1000000, 'x' * 1000000)|list }}", "made more than that"),
-    "prompt": ("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}", f"{SIZE} of 1,000,200 characters: the prompt would be longer"),
+    "prompt": ("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}",
+               f"{SIZE} of 1,000,200 characters: the prompt would be longer"),
     "work": ("{% for i in range(100000) %}{% set x = 'x' * 1000000 %}{% endfor %}",
              "the chat template exceeded the work limit"),
     "nested loops": ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
@@ -260,4 +261,5 @@ def test_limits_belong_to_one_render_and_one_thread():
     for t in threads:
         t.join(timeout=120)
     assert results == {"ordinary": True, "runaway": "the chat template exceeded the time limit of 2 s"}
-    assert render("chatml", [{"role": "user", "content": "hi"}]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert render("chatml", [{"role": "user", "content": "hi"}]) == \
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

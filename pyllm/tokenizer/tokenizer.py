@@ -100,7 +100,7 @@ class Tokenizer:
             ids.append(self.bos_id)
         if special and self._special_re is not None:
             pos = 0
-            for m in self._control_matches(text, plain_spans):
+            for m in self._special_matches(text, plain_spans):
                 if m.start() > pos:
                     ids.extend(self._algo.encode(text[pos:m.start()], pos == 0))
                 ids.append(self.special[m.group()])
@@ -113,7 +113,7 @@ class Tokenizer:
             ids.append(self.eos_id)
         return ids
 
-    def _control_matches(self, text: str, plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
+    def _special_matches(self, text: str, plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
         """The special-token matches in text that overlap none of plain_spans; the text of a
         skipped match stays in the plain text around it, so BPE sees it in context."""
         assert self._special_re is not None
