@@ -14,7 +14,7 @@ from typing import Any, Mapping, Protocol, Sequence, TypeVar
 
 from . import _native, arch
 from ._native import check, ffi, lib
-from .chat import render
+from .chat import render_marked
 from .errors import ClosedError, FormatError, PyllmError
 from .formats.weights import WeightsFile
 from .quant import TYPES
@@ -249,15 +249,24 @@ class ModelCore:
         """Text of token ids (control tokens left out unless special=True)."""
         return self.tokenizer.decode(ids, special=special)
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None, *,
+                    special_in_messages: bool = False) -> list[int]:
         """Token ids of a conversation formatted with the model's chat template (or a built-in
-        one by name: chatml, llama2, llama3, mistral), ready for the assistant's reply."""
+        one by name: chatml, llama2, llama3, mistral), ready for the assistant's reply.
+
+        Only text the template writes becomes control tokens: "<|im_end|>" inside a message is
+        read as plain text, so a message cannot end its turn or start another role's. Pass
+        special_in_messages=True to read control tokens in messages too (as Hugging Face and
+        llama.cpp do), for messages you wrote yourself.
+        """
         tok = self.tokenizer
         bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
         eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
-        text = render(template or self.chat_template or "chatml", messages, bos_token=bos, eos_token=eos)
-        add_bos = tok.add_bos and not (bos and text.startswith(bos))
-        return self.tokenize(text, add_bos=add_bos, special=True)
+        controls = None if special_in_messages else tok.control_pattern
+        text, plain = render_marked(template or self.chat_template or "chatml", messages, controls,
+                                    bos_token=bos, eos_token=eos)
+        starts_with_bos = bos and text.startswith(bos) and not (plain and plain[0][0] == 0)
+        return tok.encode(text, add_bos=tok.add_bos and not starts_with_bos, special=True, plain_spans=plain)
 
     def close(self) -> None:
         """Free the C model, its sessions and the mapped file; the model cannot be used afterwards.

@@ -84,8 +84,10 @@ class Model(ModelCore):
         return self._session().complete(prompt, **options)
 
     def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
-             template: str | None = None, **options: Any) -> str | Generation:
+             template: str | None = None, special_in_messages: bool = False,
+             **options: Any) -> str | Generation:
         """The assistant's reply to a conversation ({"role", "content"} dicts); with stream=True,
-        a Generation to iterate for pieces. Options as for generate."""
-        return self._session().chat(messages, stream=stream, template=template, **options)
-
+        a Generation to iterate for pieces. Options as for generate. Control-token text inside
+        messages stays plain text unless special_in_messages=True (see chat_prompt)."""
+        return self._session().chat(messages, stream=stream, template=template,
+                                    special_in_messages=special_in_messages, **options)

@@ -231,15 +231,19 @@ class Session:
         """The whole completion of a prompt as one string (options as for generate)."""
         return self.generate(prompt, **options).text()
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None, *,
+                    special_in_messages: bool = False) -> list[int]:
         """Token ids of a conversation in the model's chat template (see Model.chat_prompt)."""
-        return self.model.chat_prompt(messages, template)
+        return self.model.chat_prompt(messages, template, special_in_messages=special_in_messages)
 
     def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
-             template: str | None = None, **options: Any) -> str | Generation:
+             template: str | None = None, special_in_messages: bool = False,
+             **options: Any) -> str | Generation:
         """The assistant's reply to a conversation ({"role", "content"} dicts); with stream=True,
-        a Generation to iterate for pieces. Options as for generate."""
-        result = self.generate(self.chat_prompt(messages, template), **options)
+        a Generation to iterate for pieces. Options as for generate. Control-token text inside
+        messages stays plain text unless special_in_messages=True (see Model.chat_prompt)."""
+        prompt = self.chat_prompt(messages, template, special_in_messages=special_in_messages)
+        result = self.generate(prompt, **options)
         return result if stream else result.text()
 
     # --------------------------------------------------------------------------------------------

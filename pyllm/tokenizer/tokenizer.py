@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -48,6 +48,9 @@ class Tokenizer:
         self.special = {t: i for i, t in enumerate(data.tokens) if types and types[i] in (CONTROL, USER_DEFINED) and t}
         self._special_re = (re.compile("|".join(re.escape(t) for t in sorted(self.special, key=len, reverse=True)))
                             if self.special else None)
+        # control tokens alone (not user-defined ones): the text a chat message must not turn into tokens
+        controls = sorted((t for t, i in self.special.items() if types[i] == CONTROL), key=len, reverse=True)
+        self.control_pattern = re.compile("|".join(map(re.escape, controls))) if controls else None
         self._bytes_cache: dict[int, bytes] = {}
 
     # -- construction ------------------------------------------------------------------------
@@ -91,9 +94,12 @@ class Tokenizer:
         """Tokens in the vocabulary."""
         return len(self.tokens)
 
-    def encode(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+    def encode(self, text: str, add_bos: bool | None = None, special: bool = False,
+               plain_spans: Sequence[tuple[int, int]] = ()) -> list[int]:
         """Token ids of text. add_bos defaults to the model's rule; special=True lets control
-        tokens written in the text (e.g. "<|im_start|>") become their ids."""
+        tokens written in the text (e.g. "<|im_start|>") become their ids, except where a match
+        overlaps one of plain_spans, (start, end) character ranges that are read as plain text
+        (a chat prompt passes the spans its messages' control-token text landed in)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         ids: list[int] = []
@@ -101,7 +107,7 @@ class Tokenizer:
             ids.append(self.bos_id)
         if special and self._special_re is not None:
             pos = 0
-            for m in self._special_re.finditer(text):
+            for m in self._special_matches(text, plain_spans):
                 if m.start() > pos:
                     ids.extend(self._algo.encode(text[pos:m.start()], pos == 0))
                 ids.append(self.special[m.group()])
@@ -113,6 +119,21 @@ class Tokenizer:
         if self.add_eos and self.eos_id is not None:
             ids.append(self.eos_id)
         return ids
+
+    def _special_matches(self, text: str, plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
+        """The special-token matches in text that overlap none of plain_spans; the text of a
+        skipped match stays in the plain text around it, so BPE sees it in context."""
+        assert self._special_re is not None
+        spans = sorted(plain_spans)
+        k, start = 0, 0
+        while (m := self._special_re.search(text, start)) is not None:
+            while k < len(spans) and spans[k][1] <= m.start():
+                k += 1  # spans that end before this match, and so before every later one
+            if k < len(spans) and spans[k][0] < m.end():  # (an empty span counts inside a match only)
+                start = m.start() + 1  # inside a plain span: look for a control token further on
+                continue
+            yield m
+            start = m.end()
 
     # -- decoding ----------------------------------------------------------------------------
 
