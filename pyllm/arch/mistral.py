@@ -1,4 +1,5 @@
 """Mistral: the llama decoder; its sliding-window attention is exact within one window."""
+from ..formats.jsontext import JsonObject
 from .family import Family
 
 
@@ -9,10 +10,10 @@ class Mistral(Family):
     name = "mistral"
     hf_classes = ("MistralForCausalLM",)
 
-    def hf_context(self, raw: dict, max_seq: int, notes: list[str]) -> int:
+    def hf_context(self, raw: JsonObject, max_seq: int, notes: list[str]) -> int:
         """The trained context, capped at the sliding window."""
-        window = raw.get("sliding_window")
-        if isinstance(window, int) and not isinstance(window, bool) and 0 < window < max_seq:
+        window = raw.integer("sliding_window", None)
+        if window is not None and window < max_seq:
             notes.append(f"sliding-window attention ({window} tokens): context limited to {window}")
             return window
         return max_seq
