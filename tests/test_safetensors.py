@@ -65,6 +65,8 @@ CORRUPT = {
     "overlap": (lambda p: _rewrite_header(p, lambda h: h["y"].update(data_offsets=[20, 36])), r"overlaps"),
     "gap": (lambda p: _rewrite_header(p, lambda h: h["x"].update(data_offsets=[4, 28])), r"leaves a gap"),
     "missing key": (lambda p: _rewrite_header(p, lambda h: h["x"].pop("shape")), r"exactly dtype, shape"),
+    "100,000 huge dimensions": (lambda p: _rewrite_header(p, lambda h: h["x"].update(shape=[2**62] * 100_000)),
+                                r"needs more than the 40 bytes of tensor data"),  # the product took minutes
     "bad metadata": (lambda p: _rewrite_header(p, lambda h: h.update(__metadata__={"n": 1})),
                      r"__metadata__ must map strings"),
 }

@@ -44,14 +44,15 @@ def _varint(buf: bytes, pos: int, base: int) -> tuple[int, int]:
             raise FormatError(f"varint at byte {base + start} is longer than 64 bits")
 
 
-def _fields(buf: bytes, base: int = 0) -> Iterator[tuple[int, int, int | bytes, int]]:
-    """(field number, wire type, value, value's offset in the file) for each field of a message:
-    ints for varint/fixed, bytes for length-delimited (whose length must fit in what remains)."""
+def _fields(buf: bytes, base: int = 0) -> Iterator[tuple[int, int, int | bytes, int, int]]:
+    """(field number, wire type, value, field's offset in the file, value's offset) for each field
+    of a message: ints for varint/fixed, bytes for length-delimited (whose length must fit in what
+    remains). base is buf's offset in the file."""
     pos = 0
     while pos < len(buf):
+        at = base + pos
         key, pos = _varint(buf, pos, base)
         field, wire = key >> 3, key & 7
-        at = base + pos
         if wire == VARINT:
             value, pos = _varint(buf, pos, base)
         elif wire in (FIXED64, FIXED32):
@@ -64,11 +65,10 @@ def _fields(buf: bytes, base: int = 0) -> Iterator[tuple[int, int, int | bytes, 
             if n > len(buf) - pos:
                 raise FormatError(f"field {field} at byte {at}: length {n} runs past the end of its "
                                   f"message ({len(buf) - pos} bytes remain)")
-            at = base + pos
             value, pos = buf[pos:pos + n], pos + n
         else:
             raise FormatError(f"field {field} at byte {at}: unsupported protobuf wire type {wire}")
-        yield field, wire, value, at
+        yield field, wire, value, at, base + pos - (len(value) if isinstance(value, bytes) else 0)
 
 
 def _checked(what: str, known: dict[int, tuple[str, int]], field: int, wire: int, at: int) -> bool:
@@ -84,7 +84,7 @@ def _checked(what: str, known: dict[int, tuple[str, int]], field: int, wire: int
 
 def _message(buf: bytes, base: int, what: str, known: dict[int, tuple[str, int]]) -> dict[int, int | bytes]:
     """The known fields of a sub-message, wire types checked (a later field overrides an earlier)."""
-    return {f: v for f, wire, v, at in _fields(buf, base) if _checked(what, known, f, wire, at)}
+    return {f: v for f, wire, v, at, _ in _fields(buf, base) if _checked(what, known, f, wire, at)}
 
 
 def _signed32(v: int) -> int:
@@ -98,28 +98,28 @@ def _parse(buf: bytes) -> tuple[TokenizerData, bool]:
     types: list[int] = []
     trainer: dict[int, int | bytes] = {3: 1, 40: 0, 41: 1, 42: 2, 43: -1}  # proto defaults
     normalizer: dict[int, int | bytes] = {1: b"", 3: 1, 4: 1, 5: 1}
-    for field, wire, value, at in _fields(buf):
+    for field, wire, value, at, value_at in _fields(buf):
         if not _checked("ModelProto", MODEL_FIELDS, field, wire, at):
             continue
         if field == 1:  # SentencePiece piece
             what = f"pieces[{len(tokens)}]"
             piece = {1: b"", 2: 0, 3: NORMAL}
-            piece.update(_message(value, at, what, PIECE_FIELDS))
+            piece.update(_message(value, value_at, what, PIECE_FIELDS))
             try:
                 tokens.append(bytes(piece[1]).decode("utf-8"))
             except UnicodeDecodeError:
-                raise FormatError(f"{what}.piece at byte {at} is not valid UTF-8") from None
+                raise FormatError(f"{what} at byte {at}: piece text is not valid UTF-8") from None
             score = struct.unpack("<f", struct.pack("<I", piece[2]))[0]
             if math.isnan(score):
-                raise FormatError(f"{what}.score at byte {at} is NaN")
+                raise FormatError(f"{what} at byte {at}: score is NaN")
             if not NORMAL <= piece[3] <= BYTE:
-                raise FormatError(f"{what}.type at byte {at} is {piece[3]}, not a piece type ({NORMAL}..{BYTE})")
+                raise FormatError(f"{what} at byte {at}: type {piece[3]} is not a piece type ({NORMAL}..{BYTE})")
             scores.append(score)
             types.append(int(piece[3]))
         elif field == 2:
-            trainer.update(_message(value, at, "trainer_spec", TRAINER_FIELDS))
+            trainer.update(_message(value, value_at, "trainer_spec", TRAINER_FIELDS))
         else:
-            normalizer.update(_message(value, at, "normalizer_spec", NORMALIZER_FIELDS))
+            normalizer.update(_message(value, value_at, "normalizer_spec", NORMALIZER_FIELDS))
     if not tokens:
         raise FormatError("not a SentencePiece model (no pieces)")
     if trainer[3] != BPE:
