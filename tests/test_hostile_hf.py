@@ -111,7 +111,8 @@ CONFIG_CASES = {
     "partial rotary string": ({"partial_rotary_factor": "1"}, "partial_rotary_factor must be a finite number"),
     "mlp_bias string": ({"mlp_bias": "no"}, "mlp_bias must be true or false"),
     "attention_bias int": ({"attention_bias": 0}, "attention_bias must be true or false"),
-    "architectures string": ({"architectures": "LlamaForCausalLM"}, "architectures must be a list, got 'LlamaForCausalLM'"),
+    "architectures string": ({"architectures": "LlamaForCausalLM"},
+                             "architectures must be a list, got 'LlamaForCausalLM'"),
     "architectures int": ({"architectures": 7}, "architectures must be a list"),
     "model_type list": ({"architectures": ["FooForCausalLM"], "model_type": ["x"]}, "model_type must be a string"),
     "sliding window string": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
@@ -132,6 +133,13 @@ def test_config_json_not_an_object(tmp_path, value):
     root = hf_dir(tmp_path / "m", value)
     refused(lambda: convert(root, tmp_path / "out.bin", progress=False), str(root),
             "config.json must be a JSON object")
+
+
+def test_config_json_nested_too_deeply(tmp_path):
+    root = hf_dir(tmp_path / "m")
+    (root / "config.json").write_text('{"rope_scaling": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    refused(lambda: convert(root, tmp_path / "out.bin", progress=False), str(root / "config.json"),
+            "nested too deeply")
 
 
 def test_index_weight_map_of_the_wrong_type(tmp_path):
@@ -301,9 +309,11 @@ def piece(text: bytes, score: bytes | None = None, kind: int = 1) -> bytes:
 
 
 def spm_model(*pieces: bytes, tail: bytes = b"") -> bytes:
-    """A ModelProto: the pieces, a BPE trainer_spec (model_type 2) and an identity normalizer."""
+    """A ModelProto: the pieces, a BPE trainer_spec (model_type 2) and an identity normalizer that
+    keeps extra whitespace (remove_extra_whitespaces 0)."""
     body = b"".join(pieces) or piece(b"<unk>", kind=2) + piece(b"<s>", kind=3) + piece("▁a".encode())
-    return body + field(2, 2, field(3, 0, varint(2))) + field(3, 2, field(1, 2, b"identity") + field(4, 0, varint(0))) + tail
+    normalizer = field(1, 2, b"identity") + field(4, 0, varint(0))
+    return body + field(2, 2, field(3, 0, varint(2))) + field(3, 2, normalizer) + tail
 
 
 def test_minimal_sentencepiece_model_reads(tmp_path):

@@ -16,6 +16,7 @@ from ..formats.jsontext import JsonObject, short_repr
 from ..formats.weights import expected_tensors
 from ..types import ModelConfig
 
+
 class Family:
     """The llama decoder as a family: subclasses set their names and override what differs."""
 
