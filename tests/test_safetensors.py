@@ -65,6 +65,8 @@ CORRUPT = {
     "overlap": (lambda p: _rewrite_header(p, lambda h: h["y"].update(data_offsets=[20, 36])), r"overlaps"),
     "gap": (lambda p: _rewrite_header(p, lambda h: h["x"].update(data_offsets=[4, 28])), r"leaves a gap"),
     "missing key": (lambda p: _rewrite_header(p, lambda h: h["x"].pop("shape")), r"exactly dtype, shape"),
+    "100,000 huge dimensions": (lambda p: _rewrite_header(p, lambda h: h["x"].update(shape=[2**62] * 100_000)),
+                                r"needs more than the 40 bytes of tensor data"),  # the product took minutes
     "bad metadata": (lambda p: _rewrite_header(p, lambda h: h.update(__metadata__={"n": 1})),
                      r"__metadata__ must map strings"),
 }
@@ -188,7 +190,7 @@ HF_BAD = {
     "negative context": ({"max_position_embeddings": -5}, None, r"max_seq_len|max_position_embeddings"),
     "negative norm epsilon": ({"rms_norm_eps": -1e-5}, None, r"norm_eps"),
     "sliding window of 0": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
-                             "sliding_window": 0}, None, r"sliding_window is 0"),
+                             "sliding_window": 0}, None, r"config.json: sliding_window must be an integer in \[1, .*got 0"),
 }
 
 

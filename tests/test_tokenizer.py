@@ -99,7 +99,7 @@ def test_unknown_pre_tokenizer_is_an_error(tmp_path):
     spec = {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
             "pre_tokenizer": {"type": "Whitespace"}}
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(FormatError, match="tokenizer.json: pre-tokenizer"):
+    with pytest.raises(FormatError, match="tokenizer.json: pre_tokenizer"):
         Tokenizer.from_file(tmp_path / "tokenizer.json")
 
 

@@ -7,14 +7,14 @@ SwiGLU). A family module subclasses it and overrides only what differs.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from ..errors import FormatError
 from ..formats.gguf import GGUFFile
+from ..formats.jsontext import JsonObject, short_repr
 from ..formats.weights import check_config, expected_tensors
 from ..types import ModelConfig
-
-Fail = Callable[[str], FormatError]  # builds a FormatError naming the source
 
 
 class Family:
@@ -28,65 +28,74 @@ class Family:
 
     # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
 
-    def config_from_hf(self, raw: dict, fail: Fail) -> tuple[ModelConfig, list[str]]:
-        """The ModelConfig of a config.json, and notes on choices made; refuses what the decoder
-        cannot run, saying what is missing."""
-        arch = next((a for a in raw.get("architectures") or [] if a in self.hf_classes), self.name)
+    def config_from_hf(self, raw: JsonObject, n_tensors: int, n_bytes: int) -> tuple[ModelConfig, list[str]]:
+        """The ModelConfig of a config.json (`raw`, labelled and failing with the directory's name),
+        and notes on choices made; refuses what the decoder cannot run, saying what is missing.
+        Counts are bounded by what the safetensors files hold (n_tensors tensors, n_bytes bytes of
+        data) before anything proportional to them is built."""
+        arch = next((a for a in raw.strings("architectures") if a in self.hf_classes), self.name)
         notes: list[str] = []
 
-        def get(key: str, default: Any = None, kind: type | tuple[type, ...] = int) -> Any:
-            v = raw.get(key, default)
-            if v is None or isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
-                raise fail(f"config.json: {key} is {'missing' if v is None else repr(v)}")
-            return v
-
         def refuse(what: str) -> FormatError:
-            return fail(f"{arch} with {what} is not supported by pyllm")
+            return raw.fail(f"{arch} with {what} is not supported by pyllm")
 
         self.check_hf(raw, refuse)
-        dim, n_heads = get("hidden_size"), get("num_attention_heads")
-        head_dim = raw.get("head_dim") or dim // n_heads
-        max_seq = get("max_position_embeddings", 2048)
-        rope = raw.get("rope_parameters") or {}
-        theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
+        n_layers = raw.integer("num_hidden_layers")
+        if n_layers > n_tensors:
+            raise raw.fail(f"config.json: num_hidden_layers {n_layers} is more than the {n_tensors} tensors "
+                           "the safetensors files hold")
+        dim, n_heads = raw.integer("hidden_size"), raw.integer("num_attention_heads")
+        head_dim = raw.integer("head_dim", None)
+        if head_dim is None:
+            if dim % n_heads:
+                raise raw.fail(f"config.json: num_attention_heads {n_heads} does not divide hidden_size {dim} "
+                               "(and head_dim is not given)")
+            head_dim = dim // n_heads
+        n_kv_heads = raw.integer("num_key_value_heads", n_heads)
+        if head_dim % 2 or n_heads % n_kv_heads:
+            raise raw.fail(f"config.json: head size {head_dim} and heads {n_heads}/{n_kv_heads} "
+                           "do not form a valid attention layout")
+        max_seq = raw.integer("max_position_embeddings", 2048)
+        theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", 10000.0, positive=True),
+                                                  positive=True)
         cfg = ModelConfig(
-            dim=dim, hidden_dim=get("intermediate_size"), n_layers=get("num_hidden_layers"),
-            n_heads=n_heads, n_kv_heads=get("num_key_value_heads", n_heads), head_dim=head_dim,
-            vocab_size=get("vocab_size"), max_seq_len=max_seq,
-            rope_theta=float(theta), norm_eps=float(get("rms_norm_eps", 1e-6, (int, float))),
-            tied_embeddings=bool(raw.get("tie_word_embeddings", False)), qkv_bias=self.qkv_bias,
-            architecture=self.name, sliding_window=self.hf_sliding_window(raw, fail, notes),
+            dim=dim, hidden_dim=raw.integer("intermediate_size"), n_layers=n_layers,
+            n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
+            vocab_size=raw.integer("vocab_size"), max_seq_len=max_seq,
+            rope_theta=theta, norm_eps=raw.number("rms_norm_eps", 1e-6),
+            tied_embeddings=raw.flag("tie_word_embeddings"), qkv_bias=self.qkv_bias,
+            architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
         )
-        if head_dim % 2 or cfg.n_heads % cfg.n_kv_heads:
-            raise fail(f"config.json: head size {head_dim} and heads {n_heads}/{cfg.n_kv_heads} "
-                       "do not form a valid attention layout")
+        need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
+        if need > n_bytes:
+            raise raw.fail(f"config.json: hidden_size {dim}, intermediate_size {cfg.hidden_dim}, num_hidden_layers "
+                           f"{n_layers}, vocab_size {cfg.vocab_size} and the heads ({n_heads}/{n_kv_heads} of "
+                           f"size {head_dim}) need at least {need} bytes of weights, but the safetensors "
+                           f"files hold {n_bytes}")
         return cfg, notes
 
-    def check_hf(self, raw: dict, refuse: Callable[[str], FormatError]) -> None:
+    def check_hf(self, raw: JsonObject, refuse: Callable[[str], FormatError]) -> None:
         """Raise refuse(what) for a config.json feature the decoder does not have."""
         act = raw.get("hidden_act", raw.get("hidden_activation", "silu"))
         if act != "silu":
-            raise refuse(f"activation {act!r} (only SiLU/SwiGLU)")
-        rope = raw.get("rope_parameters") or {}
-        scaling = raw.get("rope_scaling") or {}
+            raise refuse(f"activation {short_repr(act)} (only SiLU/SwiGLU)")
+        rope, scaling = raw.obj("rope_parameters"), raw.obj("rope_scaling")
         rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
         if rope_type != "default":
-            raise refuse(f"RoPE scaling {rope_type!r}")
-        if raw.get("partial_rotary_factor", 1.0) != 1.0:
+            raise refuse(f"RoPE scaling {short_repr(rope_type)}")
+        if raw.number("partial_rotary_factor", 1.0) != 1.0:
             raise refuse("partial rotary embeddings")
-        if raw.get("mlp_bias"):
+        if raw.flag("mlp_bias"):
             raise refuse("MLP biases")
-        if any(t != "full_attention" for t in raw.get("layer_types") or []) or raw.get("use_sliding_window"):
+        if any(t != "full_attention" for t in raw.strings("layer_types")) or raw.flag("use_sliding_window"):
             raise refuse("sliding-window attention layers")
 
-    def hf_sliding_window(self, raw: dict, fail: Fail, notes: list[str]) -> int | None:
+    def hf_sliding_window(self, raw: JsonObject, notes: list[str]) -> int | None:
         """The attention window of config.json, or None: Mistral v0.1 sets `sliding_window`, v0.2+
         sets it to null, Qwen2 sets it but turns it off with `use_sliding_window: false`."""
-        window = raw.get("sliding_window")
-        if window is None or raw.get("use_sliding_window", True) is False:
+        window = raw.integer("sliding_window", None)
+        if window is None or not raw.flag("use_sliding_window", True):
             return None
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise fail(f"config.json: sliding_window is {window!r}, not a positive number of positions")
         notes.append(f"sliding-window attention of {window} positions, which pyllm does not implement "
                      f"yet: contexts are limited to {window}")
         return window

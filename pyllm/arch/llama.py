@@ -2,6 +2,7 @@
 from typing import Callable
 
 from ..errors import FormatError
+from ..formats.jsontext import JsonObject
 from .family import Family
 
 
@@ -12,8 +13,8 @@ class Llama(Family):
     hf_classes = ("LlamaForCausalLM",)
     gguf_names = ("llama",)
 
-    def check_hf(self, raw: dict, refuse: Callable[[str], FormatError]) -> None:
+    def check_hf(self, raw: JsonObject, refuse: Callable[[str], FormatError]) -> None:
         """The decoder's refusals, and Llama's optional biases on every attention projection."""
         super().check_hf(raw, refuse)
-        if raw.get("attention_bias"):
+        if raw.flag("attention_bias"):
             raise refuse("attention output biases (attention_bias)")

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import arch
-from ..formats.hf_dir import Fail, chat_template, open_shards, read_json, read_tokenizer, tokenizer_config
+from ..formats.hf_dir import (Fail, chat_template, open_shards, read_config, read_tokenizer, stored_size,
+                              tokenizer_config)
 from ..formats.safetensors import FLOAT_DTYPES, SafetensorsFile
 from ..formats.weights import TensorSource
 from ..quant import quantize
@@ -27,23 +28,21 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
     fail = Fail(root)
     if not os.path.exists(os.path.join(root, "config.json")):
         raise fail("no config.json: not a Hugging Face model directory")
-    raw = read_json(os.path.join(root, "config.json"), fail)
-    if not isinstance(raw, dict):
-        raise fail("config.json is not a JSON object")
-    family = arch.by_hf_class(raw.get("architectures") or [])
+    raw = read_config(root, "config.json", fail)
+    family = arch.by_hf_class(raw.strings("architectures"))
     if family is None:
-        archs, model_type = raw.get("architectures") or [], raw.get("model_type", "?")
+        archs, model_type = raw.strings("architectures"), raw.text("model_type", "?")
         name = archs[0] if archs else model_type
         raise fail(f"architecture {name} (model_type {model_type!r}) is not supported: "
                    f"{arch.unsupported_reason(model_type)}")
-    cfg, notes = family.config_from_hf(raw, fail)
     tok_cfg = tokenizer_config(root, fail)
-    tokenizer = read_tokenizer(root, cfg.vocab_size, tok_cfg, fail)
-    if tokenizer is None:
-        notes.append("no tokenizer.json or tokenizer.model: the model file has no tokenizer")
 
     owner, files = open_shards(root, fail)
     try:
+        cfg, notes = family.config_from_hf(raw, *stored_size(owner))  # counts bounded by the shards
+        tokenizer = read_tokenizer(root, cfg.vocab_size, tok_cfg, fail)
+        if tokenizer is None:
+            notes.append("no tokenizer.json or tokenizer.model: the model file has no tokenizer")
         names = family.hf_tensor_names(cfg)
         used = {hf for hf, _ in names.values()}
         ignorable = family.hf_ignored_suffixes + (("lm_head.weight",) if cfg.tied_embeddings else ())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .jsontext import parse_json
+from .jsontext import parse_json, short_repr
 from .mapped import MappedFile
 
 MAX_HEADER = 100_000_000  # the reference implementation's bound
@@ -77,11 +77,14 @@ class SafetensorsFile(MappedFile):
             if (not isinstance(offsets, list) or len(offsets) != 2
                     or not all(type(o) is int and o >= 0 for o in offsets) or offsets[1] < offsets[0]):
                 raise ValueError(f"tensor {name}: data_offsets {offsets!r} are not [begin, end]")
-            count = 1
-            for d in shape:
-                count *= d
-            if count * DTYPE_SIZES[dtype] != offsets[1] - offsets[0]:
-                raise ValueError(f"tensor {name}: {dtype} {shape} needs {count * DTYPE_SIZES[dtype]} bytes "
+            nbytes = 0 if 0 in shape else DTYPE_SIZES[dtype]
+            for d in shape:  # stop once past the data: a product of a million huge dims would not end
+                nbytes *= d
+                if nbytes > buffer_size:
+                    raise ValueError(f"tensor {name}: {dtype} {short_repr(shape)} needs more than the "
+                                     f"{buffer_size} bytes of tensor data the file holds")
+            if nbytes != offsets[1] - offsets[0]:
+                raise ValueError(f"tensor {name}: {dtype} {shape} needs {nbytes} bytes "
                                  f"but data_offsets {offsets} hold {offsets[1] - offsets[0]}")
             entries.append((offsets[0], offsets[1], name, dtype, tuple(shape)))
 
