@@ -37,8 +37,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the writers beside this file
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # the writers beside this file, the pyllm above it
 
+import jinja2.sandbox  # noqa: E402,F401 - imported once here, not again in every forked case
 import numpy as np  # noqa: E402
 
 from gguf_writer import (ARRAY, BOOL, F32, F64, I32, I64, STRING, U8, U32, U64, Typed,  # noqa: E402
@@ -55,7 +57,7 @@ FORMATS = ("weights", "gguf", "hf", "llama2c", "tokenizer_json", "tokenizer_mode
 EXPECTED = ("ok", "error")
 DEFECTS = ("exception", "memory", "signal", "timeout", "unloadable")
 OUTCOMES = EXPECTED + DEFECTS
-HF_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "hf")
+HF_DATA = os.path.join(TESTS, "data", "hf")
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "What is 2+2?"}]
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]  # fits a small context
@@ -69,14 +71,15 @@ MESSAGE_LIMIT = 2000  # characters of an exception message kept in a result
 
 INTS = [0, -1, 1, 2, 3, 7, 255, 65535, 2**31 - 1, 2**31, -2**31, 2**32 - 1, 2**32, 2**63 - 1, -2**63,
         2**63, 2**64 - 1, 10**6, 10**9, 10**18]
-FLOATS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, 5e-324, -1.5, 1e30]
+FLOATS32 = [math.nan, math.inf, -math.inf, 0.0, -0.0, 3.4e38, 1e-45, -1.5, 1e30]  # each fits a float32
+FLOATS = FLOATS32 + [1e308, 5e-324]
 DEEP = "\0deep\0"  # a JSON value replaced, after serialization, by 100,000 nested arrays
 
 
 def extreme_json(rng: random.Random) -> Any:
     """A JSON value chosen to break assumptions: huge, negative, non-finite, empty, wrongly typed."""
     return rng.choice([
-        lambda: rng.choice(INTS), lambda: rng.choice(FLOATS), lambda: rng.choice(["", "x", "\u2581", "\ud7ff"]),
+        lambda: rng.choice(INTS), lambda: rng.choice(FLOATS), lambda: rng.choice(["", "x", "\u2581", "\udc80"]),
         lambda: [], lambda: {}, lambda: None, lambda: rng.choice([True, False]),
         lambda: "A" * rng.choice([1000, 10**5, 10**6]), lambda: [0] * rng.choice([1, 3, 10**5]),
         lambda: {"a": [1, {"b": None}]}, lambda: [[]] * 3, lambda: DEEP,
@@ -519,6 +522,7 @@ class Result:
     error: str = ""            # exception type (or signal name)
     message: str = ""
     mutation: str = ""
+    seconds: float = 0.0       # wall time of the case's process
 
     @property
     def defect(self) -> bool:
@@ -559,7 +563,7 @@ def _mutate_gguf(base: dict[str, Any], rng: random.Random) -> tuple[dict[str, An
         elif vtype == ARRAY:
             value = rng.choice([[], [1, 2], ["a"], [[1]], [0.5] * 3])
         elif vtype in (F32, F64):
-            value = rng.choice(FLOATS)
+            value = rng.choice(FLOATS32 if vtype == F32 else FLOATS)
         elif vtype == BOOL:
             value = rng.random() < 0.5
         else:
@@ -678,7 +682,7 @@ def _mutate_llama2c(model: bytes, tok: bytes, rng: random.Random) -> tuple[bytes
             v = rng.choice([0, 2**31, 2**32 - 1, 10**6, 1000])
             b[offsets[i] + 4:offsets[i] + 8] = struct.pack("<I", v)
             return model, bytes(b), f"tokenizer.bin piece {i} length = {v}"
-        v = rng.choice(FLOATS)
+        v = rng.choice(FLOATS32)
         b[offsets[i]:offsets[i] + 4] = struct.pack("<f", v)
         return model, bytes(b), f"tokenizer.bin piece {i} score = {v}"
     t, desc = mutate_bytes(tok, rng, hot=64)
@@ -901,10 +905,10 @@ def run_pipeline(case: Case, paths: dict[str, str], bases: Bases, workdir: str, 
 
 def execute(case: Case, bases: Bases, workdir: str) -> Result:
     """Build and run one case in this process, catching what it raises."""
-    stage = ["build"]
-    paths, mutation = make_case(case, bases, workdir)  # a failure here is the harness's own: no result
-    result = Result(case, "ok", mutation=mutation)
+    stage = ["build"]  # a failure while building the input is the harness's own
+    result = Result(case, "ok")
     try:
+        paths, result.mutation = make_case(case, bases, workdir)
         run_pipeline(case, paths, bases, workdir, stage)
     except Unloadable as exc:
         result.outcome, result.error, result.message = "unloadable", type(exc.__cause__).__name__, str(exc)
@@ -932,49 +936,53 @@ def limit_memory(extra_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def run_isolated(fn: Callable[[str], Result], case: Case, workdir: str, timeout: float, mem_mb: int,
-                 keep_output: bool = False) -> Callable[[], Result | None]:
-    """Fork a process that runs fn(workdir) under the limits; returns a poll function that gives
-    the Result once the process has ended (None before), killing it at the timeout."""
-    r, w = os.pipe()
-    crash_log = os.path.join(workdir, "crash.txt")
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        try:
-            os.close(r)
-            if not keep_output:
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, 1)
-                os.dup2(null, 2)
-            faulthandler.enable(open(crash_log, "w"))
-            warnings.simplefilter("ignore")
-            limit_memory(mem_mb)
-            result = fn(workdir)
-            os.write(w, json.dumps(result.__dict__ | {"case": str(case)}).encode()[:60000])
-        finally:
-            os._exit(0)
-    os.close(w)
-    deadline, chunks, done = time.monotonic() + timeout, [], [None]
+class Isolated:
+    """fn(workdir) running in a forked process under a memory limit; `poll` gives its Result once
+    the process has ended (None before), and kills it at the timeout."""
 
-    def poll() -> Result | None:
-        if done[0] is not None:
-            return done[0]
-        wait = max(0.0, deadline - time.monotonic())
-        if select.select([r], [], [], min(wait, 0.05))[0]:
-            data = os.read(r, 65536)
-            if data:
-                chunks.append(data)
-                return None
-            os.close(r)
-            _, status = os.waitpid(pid, 0)
-            done[0] = _finished(case, status, b"".join(chunks), crash_log)
-        elif time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            done[0] = Result(case, "timeout", error="timeout", message=f"no result after {timeout:g} s")
-        return done[0]
-    return poll
+    def __init__(self, fn: Callable[[str], Result], case: Case, workdir: str, timeout: float, mem_mb: int,
+                 keep_output: bool = False):
+        self.case, self.timeout = case, timeout
+        self.crash_log = os.path.join(workdir, "crash.txt")
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            try:
+                os.close(r)
+                if not keep_output:
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, 1)
+                    os.dup2(null, 2)
+                faulthandler.enable(open(self.crash_log, "w"))  # a crash leaves its Python stack here
+                warnings.simplefilter("ignore")
+                limit_memory(mem_mb)
+                result = fn(workdir)
+                os.write(w, json.dumps(result.__dict__ | {"case": str(case)}).encode()[:60000])
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.fd, self.chunks, self.result = r, [], None
+        self.start = time.monotonic()
+
+    def poll(self) -> Result | None:
+        if self.result is None:
+            if select.select([self.fd], [], [], 0)[0]:
+                data = os.read(self.fd, 65536)
+                if data:
+                    self.chunks.append(data)
+                    return None
+                os.close(self.fd)
+                _, status = os.waitpid(self.pid, 0)
+                self.result = _finished(self.case, status, b"".join(self.chunks), self.crash_log)
+            elif time.monotonic() >= self.start + self.timeout:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                os.close(self.fd)
+                self.result = Result(self.case, "timeout", error="timeout",
+                                     message=f"no result after {self.timeout:g} s")
+            if self.result is not None:
+                self.result.seconds = time.monotonic() - self.start
+        return self.result
 
 
 def _finished(case: Case, status: int, data: bytes, crash_log: str) -> Result:
@@ -1003,9 +1011,10 @@ def run_cases(cases: list[Case], bases: Bases, workdir: str, workers: int = 2, t
         while pending and len(running) < workers:
             i, case = pending.pop(0)
             d = tempfile.mkdtemp(prefix=f"{case.format}-{case.index}-", dir=workdir)
-            running[i] = (run_isolated(lambda wd, case=case: execute(case, bases, wd), case, d, timeout, mem_mb), d)
-        for i, (poll, d) in list(running.items()):
-            result = poll()
+            running[i] = (Isolated(lambda wd, case=case: execute(case, bases, wd), case, d, timeout, mem_mb), d)
+        select.select([proc.fd for proc, _ in running.values()], [], [], 0.05)
+        for i, (proc, d) in list(running.items()):
+            result = proc.poll()
             if result is not None:
                 if not result.mutation and result.outcome in ("signal", "timeout"):
                     with tempfile.TemporaryDirectory(dir=workdir) as scratch:  # describe what was run
