@@ -63,6 +63,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]  # fits a small context
 PROMPT = "the cat sat"
 TEXT = "Hello world, the cat sat on 12345 mats. ünïcödé ☕\n\t  <|im_start|>user <s> end"
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MESSAGE_LIMIT = 2000  # characters of an exception message kept in a result
 
 
@@ -259,6 +260,26 @@ TEMPLATE_SNIPPETS = [
 ]
 
 
+def hostile_text(rng: random.Random) -> tuple[str, str]:
+    """Text to tokenize: ordinary, or a long word without spaces, every code point class, or a run of
+    control-token look-alikes."""
+    kind = rng.choice(["plain", "plain", "word", "bytes", "unicode", "specials", "spaces"])
+    if kind == "word":
+        n = rng.choice([1000, 5000, 20000])
+        return "".join(rng.choice(LETTERS) for _ in range(n)), f"{n} random letters without spaces"
+    if kind == "bytes":
+        return "".join(map(chr, range(256))) * 4, "every code point below 256, 4 times"
+    if kind == "unicode":
+        points = [rng.choice([rng.randrange(0x80, 0x800), rng.randrange(0x800, 0xD800),
+                              rng.randrange(0xE000, 0x110000)]) for _ in range(2000)]
+        return "".join(map(chr, points)), "2000 random code points"
+    if kind == "specials":
+        return "<|im_start|><s></s><|endoftext|><unk>" * 500 + "<|im_", "control-token look-alikes"
+    if kind == "spaces":
+        return " \t\n\r\u00a0\u2581" * 2000, "whitespace of every kind"
+    return TEXT, "ordinary text"
+
+
 def mutate_template(source: str, rng: random.Random) -> tuple[str, str]:
     """A real chat template changed: a snippet inserted, a span deleted or repeated, numbers made
     huge, or the whole template wrapped in a loop or nesting."""
@@ -375,7 +396,8 @@ def mutate_proto(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         fields = [x for x in fields if not (x[0] == 2 and x[1] == 2)] + [(2, 2, encode_proto(sub))]
         return encode_proto(fields), f"trainer field {f} = {v}"
     if kind == "normalizer":
-        f, w, v = rng.choice([(1, 2, b"nmt_nfkc"), (1, 2, b"\xff"), (3, 0, 0), (4, 0, 1), (5, 0, 0), (2, 2, b"\0" * 9), (3, 2, b"x")])
+        f, w, v = rng.choice([(1, 2, b"nmt_nfkc"), (1, 2, b"\xff"), (3, 0, 0), (4, 0, 1), (5, 0, 0),
+                              (2, 2, b"\0" * 9), (3, 2, b"x")])
         fields = [x for x in fields if x[0] != 3] + [(3, 2, encode_proto([(f, w, v)]))]
         return encode_proto(fields), f"normalizer field {f} = wire {w} {v!r}"
     if kind == "wire":
@@ -384,8 +406,8 @@ def mutate_proto(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         return encode_proto(fields[:at]) + varint(rng.choice([1, 2, 9]) << 3 | w) + encode_proto(fields[at:]), \
             f"field with wire type {w} before field {at}"
     if kind == "drop":
-        keep = [x for x in fields if x[0] != rng.choice([1, 2, 3])]
-        return encode_proto(keep), "a top-level field dropped"
+        f = rng.choice([1, 2, 3])
+        return encode_proto([x for x in fields if x[0] != f]), f"every top-level field {f} dropped"
     i = rng.choice(pieces or [0])
     fields[i:i] = [fields[i]] * rng.choice([1, 1000])
     return encode_proto(fields), f"field {i} duplicated"
@@ -808,6 +830,8 @@ def make_case(case: Case, bases: Bases, workdir: str) -> tuple[dict[str, str], s
             descs.append(d)
         paths["tokenizer"] = os.path.join(workdir, "tokenizer.json")
         _write(paths["tokenizer"], data)
+        paths["text"], d = _text_file(workdir, rng, rounds)
+        descs.append(d)
     elif fmt == "tokenizer_model":
         data = pick(bases.tokenizer_model)
         for _ in range(rounds):
@@ -818,6 +842,8 @@ def make_case(case: Case, bases: Bases, workdir: str) -> tuple[dict[str, str], s
             descs.append(d)
         paths["tokenizer"] = os.path.join(workdir, "tokenizer.model")
         _write(paths["tokenizer"], data)
+        paths["text"], d = _text_file(workdir, rng, rounds)
+        descs.append(d)
     elif fmt == "template":
         if rounds and rng.random() < 0.4:
             source = rng.choice(HOSTILE_TEMPLATES)
@@ -831,7 +857,18 @@ def make_case(case: Case, bases: Bases, workdir: str) -> tuple[dict[str, str], s
         _write(paths["template"], source)
     else:
         raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    return paths, "; ".join(descs)
+    if fmt in ("gguf", "hf", "llama2c") and rounds:
+        paths["out_type"] = rng.choice(["", "", "f16", "q8_0", "q4_0"])
+        descs.append(f"convert --type {paths['out_type']}" if paths["out_type"] else "")
+    return paths, "; ".join(d for d in descs if d)
+
+
+def _text_file(workdir: str, rng: random.Random, rounds: int) -> tuple[str, str]:
+    """The text a tokenizer case encodes, written beside its input (ordinary text for a valid input)."""
+    text, desc = hostile_text(rng) if rounds else (TEXT, "")
+    path = os.path.join(workdir, "text.txt")
+    _write(path, text)
+    return path, desc
 
 
 class Unloadable(Exception):
@@ -849,8 +886,8 @@ def _generate(path: str) -> None:
             m.chat(CHAT, max_tokens=2, temperature=0)
 
 
-def _tokenize(tok: Tokenizer) -> None:
-    ids = tok.encode(TEXT) + tok.encode(TEXT, special=True)
+def _tokenize(tok: Tokenizer, text: str = TEXT) -> None:
+    ids = tok.encode(text) + tok.encode(text, special=True)
     tok.decode(ids)
     tok.decode(ids, special=True)
     d = tok.decoder()
@@ -874,7 +911,8 @@ def run_pipeline(case: Case, paths: dict[str, str], bases: Bases, workdir: str, 
         stage[0] = "load"
         tok = Tokenizer.from_file(paths["tokenizer"])
         stage[0] = "tokenize"
-        _tokenize(tok)
+        with open(paths["text"], encoding="utf-8") as f:
+            _tokenize(tok, f.read())
         return
     if fmt == "weights":
         stage[0] = "tokenizer"
@@ -893,7 +931,8 @@ def run_pipeline(case: Case, paths: dict[str, str], bases: Bases, workdir: str, 
             pass
     out = os.path.join(workdir, "out.bin")
     stage[0] = "convert"
-    convert(paths["model"], out, progress=False, **({"tokenizer": paths["tokenizer"]} if fmt == "llama2c" else {}))
+    convert(paths["model"], out, paths.get("out_type") or None, progress=False,
+            **({"tokenizer": paths["tokenizer"]} if fmt == "llama2c" else {}))
     stage[0] = "reload"
     try:
         Model(out, n_threads=1).close()
@@ -1077,7 +1116,8 @@ def replay(case: Case, keep: str | None, mem_mb: int) -> int:
     shutil.rmtree(case_dir, ignore_errors=True)
     os.makedirs(case_dir)
     paths, mutation = make_case(case, bases, case_dir)
-    print(f"{case}: {mutation}\ninput: {', '.join(paths.values())}")
+    print(f"{case}: {mutation}")
+    print("input: " + ", ".join(f"{role} {value}" for role, value in paths.items()))
     limit_memory(mem_mb)
     stage = ["build"]
     try:
