@@ -72,6 +72,7 @@ MESSAGE_LIMIT = 2000  # characters of an exception message kept in a result
 
 INTS = [0, -1, 1, 2, 3, 7, 255, 65535, 2**31 - 1, 2**31, -2**31, 2**32 - 1, 2**32, 2**63 - 1, -2**63,
         2**63, 2**64 - 1, 10**6, 10**9, 10**18]
+SMALL_INTS = [0, 1, 2, 7, 255, 65535, 10**6, 10**9, 2**31 - 1]  # fit any GGUF integer array type
 FLOATS32 = [math.nan, math.inf, -math.inf, 0.0, -0.0, 3.4e38, 1e-45, -1.5, 1e30]  # each fits a float32
 FLOATS = FLOATS32 + [1e308, 5e-324]
 DEEP = "\0deep\0"  # a JSON value replaced, after serialization, by 100,000 nested arrays
@@ -576,7 +577,7 @@ def _mutate_gguf(base: dict[str, Any], rng: random.Random) -> tuple[dict[str, An
             items = meta[key]
             op = rng.choice(["short", "long", "retype", "empty"])
             meta[key] = {"short": items[:rng.randrange(len(items))], "long": items + items[:7],
-                         "retype": [rng.choice(INTS[:10]) for _ in items] if isinstance(items[0], str)
+                         "retype": [rng.choice(SMALL_INTS) for _ in items] if isinstance(items[0], str)
                          else [str(x) for x in items], "empty": []}[op]
             return g, f"metadata array {key} {op} ({len(meta[key])} items)"
         vtype = rng.choice([U8, I32, U32, I64, U64, F32, F64, BOOL, STRING, ARRAY])
@@ -1119,17 +1120,17 @@ def replay(case: Case, keep: str | None, mem_mb: int) -> int:
     print(f"{case}: {mutation}")
     print("input: " + ", ".join(f"{role} {value}" for role, value in paths.items()))
     limit_memory(mem_mb)
-    stage = ["build"]
+    stage, start = ["build"], time.perf_counter()
     try:
         run_pipeline(case, paths, bases, case_dir, stage)
     except BaseException:
         traceback.print_exc()
-        print(f"failed at stage {stage[0]}")
+        print(f"failed at stage {stage[0]} after {time.perf_counter() - start:.1f} s")
         return 1
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"ok (reached {stage[0]})")
+    print(f"ok (reached {stage[0]}) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
