@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 THREADS ?=
 
-.PHONY: install test run bench fetch clean selftest check-arm
+.PHONY: install test run bench fetch clean selftest check-arm fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ run: install
 # pyllm on the default model; llama.cpp on the same GGUF too when llama-cpp-python is installed.
 bench: install
 	$(PY) tools/bench.py --gguf "$$($(VENV)/bin/pyllm fetch --gguf -q)" $(if $(THREADS),--threads $(THREADS))
+
+# A longer fuzzing campaign than the test suite's (tests/fuzzing.py): FUZZ_CASES mutated inputs of
+# each format under FUZZ_SEED; prints a table of outcomes per format and fails on any defect.
+FUZZ_CASES ?= 2000
+FUZZ_SEED  ?= 1
+fuzz: install
+	$(PY) tests/fuzzing.py run --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
 
 clean:
 	rm -rf build dist *.egg-info pyllm/_core*.so pyllm/_core.c .pytest_cache $(VENV)
