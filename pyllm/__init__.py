@@ -1,12 +1,13 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
 from .errors import (ClosedError, ContextFullError, EngineError, FormatError, GenerationCancelledError,
-                     PyllmError, SessionBusyError, TemplateError)
+                     NumericalError, PyllmError, SessionBusyError, TemplateError)
 from .model import Model
 from .session import Session
 from .tokenizer import Tokenizer
 
 __all__ = ["Model", "Session", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError",
-           "ContextFullError", "SessionBusyError", "ClosedError", "GenerationCancelledError", "TemplateError"]
+           "ContextFullError", "SessionBusyError", "ClosedError", "GenerationCancelledError", "TemplateError",
+           "NumericalError"]
 __version__ = "0.1.0"
 
 

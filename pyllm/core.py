@@ -15,7 +15,7 @@ from typing import Any, Mapping, Protocol, Sequence, TypeVar
 from . import _native, arch
 from ._native import check, ffi, lib
 from .chat import render_marked
-from .errors import ClosedError, FormatError, PyllmError
+from .errors import ClosedError, FormatError, PyllmError, TemplateError
 from .formats.weights import WeightsFile
 from .quant import TYPES
 from .tokenizer import Tokenizer
@@ -266,7 +266,10 @@ class ModelCore:
         text, plain = render_marked(template or self.chat_template or "chatml", messages, controls,
                                     bos_token=bos, eos_token=eos)
         starts_with_bos = bos and text.startswith(bos) and not (plain and plain[0][0] == 0)
-        return tok.encode(text, add_bos=tok.add_bos and not starts_with_bos, special=True, plain_spans=plain)
+        ids = tok.encode(text, add_bos=tok.add_bos and not starts_with_bos, special=True, plain_spans=plain)
+        if not ids:
+            raise TemplateError("the chat template rendered an empty prompt")
+        return ids
 
     def close(self) -> None:
         """Free the C model, its sessions and the mapped file; the model cannot be used afterwards.

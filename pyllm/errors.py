@@ -30,6 +30,10 @@ class GenerationCancelledError(PyllmError, RuntimeError):
     """A suspended generation was resumed after a later call on its session took the session over."""
 
 
+class NumericalError(PyllmError, ValueError):
+    """The model computed logits that cannot be sampled (NaN): its weights hold NaN or infinity."""
+
+
 class TemplateError(PyllmError, ValueError):
     """A chat template failed to render, or tried something the sandbox forbids."""
 

@@ -263,3 +263,10 @@ def test_limits_belong_to_one_render_and_one_thread():
     assert results == {"ordinary": True, "runaway": "the chat template exceeded the time limit of 2 s"}
     assert render("chatml", [{"role": "user", "content": "hi"}]) == \
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_template_that_renders_nothing_is_a_template_error(model):
+    """An empty prompt is the template's failure, named as such (it reached generation as 'tokens must
+    be a non-empty sequence')."""
+    with pytest.raises(TemplateError, match="rendered an empty prompt"):
+        model.chat_prompt([{"role": "user", "content": "Hi"}], template="{{ messages[10**18] }}")

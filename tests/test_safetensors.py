@@ -57,6 +57,7 @@ CORRUPT = {
     "not json": (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"{abc"), r"not valid JSON"),
     "not an object": (lambda p: p.write_bytes(struct.pack("<Q", 2) + b"[]"), r"does not start with"),
     "unknown dtype": (lambda p: _rewrite_header(p, lambda h: h["x"].update(dtype="F17")), r"unknown dtype"),
+    "dtype not a string": (lambda p: _rewrite_header(p, lambda h: h["x"].update(dtype=[])), r"unknown dtype"),
     "negative dimension": (lambda p: _rewrite_header(p, lambda h: h["x"].update(shape=[-2, 3])),
                            r"not a list of non-negative"),
     "size mismatch": (lambda p: _rewrite_header(p, lambda h: h["x"].update(shape=[3, 3])), r"needs 36 bytes"),

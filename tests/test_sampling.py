@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from pyllm import NumericalError
 from pyllm.sampling import (Sampler, SamplingParams, apply_logit_bias, apply_penalties, draw, min_p,
                             softmax, top_k, top_p)
 
@@ -92,9 +93,9 @@ def test_nan_logits_are_an_error_not_a_token(temperature):
     logits[[3, 17]] = np.nan
     for params in (SamplingParams(temperature=temperature, seed=0),
                    SamplingParams(temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, seed=0)):
-        with pytest.raises(ValueError, match="NaN \\(2 of"):
+        with pytest.raises(NumericalError, match="NaN \\(2 of"):
             Sampler(params)(logits, [])
-    with pytest.raises(ValueError, match=f"NaN \\({LOGITS.size} of"):
+    with pytest.raises(NumericalError, match=f"NaN \\({LOGITS.size} of"):
         Sampler(SamplingParams(temperature=temperature))(np.full_like(LOGITS, np.nan), [])
     SamplingParams(logit_bias={5: float("-inf")}).check(LOGITS.size)  # a ban stays allowed
 

@@ -171,3 +171,36 @@ def test_decode_refuses_anything_but_vocabulary_ids(smollm2, ids):
 def test_decode_takes_numpy_integers(smollm2):
     ids = smollm2.encode("Hello world")
     assert smollm2.decode(np.array(ids, dtype=np.int64)) == "Hello world"
+
+
+def _spm_with_bytes(byte_pieces: list[str], unk: bool) -> Tokenizer:
+    """A SentencePiece vocabulary with only some byte pieces (and maybe no <unk>)."""
+    from pyllm.types import BYTE, NORMAL, UNKNOWN, TokenizerData
+    tokens = (["<unk>"] if unk else []) + ["\u2581", "a", "\u2581a"] + byte_pieces
+    types = ([UNKNOWN] if unk else []) + [NORMAL] * 3 + [BYTE] * len(byte_pieces)
+    return Tokenizer(TokenizerData(model="llama", tokens=tokens, token_types=types, scores=[0.0] * len(tokens),
+                                   unk_id=0 if unk else None, add_bos=False, add_space_prefix=True))
+
+
+@pytest.mark.parametrize("unk", [True, False])
+def test_sentencepiece_byte_fallback_with_missing_bytes(unk):
+    """A character whose bytes all have pieces falls back to them; one missing a byte piece becomes
+    <unk>, or is dropped without one (as Hugging Face tokenizers does); a malformed byte piece is
+    an ordinary piece, not a crash."""
+    tok = _spm_with_bytes(["<0xC3>", "<0xA9>", "<0x{A>"], unk)
+    ids = tok.encode("aé", add_bos=False)
+    assert [tok.tokens[i] for i in ids] == ["\u2581a", "<0xC3>", "<0xA9>"]
+    tok = _spm_with_bytes(["<0xC3>"], unk)
+    ids = tok.encode("aéa", add_bos=False)
+    assert [tok.tokens[i] for i in ids] == ["\u2581a"] + (["<unk>"] if unk else []) + ["a"]
+
+
+@pytest.mark.parametrize("unk", ["<unk>", None])
+def test_missing_byte_pieces_as_hugging_face(unk):
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"<unk>": 0, "\u2581": 1, "a": 2, "\u2581a": 3, "<0xC3>": 4}
+    reference = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[("\u2581", "a")],
+                                                           byte_fallback=True, unk_token=unk))
+    tok = _spm_with_bytes(["<0xC3>"], unk is not None)
+    expected = reference.encode("\u2581aéa", add_special_tokens=False).tokens
+    assert [tok.tokens[i] for i in tok.encode("aéa", add_bos=False)] == expected

@@ -70,7 +70,7 @@ class SafetensorsFile(MappedFile):
             if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
                 raise ValueError(f"tensor {name}: entry must have exactly dtype, shape and data_offsets")
             dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-            if dtype not in DTYPE_SIZES:
+            if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
                 raise ValueError(f"tensor {name}: unknown dtype {dtype!r}")
             if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
                 raise ValueError(f"tensor {name}: shape {shape!r} is not a list of non-negative integers")

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import NumericalError
 from .options import SamplingParams
 from .processors import (CandidateFilter, LogitBias, LogitsProcessor, MinP, RepetitionPenalties, TopP, draw,
                          top_k)
@@ -44,8 +45,8 @@ class Sampler:
             process(logits, history)
         top = logits.max()
         if np.isnan(top):  # max is NaN if any is; every comparison below would go wrong
-            raise ValueError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
-                             "weights holding NaN or infinity produce this")
+            raise NumericalError(f"logits contain NaN ({int(np.isnan(logits).sum())} of {logits.size}); "
+                                 "weights holding NaN or infinity produce this")
         if top == -np.inf:
             raise ValueError("every token is banned (logit_bias of -inf, or logits of -inf): nothing can be sampled")
         if self.params.temperature == 0:

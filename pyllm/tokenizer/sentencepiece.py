@@ -7,6 +7,8 @@ import re
 
 from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
 
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # the piece standing for one byte
+
 
 class SentencePieceBPE:
     """SentencePiece BPE: merge the adjacent pair whose union has the best score, leftmost first."""
@@ -22,7 +24,7 @@ class SentencePieceBPE:
                           if not types or types[i] in (NORMAL, USER_DEFINED)}
         self.byte_ids = {}
         for i, t in enumerate(tokens):
-            if (not types or types[i] == BYTE) and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            if (not types or types[i] == BYTE) and BYTE_PIECE.fullmatch(t):
                 self.byte_ids[int(t[3:5], 16)] = i
         self.unk_id = unk_id
         self.add_space_prefix = add_space_prefix
@@ -71,19 +73,17 @@ class SentencePieceBPE:
             tid = self.vocab.get(s)
             if tid is not None:
                 ids.append(tid)
-            elif self.byte_ids:
-                ids.extend(self.byte_ids[b] for b in s.encode("utf-8"))
+                continue
+            raw = s.encode("utf-8")
+            if all(b in self.byte_ids for b in raw):  # byte fallback
+                ids.extend(self.byte_ids[b] for b in raw)
             elif self.unk_id is not None:
                 ids.append(self.unk_id)
-            else:
-                raise ValueError(f"cannot encode {s!r}: not in the vocabulary and no byte fallback")
+            # else dropped, as Hugging Face tokenizers drops what neither vocabulary nor bytes cover
         return ids
 
     def token_bytes(self, token: str) -> bytes:
         """The bytes a piece stands for (<0xXX> byte pieces, and ▁ as a space)."""
-        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-            try:
-                return bytes([int(token[3:5], 16)])
-            except ValueError:
-                pass
+        if BYTE_PIECE.fullmatch(token):
+            return bytes([int(token[3:5], 16)])
         return token.replace("\u2581", " ").encode("utf-8")
