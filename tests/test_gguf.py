@@ -187,6 +187,7 @@ def test_corrupt_gguf_raises(tmp_path, case):
 # temporary file behind.
 UNLOADABLE = {
     "template as an array": ({"tokenizer.chat_template": ["{{ x }}", "{{ y }}"]}, r"tokenizer.chat_template"),
+    "name as a nested array": ({"general.name": [[1]]}, r"general.name has an unexpected value"),
     "bos id beyond the vocabulary": ({"tokenizer.ggml.bos_token_id": 10**6}, r"tokenizer.ggml.bos_token_id is 1000000, not a token id"),
     "negative context": ({"llama.context_length": Typed(I32, -5)}, r"llama.context_length is -5"),
     "NaN rope base": ({"llama.rope.freq_base": Typed(F32, float("nan"))}, r"llama.rope.freq_base is nan"),

@@ -91,5 +91,5 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
         report(notes, progress)
         write_model(g.path, dst, cfg, tokenizer, sources,
                     chat_template=g.meta("tokenizer.chat_template", "", kind=str) or None,
-                    metadata={"name": g.meta("general.name", ""), "source": os.path.basename(g.path)},
+                    metadata={"name": g.meta("general.name", "", kind=str), "source": os.path.basename(g.path)},
                     progress=progress)

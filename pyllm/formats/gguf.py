@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import FormatError
 from ..quant import BY_ID
 from ..types import TokenizerData, check_tokenizer_data
+from .jsontext import short_repr
 from .mapped import MappedFile, check_no_overlap
 
 # metadata value type -> (struct format, numpy dtype) for fixed-size scalars
@@ -190,7 +191,7 @@ class GGUFFile(MappedFile):
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if kind is not object and (not isinstance(value, kind) or isinstance(value, bool) and kind is int):
-            raise FormatError(f"{self.path}: metadata {key} has an unexpected value {value!r}")
+            raise FormatError(f"{self.path}: metadata {key} has an unexpected value {short_repr(value)}")
         return value
 
     def tokenizer(self) -> TokenizerData:
