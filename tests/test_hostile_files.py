@@ -173,6 +173,15 @@ def test_valid_gguf_tokenizer_reads(tmp_path):
     assert tok.vocab_size == VOCAB and tok.bos_id == 1
 
 
+def test_gguf_padding_id_past_the_vocabulary_is_ignored(tmp_path):
+    """A padding id the vocabulary lacks (Llama 2 fine-tunes: 32000 of 32000) is dropped, not refused:
+    pyllm never pads. The ids pyllm uses stay strict (bos above)."""
+    tiny_gguf(tmp_path / "m.gguf", extra_meta={"tokenizer.ggml.padding_token_id": VOCAB})
+    assert Tokenizer.from_file(tmp_path / "m.gguf").data.pad_id is None
+    convert(tmp_path / "m.gguf", tmp_path / "o.bin", progress=False)
+    assert read_weights(tmp_path / "o.bin").tokenizer.pad_id is None
+
+
 def test_gguf_block_count_is_bounded_by_the_tensors(tmp_path):
     """block_count 10**6 in a file of 20 tensors is refused before a per-layer table is built."""
     path = tmp_path / "m.gguf"

@@ -202,6 +202,11 @@ class GGUFFile(MappedFile):
         defaults = {"token_types": [], "scores": None, "merges": [], "add_bos": spm, "add_space_prefix": spm,
                     "add_eos": False}
         fields = {name: self.meta(key, defaults.get(name)) for name, key in TOKENIZER_KEYS.items()}
+        pad, tokens = fields["pad_id"], fields["tokens"]
+        if type(pad) is int and isinstance(tokens, list) and pad >= len(tokens):
+            # Llama 2 fine-tunes often name a padding token (32000) their vocabulary lacks; pyllm
+            # never pads, and llama.cpp ignores such an id too
+            fields["pad_id"] = None
         data = TokenizerData(**fields)
         try:
             check_tokenizer_data(data, names={name: "metadata " + key for name, key in TOKENIZER_KEYS.items()})
