@@ -112,7 +112,6 @@ class ModelCore:
         cfg = self._config = self._file.config
         self.path = self._file.path
         family, self._tokenizer = check_loadable(self._file)
-        self._tokenizer_data = self._file.tokenizer
         self.chat_template = self._file.chat_template
         self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
                                      MAX_THREADS)
@@ -234,11 +233,9 @@ class ModelCore:
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The model's tokenizer (built on first use from the tokenizer stored in its file)."""
+        """The model's tokenizer, built at load from the one stored in its file (which checks it)."""
         if self._tokenizer is None:
-            if self._tokenizer_data is None:
-                raise PyllmError(f"{self.path}: this model file has no tokenizer")
-            self._tokenizer = Tokenizer(self._tokenizer_data)
+            raise PyllmError(f"{self.path}: this model file has no tokenizer")
         return self._tokenizer
 
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:

@@ -3,6 +3,7 @@ vocabulary and rules, the token kinds, and the pre-tokenizers pyllm knows by nam
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -48,6 +49,7 @@ class TokenizerData:
 
 # Token kinds, numbered as GGUF's tokenizer.ggml.token_type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece piece standing for one byte
 
 
 class PreTokenizer(NamedTuple):

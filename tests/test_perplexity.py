@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from pyllm import Model
+from pyllm import Model, Tokenizer
 from pyllm.fetch import default_model
 from pyllm.types import TokenizerData
 from pyllm.perplexity import main, perplexity
@@ -52,8 +52,8 @@ def test_method_against_numpy(tmp_path, add_bos, monkeypatch):
     w = random_model(tmp_path / "m.bin", cfg, seed=4)
     tokens = np.random.default_rng(1).integers(3, cfg.vocab_size, 53)
     with Model(tmp_path / "m.bin") as m:
-        m._tokenizer_data = TokenizerData(model="gpt2", tokens=[chr(0x100 + i) for i in range(cfg.vocab_size)],
-                                          bos_id=1, add_bos=add_bos)
+        m._tokenizer = Tokenizer(TokenizerData(model="gpt2", tokens=[chr(0x100 + i) for i in range(cfg.vocab_size)],
+                                               bos_id=1, add_bos=add_bos))
         ppl, _ = perplexity(m, tokens, n_ctx=16)
     nll, count = 0.0, 0
     for c in range(53 // 16):  # 3 full chunks, the last 5 tokens dropped

@@ -147,6 +147,8 @@ def test_mistral_sliding_window_is_recorded_and_limits_the_context(tmp_path, cap
 @pytest.mark.parametrize("config", [
     {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None},  # v0.2+
     {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "sliding_window": 8, "use_sliding_window": False},
+    {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "sliding_window": 8},  # Qwen2Config: off
+    {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "sliding_window": 8},  # Llama has no window
 ])
 def test_a_window_that_is_off_does_not_limit_the_context(tmp_path, config):
     tensors = hf_tensors(CONFIG)
@@ -192,6 +194,7 @@ HF_BAD = {
     "negative norm epsilon": ({"rms_norm_eps": -1e-5}, None, r"norm_eps"),
     "sliding window of 0": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
                              "sliding_window": 0}, None, r"config.json: sliding_window must be an integer in \[1, .*got 0"),
+    "epsilon past float32": ({"rms_norm_eps": 1e39}, None, r"config.json gives config.norm_eps must be .*float32"),
 }
 
 

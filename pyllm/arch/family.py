@@ -25,6 +25,7 @@ class Family:
     gguf_names: tuple[str, ...] = ()   # general.architecture values
     qkv_bias = False                   # q/k/v projections carry biases
     gguf_half_split_rope = False       # GGUF q/k rows rotate halves (NeoX style), not adjacent pairs
+    hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
 
     # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
 
@@ -72,6 +73,10 @@ class Family:
                            f"{n_layers}, vocab_size {cfg.vocab_size} and the heads ({n_heads}/{n_kv_heads} of "
                            f"size {head_dim}) need at least {need} bytes of weights, but the safetensors "
                            f"files hold {n_bytes}")
+        try:
+            check_config(cfg)  # the bounds every reader applies (e.g. float32 range), named as weights.bin names them
+        except ValueError as exc:
+            raise raw.fail(f"config.json gives {exc}") from None
         return cfg, notes
 
     def check_hf(self, raw: JsonObject, refuse: Callable[[str], FormatError]) -> None:
@@ -91,10 +96,11 @@ class Family:
             raise refuse("sliding-window attention layers")
 
     def hf_sliding_window(self, raw: JsonObject, notes: list[str]) -> int | None:
-        """The attention window of config.json, or None: Mistral v0.1 sets `sliding_window`, v0.2+
-        sets it to null, Qwen2 sets it but turns it off with `use_sliding_window: false`."""
+        """The attention window of config.json, or None. transformers applies `sliding_window` only
+        where the family's config turns it on: Mistral always (v0.2+ sets it to null), Qwen2 only
+        with `use_sliding_window` (default false), Llama never."""
         window = raw.integer("sliding_window", None)
-        if window is None or not raw.flag("use_sliding_window", True):
+        if window is None or not raw.flag("use_sliding_window", self.hf_window_by_default):
             return None
         notes.append(f"sliding-window attention of {window} positions, which pyllm does not implement "
                      f"yet: contexts are limited to {window}")

@@ -9,3 +9,4 @@ class Mistral(Family):
 
     name = "mistral"
     hf_classes = ("MistralForCausalLM",)
+    hf_window_by_default = True

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..quant import TYPES
-from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, ModelConfig, TokenizerData
+from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, UNKNOWN, ModelConfig, TokenizerData
 from .mapped import MappedFile, check_regular_file
 
 MAGIC = 0x616B3432  # "ak42", written as a little-endian uint32
@@ -260,11 +260,6 @@ def read_tokenizer_bin(path: str | os.PathLike) -> TokenizerData:
     return _sentencepiece(texts, scores)
 
 
-def _is_byte_piece(piece: str) -> bool:
-    return (len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
-            and all(c in "0123456789ABCDEFabcdef" for c in piece[3:5]))
-
-
 def _sentencepiece(texts: list[str], scores: list[float]) -> TokenizerData:
     """SentencePiece pieces, types and special ids from tokenizer.bin's token texts."""
     pieces: list[str] = []
@@ -279,7 +274,7 @@ def _sentencepiece(texts: list[str], scores: list[float]) -> TokenizerData:
             piece, kind, unk = text, UNKNOWN, i
         else:
             piece = text.replace(" ", "\u2581")
-            kind = BYTE if _is_byte_piece(piece) else NORMAL
+            kind = BYTE if BYTE_PIECE.fullmatch(piece) else NORMAL
         pieces.append(piece)
         types.append(kind)
     return TokenizerData(model="llama", tokens=pieces, token_types=types, scores=scores, bos_id=bos,

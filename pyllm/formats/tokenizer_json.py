@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ..errors import FormatError
-from ..types import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, USER_DEFINED, TokenizerData
+from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, PRE_TOKENIZERS, USER_DEFINED, TokenizerData
 from .jsontext import JsonObject, read_json_file, short_repr
 
 # the regexes as tokenizer.json spells them (\p{L}) -> pyllm pre-tokenizer names
@@ -141,7 +141,7 @@ def read_tokenizer_json(path: str, config: JsonObject | None = None) -> tuple[To
             if piece in vocab:
                 scores[vocab[piece]] = max(scores[vocab[piece]] if scores[vocab[piece]] else -1e30, -float(rank))
         for t, i in vocab.items():
-            if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            if BYTE_PIECE.fullmatch(t):
                 types[i] = BYTE
         unk_text = model.text("unk_token")
         unk = vocab.get(unk_text) if unk_text is not None else None

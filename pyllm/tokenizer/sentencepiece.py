@@ -5,9 +5,7 @@ from __future__ import annotations
 import heapq
 import re
 
-from ..types import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
-
-BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # the piece standing for one byte
+from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
 
 
 class SentencePieceBPE:
