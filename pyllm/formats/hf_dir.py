@@ -10,7 +10,7 @@ import os
 from ..errors import FormatError
 from ..types import CONTROL, UNUSED, USER_DEFINED, TokenizerData
 from .jsontext import JsonObject, read_json_file, short_repr
-from .mapped import check_regular_file
+from .mapped import read_side_file
 from .safetensors import SafetensorsFile
 from .sentencepiece_model import read_sentencepiece_model
 from .tokenizer_json import read_tokenizer_json, special_token_text
@@ -95,12 +95,8 @@ def chat_template(root: str, tok_cfg: JsonObject) -> str | None:
     path = os.path.join(root, "chat_template.jinja")
     if not os.path.exists(path):
         return None
-    check_regular_file(path)
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8")
-    except OSError as exc:
-        raise tok_cfg.fail(f"chat_template.jinja: cannot read: {exc.strerror}") from None
+        return read_side_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise tok_cfg.fail(f"chat_template.jinja: not valid UTF-8 ({exc})") from None
 

@@ -8,7 +8,7 @@ import reprlib
 from typing import Any, Callable
 
 from ..errors import FormatError
-from .mapped import check_regular_file
+from .mapped import read_side_file
 
 
 def parse_json(data: bytes | str) -> Any:
@@ -26,12 +26,9 @@ def parse_json(data: bytes | str) -> Any:
 
 def read_json_file(path: str) -> Any:
     """The JSON value in a file; FormatError naming the file if it cannot be read or parsed."""
-    check_regular_file(path)
+    data = read_side_file(path)
     try:
-        with open(path, "rb") as f:
-            return parse_json(f.read())
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
+        return parse_json(data)
     except ValueError as exc:
         raise FormatError(f"{path}: {exc}") from None
 

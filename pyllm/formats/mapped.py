@@ -85,6 +85,22 @@ def read_head(path: str, n: int = 4) -> bytes:
         raise FormatError(f"{path}: cannot open: {exc.strerror}") from None
 
 
+MAX_SIDE_FILE = 1 << 30  # tokenizer.json, config.json, templates: Gemma 3's tokenizer.json is 33 MB
+
+
+def read_side_file(path: str) -> bytes:
+    """The bytes of a small file beside a model (a tokenizer, a config, a template); FormatError
+    naming the file if it is not a regular file, cannot be read, or is larger than such files get."""
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_SIDE_FILE:
+                raise FormatError(f"{path}: larger than {MAX_SIDE_FILE} bytes; not a tokenizer, config or template")
+            return f.read()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
+
+
 def check_no_overlap(entries: Iterable[Any]) -> None:
     """ValueError if the byte ranges of two tensor entries overlap."""
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in entries)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from ..errors import FormatError
 from ..types import BYTE, NORMAL, TokenizerData
-from .mapped import check_regular_file
+from .mapped import read_side_file
 
 BPE = 2  # TrainerSpec.model_type
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5  # protobuf wire types
@@ -145,12 +145,7 @@ def _parse(buf: bytes) -> tuple[TokenizerData, bool]:
 def read_sentencepiece_model(path: str) -> tuple[TokenizerData, bool]:
     """The tokenizer in a SentencePiece model file, and whether it collapses extra whitespace;
     FormatError naming the file (and the field) if it is malformed."""
-    check_regular_file(path)
-    try:
-        with open(path, "rb") as f:
-            buf = f.read()
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read: {exc.strerror}") from None
+    buf = read_side_file(path)
     try:
         return _parse(buf)
     except FormatError as exc:
