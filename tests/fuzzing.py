@@ -575,6 +575,9 @@ def _mutate_gguf(base: dict[str, Any], rng: random.Random) -> tuple[dict[str, An
             return g, f"metadata {key} deleted"
         if kind == "array":
             items = meta[key]
+            if not items:  # emptied by an earlier mutation of the same case
+                meta[key] = [rng.choice(SMALL_INTS)]
+                return g, f"metadata array {key} given one item"
             op = rng.choice(["short", "long", "retype", "empty"])
             meta[key] = {"short": items[:rng.randrange(len(items))], "long": items + items[:7],
                          "retype": [rng.choice(SMALL_INTS) for _ in items] if isinstance(items[0], str)
