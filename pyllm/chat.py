@@ -19,13 +19,14 @@ import sys
 import time
 from contextvars import ContextVar
 from datetime import datetime
+from string import Formatter
 from functools import lru_cache, wraps
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import Namespace
 
 from .errors import TemplateError
@@ -89,9 +90,13 @@ END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoft
 
 MAX_INT_BITS = 65_536  # integers a template computes (about 20,000 digits; Python prints at most 4,300)
 
-_PRINTF_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")  # '%10.3f' -> 10, 3
-_FORMAT_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")                         # '{:>10}' -> '>10'
+# one printf conversion: '%(key)-10.3f' -> key, width, precision, type ('*' takes the width from the values)
+_PRINTF_SPEC = re.compile(r"%(?:\((?P<key>[^)]*)\))?[-#0 +]*(?P<width>\*|\d*)(?:\.(?P<precision>\*|\d*))?"
+                          r"[hlL]?(?P<type>.?)", re.DOTALL)
 _DIGITS = re.compile(r"\d+")
+_FIELD_BASE = re.compile(r"[^.\[]*")  # the argument a str.format field names: '0' of '0.attr' or '0[1]'
+# the characters str.splitlines (and so the indent filter) breaks lines at
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 class _Limits:
@@ -132,6 +137,20 @@ def _measure(value: Any, limit: int) -> int:
         else:  # floats, Undefined, macros, loop objects: a short repr
             total += 24
     return total
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in value; past limit items walked, more than limit."""
+    deepest, walked, stack = 0, 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        walked += 1
+        if walked > limit:
+            return limit + 1
+        if isinstance(v, (list, tuple, dict)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((item, depth + 1) for item in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 class _BoundedCodeGenerator(CodeGenerator):
@@ -182,22 +201,72 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         if size > self.max_chars:
             self._refuse(f"{what} would make more than that")
 
-    def _check_numbers(self, values: Iterable[Any], what: str) -> None:
-        """Widths, counts and repetitions come from numbers; a number above the limit is refused
-        before anything that large is allocated."""
-        for v in values:
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > self.max_chars:
-                self._refuse(f"{what} was given a number above it")
+    def _check_number(self, value: Any, what: str) -> None:
+        """A width, count or repetition above the limit is refused before anything that large is
+        allocated. Only arguments that are one are checked (see _FILTER_CHECKS): other numbers,
+        ids and timestamps, are data."""
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > self.max_chars:
+            self._refuse(f"{what} was given a number above it")
 
-    def _check_format(self, fmt: str, args: Iterable[Any], what: str) -> None:
-        """printf ('%10s') and str.format ('{:>10}') widths written in the format string."""
-        widths = [w for m in _PRINTF_WIDTHS.finditer(fmt) for w in m.groups() if w]
-        widths += [d for m in _FORMAT_SPEC.finditer(fmt) for d in _DIGITS.findall(m.group(1))]
-        if any(len(w) > 9 or int(w) > self.max_chars for w in widths):
+    def _check_width(self, digits: str, what: str) -> int:
+        """A width or precision written in a format string, as a number."""
+        if len(digits) > 9 or int(digits) > self.max_chars:
             self._refuse(f"{what} has a width above it")
-        args = list(args)
-        self._check_numbers(args, what)
-        self._check_size(len(fmt) + _measure(args, self.max_chars), what)
+        return int(digits)
+
+    def _check_printf(self, fmt: str, right: Any, what: str) -> None:
+        """fmt % right: each conversion makes at most its width, its precision and the value it
+        prints; a '*' width or precision is taken from the values, as Python does."""
+        values = right if isinstance(right, tuple) else (right,)
+        mapping = right if isinstance(right, Mapping) else None
+        size, next_value = len(fmt), 0
+        for spec in _PRINTF_SPEC.finditer(fmt):
+            for part in ("width", "precision"):
+                digits = spec.group(part)
+                if digits == "*":
+                    width = values[next_value] if next_value < len(values) else 0
+                    next_value += 1
+                    self._check_number(width, what)
+                    size += abs(width) if isinstance(width, int) else 0
+                elif digits:
+                    size += self._check_width(digits, what)
+            if spec.group("type") == "%":  # '%%' takes no value
+                continue
+            key = spec.group("key")
+            if key is not None and mapping is not None:
+                value = mapping[key] if key in mapping else mapping  # (a key Python reads otherwise: all of them)
+            else:
+                value = values[next_value] if next_value < len(values) else None
+                next_value += 1
+            size += _measure(value, self.max_chars - size)
+            self._check_size(size, what)
+        self._check_size(size, what)
+
+    def _check_str_format(self, fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
+        """fmt.format(*args, **kwargs): each field makes at most the widths in its spec and the
+        value it names (a field may name one value many times). A width taken from a nested field
+        ('{:{}}') is refused: no chat template uses one, and its size is known only once the spec
+        is formatted."""
+        size, next_value = 0, 0
+        for literal, field, spec, _conversion in Formatter().parse(fmt):
+            size += len(literal)
+            if field is None:
+                continue
+            if "{" in (spec or ""):
+                raise _LimitExceeded(f"the chat template's size limit of {self.max_chars:,} characters cannot be "
+                                     f"checked in advance for {what}: a format spec holds a nested field ('{{:{{}}}}')")
+            name = _FIELD_BASE.match(field).group()  # type: ignore[union-attr]  (it matches every string)
+            if name == "":
+                value = args[next_value] if next_value < len(args) else None
+                next_value += 1
+            elif len(name) < 10 and name.isdecimal():
+                value = args[int(name)] if int(name) < len(args) else None
+            else:
+                value = kwargs.get(name)
+            size += sum(self._check_width(d, what) for d in _DIGITS.findall(spec or ""))
+            size += _measure(value, self.max_chars - size)
+            self._check_size(size, what)
+        self._check_size(size, what)
 
     def _charge(self, value: Any, what: str) -> Any:
         """Count a value the template made against the limits, and return it."""
@@ -237,65 +306,42 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             raise _LimitExceeded(f"the chat template exceeded the size limit: a power of more than "
                                  f"{MAX_INT_BITS} bits")
         elif operator == "%" and isinstance(left, str):
-            self._check_format(left, right if isinstance(right, tuple) else (right,), "a '%' format")
+            self._check_printf(left, right, "a '%' format")
         return self._charge(super().call_binop(context, operator, left, right), f"the result of {what}")
 
-    def concat(self, values: tuple) -> str:
-        """a ~ b ~ c (jinja2's str_join, bounded)."""
+    def concat(self, values: Iterable[Any]) -> str:
+        """a ~ b ~ c (jinja2's str_join, bounded). jinja2 passes a tuple, or a generator for a
+        block ({{ self.name() }}), which is read once and used twice here."""
+        values = tuple(values)
         self._check_size(sum(_measure(v, self.max_chars) for v in values), "a '~' concatenation")
         return self._charge("".join(map(str, values)), "a '~' concatenation")
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         """A call from the template (a global, a macro, a method like 'x'.center(10))."""
-        what = f"{getattr(__obj, '__name__', 'a call')}()"
-        __self._check_numbers((*args, *kwargs.values()), what)
+        name = getattr(__obj, "__name__", "")
+        what = f"{name or 'a call'}()"
         owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # str.format is wrapped
-        if isinstance(owner, str):
-            args = __self._check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        if isinstance(owner, str) and (check := _STR_METHOD_CHECKS.get(name)):
+            subject_and_args = [owner, *args]
+            check(__self, subject_and_args, kwargs, f"str.{name}()")
+            args = tuple(subject_and_args[1:])
+        elif __obj is safe_range and all(isinstance(a, int) for a in args):
+            r = range(*args)  # its length, counted without len() (which overflows past 2**63)
+            __self._check_number(max(0, -((r.start - r.stop) // r.step)), what)
         return __self._charge(super().call(__context, __obj, *args, **kwargs), f"the result of {what}")
 
-    def _check_str_method(self, s: str, name: str, args: tuple, kwargs: dict) -> tuple:
-        """The str methods whose result can be far larger than the string and their arguments."""
-        what = f"str.{name}()"
-        if name == "join" and args:
-            items = list(args[0])
-            self._check_size(_measure(items, self.max_chars) + len(s) * len(items), what)
-            return (items, *args[1:])
-        if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
-            self._check_size(len(s) + s.count(args[0]) * len(args[1]), what)
-        elif name == "expandtabs":
-            tab = (args or tuple(kwargs.values()) or (8,))[0]
-            self._check_size(len(s) + s.count("\t") * (tab if isinstance(tab, int) else 8), what)
-        elif name in ("format", "format_map"):
-            self._check_format(s, (*args, *kwargs.values()), what)
-        return args
-
     def _bounded_filter(self, name: str, func: Callable) -> Callable:
-        """A jinja2 filter whose numbers are bounded, whose known large outputs are checked in
-        advance, and whose result is charged."""
+        """A jinja2 filter checked in advance by its entry in _FILTER_CHECKS, if it has one, and
+        whose result is charged."""
         skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # context/environment
         what = f"the {name} filter"
+        check = _FILTER_CHECKS.get(name)
 
         @wraps(func)
         def bounded(*args: Any, **kwargs: Any) -> Any:
-            own = list(args[skip:])
-            self._check_numbers((*own, *kwargs.values()), what)
-            if own and name == "join":
-                own[0] = list(own[0])
-                sep = own[1] if len(own) > 1 else kwargs.get("d", "")
-                self._check_size(_measure(own[0], self.max_chars) + len(str(sep)) * len(own[0]), what)
-            elif own and name == "replace" and len(own) >= 3:
-                s = str(own[0])
-                self._check_size(len(s) + s.count(str(own[1])) * len(str(own[2])), what)
-            elif own and name == "indent":
-                width = own[1] if len(own) > 1 else kwargs.get("width", 4)
-                if isinstance(width, str):
-                    self._check_size(len(str(own[0])) * (1 + len(width)), what)
-            elif own and name == "wordwrap":
-                wrap = own[4] if len(own) > 4 else kwargs.get("wrapstring")
-                self._check_size(len(str(own[0])) * (1 + len(str(wrap or "\n"))), what)
-            elif own and name == "format":
-                self._check_format(str(own[0]), (*own[1:], *kwargs.values()), what)
+            own = list(args[skip:])  # the piped value, then the filter's arguments
+            if own and check is not None:
+                check(self, own, kwargs, what)
             return self._charge(func(*args[:skip], *own, **kwargs), what)
 
         return bounded
@@ -303,7 +349,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     def _tojson(self, value: Any, ensure_ascii: bool = False, indent: int | str | None = None,
                 separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
         """Hugging Face's tojson (json.dumps, not HTML-escaped, non-ASCII kept), encoded piece by
-        piece so that a large indent stops at the size limit."""
+        piece so that a large indent stops at the size limit. The encoder makes one indent per
+        nesting level in a piece, so a string indent is bounded by the nesting before encoding."""
+        if isinstance(indent, str):
+            self._check_size(len(indent) * _nesting(value, self.max_chars), "the tojson filter")
         encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, indent=indent, separators=separators,
                                    sort_keys=sort_keys)
         pieces, size = [], 0
@@ -312,6 +361,125 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             self._check_size(size, "the tojson filter")
             pieces.append(piece)
         return "".join(pieces)
+
+
+# -- the filters and str methods that can make a value much larger than their arguments --------
+#
+# Each check gets the subject (the piped value of a filter, the string of a str method) followed by
+# the arguments, as a list it may change (an iterable is read into a list once, so that measuring
+# it does not use it up), and the keyword arguments. It refuses, before the call, an argument that
+# is a width, count or repetition above the size limit, and a result it can tell from the
+# arguments will be above it. What is not listed makes at most a small multiple of what it is
+# given, and its result is charged after the call like every other.
+
+_Check = Callable[[_BoundedEnvironment, list, dict, str], None]
+
+
+def _argument(args: list, kwargs: Mapping[str, Any], index: int, name: str, default: Any = None) -> Any:
+    """An argument given by position (the subject is 0) or by name."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _widths(*params: tuple[int, str]) -> _Check:
+    """A check of the arguments, (position, name), that are widths or counts."""
+    def check(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+        for index, name in params:
+            env._check_number(_argument(args, kwargs, index, name), what)
+    return check
+
+
+def _indent(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """indent(s, width): each line, the first too, gains width spaces or the width string."""
+    s, width = str(args[0]), _argument(args, kwargs, 1, "width", 4)
+    if isinstance(width, int) and not isinstance(width, bool):
+        env._check_number(width, what)
+    per_line = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    lines = 1 + sum(s.count(c) for c in _LINE_BREAKS)
+    env._check_size(len(s) + lines * max(per_line, 0), what)
+
+
+def _wordwrap(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """wordwrap(s, width, break_long_words, wrapstring): at most one wrapstring per character."""
+    env._check_number(_argument(args, kwargs, 1, "width"), what)
+    wrap = _argument(args, kwargs, 3, "wrapstring")
+    env._check_size(len(str(args[0])) * (1 + len(str(wrap or "\n"))), what)
+
+
+def _join_filter(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """join(items, d): the items and a separator between each two."""
+    args[0] = items = list(args[0])
+    separator = _argument(args, kwargs, 1, "d", "")
+    env._check_size(_measure(items, env.max_chars) + len(str(separator)) * len(items), what)
+
+
+def _str_join(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """separator.join(items)."""
+    if len(args) > 1:
+        args[1] = items = list(args[1])
+        env._check_size(_measure(items, env.max_chars) + len(args[0]) * len(items), what)
+
+
+def _replace(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """replace(s, old, new): new once for each old (the filter and the str method alike)."""
+    if len(args) >= 3:
+        s = str(args[0])
+        env._check_size(len(s) + s.count(str(args[1])) * len(str(args[2])), what)
+
+
+def _expandtabs(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """s.expandtabs(tabsize): at most tabsize spaces for each tab."""
+    tab = _argument(args, kwargs, 1, "tabsize", 8)
+    s = args[0]
+    env._check_size(len(s) + s.count("\t") * (tab if isinstance(tab, int) else 8), what)
+
+
+def _translate(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """s.translate(table): each character becomes at most the longest string in the table."""
+    table = _argument(args, kwargs, 1, "table")
+    mapped = table.values() if isinstance(table, Mapping) else table if isinstance(table, (list, tuple)) else ()
+    longest = max((len(v) for v in mapped if isinstance(v, str)), default=1)
+    env._check_size(len(args[0]) * max(longest, 1), what)
+
+
+def _printf_filter(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    """format(fmt, *values, **names): fmt % (names or values)."""
+    env._check_printf(str(args[0]), kwargs or tuple(args[1:]), what)
+
+
+def _str_format(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    env._check_str_format(args[0], args[1:], kwargs, what)
+
+
+def _str_format_map(env: _BoundedEnvironment, args: list, kwargs: dict, what: str) -> None:
+    mapping = args[1] if len(args) > 1 and isinstance(args[1], Mapping) else {}
+    env._check_str_format(args[0], (), mapping, what)
+
+
+_FILTER_CHECKS: dict[str, _Check] = {
+    "center": _widths((1, "width")),
+    "truncate": _widths((1, "length")),
+    "batch": _widths((1, "linecount")),
+    "slice": _widths((1, "slices")),
+    "tojson": _widths((2, "indent")),  # tojson(value, ensure_ascii, indent): ' ' * indent is made first
+    "indent": _indent,
+    "wordwrap": _wordwrap,
+    "join": _join_filter,
+    "replace": _replace,
+    "format": _printf_filter,
+}
+
+_STR_METHOD_CHECKS: dict[str, _Check] = {
+    "center": _widths((1, "width")),
+    "ljust": _widths((1, "width")),
+    "rjust": _widths((1, "width")),
+    "zfill": _widths((1, "width")),
+    "expandtabs": _expandtabs,
+    "join": _str_join,
+    "replace": _replace,
+    "translate": _translate,
+    "format": _str_format,
+    "format_map": _str_format_map,
+}
 
 
 class _Deadline:
@@ -408,15 +576,14 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def _marked(value: Any, controls: re.Pattern[str], open_run: str, close_run: str) -> Any:
-    """A copy of value whose strings have each control-token text wrapped in the marker runs."""
+def _substituted(value: Any, controls: re.Pattern[str], replace: Callable[[re.Match[str]], str]) -> Any:
+    """A copy of value whose strings have each control-token text replaced by replace(match)."""
     if isinstance(value, str):
-        return controls.sub(lambda m: open_run + m.group() + close_run, value)
+        return controls.sub(replace, value)
     if isinstance(value, Mapping):
-        return {_marked(k, controls, open_run, close_run): _marked(v, controls, open_run, close_run)
-                for k, v in value.items()}
+        return {_substituted(k, controls, replace): _substituted(v, controls, replace) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_marked(v, controls, open_run, close_run) for v in value]
+        return [_substituted(v, controls, replace) for v in value]
     return value
 
 
@@ -424,21 +591,44 @@ def _unmarked(text: str, open_run: str, close_run: str) -> tuple[str, list[tuple
     """The rendered text without the marker runs, and the (start, end) spans they enclosed."""
     mangled = TemplateError("the chat template cut or reordered control-token text that came from a "
                             "message, so it cannot be kept from acting as control tokens")
-    o, c, k = open_run[0], close_run[0], len(open_run)
-    out, spans, pos, n = [], [], 0, 0
-    while (i := text.find(o, pos)) >= 0:
-        j = text.find(close_run, i + k)
-        if j < 0 or text[i:i + k] != open_run or c in text[pos:i] or o in text[i + k:j] or c in text[i + k:j]:
+    open_char, close_char, run = open_run[0], close_run[0], len(open_run)
+    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0       # where the text after the last closing run starts
+    out_len = 0   # the length of the text without markers, so far
+    while (opening := text.find(open_char, pos)) >= 0:
+        inside = opening + run
+        closing = text.find(close_run, inside)
+        if (closing < 0                                   # an opening run that is never closed
+                or text[opening:inside] != open_run       # an opening run cut short
+                or close_char in text[pos:opening]        # a closing marker before the opening run
+                or open_char in text[inside:closing]      # another opening marker inside the span
+                or close_char in text[inside:closing]):   # a closing run cut short inside the span
             raise mangled
-        out += [text[pos:i], text[i + k:j]]
-        n += i - pos
-        spans.append((n, n + j - i - k))
-        n += j - i - k
-        pos = j + k
-    if c in text[pos:]:
+        pieces += [text[pos:opening], text[inside:closing]]
+        out_len += opening - pos
+        spans.append((out_len, out_len + closing - inside))
+        out_len += closing - inside
+        pos = closing + run
+    if close_char in text[pos:]:  # a closing marker after the last span
         raise mangled
-    out.append(text[pos:])
-    return "".join(out), spans
+    pieces.append(text[pos:])
+    return "".join(pieces), spans
+
+
+def _controls_outside(text: str, spans: Sequence[tuple[int, int]], controls: re.Pattern[str]) -> int:
+    """How many control tokens the tokenizer reads in text given the plain spans (it skips a
+    match that overlaps a span and looks further on, as Tokenizer._special_matches does)."""
+    count, k, start = 0, 0, 0
+    while (m := controls.search(text, start)) is not None:
+        while k < len(spans) and spans[k][1] <= m.start():
+            k += 1
+        if k < len(spans) and spans[k][0] < m.end():
+            start = m.start() + 1
+            continue
+        count += 1
+        start = m.end()
+    return count
 
 
 def _template_source(template: str) -> str:
@@ -468,32 +658,46 @@ def render_marked(template: str, messages: Sequence[Mapping[str, Any]], controls
                   **extra: Any) -> tuple[str, list[tuple[int, int]]]:
     """The prompt text, and the (start, end) spans of it that hold text matching `controls` (the
     tokenizer's control tokens) copied from the caller's messages and extra values: the spans to
-    tokenize as plain text. The text is what render() gives."""
+    tokenize as plain text. The text is what render() gives.
+
+    A template can carry a message's control-token text into the prompt without its marker runs
+    (tojson(ensure_ascii=True) escapes them, urlencode encodes them). So when the caller's strings
+    hold control-token text, the template is rendered a second time with that text replaced by a
+    placeholder that holds none: the prompt may hold no more control tokens outside the spans than
+    that render holds in all, or it is refused."""
     source = _template_source(template)
     caller = {"messages": _check_messages(messages), **extra}
+    fixed = {"add_generation_prompt": add_generation_prompt, "bos_token": bos_token, "eos_token": eos_token}
     try:
-        open_run, close_run, caller, strings = _marked_caller(caller, controls, source)
+        runs = _marker_runs(caller, controls, source)
+        if runs is None:
+            return _render_bounded(source, {**caller, **fixed}, sum(map(len, _strings(caller)))), []
+        assert controls is not None
+        open_run, close_run, placeholder = runs
+        marked = _substituted(caller, controls, lambda m: open_run + m.group() + close_run)
+        neutral = _substituted(caller, controls, lambda m: placeholder * len(m.group()))
     except RecursionError:
         raise ValueError("the messages (or extra template variables) nest too deeply") from None
-    text = _render_bounded(source, {**caller, "add_generation_prompt": add_generation_prompt,
-                                    "bos_token": bos_token, "eos_token": eos_token},
-                           sum(map(len, strings)))
-    return _unmarked(text, open_run, close_run) if open_run else (text, [])
+    text, spans = _unmarked(_render_bounded(source, {**marked, **fixed}, sum(map(len, _strings(marked)))),
+                            open_run, close_run)
+    neutral_text = _render_bounded(source, {**neutral, **fixed}, sum(map(len, _strings(neutral))))
+    if _controls_outside(text, spans, controls) > len(controls.findall(neutral_text)):
+        raise TemplateError("the chat template changed control-token text that came from a message so that "
+                            "where it came from cannot be told, and it would act as control tokens")
+    return text, spans
 
 
-def _marked_caller(caller: dict[str, Any], controls: re.Pattern[str] | None,
-                   source: str) -> tuple[str, str, dict[str, Any], list[str]]:
-    """The marker runs ('' if nothing needs them), the caller's values with their control-token
-    text marked, and the strings in them."""
+def _marker_runs(caller: dict[str, Any], controls: re.Pattern[str] | None,
+                 source: str) -> tuple[str, str, str] | None:
+    """The opening and closing marker runs and the placeholder character, or None when the
+    caller's strings hold no control-token text (and nothing needs marking)."""
     strings = list(_strings(caller))
-    if controls is not None and any(controls.search(s) for s in strings):
-        used = set(source).union(*strings)
-        free = (chr(c) for c in _MARKER_CHARS if chr(c) not in used)
-        o, c = next(free, None), next(free, None)
-        if c is None:
-            raise TemplateError("the messages use every character pyllm could mark their control tokens with")
-        k = 8 + secrets.randbelow(25)
-        open_run, close_run = o * k, c * k
-        caller = _marked(caller, controls, open_run, close_run)
-        return open_run, close_run, caller, list(_strings(caller))
-    return "", "", caller, strings
+    if controls is None or not any(controls.search(s) for s in strings):
+        return None
+    used = set(source).union(*strings)
+    free = (chr(c) for c in _MARKER_CHARS if chr(c) not in used)
+    o, c, p = next(free, None), next(free, None), next(free, None)
+    if p is None:
+        raise TemplateError("the messages use every character pyllm could mark their control tokens with")
+    k = 8 + secrets.randbelow(25)
+    return o * k, c * k, p
