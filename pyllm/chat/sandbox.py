@@ -1,26 +1,17 @@
-"""Chat templates: the model's own Jinja template, rendered in a sandbox, or a built-in one.
-
-A template comes from a downloaded file, so it is untrusted code. It is rendered in jinja2's
-ImmutableSandboxedEnvironment (as Hugging Face transformers does), where reaching Python
-internals (`__class__`, `__globals__`, ...) raises instead of executing, and pyllm bounds what the
-sandbox does not: rendering time, the size of every value the template makes and of the prompt,
-and the total it may allocate. Every failure, at compile or render time, is a TemplateError.
-
-Message contents are the caller's text, not the template's: `render_marked` reports where the
-control-token text inside them landed in the prompt, so that the tokenizer reads it as plain text
-and a message cannot open or close a turn of its own.
-"""
+"""Rendering an untrusted Jinja template within bounds: jinja2's ImmutableSandboxedEnvironment
+(as Hugging Face transformers uses) blocks Python internals; pyllm adds a time limit and checks the
+size of every value a template makes, before allocating it where it can tell, so that a template
+cannot exhaust time or memory. Every failure, at compile or render time, is a TemplateError."""
 from __future__ import annotations
 
 import json
 import re
-import secrets
 import sys
 import time
 from contextvars import ContextVar
 from datetime import datetime
-from string import Formatter
 from functools import lru_cache, wraps
+from string import Formatter
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from jinja2.compiler import CodeGenerator
@@ -29,7 +20,7 @@ from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import Namespace
 
-from .errors import TemplateError
+from ..errors import TemplateError
 
 # Limits. Real chat templates render in milliseconds into a prompt a little longer than the
 # messages; these bounds are far above that and far below what exhausts a machine.
@@ -40,52 +31,6 @@ OUTPUT_CHARS_PER_INPUT_CHAR = 8  # ... plus this many characters per character o
 # all the values it makes may add up to this many prompt limits (a string doubled in a loop stops
 # at the limit; a loop of limit-sized copies stops at the total).
 WORK_FACTOR = 64
-
-BUILTIN_TEMPLATES: dict[str, str] = {
-    "chatml": (
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-    "llama2": (
-        "{% if messages[0]['role'] == 'system' %}"
-        "{% set system = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' %}"
-        "{% set messages = messages[1:] %}"
-        "{% else %}{% set system = '' %}{% endif %}"
-        "{% for message in messages %}"
-        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('roles must alternate user/assistant/user/...') }}{% endif %}"
-        "{% if message['role'] == 'user' %}"
-        "{{ bos_token + '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
-        "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
-        "{% endfor %}"
-    ),
-    "llama3": (
-        "{{ bos_token }}"
-        "{% for message in messages %}"
-        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-    ),
-    "mistral": (
-        "{{ bos_token }}"
-        "{% if messages[0]['role'] == 'system' %}"
-        "{% set system = messages[0]['content'] + '\n\n' %}{% set messages = messages[1:] %}"
-        "{% else %}{% set system = '' %}{% endif %}"
-        "{% for message in messages %}"
-        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-        "{{ raise_exception('roles must alternate user/assistant/user/...') }}{% endif %}"
-        "{% if message['role'] == 'user' %}"
-        "{{ '[INST] ' + (system if loop.first else '') + message['content'] + ' [/INST]' }}"
-        "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}"
-        "{% endfor %}"
-    ),
-}
-
-
-# control tokens that end a turn in the common chat formats, besides the model's EOS
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 MAX_INT_BITS = 65_536  # integers a template computes (about 20,000 digits; Python prints at most 4,300)
@@ -516,7 +461,7 @@ def _compiled(source: str) -> Any:
     return _environment().from_string(source)
 
 
-def _render_bounded(source: str, variables: dict[str, Any], input_chars: int) -> str:
+def render_bounded(source: str, variables: dict[str, Any], input_chars: int) -> str:
     """Compile and render a template within the limits; every failure is a TemplateError."""
     max_chars = OUTPUT_BASE_CHARS + OUTPUT_CHARS_PER_INPUT_CHAR * input_chars
     limits = _render_limits.set(_Limits(max_chars))
@@ -547,157 +492,3 @@ def _render_bounded(source: str, variables: dict[str, Any], input_chars: int) ->
     finally:
         sys.settrace(previous)
         _render_limits.reset(limits)
-
-
-# -- control tokens in the caller's text -------------------------------------------------------
-#
-# Before rendering, every control-token text inside the caller's strings (message contents,
-# roles, extra variables) is wrapped in two marker runs; after rendering, the runs are removed and
-# the spans between them are reported, so that the tokenizer reads them as plain text. A marker
-# is a run of one character that appears in none of the caller's strings nor the template, from
-# a block no one types (CJK Extension B), printable and caseless so that upper/lower, trim,
-# tojson and repr keep it; its length is random, so that content cannot be shaped to survive a
-# template's slicing. If a template cuts or reorders a run, the prompt is refused: the control
-# tokens of a message must never slip through.
-
-_MARKER_CHARS = range(0x20000, 0x2A6E0)
-
-
-def _strings(value: Any) -> Iterable[str]:
-    """Every string inside the caller's values (dicts, lists), keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _strings(k)
-            yield from _strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)
-
-
-def _substituted(value: Any, controls: re.Pattern[str], replace: Callable[[re.Match[str]], str]) -> Any:
-    """A copy of value whose strings have each control-token text replaced by replace(match)."""
-    if isinstance(value, str):
-        return controls.sub(replace, value)
-    if isinstance(value, Mapping):
-        return {_substituted(k, controls, replace): _substituted(v, controls, replace) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_substituted(v, controls, replace) for v in value]
-    return value
-
-
-def _unmarked(text: str, open_run: str, close_run: str) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered text without the marker runs, and the (start, end) spans they enclosed."""
-    mangled = TemplateError("the chat template cut or reordered control-token text that came from a "
-                            "message, so it cannot be kept from acting as control tokens")
-    open_char, close_char, run = open_run[0], close_run[0], len(open_run)
-    pieces: list[str] = []
-    spans: list[tuple[int, int]] = []
-    pos = 0       # where the text after the last closing run starts
-    out_len = 0   # the length of the text without markers, so far
-    while (opening := text.find(open_char, pos)) >= 0:
-        inside = opening + run
-        closing = text.find(close_run, inside)
-        if (closing < 0                                   # an opening run that is never closed
-                or text[opening:inside] != open_run       # an opening run cut short
-                or close_char in text[pos:opening]        # a closing marker before the opening run
-                or open_char in text[inside:closing]      # another opening marker inside the span
-                or close_char in text[inside:closing]):   # a closing run cut short inside the span
-            raise mangled
-        pieces += [text[pos:opening], text[inside:closing]]
-        out_len += opening - pos
-        spans.append((out_len, out_len + closing - inside))
-        out_len += closing - inside
-        pos = closing + run
-    if close_char in text[pos:]:  # a closing marker after the last span
-        raise mangled
-    pieces.append(text[pos:])
-    return "".join(pieces), spans
-
-
-def _controls_outside(text: str, spans: Sequence[tuple[int, int]], controls: re.Pattern[str]) -> int:
-    """How many control tokens the tokenizer reads in text given the plain spans (it skips a
-    match that overlaps a span and looks further on, as Tokenizer._special_matches does)."""
-    count, k, start = 0, 0, 0
-    while (m := controls.search(text, start)) is not None:
-        while k < len(spans) and spans[k][1] <= m.start():
-            k += 1
-        if k < len(spans) and spans[k][0] < m.end():
-            start = m.start() + 1
-            continue
-        count += 1
-        start = m.end()
-    return count
-
-
-def _template_source(template: str) -> str:
-    if template not in BUILTIN_TEMPLATES and "{" not in template:  # a name, not Jinja source
-        raise TemplateError(f"unknown chat template {template!r}; the built-in ones are "
-                            f"{', '.join(BUILTIN_TEMPLATES)} (or give a Jinja template)")
-    return BUILTIN_TEMPLATES.get(template, template)
-
-
-def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"message {i} must be a dict with string 'role' and 'content'")
-    return [dict(m) for m in messages]
-
-
-def render(template: str, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
-           bos_token: str = "", eos_token: str = "", **extra: Any) -> str:
-    """The prompt text for a conversation, from a Jinja chat template (or a built-in name)."""
-    text, _ = render_marked(template, messages, None, add_generation_prompt=add_generation_prompt,
-                            bos_token=bos_token, eos_token=eos_token, **extra)
-    return text
-
-
-def render_marked(template: str, messages: Sequence[Mapping[str, Any]], controls: re.Pattern[str] | None, *,
-                  add_generation_prompt: bool = True, bos_token: str = "", eos_token: str = "",
-                  **extra: Any) -> tuple[str, list[tuple[int, int]]]:
-    """The prompt text, and the (start, end) spans of it that hold text matching `controls` (the
-    tokenizer's control tokens) copied from the caller's messages and extra values: the spans to
-    tokenize as plain text. The text is what render() gives.
-
-    A template can carry a message's control-token text into the prompt without its marker runs
-    (tojson(ensure_ascii=True) escapes them, urlencode encodes them). So when the caller's strings
-    hold control-token text, the template is rendered a second time with that text replaced by a
-    placeholder that holds none: the prompt may hold no more control tokens outside the spans than
-    that render holds in all, or it is refused."""
-    source = _template_source(template)
-    caller = {"messages": _check_messages(messages), **extra}
-    fixed = {"add_generation_prompt": add_generation_prompt, "bos_token": bos_token, "eos_token": eos_token}
-    try:
-        runs = _marker_runs(caller, controls, source)
-        if runs is None:
-            return _render_bounded(source, {**caller, **fixed}, sum(map(len, _strings(caller)))), []
-        assert controls is not None
-        open_run, close_run, placeholder = runs
-        marked = _substituted(caller, controls, lambda m: open_run + m.group() + close_run)
-        neutral = _substituted(caller, controls, lambda m: placeholder * len(m.group()))
-    except RecursionError:
-        raise ValueError("the messages (or extra template variables) nest too deeply") from None
-    text, spans = _unmarked(_render_bounded(source, {**marked, **fixed}, sum(map(len, _strings(marked)))),
-                            open_run, close_run)
-    neutral_text = _render_bounded(source, {**neutral, **fixed}, sum(map(len, _strings(neutral))))
-    if _controls_outside(text, spans, controls) > len(controls.findall(neutral_text)):
-        raise TemplateError("the chat template changed control-token text that came from a message so that "
-                            "where it came from cannot be told, and it would act as control tokens")
-    return text, spans
-
-
-def _marker_runs(caller: dict[str, Any], controls: re.Pattern[str] | None,
-                 source: str) -> tuple[str, str, str] | None:
-    """The opening and closing marker runs and the placeholder character, or None when the
-    caller's strings hold no control-token text (and nothing needs marking)."""
-    strings = list(_strings(caller))
-    if controls is None or not any(controls.search(s) for s in strings):
-        return None
-    used = set(source).union(*strings)
-    free = (chr(c) for c in _MARKER_CHARS if chr(c) not in used)
-    o, c, p = next(free, None), next(free, None), next(free, None)
-    if p is None:
-        raise TemplateError("the messages use every character pyllm could mark their control tokens with")
-    k = 8 + secrets.randbelow(25)
-    return o * k, c * k, p
