@@ -2,7 +2,7 @@
  *
  *   x = embed(tokens)
  *   for each layer:
- *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)
+ *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)  (per-pair frequencies)
  *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
  *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
  *   logits = rmsnorm(x) Wout
@@ -30,7 +30,7 @@ struct pyllm_model {
     pyllm_weights w;
     pyllm_layer *layers;  /* our copy of the caller's layer table */
     int isa;
-    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair */
+    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (given, or from theta) */
 };
 
 struct pyllm_seq {
@@ -340,9 +340,12 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     }
     memcpy(m->layers, w->layers, (size_t)c->n_layers * sizeof *m->layers);
     m->w.layers = m->layers;
-    /* frequency of pair i: theta^(-2i / head_dim), computed in float32 as the reference models do */
-    for (int i = 0; i < c->head_dim / 2; i++)
-        m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
+    /* frequency of pair i: given (a scaled RoPE), else theta^(-2i / head_dim) rounded to float32 */
+    if (w->rope_freq)
+        memcpy(m->rope_freq, w->rope_freq, (size_t)c->head_dim / 2 * sizeof(float));
+    else
+        for (int i = 0; i < c->head_dim / 2; i++)
+            m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
     *out = m;
     return PYLLM_OK;
 }

@@ -26,6 +26,7 @@ class ModelConfig:
     qkv_bias: bool = False
     architecture: str = "llama"
     sliding_window: int | None = None  # attention sees only this many positions; None: all of them
+    rope_scaling: str | None = None  # the RoPE scaling (llama3, linear) whose frequencies tensor rope_freq holds
 
 
 @dataclass

@@ -50,6 +50,8 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "token_embd.weight": (cfg.vocab_size, cfg.dim),
         "output_norm.weight": (cfg.dim,),
     }
+    if cfg.rope_scaling is not None:
+        shapes["rope_freq"] = (cfg.head_dim // 2,)
     if not cfg.tied_embeddings:
         shapes["output.weight"] = (cfg.vocab_size, cfg.dim)
     for i in range(cfg.n_layers):
@@ -116,7 +118,7 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
                       "size": nbytes})
         offset = _align(offset + nbytes)
     header = {
-        "config": {k: v for k, v in asdict(config).items() if v is not None},  # absent: none (sliding_window)
+        "config": {k: v for k, v in asdict(config).items() if v is not None},  # None fields are left out
         "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
         "chat_template": chat_template,
         "metadata": metadata or {},
@@ -217,6 +219,8 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
     if cfg.head_dim % 2:
         raise ValueError(f"config.head_dim must be even for RoPE, got {cfg.head_dim}")
+    if cfg.rope_scaling is not None and (not isinstance(cfg.rope_scaling, str) or not cfg.rope_scaling):
+        raise ValueError(f"config.rope_scaling must name a RoPE scaling, got {cfg.rope_scaling!r}")
     if not isinstance(cfg.architecture, str) or not cfg.architecture:
         raise ValueError(f"config.architecture must name a model family, got {cfg.architecture!r}")
     for name in ("tied_embeddings", "qkv_bias"):

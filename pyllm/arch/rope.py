@@ -1,0 +1,130 @@
+"""RoPE scaling: the rotation frequency of each pair of a head, computed from a config.json's
+`rope_scaling` / `rope_parameters` or a GGUF's `rope_freqs` tensor and `rope.scaling.*` keys.
+
+The C core rotates pair i by position * freq[i]; without scaling freq[i] = theta^(-2i / head_dim),
+which it computes itself. A scaled model stores its frequencies as the weights.bin tensor
+`rope_freq` (docs/format.md), so every scaling type is a computation here and the core stays one formula.
+Types pyllm does not implement are refused by name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..errors import FormatError
+from ..formats.gguf import GGUFFile
+from ..formats.jsontext import JsonObject, short_repr
+
+SCALED_TYPES = ("linear", "llama3")  # what the frequencies can express; yarn also scales attention
+
+
+def default_freqs(theta: float, head_dim: int) -> np.ndarray:
+    """theta^(-2i / head_dim) for each pair, as the C core computes it without a frequency table
+    (in double from theta as a float32, then rounded), so a table of these changes no bit."""
+    base = float(np.float32(theta))
+    return np.array([1.0 / math.pow(base, (2 * i) / head_dim) for i in range(head_dim // 2)], np.float32)
+
+
+def torch_default_freqs(theta: float, head_dim: int) -> np.ndarray:
+    """theta^(-2i / head_dim) in float32 operations, as transformers computes inv_freq."""
+    exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    return np.float32(1.0) / np.power(np.float32(theta), exponent)
+
+
+def linear_freqs(theta: float, head_dim: int, factor: float) -> np.ndarray:
+    """Position interpolation: every frequency divided by `factor`."""
+    return torch_default_freqs(theta, head_dim) / np.float32(factor)
+
+
+def llama3_freqs(theta: float, head_dim: int, factor: float, low_freq_factor: float,
+                 high_freq_factor: float, original_context: float) -> np.ndarray:
+    """Llama 3.1's scaling, in transformers' float32 operations: wavelengths shorter than
+    original_context / high_freq_factor keep their frequency, longer than original_context /
+    low_freq_factor are divided by factor, and the band between is interpolated smoothly."""
+    inv_freq = torch_default_freqs(theta, head_dim)
+    f32 = np.float32
+    low_wavelen, high_wavelen = original_context / low_freq_factor, original_context / high_freq_factor
+    wavelen = f32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelen > f32(low_wavelen), inv_freq / f32(factor), inv_freq)
+    smooth = (f32(original_context) / wavelen - f32(low_freq_factor)) / f32(high_freq_factor - low_freq_factor)
+    smoothed = (f32(1) - smooth) * scaled / f32(factor) + smooth * scaled
+    medium = ~(wavelen < f32(high_wavelen)) & ~(wavelen > f32(low_wavelen))
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def hf_rope_type(raw: JsonObject) -> str:
+    """The RoPE type of a config.json: transformers 5's `rope_parameters`, else 4.x's `rope_scaling`."""
+    rope, scaling = raw.obj("rope_parameters"), raw.obj("rope_scaling")
+    kind = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if not isinstance(kind, str):
+        raise raw.error("rope_scaling.rope_type", "a string", kind)
+    return kind
+
+
+def hf_freqs(raw: JsonObject, theta: float, head_dim: int,
+             refuse: Callable[[str], FormatError]) -> np.ndarray | None:
+    """The scaled frequencies a config.json asks for, or None for plain RoPE; refuse(what) for a
+    scaling type pyllm does not implement. Parameters are read where transformers reads them: in
+    `rope_parameters` (5.x) or `rope_scaling` (4.x), original_max_position_embeddings preferring
+    the top level, then the scaling object, then max_position_embeddings."""
+    kind = hf_rope_type(raw)
+    if kind == "default":
+        return None
+    if kind not in SCALED_TYPES:
+        raise refuse(f"RoPE scaling {short_repr(kind)} (pyllm implements {', '.join(SCALED_TYPES)})")
+    params = raw.obj("rope_parameters") if raw.get("rope_parameters") is not None else raw.obj("rope_scaling")
+    factor = params.number("factor", None, positive=True)
+    if factor is None:
+        raise raw.fail(f"{params.where('factor')} is missing (RoPE scaling {kind} needs it)")
+    if kind == "linear":
+        return linear_freqs(theta, head_dim, factor)
+    low, high = params.number("low_freq_factor", 1.0, positive=True), params.number("high_freq_factor", 4.0,
+                                                                                    positive=True)
+    if low >= high:
+        raise raw.fail(f"{params.where('low_freq_factor')} {low} must be below high_freq_factor {high}")
+    original = raw.integer("original_max_position_embeddings", None)
+    if original is None:
+        original = params.integer("original_max_position_embeddings", None)
+    if original is None:
+        original = raw.integer("max_position_embeddings", 2048)
+    return llama3_freqs(theta, head_dim, factor, low, high, original)
+
+
+def gguf_scaling(g: GGUFFile, arch: str) -> str | None:
+    """The RoPE scaling of a GGUF ("linear", "llama3", or both as "linear+llama3"), or None.
+    llama.cpp's converter writes Llama 3.1's scaling as `rope_freqs.weight`, head_dim / 2 factors
+    that divide the base frequencies, and linear scaling as `rope.scaling.type` "linear" with
+    `rope.scaling.factor`. Other types are refused by name."""
+    key = f"{arch}.rope.scaling."
+    kind = g.meta(key + "type", "none", kind=str)
+    if kind not in ("none", "linear"):
+        raise FormatError(f"{g.path}: RoPE scaling {kind!r} ({key}type) is not supported by pyllm "
+                          f"(it implements {', '.join(SCALED_TYPES)})")
+    names = (["linear"] if kind == "linear" else []) + (["llama3"] if "rope_freqs.weight" in g.tensors else [])
+    return "+".join(names) or None
+
+
+def gguf_freqs(g: GGUFFile, arch: str, theta: float, head_dim: int) -> np.ndarray | None:
+    """The scaled frequencies of a GGUF (see gguf_scaling), or None for plain RoPE: the base
+    frequencies divided by rope.scaling.factor and by each pair's rope_freqs factor."""
+    if gguf_scaling(g, arch) is None:
+        return None
+    key = f"{arch}.rope.scaling."
+    freqs = default_freqs(theta, head_dim)
+    if g.meta(key + "type", "none", kind=str) == "linear":
+        factor = float(g.meta(key + "factor", 1.0, kind=(int, float)))
+        if not 0 < factor < math.inf:
+            raise FormatError(f"{g.path}: metadata {key}factor is {factor}, not a finite positive number")
+        freqs = freqs / np.float32(factor)
+    factors = g.tensors.get("rope_freqs.weight")
+    if factors is not None:
+        if tuple(factors.shape) != (head_dim // 2,) or factors.type_name != "F32":
+            raise FormatError(f"{g.path}: tensor rope_freqs.weight is {factors.type_name} {tuple(factors.shape)}; "
+                              f"it must be F32 ({head_dim // 2},), one factor per rotation pair")
+        divisors = np.frombuffer(g.tensor_bytes("rope_freqs.weight"), np.float32)
+        if not np.all(np.isfinite(divisors) & (divisors > 0)):
+            raise FormatError(f"{g.path}: tensor rope_freqs.weight holds factors that are not finite and positive")
+        freqs = freqs / divisors
+    return freqs.astype(np.float32)
