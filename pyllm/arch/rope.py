@@ -78,6 +78,17 @@ def hf_freqs(raw: JsonObject, theta: float, head_dim: int,
     factor = params.number("factor", None, positive=True)
     if factor is None:
         raise raw.fail(f"{params.where('factor')} is missing (RoPE scaling {kind} needs it)")
+    with np.errstate(all="ignore"):  # hostile parameters give inf or NaN, refused below
+        freqs = scaled_freqs(raw, params, kind, theta, head_dim, factor)
+    if not np.all(np.isfinite(freqs) & (freqs >= 0)):
+        raise raw.fail(f"{params.where('factor')}: the RoPE scaling parameters give frequencies that are not "
+                       "finite non-negative float32 numbers")
+    return freqs
+
+
+def scaled_freqs(raw: JsonObject, params: JsonObject, kind: str, theta: float, head_dim: int,
+                 factor: float) -> np.ndarray:
+    """The frequencies of a config.json's linear or llama3 scaling (hf_freqs checks the result)."""
     if kind == "linear":
         return linear_freqs(theta, head_dim, factor)
     low, high = params.number("low_freq_factor", 1.0, positive=True), params.number("high_freq_factor", 4.0,
