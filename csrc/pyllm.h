@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 3
+#define PYLLM_API_VERSION 4
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -57,6 +57,7 @@ typedef struct {
     int head_dim;
     int vocab_size;
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
+    float rope_attn_factor; /* scales cos and sin, so q.k by its square (YaRN's mscale); 1 without */
     float norm_eps;         /* RMSNorm epsilon */
 } pyllm_config;
 

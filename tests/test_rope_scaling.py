@@ -1,8 +1,9 @@
-"""RoPE scaling (Llama 3.1's llama3, linear): the frequencies come from config.json or a GGUF, are
+"""RoPE scaling (Llama 3.1's llama3, linear, YaRN): the frequencies come from config.json or a GGUF, are
 stored as the weights.bin tensor rope_freq, and the logits equal transformers' float32 ones over
 80 positions, past the small original context where every frequency band matters, as a prompt
 and token by token. Fixtures: tests/data/hf/llama3-rope-*, llama-linear-rope
-(tools/make_hf_fixtures.py; model.gguf written as llama.cpp's converter writes it)."""
+(tools/make_hf_fixtures.py; model.gguf written as llama.cpp's converter writes it). YaRN also
+scales cos and sin by its attention factor (config.rope_attn_factor)."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,8 @@ from pyllm.formats.weights import read_weights, write_weights
 from test_gguf import tiny_gguf
 from test_hf_convert import F32_TOLERANCE, HF, describe_difference, load_reference
 
-CASES = {"llama3-rope-scaling": "llama3", "llama3-rope-parameters": "llama3", "llama-linear-rope": "linear"}
+CASES = {"llama3-rope-scaling": "llama3", "llama3-rope-parameters": "llama3", "llama-linear-rope": "linear",
+         "llama-yarn-rope": "yarn"}
 GGUF_CASES = [c for c in CASES if os.path.exists(os.path.join(HF, c, "model.gguf"))]
 
 

@@ -21,7 +21,7 @@ order or transposition shows. Tokenizers are trained on tests/data/shakespeare-t
 Chat templates sit in tokenizer_config.json or in chat_template.jinja, as different transformers
 versions write them.
 
-RoPE-scaling cases (Llama 3.1's `llama3` and `linear`) keep 80 reference tokens, past a small
+RoPE-scaling cases (Llama 3.1's `llama3`, `linear` and `yarn`) keep 80 reference tokens, past a small
 original_max_position_embeddings so that unscaled, interpolated and fully scaled frequency bands all
 matter; their config.json is written as transformers 5 writes it (`rope_parameters`) or rewritten
 as 4.x and the hub's Llama 3.1 files spell it (`rope_theta` + `rope_scaling`). They also get
@@ -163,6 +163,11 @@ CASES = {
     "llama-linear-rope": Case("llama", torch.float32, tied=True, n_kv_heads=4, tokenizer="gpt2",
                               rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
                               rope={"rope_type": "linear", "factor": 4.0}, rope_style="4", gguf=True),
+    # YaRN: pair 0 rotates over 32 times in the original 32 positions (kept), 1 between, 2-7 once or less
+    "llama-yarn-rope": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                            rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                            rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                  "beta_fast": 32.0, "beta_slow": 1.0}),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM)}

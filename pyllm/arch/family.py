@@ -62,6 +62,7 @@ class Family:
         max_seq = raw.integer("max_position_embeddings", 2048)
         theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", 10000.0, positive=True),
                                                   positive=True)
+        rope_type = rope.hf_rope_type(raw)
         cfg = ModelConfig(
             dim=dim, hidden_dim=raw.integer("intermediate_size"), n_layers=n_layers,
             n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
@@ -69,7 +70,8 @@ class Family:
             rope_theta=theta, norm_eps=raw.number("rms_norm_eps", 1e-6),
             tied_embeddings=raw.flag("tie_word_embeddings"), qkv_bias=self.qkv_bias,
             architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
-            rope_scaling={"default": None}.get(rope.hf_rope_type(raw), rope.hf_rope_type(raw)),
+            rope_scaling=None if rope_type == "default" else rope_type,
+            rope_attn_factor=rope.hf_attention_factor(raw),
         )
         need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
         if need > n_bytes:
@@ -230,7 +232,8 @@ class Family:
         """The fields of the C core's pyllm_config."""
         return {"dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
-                "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps}
+                "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps,
+                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor}
 
     def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
         """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""

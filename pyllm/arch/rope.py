@@ -17,7 +17,7 @@ from ..errors import FormatError
 from ..formats.gguf import GGUFFile
 from ..formats.jsontext import JsonObject, short_repr
 
-SCALED_TYPES = ("linear", "llama3")  # what the frequencies can express; yarn also scales attention
+SCALED_TYPES = ("linear", "llama3", "yarn")  # yarn also scales cos and sin (rope_attn_factor)
 
 
 def default_freqs(theta: float, head_dim: int) -> np.ndarray:
@@ -74,8 +74,10 @@ def hf_freqs(raw: JsonObject, theta: float, head_dim: int,
         return None
     if kind not in SCALED_TYPES:
         raise refuse(f"RoPE scaling {short_repr(kind)} (pyllm implements {', '.join(SCALED_TYPES)})")
-    params = raw.obj("rope_parameters") if raw.get("rope_parameters") is not None else raw.obj("rope_scaling")
+    params = scaling_params(raw)
     factor = params.number("factor", None, positive=True)
+    if factor is None and kind == "yarn":  # transformers: the context's growth
+        factor = raw.integer("max_position_embeddings", 2048) / original_context(raw)
     if factor is None:
         raise raw.fail(f"{params.where('factor')} is missing (RoPE scaling {kind} needs it)")
     with np.errstate(all="ignore"):  # hostile parameters give inf or NaN, refused below
@@ -91,16 +93,74 @@ def scaled_freqs(raw: JsonObject, params: JsonObject, kind: str, theta: float, h
     """The frequencies of a config.json's linear or llama3 scaling (hf_freqs checks the result)."""
     if kind == "linear":
         return linear_freqs(theta, head_dim, factor)
+    if kind == "yarn":
+        truncate = params.flag("truncate", True)
+        return yarn_freqs(theta, head_dim, factor, original_context(raw), params.number("beta_fast", 0.0) or 32.0,
+                          params.number("beta_slow", 0.0) or 1.0, truncate)
     low, high = params.number("low_freq_factor", 1.0, positive=True), params.number("high_freq_factor", 4.0,
                                                                                     positive=True)
     if low >= high:
         raise raw.fail(f"{params.where('low_freq_factor')} {low} must be below high_freq_factor {high}")
+    return llama3_freqs(theta, head_dim, factor, low, high, original_context(raw))
+
+
+def scaling_params(raw: JsonObject) -> JsonObject:
+    """The object holding a config.json's RoPE parameters: rope_parameters (5.x), else rope_scaling."""
+    return raw.obj("rope_parameters") if raw.get("rope_parameters") is not None else raw.obj("rope_scaling")
+
+
+def original_context(raw: JsonObject) -> int:
+    """original_max_position_embeddings as transformers 5 finds it: the top level, the RoPE
+    parameters, else max_position_embeddings."""
     original = raw.integer("original_max_position_embeddings", None)
     if original is None:
-        original = params.integer("original_max_position_embeddings", None)
-    if original is None:
-        original = raw.integer("max_position_embeddings", 2048)
-    return llama3_freqs(theta, head_dim, factor, low, high, original)
+        original = scaling_params(raw).integer("original_max_position_embeddings", None)
+    return raw.integer("max_position_embeddings", 2048) if original is None else original
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature for a context grown by `scale`."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def hf_attention_factor(raw: JsonObject) -> float | None:
+    """The factor by which YaRN scales cos and sin (transformers' attention_scaling), or None for
+    other RoPE types: attention_factor if given, else from mscale / mscale_all_dim or the factor."""
+    if hf_rope_type(raw) != "yarn":
+        return None
+    params = scaling_params(raw)
+    given = params.number("attention_factor", None, positive=True)
+    if given is not None:
+        return given
+    factor = params.number("factor", None, positive=True)
+    if factor is None:
+        factor = raw.integer("max_position_embeddings", 2048) / original_context(raw)
+    mscale, mscale_all_dim = params.number("mscale", 0.0), params.number("mscale_all_dim", 0.0)
+    if mscale and mscale_all_dim:
+        return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+    return yarn_mscale(factor)
+
+
+def yarn_freqs(theta: float, head_dim: int, factor: float, original_context: int, beta_fast: float,
+               beta_slow: float, truncate: bool) -> np.ndarray:
+    """YaRN's frequencies, in transformers' operations: pairs rotating more than beta_fast times
+    over the original context keep their frequency, fewer than beta_slow times are divided by
+    factor, with a linear ramp between (the attention factor is hf_attention_factor's)."""
+    def correction_dim(rotations: float) -> float:
+        return head_dim * math.log(original_context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # as transformers avoids the singularity
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+    extrapolation = np.float32(1) - ramp.astype(np.float32)
+    pos_freqs = np.power(np.float32(theta), np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))
+    extrapolated = np.float32(1) / pos_freqs
+    interpolated = np.float32(1) / (np.float32(factor) * pos_freqs)
+    return interpolated * (np.float32(1) - extrapolation) + extrapolated * extrapolation
 
 
 def gguf_scaling(g: GGUFFile, arch: str) -> str | None:
@@ -112,7 +172,7 @@ def gguf_scaling(g: GGUFFile, arch: str) -> str | None:
     kind = g.meta(key + "type", "none", kind=str)
     if kind not in ("none", "linear"):
         raise FormatError(f"{g.path}: RoPE scaling {kind!r} ({key}type) is not supported by pyllm "
-                          f"(it implements {', '.join(SCALED_TYPES)})")
+                          "(from a GGUF it reads linear scaling and llama3's rope_freqs)")
     names = (["linear"] if kind == "linear" else []) + (["llama3"] if "rope_freqs.weight" in g.tensors else [])
     return "+".join(names) or None
 

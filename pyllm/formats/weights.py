@@ -213,6 +213,10 @@ def check_config(cfg: ModelConfig) -> None:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= FLOAT32_MAX:
             raise ValueError(f"config.{name} must be a finite non-negative float32, got {v!r}")
+    if cfg.rope_attn_factor is not None:
+        v = cfg.rope_attn_factor
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not FLOAT32_TINY <= v <= FLOAT32_MAX:
+            raise ValueError(f"config.rope_attn_factor must be a finite positive float32, got {v!r}")
     if cfg.rope_theta < FLOAT32_TINY:
         raise ValueError(f"config.rope_theta must be positive as a float32, got {cfg.rope_theta!r}")
     if cfg.n_heads % cfg.n_kv_heads:
