@@ -18,7 +18,7 @@ from gguf_writer import F32, Typed
 from pyllm import FormatError, Model
 from pyllm.arch.rope import default_freqs
 from pyllm.convert import convert
-from pyllm.formats.weights import read_weights, write_weights
+from pyllm.formats.weights import write_weights
 from test_gguf import tiny_gguf
 from test_hf_convert import F32_TOLERANCE, HF, describe_difference, load_reference
 
