@@ -2,7 +2,7 @@
  *
  *   x = embed(tokens)
  *   for each layer:
- *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)
+ *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)  (per-pair frequencies)
  *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
  *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
  *   logits = rmsnorm(x) Wout
@@ -30,7 +30,7 @@ struct pyllm_model {
     pyllm_weights w;
     pyllm_layer *layers;  /* our copy of the caller's layer table */
     int isa;
-    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair */
+    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (given, or from theta) */
 };
 
 struct pyllm_seq {
@@ -88,7 +88,8 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
     }
 }
 
-/* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions. */
+/* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions, times the
+ * attention factor (exactly 1 unless the RoPE scaling sets one). */
 static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int ith, int nth) {
     const int half = m->c.head_dim / 2;
     int lo, hi;
@@ -96,8 +97,8 @@ static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int 
     for (int t = lo; t < hi; t++)
         for (int i = 0; i < half; i++) {
             float angle = (float)(pos + t) * m->rope_freq[i];
-            s->rope_cos[(size_t)t * half + i] = cosf(angle);
-            s->rope_sin[(size_t)t * half + i] = sinf(angle);
+            s->rope_cos[(size_t)t * half + i] = cosf(angle) * m->c.rope_attn_factor;
+            s->rope_sin[(size_t)t * half + i] = sinf(angle) * m->c.rope_attn_factor;
         }
 }
 
@@ -295,7 +296,8 @@ static int tensor_ok(const pyllm_tensor *t, int rows, int cols) {
 static int check_model(const pyllm_config *c, const pyllm_weights *w) {
     if (c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 ||
         c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 || c->vocab_size < 1 ||
-        c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) || !(c->norm_eps >= 0.0f))
+        c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) || !(c->rope_attn_factor > 0.0f) ||
+        !(c->norm_eps >= 0.0f))
         return PYLLM_ERR_ARG;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     if (!w->output_norm || !w->layers || !tensor_ok(&w->token_embd, c->vocab_size, c->dim) ||
@@ -340,9 +342,12 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     }
     memcpy(m->layers, w->layers, (size_t)c->n_layers * sizeof *m->layers);
     m->w.layers = m->layers;
-    /* frequency of pair i: theta^(-2i / head_dim), computed in float32 as the reference models do */
-    for (int i = 0; i < c->head_dim / 2; i++)
-        m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
+    /* frequency of pair i: given (a scaled RoPE), else theta^(-2i / head_dim) rounded to float32 */
+    if (w->rope_freq)
+        memcpy(m->rope_freq, w->rope_freq, (size_t)c->head_dim / 2 * sizeof(float));
+    else
+        for (int i = 0; i < c->head_dim / 2; i++)
+            m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
     *out = m;
     return PYLLM_OK;
 }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 2
+#define PYLLM_API_VERSION 4
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -57,6 +57,7 @@ typedef struct {
     int head_dim;
     int vocab_size;
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
+    float rope_attn_factor; /* scales cos and sin, so q.k by its square (YaRN's mscale); 1 without */
     float norm_eps;         /* RMSNorm epsilon */
 } pyllm_config;
 
@@ -79,6 +80,8 @@ typedef struct {
     pyllm_tensor token_embd;    /* (vocab_size, dim) */
     const float *output_norm;   /* (dim) */
     pyllm_tensor output;        /* (vocab_size, dim); the same data as token_embd when tied */
+    const float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (RoPE scaling
+                                   applied), or NULL: rope_theta^(-2i / head_dim); copied */
     const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
 } pyllm_weights;
 

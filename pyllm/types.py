@@ -26,6 +26,8 @@ class ModelConfig:
     qkv_bias: bool = False
     architecture: str = "llama"
     sliding_window: int | None = None  # attention sees only this many positions; None: all of them
+    rope_scaling: str | None = None  # the RoPE scaling (llama3, linear, yarn) whose frequencies tensor rope_freq holds
+    rope_attn_factor: float | None = None  # cos and sin scaled by it (YaRN); None: 1
 
 
 @dataclass

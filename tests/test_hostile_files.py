@@ -139,6 +139,11 @@ CONFIG_CASES = {
     "norm eps a string": ("config", "norm_eps", "1e-5", "config.norm_eps"),
     "tied an int": ("config", "tied_embeddings", 1, "config.tied_embeddings"),
     "architecture a list": ("config", "architecture", ["llama"], "config.architecture"),
+    "rope scaling a number": ("config", "rope_scaling", 8.0, "config.rope_scaling"),
+    "rope scaling empty": ("config", "rope_scaling", "", "config.rope_scaling"),
+    "rope attention factor zero": ("config", "rope_attn_factor", 0.0, "config.rope_attn_factor"),
+    "rope attention factor a string": ("config", "rope_attn_factor", "1", "config.rope_attn_factor"),
+    "rope scaling without its table": ("config", "rope_scaling", "llama3", "missing tensors: rope_freq"),
 }
 
 

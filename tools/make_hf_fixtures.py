@@ -21,6 +21,17 @@ order or transposition shows. Tokenizers are trained on tests/data/shakespeare-t
 Chat templates sit in tokenizer_config.json or in chat_template.jinja, as different transformers
 versions write them.
 
+RoPE-scaling cases (Llama 3.1's `llama3`, `linear` and `yarn`) keep 80 reference tokens, past a small
+original_max_position_embeddings so that unscaled, interpolated and fully scaled frequency bands all
+matter; their config.json is written as transformers 5 writes it (`rope_parameters`) or rewritten
+as 4.x and the hub's Llama 3.1 files spell it (`rope_theta` + `rope_scaling`). They also get
+model.gguf, written with the `gguf` package as llama.cpp's convert_hf_to_gguf.py writes a
+LlamaForCausalLM: q/k rows permuted to adjacent RoPE pairs, linear scaling as
+llama.rope.scaling.type/factor, and llama3 scaling as the tensor rope_freqs.weight, whose factors
+(dividing the base frequencies) follow LlamaModel.generate_extra_tensors (which reads
+original_max_position_embeddings from the top level of config.json, default 8192; the llama3 case
+with a GGUF states it there too, as transformers 5 prefers it there).
+
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
 the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
@@ -33,10 +44,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import shutil
 import sys
 
+import gguf
 import numpy as np
 import sentencepiece as spm
 import torch
@@ -111,6 +124,11 @@ class Case:
     vocab_padding: int = 0  # embedding rows beyond the tokenizer's vocabulary
     intermediate: int = 96  # the F32 cases use 64 to keep the committed files small
     sliding_window: int | None = None  # Mistral: None, or the whole context (no effect)
+    rope: dict | None = None  # RoPE scaling parameters (rope_type, factor, ...); None: plain RoPE
+    rope_style: str = "5"  # config.json spelling: "5" rope_parameters, "4" rope_theta + rope_scaling
+    top_level_original_context: bool = False  # also state original_max_position_embeddings at the top
+    n_tokens: int = 20  # reference sequence length
+    gguf: bool = False  # also write model.gguf as llama.cpp converts this directory
 
 
 CASES = {
@@ -130,6 +148,26 @@ CASES = {
                       intermediate=64),
     "qwen2-bf16-sharded": Case("qwen2", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="qwen2",
                                rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, shards=3),
+    # wavelengths 2 pi 10000^(i/8): pair 0 shorter than 64/4 (kept), 1-2 between (smoothed), 3-7 longer than 64
+    "llama3-rope-scaling": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                                rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                                rope={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                                rope_style="4"),
+    # wavelengths 2 pi 500000^(i/8): pair 0 shorter than 128/4, 1 between, 2-7 longer than 128/1
+    "llama3-rope-parameters": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                                   rope_theta=500000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                                   rope={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 128},
+                                   top_level_original_context=True, gguf=True),
+    "llama-linear-rope": Case("llama", torch.float32, tied=True, n_kv_heads=4, tokenizer="gpt2",
+                              rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                              rope={"rope_type": "linear", "factor": 4.0}, rope_style="4", gguf=True),
+    # YaRN: pair 0 rotates over 32 times in the original 32 positions (kept), 1 between, 2-7 once or less
+    "llama-yarn-rope": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                            rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                            rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                  "beta_fast": 32.0, "beta_slow": 1.0}),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
@@ -230,14 +268,133 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     """The case's model with freshly drawn weights, in its storage dtype."""
     config_cls, model_cls = ARCH[case.family]
     extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
+    if case.rope is not None:
+        extra["rope_parameters"] = {**case.rope, "rope_theta": case.rope_theta}
+    else:
+        extra["rope_theta"] = case.rope_theta
     config = config_cls(
         hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
-        rope_theta=case.rope_theta, rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
+        rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
         bos_token_id=bos_id, eos_token_id=eos_id, **extra)
     model = model_cls(config).eval()
     reinitialise(model, torch.Generator().manual_seed(seed))
     return model.to(case.dtype)
+
+
+def respell_rope(out: str, case: Case) -> None:
+    """Rewrite config.json's RoPE keys in the case's style (transformers 5 writes rope_parameters)."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if case.rope_style == "4":
+        rope = cfg.pop("rope_parameters")
+        cfg["rope_theta"] = rope.pop("rope_theta")
+        cfg["rope_scaling"] = rope
+    if case.top_level_original_context:
+        cfg["original_max_position_embeddings"] = case.rope["original_max_position_embeddings"]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def llama_cpp_permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """q/k rows from Hugging Face's half-split RoPE pairs to GGUF llama's adjacent pairs
+    (convert_hf_to_gguf.py, LlamaModel.permute)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_rope_factors(hparams: dict) -> np.ndarray:
+    """rope_freqs.weight as convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors computes it."""
+    rope = hparams.get("rope_parameters") or hparams["rope_scaling"]
+    base = rope.get("rope_theta", hparams.get("rope_theta", 10000.0))
+    dim = hparams.get("head_dim") or hparams["hidden_size"] // hparams["num_attention_heads"]
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor = rope.get("factor", 8.0)
+    low_freq_factor = rope.get("low_freq_factor", 1.0)
+    high_freq_factor = rope.get("high_freq_factor", 4.0)
+    old_context_len = hparams.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32).numpy()
+
+
+def write_gguf(out: str, tok) -> None:
+    """model.gguf from the saved directory, F32, as convert_hf_to_gguf.py writes a LlamaForCausalLM
+    with a byte-level BPE tokenizer (the tokenizer.ggml.pre of GPT-2's regex)."""
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+        hp = json.load(f)
+    rope = hp.get("rope_parameters") or dict(hp.get("rope_scaling") or {}, rope_theta=hp.get("rope_theta"))
+    n_head, n_kv = hp["num_attention_heads"], hp["num_key_value_heads"]
+    w = gguf.GGUFWriter(os.path.join(out, "model.gguf"), "llama")
+    w.add_name(os.path.basename(out))
+    w.add_block_count(hp["num_hidden_layers"])
+    w.add_context_length(hp["max_position_embeddings"])
+    w.add_embedding_length(hp["hidden_size"])
+    w.add_feed_forward_length(hp["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(rope["rope_theta"])
+    w.add_layer_norm_rms_eps(hp["rms_norm_eps"])
+    w.add_rope_dimension_count(hp["hidden_size"] // n_head)
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
+    vocab = tok.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    special = set(tok.all_special_tokens) | set(tok.added_tokens_decoder and
+                                                  [t.content for t in tok.added_tokens_decoder.values()])
+    with open(os.path.join(out, "tokenizer.json"), encoding="utf-8") as f:
+        merges = json.load(f)["model"]["merges"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    if tok.bos_token_id is not None:
+        w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_add_bos_token(True)
+    if rope.get("rope_type") == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(hp))
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for name, p in model.state_dict().items():
+        if name == "lm_head.weight" and hp.get("tie_word_embeddings"):
+            continue
+        data = p.detach().float().numpy()
+        if name.startswith("model.layers."):
+            i, part = name[len("model.layers."):].split(".", 1)
+            part = part.removesuffix(".weight")
+            if part == "self_attn.q_proj":
+                data = llama_cpp_permute(data, n_head, n_head)
+            elif part == "self_attn.k_proj":
+                data = llama_cpp_permute(data, n_head, n_kv)
+            gname = f"blk.{i}.{parts[part]}.weight"
+        else:
+            gname = names[name]
+        w.add_tensor(gname, np.ascontiguousarray(data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def n_bytes(model: torch.nn.Module) -> int:
@@ -273,9 +430,13 @@ def make_case(name: str, case: Case, seed: int) -> None:
     shard = size if case.shards == 1 else int(size * 1.2) // case.shards
     model.save_pretrained(out, max_shard_size=shard)
     del model
+    if case.rope is not None:
+        respell_rope(out, case)
+    if case.gguf:
+        write_gguf(out, tok)
 
     ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
-    tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed)
+    tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed, case.n_tokens)
     with torch.no_grad():
         logits = ref(torch.tensor(tokens[None].astype(np.int64))).logits[0].float().numpy()
     np.savez_compressed(os.path.join(out, "reference.npz"), tokens=tokens, logits=logits.astype(np.float32))

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import FormatError
 from ..formats.gguf import GGUFFile
 from ..formats.jsontext import JsonObject, short_repr
 from ..formats.weights import check_config, expected_tensors
 from ..types import ModelConfig
+from . import rope
 
 
 class Family:
@@ -59,6 +62,7 @@ class Family:
         max_seq = raw.integer("max_position_embeddings", 2048)
         theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", 10000.0, positive=True),
                                                   positive=True)
+        rope_type = rope.hf_rope_type(raw)
         cfg = ModelConfig(
             dim=dim, hidden_dim=raw.integer("intermediate_size"), n_layers=n_layers,
             n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
@@ -66,6 +70,8 @@ class Family:
             rope_theta=theta, norm_eps=raw.number("rms_norm_eps", 1e-6),
             tied_embeddings=raw.flag("tie_word_embeddings"), qkv_bias=self.qkv_bias,
             architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
+            rope_scaling=None if rope_type == "default" else rope_type,
+            rope_attn_factor=rope.hf_attention_factor(raw),
         )
         need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
         if need > n_bytes:
@@ -84,10 +90,9 @@ class Family:
         act = raw.get("hidden_act", raw.get("hidden_activation", "silu"))
         if act != "silu":
             raise refuse(f"activation {short_repr(act)} (only SiLU/SwiGLU)")
-        rope, scaling = raw.obj("rope_parameters"), raw.obj("rope_scaling")
-        rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-        if rope_type != "default":
-            raise refuse(f"RoPE scaling {short_repr(rope_type)}")
+        rope_type = rope.hf_rope_type(raw)
+        if rope_type not in ("default",) + rope.SCALED_TYPES:
+            raise refuse(f"RoPE scaling {short_repr(rope_type)} (pyllm implements {', '.join(rope.SCALED_TYPES)})")
         if raw.number("partial_rotary_factor", 1.0) != 1.0:
             raise refuse("partial rotary embeddings")
         if raw.flag("mlp_bias"):
@@ -136,6 +141,14 @@ class Family:
                 })
         return names
 
+    def hf_computed_tensors(self, raw: JsonObject, cfg: ModelConfig) -> dict[str, np.ndarray]:
+        """weights.bin tensors computed from config.json rather than read: a scaled RoPE's frequencies."""
+        def refuse(what: str) -> FormatError:
+            return raw.fail(f"{self.name} with {what} is not supported by pyllm")
+
+        freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.head_dim, refuse)
+        return {} if freqs is None else {"rope_freq": freqs}
+
     # Hugging Face tensors that carry nothing the decoder needs
     hf_ignored_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
 
@@ -170,9 +183,6 @@ class Family:
         if count("rope.dimension_count", head_dim) != head_dim:
             raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count != head size) "
                               "are not supported")
-        scaling = g.meta(p + "rope.scaling.type", "none", kind=str)
-        if scaling != "none" or "rope_freqs.weight" in g.tensors:
-            raise FormatError(f"{g.path}: RoPE scaling ({scaling}, rope_freqs) is not supported yet")
         if "token_embd.weight" not in g.tensors:
             raise FormatError(f"{g.path}: tensor token_embd.weight is missing")
         cfg = ModelConfig(
@@ -190,12 +200,21 @@ class Family:
             qkv_bias="blk.0.attn_q.bias" in g.tensors,
             architecture=self.name,
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
+            rope_scaling=rope.gguf_scaling(g, arch),
         )
         try:
             check_config(cfg)
         except ValueError as exc:
             raise FormatError(f"{g.path}: {exc}") from None
         return cfg
+
+    # GGUF tensors read into others: llama.cpp's RoPE factors become the rope_freq frequencies
+    gguf_consumed: tuple[str, ...] = ("rope_freqs.weight",)
+
+    def gguf_computed_tensors(self, g: GGUFFile, cfg: ModelConfig) -> dict[str, np.ndarray]:
+        """weights.bin tensors computed from a GGUF rather than copied: a scaled RoPE's frequencies."""
+        freqs = rope.gguf_freqs(g, g.meta("general.architecture", kind=str), cfg.rope_theta, cfg.head_dim)
+        return {} if freqs is None else {"rope_freq": freqs}
 
     def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:
         """Heads over which a GGUF tensor's rows must be reordered into adjacent RoPE pairs, or 0."""
@@ -213,7 +232,8 @@ class Family:
         """The fields of the C core's pyllm_config."""
         return {"dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
-                "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps}
+                "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps,
+                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor}
 
     def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
         """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""
@@ -229,4 +249,7 @@ class Family:
     def c_globals(self, cfg: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
         """The whole-model tensors by pyllm_weights field: (matrices, float vectors)."""
         output = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
-        return {"token_embd": "token_embd.weight", "output": output}, {"output_norm": "output_norm.weight"}
+        vectors = {"output_norm": "output_norm.weight"}
+        if cfg.rope_scaling is not None:
+            vectors["rope_freq"] = "rope_freq"
+        return {"token_embd": "token_embd.weight", "output": output}, vectors

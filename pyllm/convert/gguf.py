@@ -66,12 +66,17 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
             raise FormatError(f"{g.path}: {len(tokenizer.tokens)} tokens but token_embd has "
                               f"{cfg.vocab_size} rows")
         expected = family.tensors(cfg)
-        unknown = [n for n in g.tensors if n not in expected]
+        unknown = [n for n in g.tensors if n not in expected and n not in family.gguf_consumed]
         if unknown:
             raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
+        computed = family.gguf_computed_tensors(g, cfg)  # a scaled RoPE's frequencies
         sources: list[TensorSource] = []
         notes: list[str] = []
         for name, shape in expected.items():
+            if name in computed:
+                sources.append((name, "f32", shape, lambda a=computed[name]: a))
+                notes.append(f"{name}: RoPE frequencies with {cfg.rope_scaling} scaling, from the GGUF")
+                continue
             t = g.tensors.get(name)
             if t is None:
                 raise FormatError(f"{g.path}: tensor {name} is missing")

@@ -49,8 +49,13 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
         unknown = [n for n in owner if n not in used and not n.endswith(ignorable)]
         if unknown:
             raise fail(f"tensors pyllm does not know (a feature it lacks?): {', '.join(unknown[:5])}")
+        computed = family.hf_computed_tensors(raw, cfg)  # a scaled RoPE's frequencies
         sources: list[TensorSource] = []
         for name, shape in family.tensors(cfg).items():
+            if name in computed:
+                sources.append((name, "f32", shape, lambda a=computed[name]: a))
+                notes.append(f"{name}: RoPE frequencies with {cfg.rope_scaling} scaling, from config.json")
+                continue
             hf_name, permute_heads = names[name]
             f = owner.get(hf_name)
             if f is None:

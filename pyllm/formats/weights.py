@@ -50,6 +50,8 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "token_embd.weight": (cfg.vocab_size, cfg.dim),
         "output_norm.weight": (cfg.dim,),
     }
+    if cfg.rope_scaling is not None:
+        shapes["rope_freq"] = (cfg.head_dim // 2,)
     if not cfg.tied_embeddings:
         shapes["output.weight"] = (cfg.vocab_size, cfg.dim)
     for i in range(cfg.n_layers):
@@ -116,7 +118,7 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
                       "size": nbytes})
         offset = _align(offset + nbytes)
     header = {
-        "config": {k: v for k, v in asdict(config).items() if v is not None},  # absent: none (sliding_window)
+        "config": {k: v for k, v in asdict(config).items() if v is not None},  # None fields are left out
         "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
         "chat_template": chat_template,
         "metadata": metadata or {},
@@ -211,12 +213,18 @@ def check_config(cfg: ModelConfig) -> None:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= FLOAT32_MAX:
             raise ValueError(f"config.{name} must be a finite non-negative float32, got {v!r}")
+    if cfg.rope_attn_factor is not None:
+        v = cfg.rope_attn_factor
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not FLOAT32_TINY <= v <= FLOAT32_MAX:
+            raise ValueError(f"config.rope_attn_factor must be a finite positive float32, got {v!r}")
     if cfg.rope_theta < FLOAT32_TINY:
         raise ValueError(f"config.rope_theta must be positive as a float32, got {cfg.rope_theta!r}")
     if cfg.n_heads % cfg.n_kv_heads:
         raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
     if cfg.head_dim % 2:
         raise ValueError(f"config.head_dim must be even for RoPE, got {cfg.head_dim}")
+    if cfg.rope_scaling is not None and (not isinstance(cfg.rope_scaling, str) or not cfg.rope_scaling):
+        raise ValueError(f"config.rope_scaling must name a RoPE scaling, got {cfg.rope_scaling!r}")
     if not isinstance(cfg.architecture, str) or not cfg.architecture:
         raise ValueError(f"config.architecture must name a model family, got {cfg.architecture!r}")
     for name in ("tied_embeddings", "qkv_bias"):
