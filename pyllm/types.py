@@ -26,6 +26,7 @@ class ModelConfig:
     qkv_bias: bool = False
     architecture: str = "llama"
     sliding_window: int | None = None  # attention sees only this many positions; None: all of them
+    qk_norm: bool = False              # each q and k head is RMSNormed (attn_q_norm, attn_k_norm) before RoPE
 
 
 @dataclass
