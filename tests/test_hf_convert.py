@@ -1,7 +1,8 @@
 """Hugging Face directories written by transformers (tests/data/hf/, made by
-tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits, its token ids
-and its chat rendering. Llama, Mistral and Qwen2 (q/k/v biases), F32 and BF16, single files and
-shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
+tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits (as a prompt
+and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
+Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json), F32
+and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """
 from __future__ import annotations
@@ -68,12 +69,15 @@ def test_config_matches_config_json(converted, case):
     theta = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
     with Model(converted(case), n_threads=1) as m:
         c = m.config
-        got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
-               c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias)
+        got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim,
+               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm,
+               c.sliding_window)
         want = (raw["model_type"], raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
-                raw["num_attention_heads"], raw["num_key_value_heads"], raw["vocab_size"],
+                raw["num_attention_heads"], raw["num_key_value_heads"],
+                raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"], raw["vocab_size"],
                 raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
-                raw["model_type"] == "qwen2")
+                raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
+                raw.get("sliding_window") if raw["model_type"] == "mistral" else None)
         assert got == pytest.approx(want)
 
 
@@ -83,6 +87,15 @@ def test_logits_match_transformers(converted, case):
     with Model(converted(case), n_threads=1) as m:
         assert m.config.vocab_size == want.shape[1]
         got = m.logits(tokens)
+    assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_token_by_token_matches_transformers(converted, case):
+    """One token at a time through the KV cache gives the same logits as transformers' whole pass."""
+    tokens, want, _ = load_reference(case)
+    with Model(converted(case), n_threads=2) as m:
+        got = np.stack([m.eval([int(t)]) for t in tokens])
     assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
 
 

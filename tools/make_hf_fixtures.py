@@ -7,9 +7,13 @@ with the logits and token ids transformers computes for them, for tests/test_hf_
 Needs torch, transformers (5.x), tokenizers and sentencepiece: reference libraries, not pyllm
 dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
 
-Each case is a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM (hidden 64, MLP 64 or 96,
-2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps) saved in float32 or bfloat16,
-in one model.safetensors or in shards with model.safetensors.index.json. Every parameter is
+Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM (hidden 64,
+MLP 64 or 96, 2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
+per-head q/k norms and head_dim 32, not 64 / 4) saved in float32 or bfloat16, in one model.safetensors
+or in shards with model.safetensors.index.json. One Qwen3 case rewrites its config.json as
+transformers 4.x and the hub's files spell it (rope_theta and rope_scaling, no layer_types,
+sliding_window set while use_sliding_window is false); the references are computed from the files
+as saved. Every parameter is
 re-drawn much larger than transformers' init (std 1/sqrt(fan_in) for matrices, 1 + 0.1 N for
 norms, 0.1 N for biases) so that logits are far from trivial and a wrong RoPE pairing, head
 order or transposition shows. Tokenizers are trained on tests/data/shakespeare-tail.txt:
@@ -44,7 +48,7 @@ import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer,
                           MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -97,7 +101,7 @@ MESSAGES = [
 class Case:
     """One fixture directory: the model family, how it is stored, and its tokenizer."""
 
-    family: str  # llama, mistral or qwen2
+    family: str  # llama, mistral, qwen2 or qwen3
     dtype: torch.dtype
     tied: bool
     n_kv_heads: int
@@ -111,6 +115,8 @@ class Case:
     vocab_padding: int = 0  # embedding rows beyond the tokenizer's vocabulary
     intermediate: int = 96  # the F32 cases use 64 to keep the committed files small
     sliding_window: int | None = None  # Mistral: None, or the whole context (no effect)
+    head_dim: int | None = None  # Qwen3: a head size apart from hidden / heads
+    legacy_config: bool = False  # rewrite config.json as transformers 4.x writes it
 
 
 CASES = {
@@ -130,9 +136,14 @@ CASES = {
                       intermediate=64),
     "qwen2-bf16-sharded": Case("qwen2", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="qwen2",
                                rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, shards=3),
+    "qwen3-f32": Case("qwen3", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, intermediate=64,
+                      head_dim=32),
+    "qwen3-bf16-legacy-config": Case("qwen3", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="qwen2",
+                                     rope_theta=500000.0, rms_norm_eps=2e-6, head_dim=32, legacy_config=True),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -230,6 +241,8 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     """The case's model with freshly drawn weights, in its storage dtype."""
     config_cls, model_cls = ARCH[case.family]
     extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
+    if case.head_dim is not None:
+        extra["head_dim"] = case.head_dim
     config = config_cls(
         hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
@@ -238,6 +251,24 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     model = model_cls(config).eval()
     reinitialise(model, torch.Generator().manual_seed(seed))
     return model.to(case.dtype)
+
+
+def write_legacy_config(out: str, case: Case) -> None:
+    """Rewrite config.json as transformers 4.x and Qwen3's hub files have it: rope_theta and a null
+    rope_scaling instead of rope_parameters, torch_dtype, no layer_types, and a sliding_window that
+    use_sliding_window false leaves unused."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.pop("layer_types", None)
+    cfg.pop("dtype", None)
+    cfg.pop("rope_parameters", None)
+    cfg.update(rope_theta=case.rope_theta, rope_scaling=None, torch_dtype=str(case.dtype).split(".")[-1],
+               sliding_window=4096, use_sliding_window=False, max_window_layers=28,
+               transformers_version="4.51.0")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(cfg.items())), f, indent=2)
+        f.write("\n")
 
 
 def n_bytes(model: torch.nn.Module) -> int:
@@ -273,6 +304,8 @@ def make_case(name: str, case: Case, seed: int) -> None:
     shard = size if case.shards == 1 else int(size * 1.2) // case.shards
     model.save_pretrained(out, max_shard_size=shard)
     del model
+    if case.legacy_config:
+        write_legacy_config(out, case)
 
     ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
     tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed)
