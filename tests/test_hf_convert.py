@@ -141,3 +141,25 @@ def test_q8_0_close_to_transformers(converted, case):
     rms = np.sqrt(np.mean((got - want) ** 2)) / want.std()
     agree = (got.argmax(-1) == want.argmax(-1)).mean()
     assert rms < 0.05 and agree >= 0.85, f"RMS error {rms:.3f} of the logits' std, top-1 agreement {agree:.2f}"
+
+
+GGUF_CASES = [c for c in CASES if os.path.exists(os.path.join(HF, c, "model.gguf"))]
+
+
+@pytest.mark.parametrize("case", GGUF_CASES)
+def test_gguf_of_the_fixture_matches_transformers(tmp_path, case):
+    """model.gguf, written from the directory as llama.cpp writes the family (its tensor names, q/k
+    rows and q/k norms in Hugging Face's half-split order), gives transformers' logits, as a prompt and
+    token by token, and the same token ids and chat prompt."""
+    tokens, want, ref = load_reference(case)
+    convert(os.path.join(HF, case, "model.gguf"), tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        got = m.logits(tokens)
+        assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+        m.reset()
+        got = np.stack([m.eval([int(t)]) for t in tokens])
+        assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+        for t in ref["texts"]:
+            assert m.tokenize(t["text"]) == t["ids"], t["text"]
+        if "chat" in ref:
+            assert m.chat_prompt(ref["chat"]["messages"]) == ref["chat"]["ids"]

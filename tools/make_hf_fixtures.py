@@ -4,7 +4,7 @@ with the logits and token ids transformers computes for them, for tests/test_hf_
 
     OMP_NUM_THREADS=1 python tools/make_hf_fixtures.py [CASE ...]   # writes tests/data/hf/, ~1.8 MB
 
-Needs torch, transformers (5.x), tokenizers and sentencepiece: reference libraries, not pyllm
+Needs torch, transformers (5.x), tokenizers, sentencepiece and gguf: reference libraries, not pyllm
 dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
 
 Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM (hidden 64,
@@ -25,6 +25,11 @@ order or transposition shows. Tokenizers are trained on tests/data/shakespeare-t
 Chat templates sit in tokenizer_config.json or in chat_template.jinja, as different transformers
 versions write them.
 
+A case marked gguf also gets model.gguf, written from the saved directory with the `gguf` package
+as llama.cpp's convert_hf_to_gguf.py writes that family: its tensor names (gguf's TensorNameMap),
+F32 tensors, q/k rows in Hugging Face's half-split order (not permuted, as for qwen2), the BPE
+vocabulary with added special tokens as control tokens, the `qwen2` pre-tokenizer.
+
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
 the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
@@ -41,7 +46,9 @@ import os
 import shutil
 import sys
 
+import gguf
 import numpy as np
+import safetensors.numpy
 import sentencepiece as spm
 import torch
 import transformers
@@ -117,6 +124,7 @@ class Case:
     sliding_window: int | None = None  # Mistral: None, or the whole context (no effect)
     head_dim: int | None = None  # Qwen3: a head size apart from hidden / heads
     legacy_config: bool = False  # rewrite config.json as transformers 4.x writes it
+    gguf: bool = False  # also write model.gguf (F32 cases of families llama.cpp keeps in HF row order)
 
 
 CASES = {
@@ -138,7 +146,7 @@ CASES = {
                                rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, shards=3),
     "qwen3-f32": Case("qwen3", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
                       rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, intermediate=64,
-                      head_dim=32),
+                      head_dim=32, gguf=True),
     "qwen3-bf16-legacy-config": Case("qwen3", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="qwen2",
                                      rope_theta=500000.0, rms_norm_eps=2e-6, head_dim=32, legacy_config=True),
 }
@@ -271,6 +279,52 @@ def write_legacy_config(out: str, case: Case) -> None:
         f.write("\n")
 
 
+def write_gguf(out: str, case: Case, tok: PreTrainedTokenizerFast) -> None:
+    """model.gguf from the saved directory, as convert_hf_to_gguf.py writes a Qwen2/Qwen3 model in F32."""
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    arch = {"qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}[case.family]
+    n_layers = cfg["num_hidden_layers"]
+    names = gguf.get_tensor_name_map(arch, n_layers)
+    w = gguf.GGUFWriter(os.path.join(out, "model.gguf"), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_name(os.path.basename(out))
+    w.add_block_count(n_layers)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_freq_base(case.rope_theta)
+    w.add_layer_norm_rms_eps(case.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    # the vocabulary in id order; added special tokens are control tokens (llama.cpp's get_vocab_base)
+    vocab, added = tok.get_vocab(), {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    by_id = {i: t for t, i in vocab.items()}
+    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(cfg["vocab_size"])]
+    types = [gguf.TokenType.CONTROL if t in added else gguf.TokenType.NORMAL if i in by_id
+             else gguf.TokenType.UNUSED for i, t in enumerate(tokens)]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    gguf.SpecialVocab(out, load_merges=True, n_vocab=len(tokens)).add_to_gguf(w)  # merges, ids, chat template
+
+    tensors = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".safetensors"):
+            tensors.update(safetensors.numpy.load_file(os.path.join(out, name)))
+    for hf_name, data in tensors.items():
+        w.add_tensor(names.get_name(hf_name, try_suffixes=(".weight", ".bias")), data.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def n_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters (to choose a shard size)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
@@ -306,6 +360,8 @@ def make_case(name: str, case: Case, seed: int) -> None:
     del model
     if case.legacy_config:
         write_legacy_config(out, case)
+    if case.gguf:
+        write_gguf(out, case, tok)
 
     ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
     tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed)
