@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pyllm import Model
+from pyllm import FormatError, Model
 from pyllm.chat import render
 from pyllm.convert import convert
 
@@ -163,3 +164,21 @@ def test_gguf_of_the_fixture_matches_transformers(tmp_path, case):
             assert m.tokenize(t["text"]) == t["ids"], t["text"]
         if "chat" in ref:
             assert m.chat_prompt(ref["chat"]["messages"]) == ref["chat"]["ids"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"attention_bias": True}, r"Qwen3ForCausalLM with attention biases"),
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
+      "layer_types": ["full_attention", "sliding_attention"]}, r"Qwen3ForCausalLM with sliding-window"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}}, r"RoPE scaling 'yarn'"),
+])
+def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
+    """What the decoder lacks is refused by name, not run wrong: Qwen3's attention_bias also biases
+    o_proj, and sliding-window layers and RoPE scaling are not implemented."""
+    src = tmp_path / "qwen3"
+    shutil.copytree(os.path.join(HF, "qwen3-f32"), src)
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    raw.update(change)
+    (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FormatError, match=message):
+        convert(src, tmp_path / "m.bin", progress=False)
