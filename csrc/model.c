@@ -2,7 +2,8 @@
  *
  *   x = embed(tokens)
  *   for each layer:
- *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv) ; rope(q, k)  (per-pair frequencies)
+ *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
+ *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies)
  *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
  *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
  *   logits = rmsnorm(x) Wout
@@ -102,9 +103,10 @@ static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int 
         }
 }
 
-/* Add the optional bias and rotate adjacent pairs of each head by the batch's angles. */
-static void bias_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias, int n,
-                      int n_heads, int ith, int nth) {
+/* Add the optional bias, normalize each head by the optional per-head RMSNorm weight (Qwen3's
+ * q_norm / k_norm), and rotate adjacent pairs of each head by the batch's angles. */
+static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias,
+                           const float *norm, int n, int n_heads, int ith, int nth) {
     const int head_dim = m->c.head_dim, half = head_dim / 2;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
@@ -113,6 +115,12 @@ static void bias_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const 
         float *vh = v + (size_t)t * n_heads * head_dim + (size_t)h * head_dim;
         if (bias)
             for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
+        if (norm) {
+            double ss = 0.0;
+            for (int i = 0; i < head_dim; i++) ss += (double)vh[i] * vh[i];
+            float scale = 1.0f / sqrtf((float)(ss / head_dim) + m->c.norm_eps);
+            for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
+        }
         for (int i = 0; i < half; i++) {
             float c = s->rope_cos[(size_t)t * half + i], sn = s->rope_sin[(size_t)t * half + i];
             float a = vh[2 * i], b = vh[2 * i + 1];
@@ -231,8 +239,8 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             kern_matmul(isa, &L->wk, s->xb, s->xq, n, k, 0, ith, nth);
             kern_matmul(isa, &L->wv, s->xb, s->xq, n, v, 0, ith, nth);
             BARRIER;
-            bias_rope(m, s, s->q, L->bq, n, c->n_heads, ith, nth);
-            bias_rope(m, s, k, L->bk, n, c->n_kv_heads, ith, nth);
+            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, n, c->n_heads, ith, nth);
+            bias_norm_rope(m, s, k, L->bk, L->k_norm, n, c->n_kv_heads, ith, nth);
             if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
             attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */

@@ -41,8 +41,12 @@ def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np
         q, k, v = (h @ w[p + f"attn_{n}.weight"].T for n in "qkv")
         if cfg.qkv_bias:
             q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-        q = rope(q.reshape(T, cfg.n_heads, hd), pos, cfg.rope_theta)       # (T, nh, hd)
-        k = rope(k.reshape(T, cfg.n_kv_heads, hd), pos, cfg.rope_theta)    # (T, nkv, hd)
+        q, k = q.reshape(T, cfg.n_heads, hd), k.reshape(T, cfg.n_kv_heads, hd)
+        if cfg.qk_norm:  # every head on its own, before RoPE
+            q = rmsnorm(q, w[p + "attn_q_norm.weight"], cfg.norm_eps)
+            k = rmsnorm(k, w[p + "attn_k_norm.weight"], cfg.norm_eps)
+        q = rope(q, pos, cfg.rope_theta)                                   # (T, nh, hd)
+        k = rope(k, pos, cfg.rope_theta)                                   # (T, nkv, hd)
         v = v.reshape(T, cfg.n_kv_heads, hd)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)    # (T, nh, hd)
         att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask        # (nh, T, T)

@@ -43,6 +43,15 @@ def test_valid_file_reads_back(good):
         assert len(f.tensor_bytes("blk.0.attn_q.weight")) == t.nbytes
 
 
+def test_features_a_model_lacks_stay_out_of_the_header(tmp_path, good):
+    """A model without q/k norms or a window writes the config earlier versions wrote and read."""
+    assert not {"qk_norm", "sliding_window"} & set(split(good)[0]["config"])
+    random_model(tmp_path / "qk.bin", config("qwen3", qk_norm=True), seed=2)
+    header = split(tmp_path / "qk.bin")[0]
+    assert header["config"]["qk_norm"] is True
+    assert tensor(header, "blk.1.attn_k_norm.weight")["shape"] == [32]
+
+
 def corrupt_header(mutate):
     def make(path):
         header, data = split(path)
@@ -93,6 +102,8 @@ CASES = {
     "config negative": (set_in("config", "n_layers", -2), r"n_layers must be an integer"),
     "config unknown": (set_in("config", "attn_logit_softcap", 50.0), r"unknown fields \['attn_logit_softcap'\]"),
     "config window": (set_in("config", "sliding_window", 0), r"config.sliding_window must be an integer in \[1,"),
+    "config qk_norm not bool": (set_in("config", "qk_norm", 1), r"config.qk_norm must be true or false"),
+    "qk_norm without norms": (set_in("config", "qk_norm", True), r"missing tensors: blk.0.attn_q_norm.weight"),
     "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
                       r"must list 97 tokens"),
 }

@@ -1,20 +1,22 @@
 """Hugging Face directories written by transformers (tests/data/hf/, made by
-tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits, its token ids
-and its chat rendering. Llama, Mistral and Qwen2 (q/k/v biases), F32 and BF16, single files and
-shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
+tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits (as a prompt
+and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
+Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json), F32
+and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pyllm import Model
+from pyllm import FormatError, Model
 from pyllm.chat import render
 from pyllm.convert import convert
 
@@ -68,12 +70,15 @@ def test_config_matches_config_json(converted, case):
     theta = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
     with Model(converted(case), n_threads=1) as m:
         c = m.config
-        got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
-               c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias)
+        got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim,
+               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm,
+               c.sliding_window)
         want = (raw["model_type"], raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
-                raw["num_attention_heads"], raw["num_key_value_heads"], raw["vocab_size"],
+                raw["num_attention_heads"], raw["num_key_value_heads"],
+                raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"], raw["vocab_size"],
                 raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
-                raw["model_type"] == "qwen2")
+                raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
+                raw.get("sliding_window") if raw["model_type"] == "mistral" else None)
         assert got == pytest.approx(want)
 
 
@@ -83,6 +88,15 @@ def test_logits_match_transformers(converted, case):
     with Model(converted(case), n_threads=1) as m:
         assert m.config.vocab_size == want.shape[1]
         got = m.logits(tokens)
+    assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_token_by_token_matches_transformers(converted, case):
+    """One token at a time through the KV cache gives the same logits as transformers' whole pass."""
+    tokens, want, _ = load_reference(case)
+    with Model(converted(case), n_threads=2) as m:
+        got = np.stack([m.eval([int(t)]) for t in tokens])
     assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
 
 
@@ -128,3 +142,43 @@ def test_q8_0_close_to_transformers(converted, case):
     rms = np.sqrt(np.mean((got - want) ** 2)) / want.std()
     agree = (got.argmax(-1) == want.argmax(-1)).mean()
     assert rms < 0.05 and agree >= 0.85, f"RMS error {rms:.3f} of the logits' std, top-1 agreement {agree:.2f}"
+
+
+GGUF_CASES = [c for c in CASES if os.path.exists(os.path.join(HF, c, "model.gguf"))]
+
+
+@pytest.mark.parametrize("case", GGUF_CASES)
+def test_gguf_of_the_fixture_matches_transformers(tmp_path, case):
+    """model.gguf, written from the directory as llama.cpp writes the family (its tensor names, q/k
+    rows and q/k norms in Hugging Face's half-split order), gives transformers' logits, as a prompt and
+    token by token, and the same token ids and chat prompt."""
+    tokens, want, ref = load_reference(case)
+    convert(os.path.join(HF, case, "model.gguf"), tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        got = m.logits(tokens)
+        assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+        m.reset()
+        got = np.stack([m.eval([int(t)]) for t in tokens])
+        assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+        for t in ref["texts"]:
+            assert m.tokenize(t["text"]) == t["ids"], t["text"]
+        if "chat" in ref:
+            assert m.chat_prompt(ref["chat"]["messages"]) == ref["chat"]["ids"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"attention_bias": True}, r"Qwen3ForCausalLM with attention biases"),
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
+      "layer_types": ["full_attention", "sliding_attention"]}, r"Qwen3ForCausalLM with sliding-window"),
+    ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0, "rope_theta": 1e6}}, r"RoPE scaling .longrope."),
+])
+def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
+    """What the decoder lacks is refused by name, not run wrong: Qwen3's attention_bias also biases
+    o_proj, and sliding-window layers and RoPE scaling are not implemented."""
+    src = tmp_path / "qwen3"
+    shutil.copytree(os.path.join(HF, "qwen3-f32"), src)
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    raw.update(change)
+    (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FormatError, match=message):
+        convert(src, tmp_path / "m.bin", progress=False)

@@ -17,12 +17,14 @@ SHAPES = {
     "heads-128": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=128),
     "heads-64-group-4": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=8, n_kv_heads=2, head_dim=64),
     "heads-128-group-3": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=128),
+    "qwen3": dict(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32),
 }
 
 
-def config(shape: str, tied: bool = True, bias: bool = False, vocab: int = 97, ctx: int = 64) -> ModelConfig:
+def config(shape: str, tied: bool = True, bias: bool = False, vocab: int = 97, ctx: int = 64,
+           qk_norm: bool = False) -> ModelConfig:
     return ModelConfig(**SHAPES[shape], vocab_size=vocab, max_seq_len=ctx, rope_theta=10000.0,
-                       norm_eps=1e-5, tied_embeddings=tied, qkv_bias=bias)
+                       norm_eps=1e-5, tied_embeddings=tied, qkv_bias=bias, qk_norm=qk_norm)
 
 
 TOKENS = [5, 17, 3, 96, 0, 42, 42, 8, 61, 77, 13, 2, 90, 33, 21, 7, 1, 64, 50]
@@ -43,6 +45,22 @@ def test_f32_logits_match_reference(tmp_path, kernels, shape, tied, bias):
             m.reset()
             steps = np.stack([m.eval([t]) for t in TOKENS])
             assert np.abs(steps - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("shape,bias", [("qwen3", False), ("wide-heads", True), ("mqa-odd", False)])
+def test_qk_norm_logits_match_reference(tmp_path, kernels, shape, bias):
+    """Per-head q/k RMSNorm before RoPE (Qwen3), with heads wider in total than the residual stream
+    (q_dim > dim) or narrower, as a prompt and token by token."""
+    cfg = config(shape, tied=False, bias=bias, qk_norm=True)
+    w = random_model(tmp_path / "m.bin", cfg, seed=7)
+    ref = forward(w, cfg, TOKENS)
+    for n_threads in (1, 2):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            assert m.config.qk_norm
+            assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+            m.reset()
+            assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4
 
 
 @pytest.mark.parametrize("kernels", available_kernels())

@@ -4,12 +4,16 @@ with the logits and token ids transformers computes for them, for tests/test_hf_
 
     OMP_NUM_THREADS=1 python tools/make_hf_fixtures.py [CASE ...]   # writes tests/data/hf/, ~1.8 MB
 
-Needs torch, transformers (5.x), tokenizers and sentencepiece: reference libraries, not pyllm
+Needs torch, transformers (5.x), tokenizers, sentencepiece and gguf: reference libraries, not pyllm
 dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
 
-Each case is a LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM (hidden 64, MLP 64 or 96,
-2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps) saved in float32 or bfloat16,
-in one model.safetensors or in shards with model.safetensors.index.json. Every parameter is
+Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM (hidden 64,
+MLP 64 or 96, 2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
+per-head q/k norms and head_dim 32, not 64 / 4) saved in float32 or bfloat16, in one model.safetensors
+or in shards with model.safetensors.index.json. One Qwen3 case rewrites its config.json as
+transformers 4.x and the hub's files spell it (rope_theta and rope_scaling, no layer_types,
+sliding_window set while use_sliding_window is false); the references are computed from the files
+as saved. Every parameter is
 re-drawn much larger than transformers' init (std 1/sqrt(fan_in) for matrices, 1 + 0.1 N for
 norms, 0.1 N for biases) so that logits are far from trivial and a wrong RoPE pairing, head
 order or transposition shows. Tokenizers are trained on tests/data/shakespeare-tail.txt:
@@ -32,6 +36,11 @@ llama.rope.scaling.type/factor, and llama3 scaling as the tensor rope_freqs.weig
 original_max_position_embeddings from the top level of config.json, default 8192; the llama3 case
 with a GGUF states it there too, as transformers 5 prefers it there).
 
+A qwen2/qwen3 case marked gguf gets model.gguf, written from the saved directory with the `gguf` package
+as llama.cpp's convert_hf_to_gguf.py writes that family: its tensor names (gguf's TensorNameMap),
+F32 tensors, q/k rows in Hugging Face's half-split order (not permuted, as for qwen2), the BPE
+vocabulary with added special tokens as control tokens, the `qwen2` pre-tokenizer.
+
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
 the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
@@ -51,13 +60,14 @@ import sys
 
 import gguf
 import numpy as np
+import safetensors.numpy
 import sentencepiece as spm
 import torch
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer,
                           MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -110,7 +120,7 @@ MESSAGES = [
 class Case:
     """One fixture directory: the model family, how it is stored, and its tokenizer."""
 
-    family: str  # llama, mistral or qwen2
+    family: str  # llama, mistral, qwen2 or qwen3
     dtype: torch.dtype
     tied: bool
     n_kv_heads: int
@@ -128,6 +138,8 @@ class Case:
     rope_style: str = "5"  # config.json spelling: "5" rope_parameters, "4" rope_theta + rope_scaling
     top_level_original_context: bool = False  # also state original_max_position_embeddings at the top
     n_tokens: int = 20  # reference sequence length
+    head_dim: int | None = None  # Qwen3: a head size apart from hidden / heads
+    legacy_config: bool = False  # rewrite config.json as transformers 4.x writes it
     gguf: bool = False  # also write model.gguf as llama.cpp converts this directory
 
 
@@ -168,9 +180,14 @@ CASES = {
                             rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
                             rope={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
                                   "beta_fast": 32.0, "beta_slow": 1.0}),
+    "qwen3-f32": Case("qwen3", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, template=QWEN2_TEMPLATE, intermediate=64,
+                      head_dim=32, gguf=True),
+    "qwen3-bf16-legacy-config": Case("qwen3", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="qwen2",
+                                     rope_theta=500000.0, rms_norm_eps=2e-6, head_dim=32, legacy_config=True),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -272,6 +289,8 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
         extra["rope_parameters"] = {**case.rope, "rope_theta": case.rope_theta}
     else:
         extra["rope_theta"] = case.rope_theta
+    if case.head_dim is not None:
+        extra["head_dim"] = case.head_dim
     config = config_cls(
         hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
@@ -331,7 +350,7 @@ def llama3_rope_factors(hparams: dict) -> np.ndarray:
     return torch.tensor(factors, dtype=torch.float32).numpy()
 
 
-def write_gguf(out: str, tok) -> None:
+def write_llama_gguf(out: str, tok) -> None:
     """model.gguf from the saved directory, F32, as convert_hf_to_gguf.py writes a LlamaForCausalLM
     with a byte-level BPE tokenizer (the tokenizer.ggml.pre of GPT-2's regex)."""
     with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
@@ -397,6 +416,70 @@ def write_gguf(out: str, tok) -> None:
     w.close()
 
 
+def write_legacy_config(out: str, case: Case) -> None:
+    """Rewrite config.json as transformers 4.x and Qwen3's hub files have it: rope_theta and a null
+    rope_scaling instead of rope_parameters, torch_dtype, no layer_types, and a sliding_window that
+    use_sliding_window false leaves unused."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.pop("layer_types", None)
+    cfg.pop("dtype", None)
+    cfg.pop("rope_parameters", None)
+    cfg.update(rope_theta=case.rope_theta, rope_scaling=None, torch_dtype=str(case.dtype).split(".")[-1],
+               sliding_window=4096, use_sliding_window=False, max_window_layers=28,
+               transformers_version="4.51.0")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(cfg.items())), f, indent=2)
+        f.write("\n")
+
+
+def write_qwen_gguf(out: str, case: Case, tok: PreTrainedTokenizerFast) -> None:
+    """model.gguf from the saved directory, as convert_hf_to_gguf.py writes a Qwen2/Qwen3 model in F32."""
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    arch = {"qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}[case.family]
+    n_layers = cfg["num_hidden_layers"]
+    names = gguf.get_tensor_name_map(arch, n_layers)
+    w = gguf.GGUFWriter(os.path.join(out, "model.gguf"), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_name(os.path.basename(out))
+    w.add_block_count(n_layers)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_freq_base(case.rope_theta)
+    w.add_layer_norm_rms_eps(case.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    # the vocabulary in id order; added special tokens are control tokens (llama.cpp's get_vocab_base)
+    vocab, added = tok.get_vocab(), {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    by_id = {i: t for t, i in vocab.items()}
+    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(cfg["vocab_size"])]
+    types = [gguf.TokenType.CONTROL if t in added else gguf.TokenType.NORMAL if i in by_id
+             else gguf.TokenType.UNUSED for i, t in enumerate(tokens)]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    gguf.SpecialVocab(out, load_merges=True, n_vocab=len(tokens)).add_to_gguf(w)  # merges, ids, chat template
+
+    tensors = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".safetensors"):
+            tensors.update(safetensors.numpy.load_file(os.path.join(out, name)))
+    for hf_name, data in tensors.items():
+        w.add_tensor(names.get_name(hf_name, try_suffixes=(".weight", ".bias")), data.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def n_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters (to choose a shard size)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
@@ -432,8 +515,12 @@ def make_case(name: str, case: Case, seed: int) -> None:
     del model
     if case.rope is not None:
         respell_rope(out, case)
-    if case.gguf:
-        write_gguf(out, tok)
+    if case.legacy_config:
+        write_legacy_config(out, case)
+    if case.gguf and case.family == "llama":
+        write_llama_gguf(out, tok)
+    elif case.gguf:
+        write_qwen_gguf(out, case, tok)
 
     ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
     tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed, case.n_tokens)

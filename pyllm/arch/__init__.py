@@ -12,9 +12,10 @@ from .family import Family
 from .llama import Llama
 from .mistral import Mistral
 from .qwen2 import Qwen2
+from .qwen3 import Qwen3
 from .unsupported import UNSUPPORTED
 
-FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2())
+FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2(), Qwen3())
 
 _BY_NAME = {f.name: f for f in FAMILIES}
 _BY_HF_CLASS = {cls: f for f in FAMILIES for cls in f.hf_classes}

@@ -27,6 +27,7 @@ class Family:
     hf_classes: tuple[str, ...] = ()   # config.json "architectures" entries
     gguf_names: tuple[str, ...] = ()   # general.architecture values
     qkv_bias = False                   # q/k/v projections carry biases
+    qk_norm = False                    # each q and k head is RMSNormed before RoPE (q_norm, k_norm)
     gguf_half_split_rope = False       # GGUF q/k rows rotate halves (NeoX style), not adjacent pairs
     hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
 
@@ -71,7 +72,7 @@ class Family:
             tied_embeddings=raw.flag("tie_word_embeddings"), qkv_bias=self.qkv_bias,
             architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
             rope_scaling=None if rope_type == "default" else rope_type,
-            rope_attn_factor=rope.hf_attention_factor(raw),
+            rope_attn_factor=rope.hf_attention_factor(raw), qk_norm=self.qk_norm,
         )
         need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
         if need > n_bytes:
@@ -139,6 +140,11 @@ class Family:
                     ours + "attn_k.bias": (hf + "self_attn.k_proj.bias", cfg.n_kv_heads),
                     ours + "attn_v.bias": (hf + "self_attn.v_proj.bias", 0),
                 })
+            if cfg.qk_norm:  # one head's weight, reordered like each head's rows
+                names.update({
+                    ours + "attn_q_norm.weight": (hf + "self_attn.q_norm.weight", 1),
+                    ours + "attn_k_norm.weight": (hf + "self_attn.k_norm.weight", 1),
+                })
         return names
 
     def hf_computed_tensors(self, raw: JsonObject, cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -201,6 +207,7 @@ class Family:
             architecture=self.name,
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
             rope_scaling=rope.gguf_scaling(g, arch),
+            qk_norm=self.qk_norm,
         )
         try:
             check_config(cfg)
@@ -217,10 +224,12 @@ class Family:
         return {} if freqs is None else {"rope_freq": freqs}
 
     def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:
-        """Heads over which a GGUF tensor's rows must be reordered into adjacent RoPE pairs, or 0."""
+        """Heads over which a GGUF tensor's rows must be reordered into adjacent RoPE pairs, or 0
+        (a per-head norm weight is one head's worth of rows)."""
         if not self.gguf_half_split_rope:
             return 0
-        return {"attn_q": cfg.n_heads, "attn_k": cfg.n_kv_heads}.get(name.split(".")[-2], 0)
+        heads = {"attn_q": cfg.n_heads, "attn_k": cfg.n_kv_heads, "attn_q_norm": 1, "attn_k_norm": 1}
+        return heads.get(name.split(".")[-2], 0)
 
     # -- ModelConfig -> the C core -----------------------------------------------------------------
 
@@ -244,6 +253,8 @@ class Family:
         vectors = {"attn_norm": p + "attn_norm.weight", "ffn_norm": p + "ffn_norm.weight"}
         if cfg.qkv_bias:
             vectors.update({"bq": p + "attn_q.bias", "bk": p + "attn_k.bias", "bv": p + "attn_v.bias"})
+        if cfg.qk_norm:
+            vectors.update({"q_norm": p + "attn_q_norm.weight", "k_norm": p + "attn_k_norm.weight"})
         return matrices, vectors
 
     def c_globals(self, cfg: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:

@@ -12,7 +12,6 @@ UNSUPPORTED: dict[str, str] = {
     "gpt_neox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "gptneox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "falcon": "LayerNorm and parallel attention/MLP",
-    "qwen3": "per-head q/k RMSNorm",
     "mixtral": "mixture-of-experts MLP layers",
     "olmo2": "q/k RMSNorm and post-norm blocks",
 }

@@ -70,7 +70,14 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         if cfg.qkv_bias:
             shapes.update({p + "attn_q.bias": (q_dim,), p + "attn_k.bias": (kv_dim,),
                            p + "attn_v.bias": (kv_dim,)})
+        if cfg.qk_norm:
+            shapes.update({p + "attn_q_norm.weight": (cfg.head_dim,), p + "attn_k_norm.weight": (cfg.head_dim,)})
     return shapes
+
+
+# Config fields a header leaves out when they have these values (the model lacks the feature), so that
+# files of models without it are the files earlier versions wrote and read.
+ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None}
 
 
 def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
@@ -118,7 +125,7 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
                       "size": nbytes})
         offset = _align(offset + nbytes)
     header = {
-        "config": {k: v for k, v in asdict(config).items() if v is not None},  # None fields are left out
+        "config": {k: v for k, v in asdict(config).items() if k not in ABSENT_CONFIG or v != ABSENT_CONFIG[k]},
         "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
         "chat_template": chat_template,
         "metadata": metadata or {},
@@ -227,7 +234,7 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"config.rope_scaling must name a RoPE scaling, got {cfg.rope_scaling!r}")
     if not isinstance(cfg.architecture, str) or not cfg.architecture:
         raise ValueError(f"config.architecture must name a model family, got {cfg.architecture!r}")
-    for name in ("tied_embeddings", "qkv_bias"):
+    for name in ("tied_embeddings", "qkv_bias", "qk_norm"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"config.{name} must be true or false")
 
