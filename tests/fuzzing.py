@@ -918,21 +918,16 @@ def run_pipeline(case: Case, paths: dict[str, str], bases: Bases, workdir: str, 
         with open(paths["text"], encoding="utf-8") as f:
             _tokenize(tok, f.read())
         return
-    if fmt == "weights":
+    if fmt in ("weights", "gguf"):  # both carry a tokenizer Tokenizer.from_file reads
         stage[0] = "tokenizer"
         try:
             _tokenize(Tokenizer.from_file(paths["model"]))
         except PyllmError:
             pass
+    if fmt == "weights":
         stage[0] = "generate"
         _generate(paths["model"])
         return
-    if fmt == "gguf":
-        stage[0] = "tokenizer"
-        try:
-            _tokenize(Tokenizer.from_file(paths["model"]))
-        except PyllmError:
-            pass
     out = os.path.join(workdir, "out.bin")
     stage[0] = "convert"
     convert(paths["model"], out, paths.get("out_type") or None, progress=False,
