@@ -13,5 +13,6 @@ UNSUPPORTED: dict[str, str] = {
     "gptneox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "falcon": "LayerNorm and parallel attention/MLP",
     "mixtral": "mixture-of-experts MLP layers",
+    "smollm3": "its NoPE layers, which a GGUF does not list (convert the Hugging Face directory instead)",
     "olmo2": "q/k RMSNorm and post-norm blocks",
 }
