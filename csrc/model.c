@@ -3,7 +3,8 @@
  *   x = embed(tokens)
  *   for each layer:
  *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
- *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies)
+ *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies;
+ *                                                        not in a NoPE layer)
  *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
  *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
  *   logits = rmsnorm(x) Wout
@@ -104,9 +105,10 @@ static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int 
 }
 
 /* Add the optional bias, normalize each head by the optional per-head RMSNorm weight (Qwen3's
- * q_norm / k_norm), and rotate adjacent pairs of each head by the batch's angles. */
+ * q_norm / k_norm), and rotate adjacent pairs of each head by the batch's angles unless the layer
+ * has no positional encoding (no_rope). */
 static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias,
-                           const float *norm, int n, int n_heads, int ith, int nth) {
+                           const float *norm, int no_rope, int n, int n_heads, int ith, int nth) {
     const int head_dim = m->c.head_dim, half = head_dim / 2;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
@@ -121,7 +123,7 @@ static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, c
             float scale = 1.0f / sqrtf((float)(ss / head_dim) + m->c.norm_eps);
             for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
         }
-        for (int i = 0; i < half; i++) {
+        for (int i = 0; i < half && !no_rope; i++) {
             float c = s->rope_cos[(size_t)t * half + i], sn = s->rope_sin[(size_t)t * half + i];
             float a = vh[2 * i], b = vh[2 * i + 1];
             vh[2 * i] = a * c - b * sn;
@@ -239,8 +241,8 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             kern_matmul(isa, &L->wk, s->xb, s->xq, n, k, 0, ith, nth);
             kern_matmul(isa, &L->wv, s->xb, s->xq, n, v, 0, ith, nth);
             BARRIER;
-            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, n, c->n_heads, ith, nth);
-            bias_norm_rope(m, s, k, L->bk, L->k_norm, n, c->n_kv_heads, ith, nth);
+            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L->no_rope, n, c->n_heads, ith, nth);
+            bias_norm_rope(m, s, k, L->bk, L->k_norm, L->no_rope, n, c->n_kv_heads, ith, nth);
             if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
             attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */

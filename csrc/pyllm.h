@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 5
+#define PYLLM_API_VERSION 6
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -71,6 +71,7 @@ typedef struct {
     const float *bv;        /* (n_kv_heads * head_dim) or NULL */
     const float *q_norm;    /* (head_dim) RMSNorm weight of every query head before RoPE, or NULL */
     const float *k_norm;    /* (head_dim) RMSNorm weight of every key head before RoPE, or NULL */
+    int no_rope;            /* nonzero: this layer's q and k are not rotated (a NoPE layer) */
     pyllm_tensor wo;        /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
     pyllm_tensor w_gate;    /* (hidden_dim, dim) */

@@ -127,12 +127,14 @@ class ModelCore:
         self._buffer = ffi.from_buffer(self._file.buffer())
         c_config = ffi.new("pyllm_config *", family.c_config(cfg))
         layers = ffi.new("pyllm_layer[]", cfg.n_layers)
+        nope = set(cfg.nope_layers)
         for i in range(cfg.n_layers):
             matrices, vectors = family.c_layer(cfg, i)
             for field, name in matrices.items():
                 self._set_matrix(getattr(layers[i], field), name)
             for field, name in vectors.items():
                 setattr(layers[i], field, self._floats(name))
+            layers[i].no_rope = i in nope
         weights = ffi.new("pyllm_weights *")
         matrices, vectors = family.c_globals(cfg)
         for field, name in matrices.items():

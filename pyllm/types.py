@@ -29,6 +29,7 @@ class ModelConfig:
     rope_scaling: str | None = None  # the RoPE scaling (llama3, linear, yarn) whose frequencies tensor rope_freq holds
     rope_attn_factor: float | None = None  # cos and sin scaled by it (YaRN); None: 1
     qk_norm: bool = False              # each q and k head is RMSNormed (attn_q_norm, attn_k_norm) before RoPE
+    nope_layers: tuple[int, ...] = ()  # layers (ascending indices) whose q and k are not rotated (SmolLM3's NoPE)
 
 
 @dataclass

@@ -45,8 +45,9 @@ def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np
         if cfg.qk_norm:  # every head on its own, before RoPE
             q = rmsnorm(q, w[p + "attn_q_norm.weight"], cfg.norm_eps)
             k = rmsnorm(k, w[p + "attn_k_norm.weight"], cfg.norm_eps)
-        q = rope(q, pos, cfg.rope_theta)                                   # (T, nh, hd)
-        k = rope(k, pos, cfg.rope_theta)                                   # (T, nkv, hd)
+        if i not in cfg.nope_layers:  # NoPE layers (SmolLM3) leave q and k unrotated
+            q = rope(q, pos, cfg.rope_theta)                               # (T, nh, hd)
+            k = rope(k, pos, cfg.rope_theta)                               # (T, nkv, hd)
         v = v.reshape(T, cfg.n_kv_heads, hd)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)    # (T, nh, hd)
         att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask        # (nh, T, T)

@@ -1,4 +1,5 @@
 """weights.bin: a valid file round-trips; hand-made corrupt files raise FormatError naming the problem."""
+import dataclasses
 import json
 import struct
 
@@ -45,11 +46,14 @@ def test_valid_file_reads_back(good):
 
 def test_features_a_model_lacks_stay_out_of_the_header(tmp_path, good):
     """A model without q/k norms or a window writes the config earlier versions wrote and read."""
-    assert not {"qk_norm", "sliding_window"} & set(split(good)[0]["config"])
+    assert not {"qk_norm", "sliding_window", "nope_layers"} & set(split(good)[0]["config"])
     random_model(tmp_path / "qk.bin", config("qwen3", qk_norm=True), seed=2)
     header = split(tmp_path / "qk.bin")[0]
     assert header["config"]["qk_norm"] is True
     assert tensor(header, "blk.1.attn_k_norm.weight")["shape"] == [32]
+    random_model(tmp_path / "nope.bin", dataclasses.replace(config("qwen3"), nope_layers=(1,)), seed=2)
+    assert split(tmp_path / "nope.bin")[0]["config"]["nope_layers"] == [1]
+    assert read_weights(tmp_path / "nope.bin").config.nope_layers == (1,)
 
 
 def corrupt_header(mutate):
@@ -104,6 +108,9 @@ CASES = {
     "config window": (set_in("config", "sliding_window", 0), r"config.sliding_window must be an integer in \[1,"),
     "config qk_norm not bool": (set_in("config", "qk_norm", 1), r"config.qk_norm must be true or false"),
     "qk_norm without norms": (set_in("config", "qk_norm", True), r"missing tensors: blk.0.attn_q_norm.weight"),
+    "nope_layers out of range": (set_in("config", "nope_layers", [2]), r"config.nope_layers must list distinct"),
+    "nope_layers unsorted": (set_in("config", "nope_layers", [1, 0]), r"config.nope_layers must list distinct"),
+    "nope_layers not a list": (set_in("config", "nope_layers", 1), r"config.nope_layers must list distinct"),
     "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
                       r"must list 97 tokens"),
 }

@@ -1,7 +1,8 @@
 """Hugging Face directories written by transformers (tests/data/hf/, made by
 tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits (as a prompt
 and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
-Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json), F32
+Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json),
+SmolLM3 (layers without RoPE), F32
 and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """
@@ -80,6 +81,7 @@ def test_config_matches_config_json(converted, case):
                 raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
                 raw.get("sliding_window") if raw["model_type"] == "mistral" else None)
         assert got == pytest.approx(want)
+        assert c.nope_layers == tuple(i for i, rope in enumerate(raw.get("no_rope_layers") or []) if not rope)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,4 +1,6 @@
 """The C forward pass against the numpy reference on small random models, and Model's contract."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,23 @@ def test_qk_norm_logits_match_reference(tmp_path, kernels, shape, bias):
     for n_threads in (1, 2):
         with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
             assert m.config.qk_norm
+            assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+            m.reset()
+            assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("nope", [(1,), (0, 1)])
+def test_nope_layers_match_reference(tmp_path, kernels, nope):
+    """Layers without RoPE (SmolLM3's NoPE) skip the rotation of q and k, and only those layers,
+    as a prompt and token by token; the same model with every layer rotated differs."""
+    cfg = dataclasses.replace(config("qwen3", tied=True), nope_layers=nope)
+    w = random_model(tmp_path / "m.bin", cfg, seed=11)
+    ref = forward(w, cfg, TOKENS)
+    assert np.abs(forward(w, dataclasses.replace(cfg, nope_layers=()), TOKENS) - ref).max() > 1e-2
+    for n_threads in (1, 2):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            assert m.config.nope_layers == nope
             assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
             m.reset()
             assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4

@@ -7,8 +7,8 @@ with the logits and token ids transformers computes for them, for tests/test_hf_
 Needs torch, transformers (5.x), tokenizers, sentencepiece and gguf: reference libraries, not pyllm
 dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
 
-Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM (hidden 64,
-MLP 64 or 96, 2 layers, 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
+Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or
+SmolLM3ForCausalLM (hidden 64, MLP 64 or 96, 2 layers (SmolLM3: 4, every second one without RoPE), 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
 per-head q/k norms and head_dim 32, not 64 / 4) saved in float32 or bfloat16, in one model.safetensors
 or in shards with model.safetensors.index.json. One Qwen3 case rewrites its config.json as
 transformers 4.x and the hub's files spell it (rope_theta and rope_scaling, no layer_types,
@@ -67,7 +67,8 @@ import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer,
                           MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
+                          SmolLM3ForCausalLM)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -120,7 +121,7 @@ MESSAGES = [
 class Case:
     """One fixture directory: the model family, how it is stored, and its tokenizer."""
 
-    family: str  # llama, mistral, qwen2 or qwen3
+    family: str  # llama, mistral, qwen2, qwen3 or smollm3
     dtype: torch.dtype
     tied: bool
     n_kv_heads: int
@@ -141,6 +142,8 @@ class Case:
     head_dim: int | None = None  # Qwen3: a head size apart from hidden / heads
     legacy_config: bool = False  # rewrite config.json as transformers 4.x writes it
     gguf: bool = False  # also write model.gguf as llama.cpp converts this directory
+    n_layers: int = 2
+    no_rope_interval: int | None = None  # SmolLM3: every this-many-th layer has no RoPE (NoPE)
 
 
 CASES = {
@@ -185,9 +188,14 @@ CASES = {
                       head_dim=32, gguf=True),
     "qwen3-bf16-legacy-config": Case("qwen3", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="qwen2",
                                      rope_theta=500000.0, rms_norm_eps=2e-6, head_dim=32, legacy_config=True),
+    # layers 1 and 3 without RoPE: no_rope_layers [1, 0, 1, 0] as transformers derives it from the interval
+    "smollm3-f32": Case("smollm3", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                        rope_theta=2000000.0, rms_norm_eps=1e-6, intermediate=64, n_layers=4,
+                        no_rope_interval=2),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -291,8 +299,11 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
         extra["rope_theta"] = case.rope_theta
     if case.head_dim is not None:
         extra["head_dim"] = case.head_dim
+    if case.no_rope_interval is not None:
+        extra["no_rope_layer_interval"] = case.no_rope_interval
+        extra["pad_token_id"] = None  # SmolLM3Config's default (128004) is past a tiny vocabulary
     config = config_cls(
-        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=case.n_layers, num_attention_heads=4,
         num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
         rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
         bos_token_id=bos_id, eos_token_id=eos_id, **extra)

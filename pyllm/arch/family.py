@@ -30,6 +30,8 @@ class Family:
     qk_norm = False                    # each q and k head is RMSNormed before RoPE (q_norm, k_norm)
     gguf_half_split_rope = False       # GGUF q/k rows rotate halves (NeoX style), not adjacent pairs
     hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
+    hf_tied_by_default = False         # tie_word_embeddings when config.json leaves it out
+    hf_default_theta = 10000.0         # rope_theta when config.json leaves it out
 
     # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
 
@@ -61,7 +63,7 @@ class Family:
             raise raw.fail(f"config.json: head size {head_dim} and heads {n_heads}/{n_kv_heads} "
                            "do not form a valid attention layout")
         max_seq = raw.integer("max_position_embeddings", 2048)
-        theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", 10000.0, positive=True),
+        theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", self.hf_default_theta, positive=True),
                                                   positive=True)
         rope_type = rope.hf_rope_type(raw)
         cfg = ModelConfig(
@@ -69,10 +71,11 @@ class Family:
             n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
             vocab_size=raw.integer("vocab_size"), max_seq_len=max_seq,
             rope_theta=theta, norm_eps=raw.number("rms_norm_eps", 1e-6),
-            tied_embeddings=raw.flag("tie_word_embeddings"), qkv_bias=self.qkv_bias,
+            tied_embeddings=raw.flag("tie_word_embeddings", self.hf_tied_by_default), qkv_bias=self.qkv_bias,
             architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
             rope_scaling=None if rope_type == "default" else rope_type,
             rope_attn_factor=rope.hf_attention_factor(raw), qk_norm=self.qk_norm,
+            nope_layers=self.hf_nope_layers(raw, n_layers),
         )
         need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
         if need > n_bytes:
@@ -100,6 +103,10 @@ class Family:
             raise refuse("MLP biases")
         if any(t != "full_attention" for t in raw.strings("layer_types")) or raw.flag("use_sliding_window"):
             raise refuse("sliding-window attention layers")
+
+    def hf_nope_layers(self, raw: JsonObject, n_layers: int) -> tuple[int, ...]:
+        """The layers whose q and k config.json leaves unrotated: none in the llama decoder."""
+        return ()
 
     def hf_sliding_window(self, raw: JsonObject, notes: list[str]) -> int | None:
         """The attention window of config.json, or None. transformers applies `sliding_window` only

@@ -13,5 +13,6 @@ UNSUPPORTED: dict[str, str] = {
     "gptneox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "falcon": "LayerNorm and parallel attention/MLP",
     "mixtral": "mixture-of-experts MLP layers",
+    "smollm3": "the list of its NoPE layers, which its GGUF metadata lacks (convert the Hugging Face directory)",
     "olmo2": "q/k RMSNorm and post-norm blocks",
 }

@@ -77,7 +77,8 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 # Config fields a header leaves out when they have these values (the model lacks the feature), so that
 # files of models without it are the files earlier versions wrote and read.
-ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None}
+ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None,
+                 "nope_layers": ()}
 
 
 def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
@@ -197,6 +198,8 @@ def _parse_config(raw: Any) -> ModelConfig:
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"config has unknown fields {sorted(unknown)}")
+    if isinstance(raw.get("nope_layers"), list):  # JSON has lists; the frozen config holds a tuple
+        raw = {**raw, "nope_layers": tuple(raw["nope_layers"])}
     try:
         cfg = ModelConfig(**raw)
     except TypeError as exc:
@@ -237,6 +240,11 @@ def check_config(cfg: ModelConfig) -> None:
     for name in ("tied_embeddings", "qkv_bias", "qk_norm"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"config.{name} must be true or false")
+    nope = cfg.nope_layers
+    if (not isinstance(nope, tuple) or any(isinstance(i, bool) or not isinstance(i, int) for i in nope)
+            or any(not 0 <= i < cfg.n_layers for i in nope) or list(nope) != sorted(set(nope))):
+        raise ValueError(f"config.nope_layers must list distinct layer indices (0 to {cfg.n_layers - 1}) "
+                         f"in ascending order, got {nope!r:.80}")
 
 
 def _parse_tokenizer(raw: Any, vocab_size: int) -> TokenizerData | None:
