@@ -204,3 +204,22 @@ def test_missing_byte_pieces_as_hugging_face(unk):
     tok = _spm_with_bytes(["<0xC3>"], unk is not None)
     expected = reference.encode("\u2581aéa", add_special_tokens=False).tokens
     assert [tok.tokens[i] for i in tok.encode("aéa", add_bos=False)] == expected
+
+
+def test_bos_template_inside_a_sequence_post_processor(tmp_path):
+    """Llama 3's tokenizer.json wraps the TemplateProcessing that adds BOS in a Sequence (after
+    ByteLevel); BOS is added as from the bare template (it was ignored)."""
+    src = os.path.join(os.path.dirname(__file__), "data", "hf", "llama-f32")
+    spec = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    assert spec["post_processor"]["type"] == "TemplateProcessing"
+    spec["post_processor"] = {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        spec["post_processor"]]}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    bare = Tokenizer.from_file(os.path.join(src, "tokenizer.json"))
+    wrapped = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    text = "Hello world"
+    assert bare.encode(text)[0] == bare.bos_id
+    assert wrapped.encode(text) == bare.encode(text)
+    tokenizers = pytest.importorskip("tokenizers")
+    assert wrapped.encode(text) == tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids

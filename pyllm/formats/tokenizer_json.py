@@ -55,11 +55,14 @@ def special_token_text(cfg: JsonObject, key: str) -> str | None:
 
 def _special_ids(cfg: JsonObject, vocab: dict[str, int], post: JsonObject) -> tuple[int | None, int | None, bool]:
     """BOS id, EOS id and whether BOS is added: tokenizer_config.json's choices, then a
-    post-processor template that starts with a special token (e.g. single: "<s> $A")."""
+    post-processor template that starts with a special token (e.g. single: "<s> $A"), also as one
+    step of a Sequence of post-processors."""
     bos_text, eos_text = special_token_text(cfg, "bos_token"), special_token_text(cfg, "eos_token")
     bos = vocab.get(bos_text) if bos_text is not None else None
     eos = vocab.get(eos_text) if eos_text is not None else None
     add_bos = cfg.flag("add_bos_token", False)
+    if post.get("type") == "Sequence":  # Llama 3: ByteLevel, then the template that adds BOS
+        post = next((p for p in post.objects("processors") if p.get("type") == "TemplateProcessing"), post)
     if post.get("type") == "TemplateProcessing":
         single = post.objects("single")
         if single and "SpecialToken" in single[0].raw:
