@@ -206,20 +206,30 @@ def test_missing_byte_pieces_as_hugging_face(unk):
     assert [tok.tokens[i] for i in tok.encode("aéa", add_bos=False)] == expected
 
 
-def test_bos_template_inside_a_sequence_post_processor(tmp_path):
-    """Llama 3's tokenizer.json wraps the TemplateProcessing that adds BOS in a Sequence (after
-    ByteLevel); BOS is added as from the bare template (it was ignored)."""
-    src = os.path.join(os.path.dirname(__file__), "data", "hf", "llama-f32")
-    spec = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+LLAMA_F32 = os.path.join(os.path.dirname(__file__), "data", "hf", "llama-f32")
+
+
+def _sequence_post_processor(tmp_path) -> str:
+    """llama-f32's tokenizer.json with its BOS template wrapped in a Sequence after ByteLevel, as
+    Llama 3's tokenizer.json has it."""
+    spec = json.load(open(os.path.join(LLAMA_F32, "tokenizer.json"), encoding="utf-8"))
     assert spec["post_processor"]["type"] == "TemplateProcessing"
     spec["post_processor"] = {"type": "Sequence", "processors": [
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         spec["post_processor"]]}
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
-    bare = Tokenizer.from_file(os.path.join(src, "tokenizer.json"))
-    wrapped = Tokenizer.from_file(tmp_path / "tokenizer.json")
-    text = "Hello world"
-    assert bare.encode(text)[0] == bare.bos_id
-    assert wrapped.encode(text) == bare.encode(text)
+    return str(tmp_path / "tokenizer.json")
+
+
+def test_bos_template_inside_a_sequence_post_processor(tmp_path):
+    """BOS is added as from the bare template (the Sequence was ignored, and BOS with it)."""
+    bare = Tokenizer.from_file(os.path.join(LLAMA_F32, "tokenizer.json"))
+    wrapped = Tokenizer.from_file(_sequence_post_processor(tmp_path))
+    assert bare.encode("Hello world")[0] == bare.bos_id
+    assert wrapped.encode("Hello world") == bare.encode("Hello world")
+
+
+def test_sequence_post_processor_as_hugging_face(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
-    assert wrapped.encode(text) == tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids
+    path = _sequence_post_processor(tmp_path)
+    assert Tokenizer.from_file(path).encode("Hello world") == tokenizers.Tokenizer.from_file(path).encode("Hello world").ids
