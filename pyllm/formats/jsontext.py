@@ -94,23 +94,22 @@ class JsonObject:
             raise self.error(key, "a finite positive number" if positive else "a finite number >= 0", v)
         return float(v)
 
-    def flag(self, key: str, default: bool = False) -> bool:
-        """A true/false field; default when missing or null."""
+    def _typed(self, key: str, default: Any, kind: type, what: str) -> Any:
+        """A field of one Python type; default when missing or null."""
         v = self.raw.get(key)
         if v is None:
             return default
-        if not isinstance(v, bool):
-            raise self.error(key, "true or false", v)
+        if not isinstance(v, kind):
+            raise self.error(key, what, v)
         return v
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A true/false field; default when missing or null."""
+        return self._typed(key, default, bool, "true or false")
 
     def text(self, key: str, default: str | None = None) -> str | None:
         """A string field; default when missing or null."""
-        v = self.raw.get(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            raise self.error(key, "a string", v)
-        return v
+        return self._typed(key, default, str, "a string")
 
     def obj(self, key: str) -> "JsonObject":
         """An object field, read the same way (an empty one when missing or null)."""
