@@ -54,9 +54,9 @@ ALL_TYPES: dict[str, WeightType] = {t.name: t for t in (
     WeightType("q8_1", 9, QK, 36),
     WeightType("q2_k", 10, QK_K, 84),
     WeightType("q3_k", 11, QK_K, 110),
-    WeightType("q4_k", 12, QK_K, 144, decodable=True),
-    WeightType("q5_k", 13, QK_K, 176, decodable=True),
-    WeightType("q6_k", 14, QK_K, 210, decodable=True),
+    WeightType("q4_k", 12, QK_K, 144, runnable=True, decodable=True),
+    WeightType("q5_k", 13, QK_K, 176, runnable=True, decodable=True),
+    WeightType("q6_k", 14, QK_K, 210, runnable=True, decodable=True),
     WeightType("q8_k", 15, QK_K, 292),
     WeightType("i8", 24, 1, 1),
     WeightType("i16", 25, 1, 2),
@@ -194,8 +194,8 @@ def _dequantize_runnable(data: np.ndarray, type_name: str, shape: tuple[int, ...
 
 
 # ------------------------------------------------------------------------------------------------
-# Decoders of the types the converter reads but the engine does not run (ggml's block_q5_0, block_q5_1,
-# block_q4_K, block_q5_K, block_q6_K)
+# Decoders of ggml's block_q5_0, block_q5_1 (which the converter reads but the engine does not run),
+# block_q4_K, block_q5_K and block_q6_K
 
 def _f16(b: np.ndarray) -> np.ndarray:
     """(n, 2) bytes -> (n, 1) float32 from little-endian f16."""
@@ -254,7 +254,7 @@ def dequantize(raw: np.ndarray | bytes | memoryview, type_name: str, shape: tupl
         decodable = ", ".join(n for n, d in ALL_TYPES.items() if d.decodable)
         raise ValueError(f"{type_name.upper()} cannot be decoded (decodable: {decodable})")
     data = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
-    if t.runnable:
+    if t.runnable and t.block <= QK:  # the K types share their decoders below
         return _dequantize_runnable(data, type_name, tuple(shape))
     count = int(np.prod(shape, dtype=np.int64))
     if shape[-1] % t.block or data.size != count // t.block * t.block_bytes:
