@@ -3,11 +3,14 @@
 process, the trees alternating (ABBA order) so that drift in machine speed hits both alike.
 
     python tools/ab_builds.py OLD_TREE NEW_TREE weights.bin [--rounds 12] [--kernels auto] [-t 2]
+                              [--new-model new.bin]
 
 Each tree must be built in place (`python setup.py build_ext --inplace`; tools/compare_builds.sh
 shows how to check out a revision into a temporary worktree). Each process loads the model, warms
 up, and reports the median of 3 runs of each; the script prints every round and the medians and
-ranges, and in how many paired rounds the new tree decoded faster.
+ranges, and in how many paired rounds the new tree decoded faster. With --new-model the new tree
+runs another file (the same model converted by the new tree, when the old one cannot read it: a
+weight type it does not run).
 """
 import argparse
 import os
@@ -42,16 +45,18 @@ def main() -> int:
     ap.add_argument("old", help="source tree of the old build")
     ap.add_argument("new", help="source tree of the new build")
     ap.add_argument("model", help="weights.bin (readable by both builds)")
+    ap.add_argument("--new-model", help="the new tree's weights.bin, if not the same file")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--kernels", default="auto")
     ap.add_argument("-t", "--threads", type=int, default=2)
     args = ap.parse_args()
     trees = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
+    models = {"old": args.model, "new": args.new_model or args.model}
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     for r in range(args.rounds):
         order = ("old", "new") if r % 2 == 0 else ("new", "old")
         for k in order:
-            out = subprocess.run([sys.executable, "-c", MEASURE, trees[k], args.model, args.kernels,
+            out = subprocess.run([sys.executable, "-c", MEASURE, trees[k], models[k], args.kernels,
                                   str(args.threads)], capture_output=True, text=True)
             if out.returncode:
                 print(f"{k} tree failed:\n{out.stderr}", file=sys.stderr)

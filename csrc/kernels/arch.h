@@ -71,7 +71,8 @@ kern_attend_head_fn kern_x86_attend_avx2;
 void kern_x86_swiglu_avx2(float *g, const float *u, int n);
 /* x86.c: AVX-512 F/BW/VL/VNNI (with AVX2 + FMA + F16C) */
 kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_matmul_q8_0_avx512,
-    kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512;
+    kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512, kern_x86_matmul_q4_k_avx512,
+    kern_x86_matmul_q5_k_avx512, kern_x86_matmul_q6_k_avx512;
 /* n_q query heads sharing a key/value head: kern_attend's arguments */
 void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v, int kv_stride,
                             int n_pos, int head_dim, float scale, float *scores, float *out);

@@ -34,7 +34,7 @@ struct kern_type_traits {
     kern_matmul_fn *matmul[KERN_ISA_COUNT]; /* by enum pyllm_isa; NULL: the reference kernel */
 };
 
-/* AVX-512 runs the AVX2 kernels of the K-quants (every AVX-512 CPU runs AVX2). */
+/* AVX-512 runs the AVX2 code where it has none of its own (every AVX-512 CPU runs AVX2). */
 static const struct kern_type_traits type_traits[] = {
     [PYLLM_TYPE_F32] = {
         .blck_size = 1, .type_size = sizeof(float), .act = KERN_ACT_F32,
@@ -84,7 +84,7 @@ static const struct kern_type_traits type_traits[] = {
                            [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q4_k)},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_k,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_k_avx2),
-                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_k_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q4_k)},
     },
     [PYLLM_TYPE_Q5_K] = {
@@ -95,7 +95,7 @@ static const struct kern_type_traits type_traits[] = {
                            [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q5_k)},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_k,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_k_avx2),
-                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_k_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q5_k)},
     },
     [PYLLM_TYPE_Q6_K] = {
@@ -106,7 +106,7 @@ static const struct kern_type_traits type_traits[] = {
                            [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q6_k)},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q6_k,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q6_k_avx2),
-                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q6_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q6_k_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q6_k)},
     },
 };

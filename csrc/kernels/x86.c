@@ -34,8 +34,9 @@
  * F16 and Q4_0 +2-4% against 1 KiB; AVX-512 the same at 1, 2 and 4 KiB). */
 #define PREFETCH_BYTES 2048
 
-/* Weight rows per prompt tile of the K-quants (by 4 activation rows). */
+/* Weight rows per prompt tile of the K-quants (by 4 activation rows), AVX2 and AVX-512. */
 #define KTILE_ROWS 2
+#define KTILE_ROWS_AVX512 2
 
 /* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
  * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
@@ -761,6 +762,139 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
     }
 }
 
+/* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
+ * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
+ * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
+ * (VNNI). */
+AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                                const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
+                       : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[4][4];
+    __m256 accm[4][4]; /* the min (Q4_K, Q5_K) or 32 (Q6_K) terms, 8 lanes */
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) { acc[r][c] = _mm512_setzero_ps(); accm[r][c] = _mm256_setzero_ps(); }
+
+    for (int b = 0; b < nb; b++) {
+        __m512i isum[4][4];
+        float wd[4], wmin[4];
+        __m256i mins16[4]; /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
+        __m512i scales[4]; /* Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16 */
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            if (C == 1) {
+                PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+            }
+            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
+            if (type == PYLLM_TYPE_Q6_K) {
+                const block_q6_K *q = (const block_q6_K *)blk;
+                wd[r] = _cvtsh_ss(q->d);
+                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+                scales[r] = _mm512_castsi256_si512(mins16[r]);
+            } else {
+                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
+                uint8_t sc[8], mn[8], mn2[16];
+                wd[r] = _cvtsh_ss(q->d);
+                wmin[r] = _cvtsh_ss(q->dmin);
+                kquant_scales(q->scales, sc, mn);
+                for (int j = 0; j < 8; j++) mn2[2 * j] = mn2[2 * j + 1] = mn[j];
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mn2));
+                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 */
+            __m512i wq[4], scale[4];
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+                if (type == PYLLM_TYPE_Q6_K) {
+                    /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
+                    const block_q6_K *q = (const block_q6_K *)blk;
+                    const int h = j / 2;
+                    const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+                    const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
+                    /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
+                    const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
+                                              : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
+                                                                   _mm256_slli_epi16(qh, 2), 1);
+                    wq[r] = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
+                    /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
+                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
+                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 3));
+                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                } else {
+                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
+                                                                : ((const block_q5_K *)blk)->qs;
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+                    v = _mm512_and_si512(v, m4);
+                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+                        const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
+                                                            _mm_cvtsi32_si128(2 * j));
+                        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+                        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
+                    }
+                    wq[r] = v;
+                    /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
+                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)),
+                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4));
+                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                }
+            }
+            for (int c = 0; c < C; c++) {
+                const __m512i xv = _mm512_loadu_si512((const void *)(xk[(size_t)c * nb + b].qs + 64 * j));
+                for (int r = 0; r < R; r++)
+                    isum[r][c] = _mm512_dpwssd_epi32(isum[r][c], _mm512_maddubs_epi16(wq[r], xv), scale[r]);
+            }
+        }
+        for (int c = 0; c < C; c++) {
+            const block_q8k *xb = xk + (size_t)c * nb + b;
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            for (int r = 0; r < R; r++) {
+                const __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins16[r], bsums));
+                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(wd[r] * xb->d), _mm512_cvtepi32_ps(isum[r][c]), acc[r][c]);
+                const float mf = type == PYLLM_TYPE_Q6_K ? -32.0f * wd[r] * xb->d : -wmin[r] * xb->d;
+                accm[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(mf), m, accm[r][c]);
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][c]) + avx2_hsum(accm[r][c]);
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
+                                   const block_q8k *xk, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512;
+    const int chunk = n == 1 ? r1 - r0 : 64 / TR * TR;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            int r = c0;
+            for (; r + TR <= c1; r += TR)
+                avx512_ktile(type, TR, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (; r < c1; r++)
+                avx512_ktile(type, 1, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++)
+                avx512_ktile(type, 1, 1, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+    }
+}
+
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row (cols % 16) is scalar. */
 AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const float *x, int cols, float *y, int y_stride, int accumulate) {
@@ -967,5 +1101,23 @@ AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, in
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q4_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q4_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q5_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q5_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q6_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, xq, n, y, accumulate);
 }
 #endif /* HAVE_X86_KERNELS */
