@@ -90,6 +90,18 @@ static inline void kquant_scales(const uint8_t *s, uint8_t *scale, uint8_t *min)
     }
 }
 
+/* kquant_scales in two 64-bit words, byte j of each the scale or min of sub-block j (little-endian),
+ * computed in registers: SIMD kernels load them into vectors without a round trip through memory. */
+static inline void kquant_scales_packed(const uint8_t *s, uint64_t *scales, uint64_t *mins) {
+    uint32_t a, b, c;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + 4, 4);
+    memcpy(&c, s + 8, 4);
+    const uint32_t low6 = 0x3F3F3F3Fu, low4 = 0x0F0F0F0Fu, top2 = 0x30303030u;
+    *scales = (a & low6) | (uint64_t)((c & low4) | ((a >> 2) & top2)) << 32;
+    *mins = (b & low6) | (uint64_t)(((c >> 4) & low4) | ((b >> 2) & top2)) << 32;
+}
+
 static inline float fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;

@@ -134,7 +134,7 @@ AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint
         __m256i isum[2][4];
         float wd[2], wmin[2];
         __m256i mins16[2];  /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
-        uint8_t sc[2][8];
+        uint64_t sc[2];     /* Q4_K/Q5_K: byte s the scale of sub-block s */
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) {
@@ -149,12 +149,12 @@ AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint
                 mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
             } else {
                 const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
-                uint8_t mn[8], mn2[16];
+                uint64_t mn;
                 wd[r] = _cvtsh_ss(q->d);
                 wmin[r] = _cvtsh_ss(q->dmin);
-                kquant_scales(q->scales, sc[r], mn);
-                for (int j = 0; j < 8; j++) mn2[2 * j] = mn2[2 * j + 1] = mn[j];
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mn2));
+                kquant_scales_packed(q->scales, &sc[r], &mn);
+                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
             }
         }
         if (type == PYLLM_TYPE_Q6_K) {
@@ -199,8 +199,8 @@ AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint
                         hi[r] = _mm256_or_si256(hi[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
                         qh[r] = _mm256_srli_epi16(qh[r], 2);
                     }
-                    slo[r] = _mm256_set1_epi16(sc[r][2 * j]);
-                    shi[r] = _mm256_set1_epi16(sc[r][2 * j + 1]);
+                    slo[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j) & 0xFF));
+                    shi[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j + 8) & 0xFF));
                 }
                 for (int c = 0; c < C; c++) {
                     const int8_t *xs = xk[(size_t)c * nb + b].qs + 64 * j;
@@ -796,13 +796,13 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
                 scales[r] = _mm512_castsi256_si512(mins16[r]);
             } else {
                 const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
-                uint8_t sc[8], mn[8], mn2[16];
+                uint64_t sc, mn;
                 wd[r] = _cvtsh_ss(q->d);
                 wmin[r] = _cvtsh_ss(q->dmin);
-                kquant_scales(q->scales, sc, mn);
-                for (int j = 0; j < 8; j++) mn2[2 * j] = mn2[2 * j + 1] = mn[j];
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mn2));
-                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+                kquant_scales_packed(q->scales, &sc, &mn);
+                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
             }
         }
         for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 */
