@@ -164,7 +164,7 @@ def _quantize(x: np.ndarray, type_name: str) -> np.ndarray:
             q = np.clip(np.trunc((b - lo[..., None]) * inv[..., None] + 0.5), 0, 15).astype(np.uint8)
             parts = [_f16_bytes(d), _f16_bytes(lo), _pack_nibbles(q)]
         else:
-            raise ValueError(f"cannot encode {type_name!r}; the encodable types are {', '.join(TYPES)}")
+            raise ValueError(f"cannot encode {type_name!r}; the encodable types are f32, f16, q8_0, q4_0, q4_1")
     return np.concatenate(parts, axis=-1).reshape(x.shape[0], -1)
 
 

@@ -15,7 +15,7 @@ from ..formats.weights import TensorSource, tensor_nbytes, write_weights
 from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
 
-CONVERTER_VERSION = 2  # bump when the output of a conversion changes
+CONVERTER_VERSION = 3  # bump when the output of a conversion changes
 
 
 def check_out_type(out_type: str | None) -> None:
