@@ -374,7 +374,7 @@ def _dequantize_runnable(data: np.ndarray, type_name: str, shape: tuple[int, ...
     cols = shape[-1]
     rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
     if data.size != rows * row_bytes(type_name, cols):
-        raise ValueError(f"{data.size} bytes do not hold a {type_name} tensor of shape {tuple(shape)}")
+        raise ValueError(f"{data.size} bytes do not hold a {type_name.upper()} tensor of shape {tuple(shape)}")
     if type_name == "f32":
         return data.view(np.float32).reshape(shape).copy()
     if type_name == "f16":
