@@ -458,11 +458,11 @@ def dequantize(raw: np.ndarray | bytes | memoryview, type_name: str, shape: tupl
         decodable = ", ".join(n for n, d in ALL_TYPES.items() if d.decodable)
         raise ValueError(f"{type_name.upper()} cannot be decoded (decodable: {decodable})")
     data = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
-    if t.runnable:
-        return _dequantize_runnable(data, type_name, tuple(shape))
     count = int(np.prod(shape, dtype=np.int64))
     if shape[-1] % t.block or data.size != count // t.block * t.block_bytes:
         raise ValueError(f"{data.size} bytes do not hold a {t.name.upper()} tensor of shape {tuple(shape)}")
+    if t.runnable:
+        return _dequantize_runnable(data, type_name, tuple(shape))
     if t.name == "bf16":
         return (data.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
     blocks = data.reshape(-1, t.block_bytes)
