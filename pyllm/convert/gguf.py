@@ -19,7 +19,7 @@ from ..formats.gguf import GGUFFile
 from ..formats.weights import TensorSource
 from ..quant import ALL_TYPES, dequantize, quantize
 from ..types import ModelConfig
-from .common import check_out_type, choose_type, pair_order, report, write_model
+from .common import check_out_type, choose_type, pair_order, plan_types, report, write_model
 
 
 def gguf_config(g: GGUFFile) -> ModelConfig:
@@ -69,6 +69,7 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
         unknown = [n for n in g.tensors if n not in expected and n not in family.gguf_consumed]
         if unknown:
             raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
+        plan = plan_types(g.path, expected, out_type, cfg.n_layers)
         computed = family.gguf_computed_tensors(g, cfg)  # a scaled RoPE's frequencies
         sources: list[TensorSource] = []
         notes: list[str] = []
@@ -87,7 +88,7 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
                 readable = ", ".join(n.upper() for n, w in ALL_TYPES.items() if w.decodable)
                 raise FormatError(f"{g.path}: tensor {name} has type {t.type_name}, which pyllm cannot "
                                   f"read (it reads {readable})")
-            dst_type, why = choose_type(src_type, shape, out_type,
+            dst_type, why = choose_type(src_type, shape, plan.get(name),
                                         lambda t=t: dequantize(g.tensor_bytes(t.name), t.type_name.lower(), t.shape))
             if dst_type != src_type and why != "vectors stay f32":
                 notes.append(f"{name}: {t.type_name} -> {dst_type} ({why})")
