@@ -1,8 +1,8 @@
 """Convert a GGUF file (v2/v3) of a family pyllm runs to weights.bin.
 
-Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1) are copied byte for byte unless
-`out_type` asks for another type; BF16, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are decoded exactly and
-re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
+Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) are copied byte for byte
+unless `out_type` asks for another type (recipe.py); the others it reads (BF16, Q4_K, Q5_K, Q6_K) are
+decoded exactly and re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
 Hugging Face's half-split RoPE pairs (qwen2) have those rows reordered (a row gather, exact for any
 type).
 """
@@ -55,8 +55,7 @@ def _gguf_source(g: GGUFFile, name: str, dst: str, permute_heads: int) -> Callab
 def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
                  progress: bool = True) -> None:
     """Convert a GGUF of a family pyllm runs to weights.bin. Tensors keep their type unless out_type is
-    given; types pyllm does not run (BF16, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are decoded exactly and
-    re-encoded, and each such choice is reported."""
+    given; types pyllm does not run are decoded exactly and re-encoded, and each such choice is reported."""
     check_out_type(out_type)
     with GGUFFile(src) as g:
         cfg = gguf_config(g)
