@@ -160,8 +160,13 @@ F32 = np.float32
 
 
 def _seq_sum(v: np.ndarray) -> np.ndarray:
-    """Float32 sum over the last axis, element by element from the first (a C loop's order)."""
-    return np.cumsum(v, axis=-1, dtype=F32)[..., -1]
+    """Float32 sum over the first axis, row by row from the first (a C loop's order; numpy's own
+    sums are pairwise). Callers keep a group's values along the first axis, so each step adds two
+    contiguous rows."""
+    acc = v[0].astype(F32)
+    for row in v[1:]:
+        acc += row
+    return acc
 
 
 def _signed_absmax(b: np.ndarray) -> np.ndarray:
@@ -218,24 +223,25 @@ def _clipped_rint(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def _fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
                    nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ggml's make_qkx2_quants on (n, k) sub-blocks: value ~ scale * L - the_min with L in 0..nmax.
+    """ggml's make_qkx2_quants on (k, n) arrays, n groups of k values (one group per column):
+    value ~ scale * L - the_min with L in 0..nmax.
 
     Starts from the min/max fit, then tries nstep + 1 other grid spacings; for each, the weighted
     least-squares scale and min of its rounding, kept where the weighted squared error is lower.
-    Returns (scale, the_min, L); a constant sub-block gives scale 0 and L 0."""
-    mn = np.minimum(x.min(axis=-1), F32(0))
-    mx = x.max(axis=-1)
+    Returns (scale, the_min, L); a constant group gives scale 0 and L 0."""
+    mn = np.minimum(x.min(axis=0), F32(0))
+    mx = x.max(axis=0)
     sum_w = _seq_sum(w)
     sum_x = _seq_sum(w * x)
     flat = mx == mn
     iscale = (F32(nmax) / (mx - mn)).astype(F32)
     scale = (F32(1) / iscale).astype(F32)
-    L = _clipped_rint(iscale[:, None] * (x - mn[:, None]), 0, nmax)
-    diff = scale[:, None] * L + mn[:, None] - x
+    L = _clipped_rint(iscale * (x - mn), 0, nmax)
+    diff = scale * L + mn - x
     best = _seq_sum(w * (diff * diff))
     for step in range(nstep + 1):  # later steps measure from the min an earlier one chose, as in C
         factor = F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)
-        l = _clipped_rint((factor / (mx - mn))[:, None] * (x - mn[:, None]), 0, nmax)
+        l = _clipped_rint((factor / (mx - mn)) * (x - mn), 0, nmax)
         wl = w * l
         sum_l, sum_l2, sum_xl = _seq_sum(wl), _seq_sum(wl * l), _seq_sum(wl * x)
         D = sum_w * sum_l2 - sum_l * sum_l
@@ -244,15 +250,15 @@ def _fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta:
         positive = this_min > 0
         this_min = np.where(positive, F32(0), this_min)
         this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
-        diff = this_scale[:, None] * l + this_min[:, None] - x
+        diff = this_scale * l + this_min - x
         err = _seq_sum(w * (diff * diff))
         better = (D > 0) & (err < best)
-        L = np.where(better[:, None], l, L)
+        L = np.where(better, l, L)
         best = np.where(better, err, best)
         scale = np.where(better, this_scale, scale)
         mn = np.where(better, this_min, mn)
     scale = np.where(flat, F32(0), scale).astype(F32)
-    L = np.where(flat[:, None], F32(0), L)
+    L = np.where(flat, F32(0), L)
     return scale, (-mn).astype(F32), L
 
 
@@ -277,10 +283,10 @@ def _k_affine_levels(b: np.ndarray, nmax: int, rmin: float, rdelta: float,
     Each 32-value sub-block gets a scale and min fitted with weights rms(x) + |x|; those are coded as
     6-bit multiples of the super-block's d and dmin, and the levels recomputed with the coded ones."""
     n = b.shape[0]
-    x = b.reshape(n * 8, 32)
+    x = np.ascontiguousarray(b.reshape(n * 8, 32).T)  # (32, sub-blocks)
     rms = np.sqrt(_seq_sum(x * x) / F32(32)).astype(F32)
-    scales, mins, L = _fit_scale_min(x, rms[:, None] + np.abs(x), nmax, rmin, rdelta, nstep)
-    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.reshape(n, 8, 32)
+    scales, mins, L = _fit_scale_min(x, rms + np.abs(x), nmax, rmin, rdelta, nstep)
+    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.T.reshape(n, 8, 32)
     max_scale = np.maximum(scales.max(axis=-1), F32(0))
     max_min = np.maximum(mins.max(axis=-1), F32(0))
     inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
@@ -318,15 +324,15 @@ GROUP_MAX_EPS = F32(1e-15)  # ggml: a group whose largest magnitude is below thi
 
 
 def _fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """ggml's make_qx_quants with rmse_type 1 on (n, k) groups: value ~ scale * (L - nmax), L in
-    0..2 nmax - 1, fitted by least squares weighted by x^2 over 19 grid spacings around the max's.
-    Returns (scale, L); a group of zeros gives scale 0 and L 0."""
-    amax_value = _signed_absmax(x)
+    """ggml's make_qx_quants with rmse_type 1 on (k, n) arrays, n groups of k values (one group per
+    column): value ~ scale * (L - nmax), L in 0..2 nmax - 1, fitted by least squares weighted by x^2
+    over 19 grid spacings around the max's. Returns (scale, L); a group of zeros gives scale 0, L 0."""
+    amax_value = np.take_along_axis(x, np.abs(x).argmax(axis=0)[None, :], axis=0)[0]
     zero = np.abs(amax_value) < GROUP_MAX_EPS
     w = x * x
 
     def levels(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        l = _clipped_rint(iscale[:, None] * x, -nmax, nmax - 1)
+        l = _clipped_rint(iscale * x, -nmax, nmax - 1)
         return l, _seq_sum((w * x) * l), _seq_sum((w * l) * l)
 
     l, sumlx, suml2 = levels((F32(-nmax) / amax_value).astype(F32))
@@ -338,18 +344,18 @@ def _fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
             continue
         l, sumlx, suml2 = levels((-(F32(nmax) + F32(0.1) * F32(step)) / amax_value).astype(F32))
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        L = np.where(better[:, None], l, L)
+        L = np.where(better, l, L)
         scale = np.where(better, sumlx / suml2, scale).astype(F32)
         best = np.where(better, scale * sumlx, best).astype(F32)
-    L = np.where(zero[:, None], F32(0), L + F32(nmax))
+    L = np.where(zero, F32(0), L + F32(nmax))
     return np.where(zero, F32(0), scale).astype(F32), L
 
 
 def _q6_k(b: np.ndarray) -> list[np.ndarray]:
     """quantize_row_q6_K_ref: 16 groups of 16 with an int8 scale each, a super-block f16 d."""
     n = b.shape[0]
-    scales, L = _fit_symmetric(b.reshape(n * 16, 16), 32)
-    scales, L = scales.reshape(n, 16), L.reshape(n, 16, 16)
+    scales, L = _fit_symmetric(np.ascontiguousarray(b.reshape(n * 16, 16).T), 32)
+    scales, L = scales.reshape(n, 16), L.T.reshape(n, 16, 16)
     max_scale = _signed_absmax(scales)
     zero = np.abs(max_scale) < GROUP_MAX_EPS
     iscale = (F32(-128) / max_scale).astype(F32)
@@ -461,7 +467,7 @@ def dequantize(raw: np.ndarray | bytes | memoryview, type_name: str, shape: tupl
     count = int(np.prod(shape, dtype=np.int64))
     if shape[-1] % t.block or data.size != count // t.block * t.block_bytes:
         raise ValueError(f"{data.size} bytes do not hold a {t.name.upper()} tensor of shape {tuple(shape)}")
-    if t.runnable:
+    if t.runnable and t.block <= QK:  # the K types have their own decoders below
         return _dequantize_runnable(data, type_name, tuple(shape))
     if t.name == "bf16":
         return (data.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
