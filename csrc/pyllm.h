@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 6
+#define PYLLM_API_VERSION 7
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -29,6 +29,8 @@ enum pyllm_type {
     PYLLM_TYPE_F16 = 1,
     PYLLM_TYPE_Q4_0 = 2,    /* 32 values: f16 d, 16 bytes of nibbles; value (q - 8) * d */
     PYLLM_TYPE_Q4_1 = 3,    /* 32 values: f16 d, f16 m, 16 bytes of nibbles; value q * d + m */
+    PYLLM_TYPE_Q5_0 = 6,    /* 32 values: f16 d, 32 5th bits, 16 bytes of nibbles; value (q - 16) * d */
+    PYLLM_TYPE_Q5_1 = 7,    /* 32 values: f16 d, f16 m, 32 5th bits, 16 bytes of nibbles; q * d + m */
     PYLLM_TYPE_Q8_0 = 8     /* 32 values: f16 d, 32 int8; value q * d */
 };
 

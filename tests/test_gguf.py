@@ -276,7 +276,7 @@ def typed_gguf(path, kinds: dict, bf16: dict, seed: int = 5) -> ModelConfig:
     return cfg
 
 
-def test_types_pyllm_does_not_run_are_decoded_and_requantized(tmp_path, capsys):
+def test_types_pyllm_runs_are_copied_others_decoded_and_requantized(tmp_path, capsys):
     exact = (np.random.default_rng(6).integers(-64, 64, (256, 256)) / 256).astype(np.float32)  # fits f16
     bf16 = {"blk.0.attn_output.weight": exact, "token_embd.weight": exact[:40] * np.float32(2.0 ** -20)}
     kinds = {"blk.0.attn_q.weight": "Q5_0", "blk.0.attn_k.weight": "Q5_1", "blk.0.ffn_gate.weight": "Q4_K",
@@ -285,11 +285,15 @@ def test_types_pyllm_does_not_run_are_decoded_and_requantized(tmp_path, capsys):
     convert(tmp_path / "k.gguf", tmp_path / "k.bin")
     report = capsys.readouterr().err
     expected_types = {"blk.0.attn_output.weight": "f16", "token_embd.weight": "f32", "blk.0.attn_v.weight": "f32",
-                      **{n: "q8_0" for n in kinds}}
+                      **{n: "q8_0" for n in kinds}, "blk.0.attn_q.weight": "q5_0", "blk.0.attn_k.weight": "q5_1"}
     with GGUFFile(tmp_path / "k.gguf") as g, Model(tmp_path / "k.bin") as m:
         for name, want in expected_types.items():
             t = g.tensors[name]
             assert m.file.tensors[name].type == want, name
+            if want == t.type_name.lower() != "f32":  # Q5_0 and Q5_1 run: copied byte for byte
+                assert m.file.tensor_bytes(name) == g.tensor_bytes(name)
+                assert f"{name}: " not in report  # no type change reported
+                continue
             decoded = dequantize(g.tensor_bytes(name), t.type_name.lower(), t.shape)
             got = dequantize(np.frombuffer(m.file.tensor_bytes(name), np.uint8), want, t.shape)
             np.testing.assert_array_equal(got, dequantize(quantize(decoded.reshape(-1, t.shape[-1]), want), want, t.shape))

@@ -51,8 +51,10 @@ typedef void kern_attend_head_fn(const float *q, const float *k, const float *v,
 /* ref.c: portable C, the reference every SIMD kernel is tested against */
 kern_dequantize_fn kern_ref_dequantize_row_f32, kern_ref_dequantize_row_f16,
     kern_ref_dequantize_row_q8_0, kern_ref_dequantize_row_q4_0, kern_ref_dequantize_row_q4_1;
+kern_dequantize_fn kern_ref_dequantize_row_q5_0, kern_ref_dequantize_row_q5_1;
 kern_matmul_fn kern_ref_matmul_f32, kern_ref_matmul_f16, kern_ref_matmul_q8_0, kern_ref_matmul_q4_0,
     kern_ref_matmul_q4_1;
+kern_matmul_fn kern_ref_matmul_q5_0, kern_ref_matmul_q5_1;
 kern_quantize_block_fn kern_ref_quantize_block;
 kern_attend_head_fn kern_ref_attend;
 
@@ -60,6 +62,7 @@ kern_attend_head_fn kern_ref_attend;
 /* x86.c: AVX2 + FMA + F16C */
 kern_matmul_fn kern_x86_matmul_f32_avx2, kern_x86_matmul_f16_avx2, kern_x86_matmul_q8_0_avx2,
     kern_x86_matmul_q4_0_avx2, kern_x86_matmul_q4_1_avx2;
+kern_matmul_fn kern_x86_matmul_q5_0_avx2, kern_x86_matmul_q5_1_avx2;
 kern_quantize_block_fn kern_x86_quantize_block_avx2;
 kern_attend_head_fn kern_x86_attend_avx2;
 /* silu(g) * u in place over n values, n % 8 == 0 */
@@ -67,6 +70,7 @@ void kern_x86_swiglu_avx2(float *g, const float *u, int n);
 /* x86.c: AVX-512 F/BW/VL/VNNI (with AVX2 + FMA + F16C) */
 kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_matmul_q8_0_avx512,
     kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512;
+kern_matmul_fn kern_x86_matmul_q5_0_avx512, kern_x86_matmul_q5_1_avx512;
 /* n_q query heads sharing a key/value head: kern_attend's arguments */
 void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v, int kv_stride,
                             int n_pos, int head_dim, float scale, float *scores, float *out);

@@ -51,6 +51,35 @@ void kern_ref_dequantize_row_q4_1(const void *src, float *dst, int n) {
     }
 }
 
+/* The 5-bit values of a Q5_0/Q5_1 block, 0..31, in element order. */
+static void q5_values(const uint8_t qh[4], const uint8_t qs[16], int q[32]) {
+    uint32_t high = q5_high_bits(qh);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 0x0F) | (int)((high >> j) & 1u) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((high >> (j + 16)) & 1u) << 4;
+    }
+}
+
+void kern_ref_dequantize_row_q5_0(const void *src, float *dst, int n) {
+    const block_q5_0 *b = src;
+    for (int i = 0; i < n / QK5_0; i++) {
+        float d = fp16_to_fp32(b[i].d);
+        int q[QK5_0];
+        q5_values(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < QK5_0; j++) dst[i * QK5_0 + j] = (q[j] - 16) * d;
+    }
+}
+
+void kern_ref_dequantize_row_q5_1(const void *src, float *dst, int n) {
+    const block_q5_1 *b = src;
+    for (int i = 0; i < n / QK5_1; i++) {
+        float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        int q[QK5_1];
+        q5_values(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < QK5_1; j++) dst[i * QK5_1 + j] = q[j] * d + m;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantization */
 
@@ -122,6 +151,28 @@ static float dot_q4_1_ref(const block_q4_1 *w, const block_q8x *x, int nb) {
     return sum;
 }
 
+static float dot_q5_0_ref(const block_q5_0 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int q[QK5_0], acc = 0;
+        q5_values(w[b].qh, w[b].qs, q);
+        for (int j = 0; j < QK5_0; j++) acc += (q[j] - 16) * x[b].qs[j];
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
+    }
+    return sum;
+}
+
+static float dot_q5_1_ref(const block_q5_1 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int q[QK5_1], acc = 0;
+        q5_values(w[b].qh, w[b].qs, q);
+        for (int j = 0; j < QK5_1; j++) acc += q[j] * x[b].qs[j];
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc + fp16_to_fp32(w[b].m) * x[b].s;
+    }
+    return sum;
+}
+
 /* Rows [r0, r1) for all n activation rows, one dot product at a time; always inlined with a
  * constant type, once per type below. */
 KERN_ALWAYS_INLINE void ref_matmul(const int type, const pyllm_tensor *w, int r0, int r1,
@@ -142,6 +193,8 @@ KERN_ALWAYS_INLINE void ref_matmul(const int type, const pyllm_tensor *w, int r0
             case PYLLM_TYPE_Q8_0: v = dot_q8_0_ref(row, qt, nb); break;
             case PYLLM_TYPE_Q4_0: v = dot_q4_0_ref(row, qt, nb); break;
             case PYLLM_TYPE_Q4_1: v = dot_q4_1_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q5_0: v = dot_q5_0_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q5_1: v = dot_q5_1_ref(row, qt, nb); break;
             }
             yt[r] = accumulate ? yt[r] + v : v;
         }
@@ -171,6 +224,16 @@ void kern_ref_matmul_q4_0(const pyllm_tensor *w, int r0, int r1, const float *x,
 void kern_ref_matmul_q4_1(const pyllm_tensor *w, int r0, int r1, const float *x, const block_q8x *xq,
                           int n, float *y, int accumulate) {
     ref_matmul(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_ref_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, const float *x, const block_q8x *xq,
+                          int n, float *y, int accumulate) {
+    ref_matmul(PYLLM_TYPE_Q5_0, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_ref_matmul_q5_1(const pyllm_tensor *w, int r0, int r1, const float *x, const block_q8x *xq,
+                          int n, float *y, int accumulate) {
+    ref_matmul(PYLLM_TYPE_Q5_1, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 /* ------------------------------------------------------------------------------------------ */

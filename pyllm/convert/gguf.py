@@ -1,8 +1,8 @@
 """Convert a GGUF file (v2/v3) of a family pyllm runs to weights.bin.
 
-Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1) are copied byte for byte unless
-`out_type` asks for another type; BF16, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are decoded exactly and
-re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
+Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) are copied byte for byte
+unless `out_type` asks for another type (recipe.py); the others it reads (BF16, Q4_K, Q5_K, Q6_K) are
+decoded exactly and re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
 Hugging Face's half-split RoPE pairs (qwen2) have those rows reordered (a row gather, exact for any
 type).
 """
@@ -19,7 +19,7 @@ from ..formats.gguf import GGUFFile
 from ..formats.weights import TensorSource
 from ..quant import ALL_TYPES, dequantize, quantize
 from ..types import ModelConfig
-from .common import check_out_type, choose_type, pair_order, report, write_model
+from .common import check_out_type, choose_type, pair_order, plan_types, report, write_model
 
 
 def gguf_config(g: GGUFFile) -> ModelConfig:
@@ -55,8 +55,7 @@ def _gguf_source(g: GGUFFile, name: str, dst: str, permute_heads: int) -> Callab
 def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
                  progress: bool = True) -> None:
     """Convert a GGUF of a family pyllm runs to weights.bin. Tensors keep their type unless out_type is
-    given; types pyllm does not run (BF16, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are decoded exactly and
-    re-encoded, and each such choice is reported."""
+    given; types pyllm does not run are decoded exactly and re-encoded, and each such choice is reported."""
     check_out_type(out_type)
     with GGUFFile(src) as g:
         cfg = gguf_config(g)
@@ -69,6 +68,7 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
         unknown = [n for n in g.tensors if n not in expected and n not in family.gguf_consumed]
         if unknown:
             raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
+        plan = plan_types(g.path, expected, out_type, cfg.n_layers)
         computed = family.gguf_computed_tensors(g, cfg)  # a scaled RoPE's frequencies
         sources: list[TensorSource] = []
         notes: list[str] = []
@@ -87,7 +87,7 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
                 readable = ", ".join(n.upper() for n, w in ALL_TYPES.items() if w.decodable)
                 raise FormatError(f"{g.path}: tensor {name} has type {t.type_name}, which pyllm cannot "
                                   f"read (it reads {readable})")
-            dst_type, why = choose_type(src_type, shape, out_type,
+            dst_type, why = choose_type(src_type, shape, plan.get(name),
                                         lambda t=t: dequantize(g.tensor_bytes(t.name), t.type_name.lower(), t.shape))
             if dst_type != src_type and why != "vectors stay f32":
                 notes.append(f"{name}: {t.type_name} -> {dst_type} ({why})")

@@ -16,7 +16,7 @@ from ..formats.hf_dir import (Fail, chat_template, open_shards, read_config, rea
 from ..formats.safetensors import FLOAT_DTYPES, SafetensorsFile
 from ..formats.weights import TensorSource
 from ..quant import quantize
-from .common import choose_type, pair_order, report, write_model
+from .common import choose_type, pair_order, plan_types, report, write_model
 
 
 def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
@@ -50,6 +50,7 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
         if unknown:
             raise fail(f"tensors pyllm does not know (a feature it lacks?): {', '.join(unknown[:5])}")
         computed = family.hf_computed_tensors(raw, cfg)  # a scaled RoPE's frequencies
+        plan = plan_types(root, family.tensors(cfg), out_type, cfg.n_layers)
         sources: list[TensorSource] = []
         for name, shape in family.tensors(cfg).items():
             if name in computed:
@@ -66,7 +67,7 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
                            f"the config needs {list(shape)}")
             if t.dtype not in FLOAT_DTYPES:
                 raise fail(f"tensor {hf_name} is {t.dtype}; weights must be {', '.join(FLOAT_DTYPES)}")
-            dst_type, why = choose_type(t.dtype.lower(), shape, out_type, lambda f=f, n=hf_name: f.array(n))
+            dst_type, why = choose_type(t.dtype.lower(), shape, plan.get(name), lambda f=f, n=hf_name: f.array(n))
             if dst_type != t.dtype.lower() and why != "vectors stay f32":
                 notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
             sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))

@@ -34,18 +34,18 @@ static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
     } else if (type == PYLLM_TYPE_F16) {
         for (size_t i = 0; i < bytes / 2; i++) ((uint16_t *)w)[i] = half(frand(s));
     } else { /* sane f16 scales at the start of every block */
-        size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                     : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+        size_t bsize = pyllm_row_bytes(type, 32); /* one block */
         for (size_t b = 0; b + bsize <= bytes; b += bsize) {
             uint16_t d = half(0.01f + 0.02f * fabsf(frand(s))), m = half(frand(s) * 0.1f);
             memcpy(w + b, &d, 2);
-            if (type == PYLLM_TYPE_Q4_1) memcpy(w + b + 2, &m, 2);
+            if (type == PYLLM_TYPE_Q4_1 || type == PYLLM_TYPE_Q5_1) memcpy(w + b + 2, &m, 2);
         }
     }
 }
 
 int main(void) {
-    const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1};
+    const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1,
+                         PYLLM_TYPE_Q5_0, PYLLM_TYPE_Q5_1};
     const int sizes[][3] = {{1, 32, 1}, {7, 64, 1}, {37, 96, 3}, {67, 576, 9}, {130, 160, 4}};
     int isa = pyllm_isa_best(), failures = 0;
     unsigned seed = 1;
