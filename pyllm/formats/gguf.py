@@ -36,6 +36,7 @@ TOKENIZER_KEYS = {
     "unk_id": "tokenizer.ggml.unknown_token_id", "pad_id": "tokenizer.ggml.padding_token_id",
     "add_bos": "tokenizer.ggml.add_bos_token", "add_eos": "tokenizer.ggml.add_eos_token",
     "add_space_prefix": "tokenizer.ggml.add_space_prefix",
+    "lowercase": "tokenizer.ggml.normalizer.lowercase", "strip_accents": "tokenizer.ggml.normalizer.strip_accents",
 }
 
 
@@ -200,7 +201,7 @@ class GGUFFile(MappedFile):
         model = self.meta(TOKENIZER_KEYS["model"], kind=str)
         spm = model == "llama"
         defaults = {"token_types": [], "scores": None, "merges": [], "add_bos": spm, "add_space_prefix": spm,
-                    "add_eos": False}
+                    "add_eos": False, "lowercase": True}
         fields = {name: self.meta(key, defaults.get(name)) for name, key in TOKENIZER_KEYS.items()}
         pad, tokens = fields["pad_id"], fields["tokens"]
         if type(pad) is int and isinstance(tokens, list) and pad >= len(tokens):

@@ -15,11 +15,8 @@ from ..errors import FormatError
 from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, PRE_TOKENIZERS, USER_DEFINED, TokenizerData
 from .jsontext import JsonObject, read_json_file, short_repr
 
-# the regexes as tokenizer.json spells them (\p{L}) -> pyllm pre-tokenizer names
-_SPLIT_PATTERNS = {
-    PRE_TOKENIZERS[name].pattern.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): name
-    for name in ("llama-bpe", "qwen2", "gpt2")
-}
+# the regexes as tokenizer.json spells them -> pyllm pre-tokenizer names
+_SPLIT_PATTERNS = {PRE_TOKENIZERS[name].patterns[0]: name for name in ("llama-bpe", "qwen2", "qwen35", "gpt2")}
 
 
 def _pre_tokenizer_name(pre: Any, path: str) -> str:
@@ -42,7 +39,7 @@ def _pre_tokenizer_name(pre: Any, path: str) -> str:
             if isinstance(regex, str) and regex in _SPLIT_PATTERNS and first.get("behavior") == "Isolated":
                 return _SPLIT_PATTERNS[regex]
     raise FormatError(f"{path}: pre_tokenizer {short_repr(pre)} is not one pyllm knows "
-                      "(byte-level GPT-2, SmolLM, Llama 3 or Qwen2)")
+                      "(byte-level GPT-2, SmolLM, Llama 3, Qwen2 or Qwen3.5)")
 
 
 def special_token_text(cfg: JsonObject, key: str) -> str | None:
