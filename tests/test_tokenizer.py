@@ -233,3 +233,57 @@ def test_sequence_post_processor_as_hugging_face(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
     path = _sequence_post_processor(tmp_path)
     assert Tokenizer.from_file(path).encode("Hello world") == tokenizers.Tokenizer.from_file(path).encode("Hello world").ids
+
+
+# llama.cpp's tokenizer suite: every vocabulary with inputs (.inp) and expected ids (.out), which
+# llama.cpp made with each model's Hugging Face tokenizer (tests/test-tokenizer-0.py there)
+LLAMA_CPP_SUITE = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2",
+                   "llama-bpe", "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
+SUITE_SEPARATOR = "\n__ggml_vocab_test__\n"
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_suite():
+    from tools_paths import llama_cpp_vocab_dir
+    return llama_cpp_vocab_dir()
+
+
+def _suite_cases(directory: str, name: str) -> list[tuple[str, list[int]]]:
+    """(input, expected ids) pairs of one vocabulary, read as llama.cpp's test-tokenizer-0 reads them."""
+    base = os.path.join(directory, f"ggml-vocab-{name}.gguf")
+    with open(base + ".inp", encoding="utf-8", newline="") as f:
+        inputs = f.read().split(SUITE_SEPARATOR)
+    if inputs[-1] == "":
+        inputs.pop()  # the file ends with a separator
+    with open(base + ".out", encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    assert len(inputs) == len(lines), f"{name}: {len(inputs)} inputs, {len(lines)} expected lines"
+    return [(s, [int(t) for t in line.split()]) for s, line in zip(inputs, lines)]
+
+
+def test_llama_cpp_suite_is_complete(llama_cpp_suite):
+    names = sorted(f[len("ggml-vocab-"):-len(".gguf.inp")] for f in os.listdir(llama_cpp_suite)
+                   if f.startswith("ggml-vocab-") and f.endswith(".gguf.inp"))
+    assert names == sorted(LLAMA_CPP_SUITE)
+
+
+@pytest.mark.parametrize("name", LLAMA_CPP_SUITE)
+def test_llama_cpp_suite(llama_cpp_suite, name):
+    """Every string of the vocabulary's suite gives exactly the expected ids (without BOS)."""
+    tok = Tokenizer.from_file(os.path.join(llama_cpp_suite, f"ggml-vocab-{name}.gguf"))
+    cases = _suite_cases(llama_cpp_suite, name)
+    assert len(cases) >= 45 and any(ids for _, ids in cases)
+    bad = [(s, ids, got) for s, ids in cases if (got := tok.encode(s, add_bos=False)) != ids]
+    assert not bad, f"{len(bad)} of {len(cases)} differ; first {bad[0][0][:40]!r}: {bad[0][2][:12]} != {bad[0][1][:12]}"
+
+
+def test_smollm_digits_as_hugging_face(cases, smollm2):
+    """SmolLM2's own pre-tokenizer (tokenizers' Digits, individual_digits) splits every numeric
+    character, ½ included, as llama.cpp's `smollm` regex does: both give the ids of the model's
+    tokenizer.json. (transformers' tokenizer built from the GGUF drops the Digits step and gives
+    885, 216, 36, 3351, 138, 2704 for this string: not the model's tokenizer.)"""
+    assert smollm2.data.pre == "smollm"
+    i = cases["strings"].index("ied 4 ½ months")
+    assert smollm2.encode("ied 4 ½ months") == cases["smollm2"]["plain"][i]
