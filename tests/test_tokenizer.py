@@ -1,7 +1,10 @@
 """Tokenizers against the reference libraries' ids (tests/data/tokenizer_cases.json, made by
-tools/make_tokenizer_fixtures.py from Hugging Face tokenizers and sentencepiece)."""
+tools/make_tokenizer_fixtures.py from Hugging Face tokenizers and sentencepiece; Gemma 3's in
+tests/data/gemma3_tokenizer_cases.json, made by tools/make_gemma3_tokenizer_fixture.py), and
+llama.cpp's tokenizer suite."""
 import gzip
 import json
+import lzma
 import os
 import shutil
 
@@ -287,3 +290,73 @@ def test_smollm_digits_as_hugging_face(cases, smollm2):
     assert smollm2.data.pre == "smollm"
     i = cases["strings"].index("ied 4 ½ months")
     assert smollm2.encode("ied 4 ½ months") == cases["smollm2"]["plain"][i]
+
+
+# Gemma 3's 262,144-token SentencePiece vocabulary, from a tokenizer-only extract of the 270M GGUF
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="module")
+def gemma3_cases():
+    with open(os.path.join(DATA, "gemma3_tokenizer_cases.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gemma3") / "tokenizer.gguf"
+    with lzma.open(os.path.join(DATA, "gemma3-tokenizer.gguf.xz")) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return Tokenizer.from_file(path)
+
+
+def test_gemma3_vocabulary(gemma3, gemma3_cases):
+    """What the GGUF says: SentencePiece without a space prefix, BOS added, byte fallback pieces."""
+    assert gemma3.vocab_size == gemma3_cases["gguf"]["vocab_size"]
+    assert gemma3.kind == "llama" and not gemma3.data.add_space_prefix and gemma3.add_bos
+    assert len(gemma3._algo.byte_ids) == 256
+    assert gemma3.encode("<start_of_turn>", add_bos=False, special=True) == [gemma3.special["<start_of_turn>"]]
+
+
+def test_gemma3_plain_ids(gemma3, gemma3_cases):
+    """Plain text (control-token text included): sentencepiece's ids on every string, and
+    transformers' on every one but the runs of 32 or more spaces, which transformers' GGUF
+    conversion splits 16 + 16 where sentencepiece and llama.cpp match Gemma's longest whitespace
+    piece first (31 + 1)."""
+    strings = gemma3_cases["strings"]
+    got = [gemma3.encode(s, add_bos=False) for s in strings]
+    bad = [s for s, ids, expected in zip(strings, got, gemma3_cases["sentencepiece_plain"]) if ids != expected]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from sentencepiece, first: {bad[0][:60]!r}"
+    differs = set(gemma3_cases["transformers_differs"])
+    assert all(" " * 32 in strings[i] for i in differs)
+    bad = [s for i, (s, ids, expected) in enumerate(zip(strings, got, gemma3_cases["plain"]))
+           if ids != expected and i not in differs]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from transformers, first: {bad[0][:60]!r}"
+
+
+def test_gemma3_control_tokens_as_hugging_face(gemma3, gemma3_cases):
+    """special=True matches control tokens in the text as Hugging Face does by default."""
+    strings, differs = gemma3_cases["strings"], set(gemma3_cases["transformers_differs"])
+    expected = gemma3_cases["special"]
+    assert sum(a != b for a, b in zip(expected, gemma3_cases["plain"])) >= 5  # strings with control tokens
+    bad = [s for i, (s, ids) in enumerate(zip(strings, expected))
+           if i not in differs and gemma3.encode(s, add_bos=False, special=True) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+
+
+def test_gemma3_decode(gemma3, gemma3_cases):
+    for s, ids, expected in zip(gemma3_cases["strings"], gemma3_cases["plain"], gemma3_cases["decoded"]):
+        assert gemma3.decode(ids, special=True) == expected
+        if expected == s:
+            assert gemma3.decode(gemma3.encode(s, add_bos=False)) == s
+
+
+def test_gemma3_extract_is_the_model_gguf_tokenizer(gemma3, gemma3_cases):
+    """The committed extract holds the 270M GGUF's tokenizer as the model file has it."""
+    from dataclasses import asdict
+
+    from pyllm.fetch import cache_dir
+    path = cache_dir() / GEMMA3_GGUF
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the Gemma 3 270M GGUF)")
+    assert asdict(Tokenizer.from_file(path).data) == asdict(gemma3.data)
