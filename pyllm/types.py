@@ -49,6 +49,7 @@ class TokenizerData:
     add_bos: bool = False
     add_eos: bool = False
     add_space_prefix: bool = False
+    nfc: bool = False                  # BPE: text is normalised to NFC first (Qwen2, GPT-NeoX, Command-R)
     lowercase: bool = True             # WordPiece: BERT's normaliser lowercases ...
     strip_accents: bool | None = None  # ... and strips accents (None: when it lowercases)
 
@@ -72,6 +73,7 @@ class PreTokenizer(NamedTuple):
     patterns: tuple[str, ...]
     ignore_merges: bool = False  # a word that is a whole vocabulary entry is that token (Llama 3)
     byte_level: bool = True
+    nfc: bool = False  # the models' Hugging Face tokenizer normalises text to NFC first (llama.cpp does not)
 
 
 _CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
@@ -99,22 +101,25 @@ _LATIN_LETTERS = (  # DeepSeek LLM's letter class: Latin, Greek, Cyrillic, Armen
     "\U0001e900-\U0001e943")
 
 # The pre-tokenizers by GGUF name (tokenizer.ggml.pre), with the regexes llama.cpp's llama-vocab.cpp
-# gives each name; the tokenizer runs them, the tokenizer.json reader recognises some. Where a name's
-# regexes differ from the Hugging Face tokenizer of the models that carry it, the table follows
-# Hugging Face (docs/format.md, "Pre-tokenizer names"); none of these names does today.
+# gives each name; the tokenizer runs them, the tokenizer.json reader recognises some. Where a name
+# stands for something other than the Hugging Face tokenizer of the models that carry it, the table
+# follows Hugging Face, which the models were trained with (README, "Tokenizers"): Qwen2, GPT-NeoX
+# (mpt) and Command-R normalise to NFC, which llama.cpp leaves out.
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "default": PreTokenizer((_GPT2,)),
     "gpt2": PreTokenizer((_GPT2,)),
     "gpt-2": PreTokenizer((_GPT2,)),
-    "mpt": PreTokenizer((_GPT2,)),
+    "mpt": PreTokenizer((_GPT2,), nfc=True),
     "smollm": PreTokenizer((_DIGITS, _GPT2)),
     "starcoder": PreTokenizer((_DIGITS, _GPT2)),
     "refact": PreTokenizer((_DIGITS, _GPT2)),
-    "command-r": PreTokenizer((_DIGITS, _GPT2)),
+    "command-r": PreTokenizer((_DIGITS, _GPT2), nfc=True),
     "falcon": PreTokenizer((r"[\p{P}\$\+<=>\^~\|`]+", _GPT2, "[0-9][0-9][0-9]")),
     "llama-bpe": PreTokenizer((_LLAMA3,), ignore_merges=True),
     "llama3": PreTokenizer((_LLAMA3,), ignore_merges=True),
-    "qwen2": PreTokenizer((_QWEN2,)),
+    "qwen2": PreTokenizer((_QWEN2,), nfc=True),
+    # (no NFC: llama.cpp's suite, made from Qwen3.5's tokenizer, keeps "e" + U+0301 as two tokens,
+    # although transformers' Qwen3_5Tokenizer class normalises to NFC when built without a tokenizer.json)
     "qwen35": PreTokenizer((_QWEN35,)),
     "deepseek-llm": PreTokenizer(("[\r\n]", rf"\s?[{_LATIN_LETTERS}]+",
                                   "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
@@ -166,7 +171,7 @@ def check_tokenizer_data(tok: TokenizerData, vocab_size: int | None = None,
         value = getattr(tok, name)
         if value is not None and (type(value) is not int or not 0 <= value < n):
             raise bad(name, f"is {value!r}, not a token id (0 to {n - 1})")
-    for name in ("add_bos", "add_eos", "add_space_prefix", "lowercase", "strip_accents"):
+    for name in ("add_bos", "add_eos", "add_space_prefix", "nfc", "lowercase", "strip_accents"):
         if not isinstance(getattr(tok, name), bool) and not (name == "strip_accents" and tok.strip_accents is None):
             raise bad(name, f"must be true or false, not {getattr(tok, name)!r}")
 

@@ -360,3 +360,22 @@ def test_gemma3_extract_is_the_model_gguf_tokenizer(gemma3, gemma3_cases):
     if not path.exists():
         pytest.skip(f"{path} is absent (the Gemma 3 270M GGUF)")
     assert asdict(Tokenizer.from_file(path).data) == asdict(gemma3.data)
+
+
+@pytest.fixture(scope="module")
+def family_cases():
+    with open(os.path.join(DATA, "family_tokenizer_cases.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("name", ["gpt-2", "mpt", "command-r", "qwen2"])
+def test_pre_tokenizer_names_as_the_families_hugging_face_tokenizers(llama_cpp_suite, family_cases, name):
+    """A GGUF pre-tokenizer name gives the ids of its family's Hugging Face tokenizer on the whole
+    corpus, normaliser included: Qwen2, GPT-NeoX (mpt) and Command-R normalise to NFC ("e" +
+    U+0301 is "é"), which llama.cpp leaves out."""
+    import unicodedata
+    family, strings = family_cases["families"][name], family_cases["strings"]
+    assert any(unicodedata.normalize("NFC", s) != s for s in strings)
+    tok = Tokenizer.from_file(os.path.join(llama_cpp_suite, f"ggml-vocab-{family['vocab']}.gguf"))
+    bad = [s for s, ids in zip(strings, family["ids"]) if tok.encode(s, add_bos=False) != ids]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from {family['class']}, first: {bad[0][:60]!r}"

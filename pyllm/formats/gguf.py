@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..quant import BY_ID
-from ..types import TokenizerData, check_tokenizer_data
+from ..types import PRE_TOKENIZERS, TokenizerData, check_tokenizer_data
 from .jsontext import short_repr
 from .mapped import MappedFile, check_no_overlap
 
@@ -209,6 +209,8 @@ class GGUFFile(MappedFile):
             # never pads, and llama.cpp ignores such an id too
             fields["pad_id"] = None
         data = TokenizerData(**fields)
+        if model == "gpt2" and fields["pre"] in PRE_TOKENIZERS:
+            data.nfc = PRE_TOKENIZERS[fields["pre"]].nfc  # the name stands for its models' Hugging Face tokenizer
         try:
             check_tokenizer_data(data, names={name: "metadata " + key for name, key in TOKENIZER_KEYS.items()})
         except ValueError as exc:

@@ -149,7 +149,8 @@ def read_tokenizer_json(path: str, config: JsonObject | None = None) -> tuple[To
                              eos_id=eos, unk_id=unk, add_bos=add_bos, add_space_prefix=True)
         return data, False
 
+    normalizer = spec.get("normalizer")
     data = TokenizerData(model="gpt2", tokens=tokens, token_types=types, merges=merges,
                          pre=_pre_tokenizer_name(spec.get("pre_tokenizer"), path), bos_id=bos, eos_id=eos,
-                         add_bos=add_bos)
+                         add_bos=add_bos, nfc=isinstance(normalizer, dict) and normalizer.get("type") == "NFC")
     return data, model.flag("ignore_merges")

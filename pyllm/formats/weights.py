@@ -79,8 +79,8 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 # files of models without it are the files earlier versions wrote and read.
 ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None,
                  "nope_layers": ()}
-# tokenizer fields written only when they differ from these (WordPiece's normaliser options)
-ABSENT_TOKENIZER = {"lowercase": True, "strip_accents": None}
+# tokenizer fields written only when they differ from these (normaliser options)
+ABSENT_TOKENIZER = {"nfc": False, "lowercase": True, "strip_accents": None}
 
 
 def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:

@@ -5,6 +5,7 @@ the vocabulary lacks."""
 from __future__ import annotations
 
 import heapq
+import unicodedata
 
 from ..errors import FormatError
 from ..types import BYTE_PIECE
@@ -17,10 +18,12 @@ CACHE_WORDS, CACHE_WORD_LENGTH = 200_000, 256  # the word cache's bound: at most
 class ByteLevelBPE:
     """GPT-2 style BPE over byte-mapped characters, merges applied lowest rank first."""
 
-    def __init__(self, tokens: list[str], merges: list[str], pre: str | None, ignore_merges: bool):
+    def __init__(self, tokens: list[str], merges: list[str], pre: str | None, ignore_merges: bool,
+                 nfc: bool = False):
         self.pre_tokenizer = PreTokenizer(pre or "gpt2")
         self.ignore_merges = ignore_merges or self.pre_tokenizer.spec.ignore_merges
         self.byte_level = self.pre_tokenizer.spec.byte_level
+        self.nfc = nfc
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.ranks: dict[tuple[str, str], int] = {}
         for rank, merge in enumerate(merges):
@@ -35,6 +38,8 @@ class ByteLevelBPE:
         """Token ids of text (no special tokens); words seen before come from a cache."""
         ids: list[int] = []
         cache, translate = self.cache, BYTE_TO_CHAR  # str.translate maps latin-1 code points = bytes
+        if self.nfc:
+            text = unicodedata.normalize("NFC", text)
         if not self.byte_level:
             text = text.replace(" ", "\u2581")
         for piece in self.pre_tokenizer.split(text):

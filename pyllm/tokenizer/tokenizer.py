@@ -41,7 +41,7 @@ class Tokenizer:
         if data.model in ("gpt2", "gemma4"):
             pre = "gemma4" if data.model == "gemma4" else data.pre
             self._algo: ByteLevelBPE | SentencePieceBPE | WordPiece = ByteLevelBPE(data.tokens, data.merges, pre,
-                                                                                 ignore_merges)
+                                                                                 ignore_merges, data.nfc)
         elif data.model == "bert":
             strip = data.lowercase if data.strip_accents is None else data.strip_accents
             self._algo = WordPiece(data.tokens, types, data.unk_id, data.lowercase, strip)
