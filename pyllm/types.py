@@ -137,7 +137,7 @@ def check_tokenizer_data(tok: TokenizerData, vocab_size: int | None = None,
     def bad(field_name: str, problem: str) -> ValueError:
         return ValueError(f"{(names or {}).get(field_name, 'tokenizer.' + field_name)} {problem}")
 
-    if tok.model not in TOKENIZER_MODELS:
+    if not isinstance(tok.model, str) or tok.model not in TOKENIZER_MODELS:
         raise bad("model", f"is {tok.model!r}; pyllm runs {', '.join(f'{k} ({v})' for k, v in TOKENIZER_MODELS.items())}")
     tokens = tok.tokens
     if not isinstance(tokens, list) or not tokens:
