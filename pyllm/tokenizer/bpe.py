@@ -16,7 +16,8 @@ CACHE_WORDS, CACHE_WORD_LENGTH = 200_000, 256  # the word cache's bound: at most
 
 
 class ByteLevelBPE:
-    """GPT-2 style BPE over byte-mapped characters, merges applied lowest rank first."""
+    """GPT-2 style BPE, merges applied lowest rank first, over byte-mapped characters (or, when the
+    pre-tokenizer says so, over the raw characters with <0xXX> byte fallback)."""
 
     def __init__(self, tokens: list[str], merges: list[str], pre: str | None, ignore_merges: bool,
                  nfc: bool = False):
@@ -32,7 +33,8 @@ class ByteLevelBPE:
                 raise FormatError(f"merge {rank} ({merge!r}) is not two tokens separated by a space")
             self.ranks.setdefault((a, b), rank)
         self.cache: dict[str, tuple[int, ...]] = {}
-        self.byte_ids = {int(t[3:5], 16): i for t, i in self.vocab.items() if BYTE_PIECE.fullmatch(t)}
+        self.byte_ids = {} if self.byte_level else {int(t[3:5], 16): i for t, i in self.vocab.items()
+                                                    if BYTE_PIECE.fullmatch(t)}
 
     def encode(self, text: str, at_start: bool = True) -> list[int]:
         """Token ids of text (no special tokens); words seen before come from a cache."""
