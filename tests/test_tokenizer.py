@@ -379,3 +379,17 @@ def test_pre_tokenizer_names_as_the_families_hugging_face_tokenizers(llama_cpp_s
     tok = Tokenizer.from_file(os.path.join(llama_cpp_suite, f"ggml-vocab-{family['vocab']}.gguf"))
     bad = [s for s, ids in zip(strings, family["ids"]) if tok.encode(s, add_bos=False) != ids]
     assert not bad, f"{len(bad)} of {len(strings)} differ from {family['class']}, first: {bad[0][:60]!r}"
+
+
+def test_sentencepiece_words_merge_as_the_whole_text(gemma3):
+    """Merging word by word gives the ids of merging the whole text at once, also where a piece
+    spans the cut (Gemma 3's '>▁</' keeps '>' and ' </' in one word)."""
+    spm = gemma3._algo
+    rng = np.random.default_rng(3)
+    alphabets = ["ab >/<", "the cat sat  on\tmat", "<b>x</b> <i>y</i>  ", "é ü 日本 😀 >"]
+    texts = ["a> </b", "x>  </y", "<b>bold</b> </i>", "  lead", "trail  "]
+    for _ in range(400):
+        alphabet = alphabets[rng.integers(len(alphabets))]
+        texts.append("".join(rng.choice(list(alphabet), rng.integers(1, 40))))
+    for text in texts:
+        assert tuple(spm.encode(text)) == spm._bpe(text.replace(" ", "\u2581")), text
