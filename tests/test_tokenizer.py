@@ -396,3 +396,12 @@ def test_sentencepiece_words_merge_as_the_whole_text(gemma3):
         texts.append("".join(rng.choice(list(alphabet), rng.integers(1, 40))))
     for text in texts:
         assert tuple(spm.encode(text)) == spm._bpe(text.replace(" ", "\u2581")), text
+
+
+def test_gemma3_plain_spans_keep_user_defined_tokens(gemma3, gemma3_cases):
+    """Text in a plain span (a chat message) reads as plain text: control-token text stays text,
+    while user-defined pieces (whitespace runs, newlines, HTML tags) are matched as in any text."""
+    strings, expected = gemma3_cases["strings"], gemma3_cases["sentencepiece_plain"]
+    bad = [s for s, ids in zip(strings, expected)
+           if gemma3.encode(s, add_bos=False, special=True, plain_spans=[(0, len(s))]) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"

@@ -52,7 +52,7 @@ class Tokenizer:
                                            data.add_space_prefix, remove_extra_whitespaces)
         else:
             raise FormatError(f"tokenizer model {data.model!r} is not supported (gpt2, llama, gemma4 or bert)")
-        # control and user-defined tokens: matched in text only when special=True
+        # control and user-defined tokens: all matched in text when special=True
         self.special = {t: i for i, t in enumerate(data.tokens) if types and types[i] in (CONTROL, USER_DEFINED) and t}
         self._special_re = self._alternatives(self.special)
         # user-defined tokens alone: matched whole in any text
@@ -122,7 +122,7 @@ class Tokenizer:
         pattern = self._special_re if special else self._user_re
         if pattern is not None:
             pos = 0
-            for m in self._special_matches(pattern, text, plain_spans if special else ()):
+            for m in self._special_matches(pattern, text, plain_spans):
                 if m.start() > pos:
                     ids.extend(self._algo.encode(text[pos:m.start()], pos == 0))
                 ids.append(self.special[m.group()])
@@ -135,17 +135,18 @@ class Tokenizer:
             ids.append(self.eos_id)
         return ids
 
-    @staticmethod
-    def _special_matches(pattern: re.Pattern[str], text: str,
+    def _special_matches(self, pattern: re.Pattern[str], text: str,
                          plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
-        """The matches of pattern (special tokens) in text that overlap none of plain_spans; the
-        text of a skipped match stays in the plain text around it, so BPE sees it in context."""
+        """The matches of pattern (special tokens) in text, but for control tokens that overlap one
+        of plain_spans; the text of a skipped match stays in the plain text around it, so BPE sees
+        it in context. User-defined tokens are matched inside the spans too, as in any text."""
         spans = sorted(plain_spans)
         k, start = 0, 0
         while (m := pattern.search(text, start)) is not None:
             while k < len(spans) and spans[k][1] <= m.start():
                 k += 1  # spans that end before this match, and so before every later one
-            if k < len(spans) and spans[k][0] < m.end():  # (an empty span counts inside a match only)
+            if (k < len(spans) and spans[k][0] < m.end()  # (an empty span counts inside a match only)
+                    and self.types[self.special[m.group()]] == CONTROL):
                 start = m.start() + 1  # inside a plain span: look for a control token further on
                 continue
             yield m
