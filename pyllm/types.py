@@ -118,8 +118,8 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "llama-bpe": PreTokenizer((_LLAMA3,), ignore_merges=True),
     "llama3": PreTokenizer((_LLAMA3,), ignore_merges=True),
     "qwen2": PreTokenizer((_QWEN2,), nfc=True),
-    # (no NFC: llama.cpp's suite, made from Qwen3.5's tokenizer, keeps "e" + U+0301 as two tokens,
-    # although transformers' Qwen3_5Tokenizer class normalises to NFC when built without a tokenizer.json)
+    # (no NFC: llama.cpp's suite expects "e" + U+0301 as two tokens, although transformers'
+    # Qwen3_5Tokenizer class normalises to NFC when built without a tokenizer.json)
     "qwen35": PreTokenizer((_QWEN35,)),
     "deepseek-llm": PreTokenizer(("[\r\n]", rf"\s?[{_LATIN_LETTERS}]+",
                                   "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
