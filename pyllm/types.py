@@ -36,7 +36,7 @@ class ModelConfig:
 class TokenizerData:
     """Everything a tokenizer needs, as stored in the model file."""
 
-    model: str                       # "gpt2" (byte-level BPE), "llama" (SentencePiece), "gemma4" (raw BPE), "bert" (WordPiece)
+    model: str                       # a TOKENIZER_MODELS name: "gpt2", "llama", "gemma4" or "bert"
     tokens: list[str]
     token_types: list[int] = field(default_factory=list)
     scores: list[float] | None = None
@@ -138,7 +138,8 @@ def check_tokenizer_data(tok: TokenizerData, vocab_size: int | None = None,
         return ValueError(f"{(names or {}).get(field_name, 'tokenizer.' + field_name)} {problem}")
 
     if not isinstance(tok.model, str) or tok.model not in TOKENIZER_MODELS:
-        raise bad("model", f"is {tok.model!r}; pyllm runs {', '.join(f'{k} ({v})' for k, v in TOKENIZER_MODELS.items())}")
+        known = ", ".join(f"{name} ({kind})" for name, kind in TOKENIZER_MODELS.items())
+        raise bad("model", f"is {tok.model!r}; pyllm runs {known}")
     tokens = tok.tokens
     if not isinstance(tokens, list) or not tokens:
         raise bad("tokens", "must be a non-empty list of strings")
