@@ -79,6 +79,8 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 # files of models without it are the files earlier versions wrote and read.
 ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None,
                  "nope_layers": ()}
+# tokenizer fields written only when they differ from these (normaliser options)
+ABSENT_TOKENIZER = {"nfc": False, "lowercase": True, "strip_accents": None}
 
 
 def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
@@ -127,7 +129,8 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
         offset = _align(offset + nbytes)
     header = {
         "config": {k: v for k, v in asdict(config).items() if k not in ABSENT_CONFIG or v != ABSENT_CONFIG[k]},
-        "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
+        "tokenizer": ({k: v for k, v in asdict(tokenizer).items()
+                       if k not in ABSENT_TOKENIZER or v != ABSENT_TOKENIZER[k]} if tokenizer is not None else None),
         "chat_template": chat_template,
         "metadata": metadata or {},
         "tensors": table,
