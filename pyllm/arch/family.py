@@ -32,6 +32,8 @@ class Family:
     hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
     hf_tied_by_default = False         # tie_word_embeddings when config.json leaves it out
     hf_default_theta = 10000.0         # rope_theta when config.json leaves it out
+    partial_rotary = False             # RoPE may rotate only the leading part of each head (rope_dim)
+    hf_rope_types: tuple[str, ...] = ("default",) + rope.SCALED_TYPES  # config.json RoPE types read
 
     # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
 
@@ -95,9 +97,10 @@ class Family:
         if act != "silu":
             raise refuse(f"activation {short_repr(act)} (only SiLU/SwiGLU)")
         rope_type = rope.hf_rope_type(raw)
-        if rope_type not in ("default",) + rope.SCALED_TYPES:
-            raise refuse(f"RoPE scaling {short_repr(rope_type)} (pyllm implements {', '.join(rope.SCALED_TYPES)})")
-        if raw.number("partial_rotary_factor", 1.0) != 1.0:
+        if rope_type not in self.hf_rope_types:
+            implemented = ", ".join(t for t in self.hf_rope_types if t != "default")
+            raise refuse(f"RoPE scaling {short_repr(rope_type)} (pyllm implements {implemented})")
+        if raw.number("partial_rotary_factor", 1.0) != 1.0 and not self.partial_rotary:
             raise refuse("partial rotary embeddings")
         if raw.flag("mlp_bias"):
             raise refuse("MLP biases")
@@ -119,11 +122,13 @@ class Family:
                      f"yet: contexts are limited to {window}")
         return window
 
-    def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
-        """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0).
+    def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple]:
+        """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0), or
+        (name, heads, (first row, end row)) for a part of a fused Hugging Face tensor.
 
-        Hugging Face rotates the two halves of each head (x[i], x[i + d/2]); the decoder rotates
-        adjacent pairs (x[2i], x[2i+1]), so q and k rows (and biases) are reordered per head."""
+        Hugging Face rotates the two halves of each head's rotated part (x[i], x[i + r/2]); the
+        decoder rotates adjacent pairs (x[2i], x[2i+1]), so q and k rows (and biases) are reordered
+        per head (common.pair_order)."""
         names = {"token_embd.weight": ("model.embed_tokens.weight", 0),
                  "output_norm.weight": ("model.norm.weight", 0)}
         if not cfg.tied_embeddings:
@@ -193,9 +198,10 @@ class Family:
         head_dim = count("attention.key_length", max(dim // n_heads, 1))
         if count("attention.value_length", head_dim) != head_dim:
             raise FormatError(f"{g.path}: key and value head sizes differ, which pyllm does not support")
-        if count("rope.dimension_count", head_dim) != head_dim:
-            raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count != head size) "
-                              "are not supported")
+        rope_dim = count("rope.dimension_count", head_dim)
+        if rope_dim != head_dim and not (self.partial_rotary and rope_dim <= head_dim and rope_dim % 2 == 0):
+            raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count {rope_dim}, head size "
+                              f"{head_dim}) are not supported for {arch}")
         if "token_embd.weight" not in g.tensors:
             raise FormatError(f"{g.path}: tensor token_embd.weight is missing")
         cfg = ModelConfig(
@@ -215,6 +221,8 @@ class Family:
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
             rope_scaling=rope.gguf_scaling(g, arch),
             qk_norm=self.qk_norm,
+            nope_layers=self.gguf_nope_layers(n_layers),
+            rope_dim=None if rope_dim == head_dim else rope_dim,
         )
         try:
             check_config(cfg)
@@ -222,8 +230,17 @@ class Family:
             raise FormatError(f"{g.path}: {exc}") from None
         return cfg
 
+    def gguf_nope_layers(self, n_layers: int) -> tuple[int, ...]:
+        """The layers a GGUF of this family runs without RoPE: none in the llama decoder."""
+        return ()
+
     # GGUF tensors read into others: llama.cpp's RoPE factors become the rope_freq frequencies
     gguf_consumed: tuple[str, ...] = ("rope_freqs.weight",)
+
+    def gguf_source(self, name: str, cfg: ModelConfig) -> tuple[str, int, tuple[int, int] | None]:
+        """Where weights.bin tensor `name` comes from in a GGUF: (GGUF tensor, heads whose rows to
+        reorder into adjacent RoPE pairs or 0, (first row, end row) of a fused tensor or None)."""
+        return name, self.gguf_row_heads(name, cfg), None
 
     def gguf_computed_tensors(self, g: GGUFFile, cfg: ModelConfig) -> dict[str, np.ndarray]:
         """weights.bin tensors computed from a GGUF rather than copied: a scaled RoPE's frequencies."""
@@ -249,7 +266,8 @@ class Family:
         return {"dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
                 "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps,
-                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor}
+                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor,
+                "rope_dim": cfg.rotary_dim, "rope_long_ctx": cfg.rope_long_context or 0}
 
     def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
         """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""
@@ -270,4 +288,6 @@ class Family:
         vectors = {"output_norm": "output_norm.weight"}
         if cfg.rope_scaling is not None:
             vectors["rope_freq"] = "rope_freq"
+        if cfg.rope_long_context is not None:
+            vectors["rope_freq_long"] = "rope_freq_long"
         return {"token_embd": "token_embd.weight", "output": output}, vectors
