@@ -79,7 +79,8 @@ class Family:
             rope_attn_factor=rope.hf_attention_factor(raw), qk_norm=self.qk_norm,
             nope_layers=self.hf_nope_layers(raw, n_layers),
         )
-        need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
+        need = 2 * sum(math.prod(shape) for name, shape in self.tensors(cfg).items()  # 16-bit weights at least
+                       if not name.startswith("rope_freq"))  # of the tensors read, not computed
         if need > n_bytes:
             raise raw.fail(f"config.json: hidden_size {dim}, intermediate_size {cfg.hidden_dim}, num_hidden_layers "
                            f"{n_layers}, vocab_size {cfg.vocab_size} and the heads ({n_heads}/{n_kv_heads} of "
@@ -164,7 +165,7 @@ class Family:
         def refuse(what: str) -> FormatError:
             return raw.fail(f"{self.name} with {what} is not supported by pyllm")
 
-        freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.head_dim, refuse)
+        freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.rotary_dim, refuse)
         return {} if freqs is None else {"rope_freq": freqs}
 
     # Hugging Face tensors that carry nothing the decoder needs
@@ -244,7 +245,7 @@ class Family:
 
     def gguf_computed_tensors(self, g: GGUFFile, cfg: ModelConfig) -> dict[str, np.ndarray]:
         """weights.bin tensors computed from a GGUF rather than copied: a scaled RoPE's frequencies."""
-        freqs = rope.gguf_freqs(g, g.meta("general.architecture", kind=str), cfg.rope_theta, cfg.head_dim)
+        freqs = rope.gguf_freqs(g, g.meta("general.architecture", kind=str), cfg.rope_theta, cfg.rotary_dim)
         return {} if freqs is None else {"rope_freq": freqs}
 
     def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:

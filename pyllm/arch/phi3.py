@@ -11,8 +11,8 @@ LongRoPE.
   attention factor. Both tables are stored (rope_freq, rope_freq_long); a session uses the long
   one when its context (n_ctx) is longer than original_max_position_embeddings, as llama.cpp
   chooses by context size. transformers chooses by the length of the sequence in each forward
-  call, so the two agree on every sequence that fills a context: shorter than the original
-  context with the short table, longer with the long one.
+  call, so the two agree whenever the sequence and the context are on the same side of the
+  original context (a context that holds the whole sequence, and no more than it needs).
 - `sliding_window`, which transformers applies to Phi-3 whenever it is set (Phi-3-mini-4k: 2047),
   limits the context to the window, as for Mistral (llama.cpp ignores it for phi3).
 """
@@ -124,10 +124,13 @@ class Phi3(Family):
         tables = rope.gguf_longrope(g, "phi3", cfg.rope_theta, cfg.rotary_dim)
         if tables is None:
             return cfg
-        original = g.meta("phi3.rope.scaling.original_context_length", None, kind=int)
-        if original is None or not 1 <= original < 1 << 31:
-            raise FormatError(f"{g.path}: metadata phi3.rope.scaling.original_context_length is {original}; "
-                              "LongRoPE factors need the original context length")
+        key = "phi3.rope.scaling.original_context_length"
+        if key not in g.metadata:
+            raise FormatError(f"{g.path}: metadata key {key} is missing; LongRoPE's factors need the original "
+                              "context length")
+        original = g.meta(key, kind=int)
+        if not 1 <= original < 1 << 31:
+            raise FormatError(f"{g.path}: metadata {key} is {original}, not a positive count")
         attention = float(g.meta("phi3.rope.scaling.attn_factor", 1.0, kind=(int, float)))
         if not 0 < attention < math.inf:
             raise FormatError(f"{g.path}: metadata phi3.rope.scaling.attn_factor is {attention}, not a finite "

@@ -71,7 +71,8 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
             raise FormatError(f"{g.path}: {len(tokenizer.tokens)} tokens but token_embd has "
                               f"{cfg.vocab_size} rows")
         expected = family.tensors(cfg)
-        where = {name: family.gguf_source(name, cfg) for name in expected}
+        computed = family.gguf_computed_tensors(g, cfg)  # a scaled RoPE's frequencies
+        where = {name: family.gguf_source(name, cfg) for name in expected if name not in computed}
         fused_rows: dict[str, int] = {}  # rows of each fused tensor (phi3's attn_qkv): the end of its last part
         for src_name, _, rows in where.values():
             if rows is not None:
@@ -80,7 +81,6 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str |
         unknown = [n for n in g.tensors if n not in used and n not in family.gguf_consumed]
         if unknown:
             raise FormatError(f"{g.path}: tensors pyllm does not know: {', '.join(unknown[:5])}")
-        computed = family.gguf_computed_tensors(g, cfg)  # a scaled RoPE's frequencies
         sources: list[TensorSource] = []
         notes: list[str] = []
         for name, shape in expected.items():
