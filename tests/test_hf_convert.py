@@ -301,3 +301,15 @@ def test_phi3_gguf_bad_rope_or_tensors_are_refused(tmp_path, meta, drop, replace
     with pytest.raises(FormatError, match=message) as info:
         convert(src, tmp_path / "m.bin", progress=False)
     assert str(src) in str(info.value)
+
+
+def test_phi3_su_is_longrope(tmp_path):
+    """rope_scaling type "su", LongRoPE's older name (Phi3Config reads it as longrope; transformers
+    5 itself fails to load such a file), gives the same model as "longrope"."""
+    src = phi3_copy(tmp_path, {"rope_scaling": {"type": "su"}}, case="phi3-longrope-legacy-config")
+    tokens, want, _ = load_reference("phi3-longrope-legacy-config")
+    convert(src, tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.rope_scaling == "longrope"
+        got = m.logits(tokens)
+    assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
