@@ -58,6 +58,10 @@ typedef struct {
     int n_kv_heads;         /* key/value heads (grouped-query attention when < n_heads) */
     int head_dim;
     int vocab_size;
+    int rope_dim;           /* leading dimensions of each q/k head that RoPE rotates (even, 2..head_dim;
+                               head_dim unless the rotary embedding is partial, as Phi-4-mini's) */
+    int rope_long_ctx;      /* a sequence of more positions than this rotates by rope_freq_long
+                               (LongRoPE); 0: no long table */
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
     float rope_attn_factor; /* scales cos and sin, so q.k by its square (YaRN's mscale); 1 without */
     float norm_eps;         /* RMSNorm epsilon */
@@ -85,8 +89,10 @@ typedef struct {
     pyllm_tensor token_embd;    /* (vocab_size, dim) */
     const float *output_norm;   /* (dim) */
     pyllm_tensor output;        /* (vocab_size, dim); the same data as token_embd when tied */
-    const float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (RoPE scaling
-                                   applied), or NULL: rope_theta^(-2i / head_dim); copied */
+    const float *rope_freq;     /* (rope_dim / 2) rotation frequency of each pair (RoPE scaling
+                                   applied), or NULL: rope_theta^(-2i / rope_dim); copied */
+    const float *rope_freq_long;/* (rope_dim / 2) frequencies of sequences longer than rope_long_ctx
+                                   (LongRoPE's long factors), or NULL; copied */
     const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
 } pyllm_weights;
 

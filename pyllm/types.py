@@ -26,10 +26,17 @@ class ModelConfig:
     qkv_bias: bool = False
     architecture: str = "llama"
     sliding_window: int | None = None  # attention sees only this many positions; None: all of them
-    rope_scaling: str | None = None  # the RoPE scaling (llama3, linear, yarn) whose frequencies tensor rope_freq holds
+    rope_scaling: str | None = None  # the RoPE scaling (llama3, linear, yarn, longrope) whose frequencies tensor rope_freq holds
     rope_attn_factor: float | None = None  # cos and sin scaled by it (YaRN); None: 1
     qk_norm: bool = False              # each q and k head is RMSNormed (attn_q_norm, attn_k_norm) before RoPE
     nope_layers: tuple[int, ...] = ()  # layers (ascending indices) whose q and k are not rotated (SmolLM3's NoPE)
+    rope_dim: int | None = None        # leading dimensions of each q/k head that RoPE rotates; None: head_dim
+    rope_long_context: int | None = None  # LongRoPE: a context longer than this rotates by tensor rope_freq_long
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dimensions of each q/k head that RoPE rotates (all of them unless partial, as Phi-4-mini's 3/4)."""
+        return self.head_dim if self.rope_dim is None else self.rope_dim
 
 
 @dataclass

@@ -89,11 +89,14 @@ def choose_type(src: str, shape: tuple[int, ...], requested: tuple[str, str] | N
     return "q8_0", f"pyllm does not run {src.upper()}; Q8_0 is finer, so it adds little error"
 
 
-def pair_order(n_rows: int, n_heads: int) -> np.ndarray:
-    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + d/2]: Hugging Face,
-    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates."""
+def pair_order(n_rows: int, n_heads: int, rotary_dim: int | None = None) -> np.ndarray:
+    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + r/2]: Hugging Face,
+    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates. Only a
+    head's first rotary_dim rows (all by default) rotate; the rest keep their order."""
     head_dim = n_rows // n_heads
-    return np.arange(n_rows).reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).reshape(-1)
+    rot = head_dim if rotary_dim is None else rotary_dim
+    within = np.concatenate([np.arange(rot).reshape(2, rot // 2).T.reshape(-1), np.arange(rot, head_dim)])
+    return (np.arange(n_heads)[:, None] * head_dim + within).reshape(-1)
 
 
 def report(notes: list[str], progress: bool) -> None:
