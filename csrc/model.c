@@ -3,8 +3,8 @@
  *   x = embed(tokens)
  *   for each layer:
  *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
- *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies;
- *                                                        not in a NoPE layer)
+ *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies,
+ *                                  the first rope_dim dimensions of each head; not in a NoPE layer)
  *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
  *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
  *   logits = rmsnorm(x) Wout
@@ -32,7 +32,8 @@ struct pyllm_model {
     pyllm_weights w;
     pyllm_layer *layers;  /* our copy of the caller's layer table */
     int isa;
-    float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (given, or from theta) */
+    float *rope_freq;     /* (rope_dim / 2) rotation frequency of each pair (given, or from theta) */
+    float *rope_freq_long;/* (rope_dim / 2) the same for sequences longer than rope_long_ctx, or NULL */
 };
 
 struct pyllm_seq {
@@ -40,7 +41,8 @@ struct pyllm_seq {
     int n_ctx;            /* positions in the KV cache: the most tokens the sequence can hold */
     int n_threads;
     int n_batch;          /* rows of the scratch buffers below */
-    float *rope_cos;      /* (n_batch, head_dim / 2) cos and sin of the current batch's angles, */
+    const float *rope_freq; /* the model's frequencies for a context of n_ctx (LongRoPE: short or long) */
+    float *rope_cos;      /* (n_batch, rope_dim / 2) cos and sin of the current batch's angles, */
     float *rope_sin;      /* shared by every head and layer */
     float *key_cache;     /* (n_layers, n_ctx, kv_dim) */
     float *value_cache;   /* (n_layers, n_ctx, kv_dim) */
@@ -115,23 +117,23 @@ static void rmsnorm_rows(int isa, pyllm_seq *s, float *out, const float *x, cons
 /* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions, times the
  * attention factor (exactly 1 unless the RoPE scaling sets one). */
 static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int ith, int nth) {
-    const int half = m->c.head_dim / 2;
+    const int half = m->c.rope_dim / 2;
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++)
         for (int i = 0; i < half; i++) {
-            float angle = (float)(pos + t) * m->rope_freq[i];
+            float angle = (float)(pos + t) * s->rope_freq[i];
             s->rope_cos[(size_t)t * half + i] = cosf(angle) * m->c.rope_attn_factor;
             s->rope_sin[(size_t)t * half + i] = sinf(angle) * m->c.rope_attn_factor;
         }
 }
 
 /* Add the optional bias, normalize each head by the optional per-head RMSNorm weight (Qwen3's
- * q_norm / k_norm), and rotate adjacent pairs of each head by the batch's angles unless the layer
- * has no positional encoding (no_rope). */
+ * q_norm / k_norm), and rotate adjacent pairs of each head's first rope_dim dimensions by the
+ * batch's angles unless the layer has no positional encoding (no_rope). */
 static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias,
                            const float *norm, int no_rope, int n, int n_heads, int ith, int nth) {
-    const int head_dim = m->c.head_dim, half = head_dim / 2;
+    const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
     for (int th = lo; th < hi; th++) {
@@ -322,7 +324,8 @@ static int tensor_ok(const pyllm_tensor *t, int rows, int cols) {
 static int check_model(const pyllm_config *c, const pyllm_weights *w) {
     if (c->dim < 1 || c->hidden_dim < 1 || c->n_layers < 1 || c->n_heads < 1 ||
         c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 || c->vocab_size < 1 ||
-        c->n_heads % c->n_kv_heads || !(c->rope_theta > 0.0f) || !(c->rope_attn_factor > 0.0f) ||
+        c->n_heads % c->n_kv_heads || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2 ||
+        c->rope_long_ctx < 0 || !(c->rope_theta > 0.0f) || !(c->rope_attn_factor > 0.0f) ||
         !(c->norm_eps >= 0.0f))
         return PYLLM_ERR_ARG;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
@@ -345,6 +348,7 @@ void pyllm_model_free(pyllm_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->rope_freq);
+    free(m->rope_freq_long);
     free(m);
 }
 
@@ -361,19 +365,22 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     m->w = *w;
     m->isa = isa;
     m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
-    m->rope_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    if (!m->layers || !m->rope_freq) {
+    const size_t pairs = (size_t)c->rope_dim / 2;
+    m->rope_freq = malloc(pairs * sizeof(float));
+    m->rope_freq_long = w->rope_freq_long ? malloc(pairs * sizeof(float)) : NULL;
+    if (!m->layers || !m->rope_freq || (w->rope_freq_long && !m->rope_freq_long)) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
     }
     memcpy(m->layers, w->layers, (size_t)c->n_layers * sizeof *m->layers);
     m->w.layers = m->layers;
-    /* frequency of pair i: given (a scaled RoPE), else theta^(-2i / head_dim) rounded to float32 */
+    /* frequency of pair i: given (a scaled RoPE), else theta^(-2i / rope_dim) rounded to float32 */
     if (w->rope_freq)
-        memcpy(m->rope_freq, w->rope_freq, (size_t)c->head_dim / 2 * sizeof(float));
+        memcpy(m->rope_freq, w->rope_freq, pairs * sizeof(float));
     else
-        for (int i = 0; i < c->head_dim / 2; i++)
-            m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim));
+        for (int i = 0; i < c->rope_dim / 2; i++)
+            m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->rope_dim));
+    if (w->rope_freq_long) memcpy(m->rope_freq_long, w->rope_freq_long, pairs * sizeof(float));
     *out = m;
     return PYLLM_OK;
 }
@@ -409,6 +416,8 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     s->n_ctx = n_ctx;
     s->n_threads = n_threads;
     s->n_batch = n_ctx < MAX_BATCH ? n_ctx : MAX_BATCH;
+    /* LongRoPE, as llama.cpp chooses: the long factors for a context past the original one */
+    s->rope_freq = m->rope_freq_long && n_ctx > c->rope_long_ctx ? m->rope_freq_long : m->rope_freq;
 
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
@@ -416,8 +425,8 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     size_t cache = (size_t)c->n_layers * n_ctx;
     size_t nb = (size_t)s->n_batch;
 
-    s->rope_cos = alloc_floats(nb, (size_t)c->head_dim / 2);
-    s->rope_sin = alloc_floats(nb, (size_t)c->head_dim / 2);
+    s->rope_cos = alloc_floats(nb, (size_t)c->rope_dim / 2);
+    s->rope_sin = alloc_floats(nb, (size_t)c->rope_dim / 2);
     s->key_cache = alloc_floats(cache, kv_dim);
     s->value_cache = alloc_floats(cache, kv_dim);
     s->x = alloc_floats(nb, c->dim);

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 7
+#define PYLLM_API_VERSION 8
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -29,6 +29,8 @@ enum pyllm_type {
     PYLLM_TYPE_F16 = 1,
     PYLLM_TYPE_Q4_0 = 2,    /* 32 values: f16 d, 16 bytes of nibbles; value (q - 8) * d */
     PYLLM_TYPE_Q4_1 = 3,    /* 32 values: f16 d, f16 m, 16 bytes of nibbles; value q * d + m */
+    PYLLM_TYPE_Q5_0 = 6,    /* 32 values: f16 d, 32 5th bits, 16 bytes of nibbles; value (q - 16) * d */
+    PYLLM_TYPE_Q5_1 = 7,    /* 32 values: f16 d, f16 m, 32 5th bits, 16 bytes of nibbles; q * d + m */
     PYLLM_TYPE_Q8_0 = 8,    /* 32 values: f16 d, 32 int8; value q * d */
     PYLLM_TYPE_Q4_K = 12,   /* 256 values in 8 sub-blocks of 32 with 6-bit scales and mins: 144 bytes */
     PYLLM_TYPE_Q5_K = 13,   /* Q4_K with a fifth bit per value: 176 bytes */
@@ -59,6 +61,10 @@ typedef struct {
     int n_kv_heads;         /* key/value heads (grouped-query attention when < n_heads) */
     int head_dim;
     int vocab_size;
+    int rope_dim;           /* leading dimensions of each q/k head that RoPE rotates (even, 2..head_dim;
+                               head_dim unless the rotary embedding is partial, as Phi-4-mini's) */
+    int rope_long_ctx;      /* a sequence of more positions than this rotates by rope_freq_long
+                               (LongRoPE); 0: no long table */
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
     float rope_attn_factor; /* scales cos and sin, so q.k by its square (YaRN's mscale); 1 without */
     float norm_eps;         /* RMSNorm epsilon */
@@ -86,8 +92,10 @@ typedef struct {
     pyllm_tensor token_embd;    /* (vocab_size, dim) */
     const float *output_norm;   /* (dim) */
     pyllm_tensor output;        /* (vocab_size, dim); the same data as token_embd when tied */
-    const float *rope_freq;     /* (head_dim / 2) rotation frequency of each pair (RoPE scaling
-                                   applied), or NULL: rope_theta^(-2i / head_dim); copied */
+    const float *rope_freq;     /* (rope_dim / 2) rotation frequency of each pair (RoPE scaling
+                                   applied), or NULL: rope_theta^(-2i / rope_dim); copied */
+    const float *rope_freq_long;/* (rope_dim / 2) frequencies of sequences longer than rope_long_ctx
+                                   (LongRoPE's long factors), or NULL; copied */
     const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
 } pyllm_weights;
 

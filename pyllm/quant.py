@@ -6,7 +6,9 @@ at import against the C core's enum (`PYLLM_TYPE_*`) and its row sizes, so Pytho
 disagree about a type's number or block layout.
 
 Block layouts are GGUF's byte for byte, so a GGUF tensor of a runnable type imports as a copy.
-`quantize` encodes the runnable types with ggml's reference rounding; `dequantize` decodes every
+`quantize` encodes the runnable types and the K types Q4_K, Q5_K and Q6_K as ggml's reference
+quantizers do without an importance matrix (quantize_row_*_ref in ggml-quants.c: the same float32
+operations in the same order, so the bytes are llama.cpp's); `dequantize` decodes every
 decodable type exactly, in float32 and in ggml's order of operations (for K types the per-sub-block
 factors d*scale and dmin*min first), so the values are bit-identical to llama.cpp's and the `gguf`
 package's.
@@ -48,8 +50,8 @@ ALL_TYPES: dict[str, WeightType] = {t.name: t for t in (
     WeightType("f16", 1, 1, 2, runnable=True, decodable=True),
     WeightType("q4_0", 2, QK, 18, runnable=True, decodable=True),
     WeightType("q4_1", 3, QK, 20, runnable=True, decodable=True),
-    WeightType("q5_0", 6, QK, 22, decodable=True),
-    WeightType("q5_1", 7, QK, 24, decodable=True),
+    WeightType("q5_0", 6, QK, 22, runnable=True, decodable=True),
+    WeightType("q5_1", 7, QK, 24, runnable=True, decodable=True),
     WeightType("q8_0", 8, QK, 34, runnable=True, decodable=True),
     WeightType("q8_1", 9, QK, 36),
     WeightType("q2_k", 10, QK_K, 84),
@@ -99,13 +101,6 @@ def row_bytes(type_name: str, cols: int) -> int:
     """Bytes of one row of `cols` values; ValueError if cols does not fill whole blocks."""
     return weight_type(type_name).row_bytes(cols)
 
-def _blocks(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] % QK:
-        raise ValueError(f"quantizing needs a 2-D array with a multiple of {QK} columns, got {x.shape}")
-    return x.reshape(x.shape[0], -1, QK)
-
-
 def _pack_nibbles(q: np.ndarray) -> np.ndarray:
     """(..., 32) values 0..15 -> (..., 16) bytes: element j in the low nibble of byte j, j+16 in the high one."""
     q = q.astype(np.uint8)
@@ -143,41 +138,256 @@ def _quantize(x: np.ndarray, type_name: str) -> np.ndarray:
         return np.ascontiguousarray(x).view(np.uint8).reshape(x.shape[0], -1)
     if type_name == "f16":
         return np.ascontiguousarray(x.astype(np.float16)).view(np.uint8).reshape(x.shape[0], -1)
-    b = _blocks(x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if type_name == "q8_0":
-            d = np.abs(b).max(axis=-1) / 127.0
-            inv = np.where(d > 0, 1.0 / d, 0.0).astype(np.float32)
-            q = round_half_away(b * inv[..., None]).astype(np.int8)
-            parts = [_f16_bytes(d), q.view(np.uint8)]
-        elif type_name == "q4_0":
-            idx = np.abs(b).argmax(axis=-1)
-            vmax = np.take_along_axis(b, idx[..., None], axis=-1)[..., 0]  # signed value of max |x|
-            d = (vmax / -8.0).astype(np.float32)
-            inv = np.where(d != 0, 1.0 / d, 0.0).astype(np.float32)
-            q = np.minimum(15, np.trunc(b * inv[..., None] + 8.5)).astype(np.uint8)
-            parts = [_f16_bytes(d), _pack_nibbles(q)]
-        elif type_name == "q4_1":
-            lo, hi = b.min(axis=-1), b.max(axis=-1)
-            d = ((hi - lo) / 15.0).astype(np.float32)
-            inv = np.where(d != 0, 1.0 / d, 0.0).astype(np.float32)
-            q = np.clip(np.trunc((b - lo[..., None]) * inv[..., None] + 0.5), 0, 15).astype(np.uint8)
-            parts = [_f16_bytes(d), _f16_bytes(lo), _pack_nibbles(q)]
-        else:
-            raise ValueError(f"cannot encode {type_name!r}; the encodable types are f32, f16, q8_0, q4_0, q4_1")
+    encode = _ENCODERS.get(type_name)
+    if encode is None:
+        raise ValueError(f"cannot encode {type_name!r}; the encodable types are {', '.join(ENCODABLE)}")
+    size = ALL_TYPES[type_name].block
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] % size:
+        raise ValueError(f"quantizing {type_name} needs a 2-D array with a multiple of {size} columns, "
+                         f"got {x.shape}")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        parts = encode(x.reshape(-1, size))
     return np.concatenate(parts, axis=-1).reshape(x.shape[0], -1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoders: (blocks, block values) float32 -> the parts of each block, in its byte order. Every step
+# is a float32 operation in the order ggml's C code does it (sums accumulated left to right, as a C
+# loop does, not numpy's pairwise sums), so ties round the same way and the bytes match.
+
+F32 = np.float32
+
+
+def _seq_sum(v: np.ndarray) -> np.ndarray:
+    """Float32 sum over the first axis, row by row from the first (a C loop's order; numpy's own
+    sums are pairwise). Callers keep a group's values along the first axis, so each step adds two
+    contiguous rows."""
+    acc = v[0].astype(F32)
+    for row in v[1:]:
+        acc += row
+    return acc
+
+
+def _signed_absmax(b: np.ndarray) -> np.ndarray:
+    """The signed value of the first element of largest magnitude in each row."""
+    return np.take_along_axis(b, np.abs(b).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def _inverse(d: np.ndarray) -> np.ndarray:
+    return np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
+
+
+def _q8_0(b: np.ndarray) -> list[np.ndarray]:
+    d = (np.abs(b).max(axis=-1) / F32(127)).astype(F32)
+    q = round_half_away(b * _inverse(d)[:, None]).astype(np.int8)
+    return [_f16_bytes(d), q.view(np.uint8)]
+
+
+def _q4_0(b: np.ndarray) -> list[np.ndarray]:
+    d = (_signed_absmax(b) / F32(-8)).astype(F32)
+    q = np.minimum(15, np.trunc(b * _inverse(d)[:, None] + F32(8.5)))
+    return [_f16_bytes(d), _pack_nibbles(q)]
+
+
+def _q4_1(b: np.ndarray) -> list[np.ndarray]:
+    lo, hi = b.min(axis=-1), b.max(axis=-1)
+    d = ((hi - lo) / F32(15)).astype(F32)
+    q = np.clip(np.trunc((b - lo[:, None]) * _inverse(d)[:, None] + F32(0.5)), 0, 15)
+    return [_f16_bytes(d), _f16_bytes(lo), _pack_nibbles(q)]
+
+
+def _fifth_bits(q: np.ndarray) -> np.ndarray:
+    """(n, 32) values 0..31 -> (n, 4) bytes: bit j of the little-endian uint32 is bit 4 of value j."""
+    bits = ((q.astype(np.uint32) >> 4) & 1) << np.arange(QK, dtype=np.uint32)
+    return bits.sum(axis=-1, dtype=np.uint32).astype("<u4")[:, None].view(np.uint8)
+
+
+def _q5_0(b: np.ndarray) -> list[np.ndarray]:
+    d = (_signed_absmax(b) / F32(-16)).astype(F32)
+    q = np.minimum(31, np.trunc(b * _inverse(d)[:, None] + F32(16.5))).astype(np.uint8)
+    return [_f16_bytes(d), _fifth_bits(q), _pack_nibbles(q & 0x0F)]
+
+
+def _q5_1(b: np.ndarray) -> list[np.ndarray]:
+    lo, hi = b.min(axis=-1), b.max(axis=-1)
+    d = ((hi - lo) / F32(31)).astype(F32)
+    q = np.clip(np.trunc((b - lo[:, None]) * _inverse(d)[:, None] + F32(0.5)), 0, 31).astype(np.uint8)
+    return [_f16_bytes(d), _f16_bytes(lo), _fifth_bits(q), _pack_nibbles(q & 0x0F)]
+
+
+def _clipped_rint(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """ggml's nearest_int (round half to even) clamped to [lo, hi], as float32."""
+    return np.clip(np.rint(v), lo, hi).astype(F32)
+
+
+def _fit_scale_min(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
+                   nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ggml's make_qkx2_quants on (k, n) arrays, n groups of k values (one group per column):
+    value ~ scale * L - the_min with L in 0..nmax.
+
+    Starts from the min/max fit, then tries nstep + 1 other grid spacings; for each, the weighted
+    least-squares scale and min of its rounding, kept where the weighted squared error is lower.
+    Returns (scale, the_min, L); a constant group gives scale 0 and L 0."""
+    mn = np.minimum(x.min(axis=0), F32(0))
+    mx = x.max(axis=0)
+    sum_w = _seq_sum(w)
+    sum_x = _seq_sum(w * x)
+    flat = mx == mn
+    iscale = (F32(nmax) / (mx - mn)).astype(F32)
+    scale = (F32(1) / iscale).astype(F32)
+    L = _clipped_rint(iscale * (x - mn), 0, nmax)
+    diff = scale * L + mn - x
+    best = _seq_sum(w * (diff * diff))
+    for step in range(nstep + 1):  # later steps measure from the min an earlier one chose, as in C
+        factor = F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)
+        l = _clipped_rint((factor / (mx - mn)) * (x - mn), 0, nmax)
+        wl = w * l
+        sum_l, sum_l2, sum_xl = _seq_sum(wl), _seq_sum(wl * l), _seq_sum(wl * x)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+        positive = this_min > 0
+        this_min = np.where(positive, F32(0), this_min)
+        this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
+        diff = this_scale * l + this_min - x
+        err = _seq_sum(w * (diff * diff))
+        better = (D > 0) & (err < best)
+        L = np.where(better, l, L)
+        best = np.where(better, err, best)
+        scale = np.where(better, this_scale, scale)
+        mn = np.where(better, this_min, mn)
+    scale = np.where(flat, F32(0), scale).astype(F32)
+    L = np.where(flat, F32(0), L)
+    return scale, (-mn).astype(F32), L
+
+
+def _k_scale_bytes(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """8 six-bit scales and 8 six-bit mins per super-block -> Q4_K/Q5_K's 12 packed bytes."""
+    out = np.empty((ls.shape[0], 12), dtype=np.uint8)
+    out[:, 0:4] = ls[:, :4] | ((ls[:, 4:] >> 4) << 6)
+    out[:, 4:8] = lm[:, :4] | ((lm[:, 4:] >> 4) << 6)
+    out[:, 8:12] = (ls[:, 4:] & 0x0F) | ((lm[:, 4:] & 0x0F) << 4)
+    return out
+
+
+def _six_bits(v: np.ndarray) -> np.ndarray:
+    """nearest_int stored in a uint8_t, then MIN(63, .): as the C code does (a negative wraps)."""
+    return np.minimum(63, np.rint(v).astype(np.int64) & 0xFF).astype(np.uint8)
+
+
+def _k_affine_levels(b: np.ndarray, nmax: int, rmin: float, rdelta: float,
+                     nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K/Q5_K (quantize_row_q4_K_ref, _q5_K_ref): (d, dmin, 12 scale bytes, 256 levels) per super-block.
+
+    Each 32-value sub-block gets a scale and min fitted with weights rms(x) + |x|; those are coded as
+    6-bit multiples of the super-block's d and dmin, and the levels recomputed with the coded ones."""
+    n = b.shape[0]
+    x = np.ascontiguousarray(b.reshape(n * 8, 32).T)  # (32, sub-blocks)
+    rms = np.sqrt(_seq_sum(x * x) / F32(32)).astype(F32)
+    scales, mins, L = _fit_scale_min(x, rms + np.abs(x), nmax, rmin, rdelta, nstep)
+    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.T.reshape(n, 8, 32)
+    max_scale = np.maximum(scales.max(axis=-1), F32(0))
+    max_min = np.maximum(mins.max(axis=-1), F32(0))
+    inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+    inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+    ls = _six_bits(inv_scale[:, None] * scales)
+    lm = _six_bits(inv_min[:, None] * mins)
+    d = (max_scale / F32(63)).astype(np.float16)
+    dmin = (max_min / F32(63)).astype(np.float16)
+    sd = d.astype(F32)[:, None] * ls.astype(F32)      # (n, 8) coded scale of each sub-block
+    sm = dmin.astype(F32)[:, None] * lm.astype(F32)   # (n, 8) coded min
+    again = _clipped_rint((b.reshape(n, 8, 32) + sm[..., None]) / sd[..., None], 0, nmax)
+    L = np.where((sd != 0)[..., None], again, L).astype(np.uint8)
+    return d, dmin, _k_scale_bytes(ls, lm), L.reshape(n, QK_K)
+
+
+def _pack_k_nibbles(L: np.ndarray) -> np.ndarray:
+    """(n, 256) values -> (n, 128) bytes: each 64 values give 32 bytes, values 0-31 low nibbles, 32-63 high."""
+    q = (L & 0x0F).reshape(-1, 4, 2, 32)
+    return (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(L.shape[0], 128)
+
+
+def _q4_k(b: np.ndarray) -> list[np.ndarray]:
+    d, dmin, sc, L = _k_affine_levels(b, 15, -1.0, 0.1, 20)
+    return [d[:, None].view(np.uint8), dmin[:, None].view(np.uint8), sc, _pack_k_nibbles(L)]
+
+
+def _q5_k(b: np.ndarray) -> list[np.ndarray]:
+    d, dmin, sc, L = _k_affine_levels(b, 31, -0.5, 0.1, 15)
+    high = (L >> 4).reshape(-1, 8, 32)  # bit k of qh[j]: the 5th bit of value 32k + j
+    qh = (high << np.arange(8, dtype=np.uint8)[None, :, None]).sum(axis=1, dtype=np.uint8)
+    return [d[:, None].view(np.uint8), dmin[:, None].view(np.uint8), sc, qh, _pack_k_nibbles(L)]
+
+
+GROUP_MAX_EPS = F32(1e-15)  # ggml: a group whose largest magnitude is below this is all zero
+
+
+def _fit_symmetric(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's make_qx_quants with rmse_type 1 on (k, n) arrays, n groups of k values (one group per
+    column): value ~ scale * (L - nmax), L in 0..2 nmax - 1, fitted by least squares weighted by x^2
+    over 19 grid spacings around the max's. Returns (scale, L); a group of zeros gives scale 0, L 0."""
+    amax_value = np.take_along_axis(x, np.abs(x).argmax(axis=0)[None, :], axis=0)[0]
+    zero = np.abs(amax_value) < GROUP_MAX_EPS
+    w = x * x
+
+    def levels(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        l = _clipped_rint(iscale * x, -nmax, nmax - 1)
+        return l, _seq_sum((w * x) * l), _seq_sum((w * l) * l)
+
+    l, sumlx, suml2 = levels((F32(-nmax) / amax_value).astype(F32))
+    L = l
+    scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        l, sumlx, suml2 = levels((-(F32(nmax) + F32(0.1) * F32(step)) / amax_value).astype(F32))
+        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        L = np.where(better, l, L)
+        scale = np.where(better, sumlx / suml2, scale).astype(F32)
+        best = np.where(better, scale * sumlx, best).astype(F32)
+    L = np.where(zero, F32(0), L + F32(nmax))
+    return np.where(zero, F32(0), scale).astype(F32), L
+
+
+def _q6_k(b: np.ndarray) -> list[np.ndarray]:
+    """quantize_row_q6_K_ref: 16 groups of 16 with an int8 scale each, a super-block f16 d."""
+    n = b.shape[0]
+    scales, L = _fit_symmetric(np.ascontiguousarray(b.reshape(n * 16, 16).T), 32)
+    scales, L = scales.reshape(n, 16), L.T.reshape(n, 16, 16)
+    max_scale = _signed_absmax(scales)
+    zero = np.abs(max_scale) < GROUP_MAX_EPS
+    iscale = (F32(-128) / max_scale).astype(F32)
+    d = (F32(1) / iscale).astype(np.float16)
+    sc = (np.minimum(127, np.rint(iscale[:, None] * scales).astype(np.int64)) & 0xFF).astype(np.uint8)
+    sd = d.astype(F32)[:, None] * sc.view(np.int8).astype(F32)
+    again = _clipped_rint(b.reshape(n, 16, 16) / sd[..., None], -32, 31) + F32(32)
+    L = np.where((sd != 0)[..., None], again, L).astype(np.uint8).reshape(n, 2, 4, 32)
+    ql = (L[:, :, :2] & 0x0F) | ((L[:, :, 2:] & 0x0F) << 4)            # (n, 2, 2, 32)
+    qh = ((L >> 4) << np.array([0, 2, 4, 6], dtype=np.uint8)[None, None, :, None]).sum(axis=2, dtype=np.uint8)
+    d = np.where(zero, np.float16(0), d)
+    ql, qh, sc = (np.where(zero[:, None], 0, a.reshape(n, -1)).astype(np.uint8) for a in (ql, qh, sc))
+    return [ql, qh, sc, d[:, None].view(np.uint8)]
+
+
+_ENCODERS = {"q8_0": _q8_0, "q4_0": _q4_0, "q4_1": _q4_1, "q5_0": _q5_0, "q5_1": _q5_1,
+             "q4_k": _q4_k, "q5_k": _q5_k, "q6_k": _q6_k}
+ENCODABLE = ("f32", "f16", *_ENCODERS)  # the types quantize() writes
 
 
 def _dequantize_runnable(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
     cols = shape[-1]
     rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
     if data.size != rows * row_bytes(type_name, cols):
-        raise ValueError(f"{data.size} bytes do not hold a {type_name} tensor of shape {tuple(shape)}")
+        raise ValueError(f"{data.size} bytes do not hold a {type_name.upper()} tensor of shape {tuple(shape)}")
     if type_name == "f32":
         return data.view(np.float32).reshape(shape).copy()
     if type_name == "f16":
         return data.view(np.float16).astype(np.float32).reshape(shape)
     size = TYPES[type_name].block_bytes
+    if type_name in ("q5_0", "q5_1"):
+        return _q5(data.reshape(-1, size), with_min=type_name == "q5_1").reshape(shape)
     blk = data.reshape(rows, cols // QK, size)
     d = blk[..., 0:2].copy().view(np.float16).astype(np.float32)  # (rows, nb, 1)
     if type_name == "q8_0":
@@ -194,8 +404,8 @@ def _dequantize_runnable(data: np.ndarray, type_name: str, shape: tuple[int, ...
 
 
 # ------------------------------------------------------------------------------------------------
-# Decoders of ggml's block_q5_0, block_q5_1 (which the converter reads but the engine does not run),
-# block_q4_K, block_q5_K and block_q6_K
+# Decoders of the 5-bit types (ggml's block_q5_0, block_q5_1) and of the K types (block_q4_K,
+# block_q5_K, block_q6_K)
 
 def _f16(b: np.ndarray) -> np.ndarray:
     """(n, 2) bytes -> (n, 1) float32 from little-endian f16."""
@@ -254,11 +464,11 @@ def dequantize(raw: np.ndarray | bytes | memoryview, type_name: str, shape: tupl
         decodable = ", ".join(n for n, d in ALL_TYPES.items() if d.decodable)
         raise ValueError(f"{type_name.upper()} cannot be decoded (decodable: {decodable})")
     data = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
-    if t.runnable and t.block <= QK:  # the K types share their decoders below
-        return _dequantize_runnable(data, type_name, tuple(shape))
     count = int(np.prod(shape, dtype=np.int64))
     if shape[-1] % t.block or data.size != count // t.block * t.block_bytes:
         raise ValueError(f"{data.size} bytes do not hold a {t.name.upper()} tensor of shape {tuple(shape)}")
+    if t.runnable and t.block <= QK:  # the K types have their own decoders below
+        return _dequantize_runnable(data, type_name, tuple(shape))
     if t.name == "bf16":
         return (data.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
     blocks = data.reshape(-1, t.block_bytes)

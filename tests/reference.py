@@ -13,18 +13,19 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by angle pos * theta^(-2i/head_dim).
+def rope(x: np.ndarray, positions: np.ndarray, theta: float, rot: int | None = None) -> np.ndarray:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head's first `rot` dimensions (all by default)
+    by angle pos * theta^(-2i/rot); the rest pass through.
 
     x: (T, n_heads, head_dim)."""
-    hd = x.shape[-1]
+    hd = x.shape[-1] if rot is None else rot
     freq = (1.0 / theta ** (np.arange(0, hd, 2) / hd)).astype(np.float32)
     angle = (positions[:, None].astype(np.float32) * freq).astype(np.float64)  # (T, hd/2)
     cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
-    a, b = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = a * cos - b * sin
-    out[..., 1::2] = a * sin + b * cos
+    a, b = x[..., 0:hd:2], x[..., 1:hd:2]
+    out = x.copy()
+    out[..., 0:hd:2] = a * cos - b * sin
+    out[..., 1:hd:2] = a * sin + b * cos
     return out
 
 
@@ -46,8 +47,8 @@ def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np
             q = rmsnorm(q, w[p + "attn_q_norm.weight"], cfg.norm_eps)
             k = rmsnorm(k, w[p + "attn_k_norm.weight"], cfg.norm_eps)
         if i not in cfg.nope_layers:  # NoPE layers (SmolLM3) leave q and k unrotated
-            q = rope(q, pos, cfg.rope_theta)                               # (T, nh, hd)
-            k = rope(k, pos, cfg.rope_theta)                               # (T, nkv, hd)
+            q = rope(q, pos, cfg.rope_theta, cfg.rotary_dim)               # (T, nh, hd)
+            k = rope(k, pos, cfg.rope_theta, cfg.rotary_dim)               # (T, nkv, hd)
         v = v.reshape(T, cfg.n_kv_heads, hd)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)    # (T, nh, hd)
         att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask        # (nh, T, T)

@@ -46,7 +46,7 @@ def test_valid_file_reads_back(good):
 
 def test_features_a_model_lacks_stay_out_of_the_header(tmp_path, good):
     """A model without q/k norms or a window writes the config earlier versions wrote and read."""
-    assert not {"qk_norm", "sliding_window", "nope_layers"} & set(split(good)[0]["config"])
+    assert not {"qk_norm", "sliding_window", "nope_layers", "rope_dim", "rope_long_context"} & set(split(good)[0]["config"])
     random_model(tmp_path / "qk.bin", config("qwen3", qk_norm=True), seed=2)
     header = split(tmp_path / "qk.bin")[0]
     assert header["config"]["qk_norm"] is True
@@ -54,6 +54,9 @@ def test_features_a_model_lacks_stay_out_of_the_header(tmp_path, good):
     random_model(tmp_path / "nope.bin", dataclasses.replace(config("qwen3"), nope_layers=(1,)), seed=2)
     assert split(tmp_path / "nope.bin")[0]["config"]["nope_layers"] == [1]
     assert read_weights(tmp_path / "nope.bin").config.nope_layers == (1,)
+    random_model(tmp_path / "partial.bin", dataclasses.replace(config("qwen3"), rope_dim=24), seed=2)
+    assert split(tmp_path / "partial.bin")[0]["config"]["rope_dim"] == 24
+    assert read_weights(tmp_path / "partial.bin").config.rotary_dim == 24
 
 
 def corrupt_header(mutate):
@@ -111,6 +114,12 @@ CASES = {
     "nope_layers out of range": (set_in("config", "nope_layers", [2]), r"config.nope_layers must list distinct"),
     "nope_layers unsorted": (set_in("config", "nope_layers", [1, 0]), r"config.nope_layers must list distinct"),
     "nope_layers not a list": (set_in("config", "nope_layers", 1), r"config.nope_layers must list distinct"),
+    "rope_dim odd": (set_in("config", "rope_dim", 3), r"config.rope_dim must be even"),
+    "rope_dim past the head": (set_in("config", "rope_dim", 1000), r"config.rope_dim must be an integer in \[2,"),
+    "rope_dim a float": (set_in("config", "rope_dim", 8.0), r"config.rope_dim must be an integer"),
+    "long context without scaling": (set_in("config", "rope_long_context", 32),
+                                     r"config.rope_long_context needs a RoPE scaling"),
+    "long context zero": (set_in("config", "rope_long_context", 0), r"config.rope_long_context must be an integer"),
     "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
                       r"must list 97 tokens"),
 }

@@ -2,7 +2,8 @@
 tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits (as a prompt
 and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
 Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json),
-SmolLM3 (layers without RoPE), F32
+SmolLM3 (layers without RoPE), Phi-3 (fused projections, partial rotary embeddings, LongRoPE's short
+and long tables, a sliding window), F32
 and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """
@@ -79,9 +80,11 @@ def test_config_matches_config_json(converted, case):
                 raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"], raw["vocab_size"],
                 raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
                 raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
-                raw.get("sliding_window") if raw["model_type"] == "mistral" else None)
+                raw.get("sliding_window") if raw["model_type"] in ("mistral", "phi3") else None)
         assert got == pytest.approx(want)
         assert c.nope_layers == tuple(i for i, rope in enumerate(raw.get("no_rope_layers") or []) if not rope)
+        partial = (raw.get("rope_parameters") or {}).get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0))
+        assert c.rotary_dim == int(c.head_dim * partial)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -162,10 +165,89 @@ def test_gguf_of_the_fixture_matches_transformers(tmp_path, case):
         m.reset()
         got = np.stack([m.eval([int(t)]) for t in tokens])
         assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
-        for t in ref["texts"]:
-            assert m.tokenize(t["text"]) == t["ids"], t["text"]
+        for t in ref["texts"]:  # SentencePiece: as the sentencepiece library splits (test_tokenize_...)
+            assert m.tokenize(t["text"]) == t.get("sentencepiece_ids", t["ids"]), t["text"]
         if "chat" in ref:
             assert m.chat_prompt(ref["chat"]["messages"]) == ref["chat"]["ids"]
+
+
+SHORT_CASES = [c for c in CASES if "short_tokens" in np.load(os.path.join(HF, c, "reference.npz"))]
+
+
+@pytest.mark.parametrize("source", ["", "model.gguf"])
+@pytest.mark.parametrize("case", SHORT_CASES)
+def test_longrope_short_table_within_the_original_context(converted, tmp_path, case, source):
+    """LongRoPE: a session whose context (n_ctx) is within original_max_position_embeddings uses
+    the short factors, as transformers does for a sequence that short (the default n_ctx, past it,
+    uses the long ones: test_logits_match_transformers). The two references differ far beyond the
+    tolerance, so a wrong table fails."""
+    with np.load(os.path.join(HF, case, "reference.npz")) as z:
+        tokens, want, long_want = z["short_tokens"], z["short_logits"], z["logits"][:len(z["short_tokens"])]
+    assert np.abs(want - long_want).max() > 100 * F32_TOLERANCE, "the fixture's short and long tables agree"
+    if source:
+        path = tmp_path / "m.bin"
+        convert(os.path.join(HF, case, source), path, progress=False)
+    else:
+        path = converted(case)
+    original = json.loads(Path(HF, case, "config.json").read_text(encoding="utf-8"))["original_max_position_embeddings"]
+    with Model(path, n_threads=2, n_ctx=original) as m:
+        assert m.config.rope_long_context == original and m.n_ctx == original
+        got = m.logits(tokens)
+        assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+        with m.session(n_ctx=original + 1) as longer:  # one position past it: the long table
+            got = longer.logits(tokens)
+        assert np.abs(got - long_want).max() < F32_TOLERANCE, describe_difference(got, long_want)
+
+
+def test_smollm3_gguf_runs_every_fourth_layer_without_rope(tmp_path):
+    """llama.cpp's converter writes no NoPE layer list for smollm3; pyllm runs every 4th layer
+    without RoPE, as llama.cpp does (the fixture's 4 layers: layer 3)."""
+    convert(os.path.join(HF, "smollm3-gguf", "model.gguf"), tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.architecture == "smollm3" and m.config.nope_layers == (3,)
+
+
+def phi3_copy(tmp_path: Path, change: dict[str, Any], case: str = "phi3-longrope") -> Path:
+    """A copy of a Phi-3 fixture with config.json changed (keys set; None deletes a key)."""
+    src = tmp_path / case
+    shutil.copytree(os.path.join(HF, case), src)
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key].update(value)
+        elif value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    return src
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_parameters": {"short_factor": [1.0, 2.0]}}, r"rope_parameters.short_factor must be a list of 3 numbers"),
+    ({"rope_parameters": {"long_factor": [1.0, 2.0, "3"]}}, r"long_factor must be a list of 3"),
+    ({"rope_parameters": {"long_factor": [1.0, 2.0, 0.0]}}, r"not finite positive"),
+    ({"rope_parameters": {"partial_rotary_factor": 0.7}}, r"partial_rotary_factor 0.7 rotates 5 of each head's 8"),
+    ({"rope_parameters": {"rope_type": "dynamic"}}, r"RoPE scaling 'dynamic' \(pyllm implements longrope, su, yarn\)"),
+])
+def test_phi3_bad_rope_parameters_are_refused(tmp_path, change, message):
+    """LongRoPE factors and the rotary part are checked against the heads, naming the key."""
+    with pytest.raises(FormatError, match=message):
+        convert(phi3_copy(tmp_path, change), tmp_path / "m.bin", progress=False)
+
+
+def test_phi3_longrope_attention_factor_and_original_context(converted, tmp_path):
+    """The attention factor is transformers' sqrt(1 + ln(128 / 32) / ln 32) unless config.json gives
+    one; without a top-level original_max_position_embeddings Phi3Config's 4096 applies (then the
+    128-position context never reaches the long table)."""
+    with Model(converted("phi3-longrope"), n_threads=1) as m:
+        assert m.config.rope_attn_factor == pytest.approx(np.sqrt(1 + np.log(4) / np.log(32)))
+        assert m.config.rope_long_context == 32 and m.config.rotary_dim == 6
+    src = phi3_copy(tmp_path, {"original_max_position_embeddings": None,
+                               "rope_parameters": {"attention_factor": 1.25}})
+    convert(src, tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.rope_attn_factor == 1.25 and m.config.rope_long_context == 4096
 
 
 @pytest.mark.parametrize("change,message", [
@@ -184,3 +266,50 @@ def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
     (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(FormatError, match=message):
         convert(src, tmp_path / "m.bin", progress=False)
+
+
+def rewrite_gguf(src: str, dst: Path, meta: dict[str, Any], drop: tuple[str, ...] = (),
+                 replace: dict[str, np.ndarray] | None = None) -> Path:
+    """A copy of a GGUF with metadata keys set (None deletes), tensors dropped or replaced (F32)."""
+    from gguf_writer import write_gguf
+    from pyllm.formats.gguf import GGUFFile
+    with GGUFFile(src) as g:
+        metadata = {k: v.tolist() if isinstance(v, np.ndarray) else v  # arrays as lists for the writer
+                    for k, v in g.metadata.items() if k not in meta or meta[k] is not None}
+        metadata.update({k: v for k, v in meta.items() if v is not None})
+        tensors = [(t.name, t.type, t.shape, g.tensor_bytes(t.name)) for t in g.tensors.values() if t.name not in drop]
+    for name, values in (replace or {}).items():
+        tensors = [t for t in tensors if t[0] != name] + [(name, 0, values.shape, values.astype(np.float32).tobytes())]
+    write_gguf(dst, metadata, tensors)
+    return dst
+
+
+@pytest.mark.parametrize("meta,drop,replace,message", [
+    ({}, ("rope_factors_long.weight",), None, r"rope_factors_short.weight is present without its pair"),
+    ({"phi3.rope.scaling.original_context_length": None}, (), None, r"original_context_length is missing; LongRoPE's"),
+    ({"phi3.rope.scaling.original_context_length": -4}, (), None, r"original_context_length is -4, not a positive"),
+    ({"phi3.rope.scaling.attn_factor": -1.0}, (), None, r"attn_factor is -1.0, not a finite positive"),
+    ({}, (), {"rope_factors_long.weight": np.ones(5)}, r"rope_factors_long.weight is F32 \(5,\); it must be F32 \(3,\)"),
+    ({}, (), {"rope_factors_short.weight": np.zeros(3)}, r"rope_factors_short.weight holds factors that are not"),
+    ({"phi3.rope.dimension_count": 7}, (), None, r"partial rotary embeddings \(rope.dimension_count 7"),
+    ({}, ("blk.1.attn_qkv.weight",), None, r"tensor blk.1.attn_qkv.weight is missing"),
+])
+def test_phi3_gguf_bad_rope_or_tensors_are_refused(tmp_path, meta, drop, replace, message):
+    """A phi3 GGUF's LongRoPE tables, attention factor, original context, rotary part and fused
+    tensors are checked, naming the file and the key or tensor."""
+    src = rewrite_gguf(os.path.join(HF, "phi3-longrope", "model.gguf"), tmp_path / "bad.gguf", meta, drop, replace)
+    with pytest.raises(FormatError, match=message) as info:
+        convert(src, tmp_path / "m.bin", progress=False)
+    assert str(src) in str(info.value)
+
+
+def test_phi3_su_is_longrope(tmp_path):
+    """rope_scaling type "su", LongRoPE's older name (Phi3Config reads it as longrope; transformers
+    5 itself fails to load such a file), gives the same model as "longrope"."""
+    src = phi3_copy(tmp_path, {"rope_scaling": {"type": "su"}}, case="phi3-longrope-legacy-config")
+    tokens, want, _ = load_reference("phi3-longrope-legacy-config")
+    convert(src, tmp_path / "m.bin", progress=False)
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.rope_scaling == "longrope"
+        got = m.logits(tokens)
+    assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)

@@ -104,10 +104,13 @@ TOKENIZER_CASES = {
     "pad id a bool": ("pad_id", True, "tokenizer.pad_id"),
     "add_bos a string": ("add_bos", "yes", "tokenizer.add_bos"),
     "add_space_prefix an int": ("add_space_prefix", 1, "tokenizer.add_space_prefix"),
-    "unknown model": ("model", "bert", "tokenizer.model"),
+    "unknown model": ("model", "t5", "tokenizer.model"),
     "model a list": ("model", ["gpt2"], "tokenizer.model"),
     "unknown pre-tokenizer": ("pre", "no-such", "tokenizer.pre"),
     "pre-tokenizer a number": ("pre", 3, "tokenizer.pre"),
+    "nfc a string": ("nfc", "yes", "tokenizer.nfc"),
+    "lowercase an int": ("lowercase", 0, "tokenizer.lowercase"),
+    "strip_accents a string": ("strip_accents", "no", "tokenizer.strip_accents"),
     "unknown field": ("vocab", {}, "tokenizer"),
 }
 
@@ -228,8 +231,9 @@ GGUF_TOKENIZER_CASES = {
     "merge without a space": ("tokenizer.ggml.merges", ["!\""]),
     "add_bos a number": ("tokenizer.ggml.add_bos_token", Typed(U32, 1)),
     "unknown pre-tokenizer": ("tokenizer.ggml.pre", "no-such"),
-    "unknown model": ("tokenizer.ggml.model", "bert"),
+    "unknown model": ("tokenizer.ggml.model", "t5"),
     "model an int": ("tokenizer.ggml.model", 5),
+    "lowercase a number": ("tokenizer.ggml.normalizer.lowercase", Typed(U32, 1)),
 }
 
 
@@ -246,6 +250,13 @@ def test_malformed_gguf_tokenizer_metadata(tmp_path, case):
         convert(path, tmp_path / "o.bin", progress=False)
     assert str(path) in str(info.value) and key in str(info.value), str(info.value)
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_gguf_gemma4_tokenizer_without_merges(tmp_path):
+    path = tmp_path / "m.gguf"
+    tiny_gguf(path, extra_meta={"tokenizer.ggml.model": "gemma4"})
+    with pytest.raises(FormatError, match=r"m\.gguf: metadata tokenizer\.ggml\.merges are missing"):
+        Tokenizer.from_file(path)
 
 
 GGUF_CONFIG_CASES = {

@@ -10,7 +10,8 @@ from pyllm import _native
 from pyllm.quant import QK, QK_K, TYPES, dequantize, quantize
 
 KERNELS = _native.available_kernels()
-QUANTIZED = ["q8_0", "q4_0", "q4_1"]
+QUANTIZED = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
+WITH_MIN = ("q4_1", "q5_1")  # value q * d + m: blocks hold d, then m
 K_QUANTS = ["q4_k", "q5_k", "q6_k"]  # multiply against activations quantized per 256 values
 SMALL_BLOCKS = [name for name in TYPES if name not in K_QUANTS]
 
@@ -47,7 +48,7 @@ def random_k_blocks(rng, type_name, rows, cols):
 
 def random_case(rng, type_name, rows, cols, n):
     w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.5
-    w[:, : cols // 3] += 0.3  # blocks with an offset, so Q4_1's m term matters
+    w[:, : cols // 3] += 0.3  # blocks with an offset, so the m term of Q4_1 and Q5_1 matters
     x = rng.standard_normal((n, cols)).astype(np.float32)
     return quantize(w, type_name), x
 
@@ -158,7 +159,7 @@ def test_any_block_bytes(kernels, type_name):
     rows, cols, n = 9, 96, 6
     block = TYPES[type_name].block_bytes
     raw = rng.integers(0, 256, (rows, cols // 32, block), dtype=np.uint8)
-    n_scales = 2 if type_name == "q4_1" else 1
+    n_scales = 2 if type_name in WITH_MIN else 1
     scales = (rng.standard_normal((rows, cols // 32, n_scales)) * 0.01).astype(np.float16)
     raw[..., : 2 * n_scales] = scales.view(np.uint8).reshape(rows, cols // 32, 2 * n_scales)
     if type_name == "q8_0":
@@ -216,9 +217,59 @@ def test_simd_kernels_present_on_this_machine():
         pytest.skip(f"no SIMD kernels for {machine}")
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", SMALL_BLOCKS)  # the K-quants: test_dequantize_row_is_numpys_bit_for_bit
+def test_c_dequantize_row_is_bit_exact_with_numpy(kernels, type_name):
+    """The C core's rows as floats (token embeddings) equal numpy's decoding bit for bit, for any
+    block bytes: random nibbles, high bits and int8 values, scales of both signs, zeros,
+    subnormal and large f16 scales."""
+    t = TYPES[type_name]
+    rng = np.random.default_rng(t.ggml_id)
+    cols = 7 * max(t.block, 32)
+    if t.block == 1:
+        raw = (rng.standard_normal(cols) * 3).astype(np.float32 if type_name == "f32" else np.float16).view(np.uint8)
+    else:
+        blocks = rng.integers(0, 256, (cols // t.block, t.block_bytes), dtype=np.uint8)
+        scales = rng.standard_normal((len(blocks), 2)) * np.array([1e-6, 1e-3, 1.0, 100.0])[rng.integers(0, 4, (len(blocks), 1))]
+        scales[0] = 0.0
+        scales[1] = 3e-8  # subnormal in f16
+        n_scales = 2 if type_name in WITH_MIN else 1
+        blocks[:, : 2 * n_scales] = scales[:, :n_scales].astype(np.float16).view(np.uint8)
+        raw = blocks.reshape(-1)
+    out = _native.dequantize_row(raw, t.ggml_id, cols, kernels)
+    np.testing.assert_array_equal(out.view(np.uint32), dequantize(raw, type_name, (cols,)).view(np.uint32))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_q5_0_tensors_of_gemma_3_multiply_like_numpy(kernels):
+    """Q5_0 tensors as llama.cpp wrote them (Gemma 3 270M's Q4_K_M GGUF, when cached): the C core's
+    rows as floats equal numpy's bit for bit, and its matmul, prompt and single token, numpy's."""
+    from pyllm.fetch import gguf_path, known_model
+    from pyllm.formats.gguf import GGUFFile
+    path = gguf_path(known_model("gemma3-270m"))
+    if not path.exists():
+        pytest.skip("Gemma 3 270M is not in the cache (pyllm fetch gemma3-270m)")
+    with GGUFFile(path) as g:
+        for name in ("blk.0.attn_q.weight", "blk.17.ffn_up.weight"):
+            t = g.tensors[name]
+            assert t.type_name == "Q5_0"
+            rows, cols = t.shape
+            raw = np.frombuffer(g.tensor_bytes(name), np.uint8).reshape(rows, -1)[:300]
+            values = dequantize(raw, "q5_0", (len(raw), cols))
+            for r in (0, 1, len(raw) - 1):
+                out = _native.dequantize_row(raw[r], TYPES["q5_0"].ggml_id, cols, kernels)
+                np.testing.assert_array_equal(out.view(np.uint32), values[r].view(np.uint32))
+            x = np.random.default_rng(rows).standard_normal((5, cols)).astype(np.float32)
+            for n in (1, 5):
+                y = _native.matmul(raw, TYPES["q5_0"].ggml_id, len(raw), cols, x[:n], kernels, 2)
+                ref = reference(raw, "q5_0", len(raw), cols, x[:n])
+                np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * np.sqrt(cols) * np.abs(ref).max())
+
+
 def test_roundtrip_quantize_dequantize_matches_ggml_rules():
     rng = np.random.default_rng(3)
     w = rng.standard_normal((4, 64)).astype(np.float32)
-    for type_name, bound in [("f16", 1e-3), ("q8_0", 0.02), ("q4_0", 0.3), ("q4_1", 0.3)]:
+    for type_name, bound in [("f16", 1e-3), ("q8_0", 0.02), ("q4_0", 0.3), ("q4_1", 0.3), ("q5_0", 0.15),
+                             ("q5_1", 0.15)]:
         back = dequantize(quantize(w, type_name), type_name, w.shape)
         assert np.abs(back - w).max() < bound * np.abs(w).max(), type_name

@@ -66,6 +66,25 @@ def test_qk_norm_logits_match_reference(tmp_path, kernels, shape, bias):
 
 
 @pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("rope_dim", [2, 24])
+def test_partial_rotary_matches_reference(tmp_path, kernels, rope_dim):
+    """RoPE over only each head's first rope_dim dimensions (Phi-4-mini rotates 3/4), at
+    theta^(-2i / rope_dim), the rest passed through, as a prompt and token by token; rotating the
+    whole head instead differs."""
+    cfg = dataclasses.replace(config("qwen3", tied=True), rope_dim=rope_dim)
+    assert cfg.head_dim == 32
+    w = random_model(tmp_path / "m.bin", cfg, seed=12)
+    ref = forward(w, cfg, TOKENS)
+    assert np.abs(forward(w, dataclasses.replace(cfg, rope_dim=None), TOKENS) - ref).max() > 1e-2
+    for n_threads in (1, 2):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            assert m.config.rotary_dim == rope_dim
+            assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+            m.reset()
+            assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
 @pytest.mark.parametrize("nope", [(1,), (0, 1)])
 def test_nope_layers_match_reference(tmp_path, kernels, nope):
     """Layers without RoPE (SmolLM3's NoPE) skip the rotation of q and k, and only those layers,

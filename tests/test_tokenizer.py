@@ -1,7 +1,10 @@
 """Tokenizers against the reference libraries' ids (tests/data/tokenizer_cases.json, made by
-tools/make_tokenizer_fixtures.py from Hugging Face tokenizers and sentencepiece)."""
+tools/make_tokenizer_fixtures.py from Hugging Face tokenizers and sentencepiece; Gemma 3's in
+tests/data/gemma3_tokenizer_cases.json, made by tools/make_gemma3_tokenizer_fixture.py), and
+llama.cpp's tokenizer suite."""
 import gzip
 import json
+import lzma
 import os
 import shutil
 
@@ -115,8 +118,8 @@ def test_other_pre_tokenizers(cases, smollm2, family):
 
 def test_unknown_pre_tokenizer_name_is_an_error(smollm2):
     from dataclasses import replace
-    with pytest.raises(FormatError, match="unknown pre-tokenizer 'falcon'"):
-        Tokenizer(replace(smollm2.data, pre="falcon"))
+    with pytest.raises(FormatError, match="unknown pre-tokenizer 'bloom'"):
+        Tokenizer(replace(smollm2.data, pre="bloom"))
 
 
 def _bpe_by_passes(bpe, word: str) -> tuple[int, ...]:
@@ -233,3 +236,172 @@ def test_sequence_post_processor_as_hugging_face(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
     path = _sequence_post_processor(tmp_path)
     assert Tokenizer.from_file(path).encode("Hello world") == tokenizers.Tokenizer.from_file(path).encode("Hello world").ids
+
+
+# llama.cpp's tokenizer suite: every vocabulary with inputs (.inp) and expected ids (.out), which
+# llama.cpp made with each model's Hugging Face tokenizer (tests/test-tokenizer-0.py there)
+LLAMA_CPP_SUITE = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2",
+                   "llama-bpe", "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
+SUITE_SEPARATOR = "\n__ggml_vocab_test__\n"
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_suite():
+    from tools_paths import llama_cpp_vocab_dir
+    return llama_cpp_vocab_dir()
+
+
+def _suite_cases(directory: str, name: str) -> list[tuple[str, list[int]]]:
+    """(input, expected ids) pairs of one vocabulary, read as llama.cpp's test-tokenizer-0 reads them."""
+    base = os.path.join(directory, f"ggml-vocab-{name}.gguf")
+    with open(base + ".inp", encoding="utf-8", newline="") as f:
+        inputs = f.read().split(SUITE_SEPARATOR)
+    if inputs[-1] == "":
+        inputs.pop()  # the file ends with a separator
+    with open(base + ".out", encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    assert len(inputs) == len(lines), f"{name}: {len(inputs)} inputs, {len(lines)} expected lines"
+    return [(s, [int(t) for t in line.split()]) for s, line in zip(inputs, lines)]
+
+
+def test_llama_cpp_suite_is_complete(llama_cpp_suite):
+    names = sorted(f[len("ggml-vocab-"):-len(".gguf.inp")] for f in os.listdir(llama_cpp_suite)
+                   if f.startswith("ggml-vocab-") and f.endswith(".gguf.inp"))
+    assert names == sorted(LLAMA_CPP_SUITE)
+
+
+@pytest.mark.parametrize("name", LLAMA_CPP_SUITE)
+def test_llama_cpp_suite(llama_cpp_suite, name):
+    """Every string of the vocabulary's suite gives exactly the expected ids (without BOS), and
+    decoding them gives the string back."""
+    tok = Tokenizer.from_file(os.path.join(llama_cpp_suite, f"ggml-vocab-{name}.gguf"))
+    cases = _suite_cases(llama_cpp_suite, name)
+    assert len(cases) >= 45 and any(ids for _, ids in cases)
+    bad = [(s, ids, got) for s, ids in cases if (got := tok.encode(s, add_bos=False)) != ids]
+    assert not bad, f"{len(bad)} of {len(cases)} differ; first {bad[0][0][:40]!r}: {bad[0][2][:12]} != {bad[0][1][:12]}"
+    if tok.kind != "bert":  # (WordPiece lowercases and drops whitespace: its text does not come back)
+        assert [tok.decode(ids) for _, ids in cases] == [s for s, _ in cases]
+
+
+def test_smollm_digits_as_hugging_face(cases, smollm2):
+    """SmolLM2's own pre-tokenizer (tokenizers' Digits, individual_digits) splits every numeric
+    character, ½ included, as llama.cpp's `smollm` regex does: both give the ids of the model's
+    tokenizer.json. (transformers' tokenizer built from the GGUF drops the Digits step and gives
+    885, 216, 36, 3351, 138, 2704 for this string: not the model's tokenizer.)"""
+    assert smollm2.data.pre == "smollm"
+    i = cases["strings"].index("ied 4 ½ months")
+    assert smollm2.encode("ied 4 ½ months") == cases["smollm2"]["plain"][i]
+
+
+# Gemma 3's 262,144-token SentencePiece vocabulary, from a tokenizer-only extract of the 270M GGUF
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="module")
+def gemma3_cases():
+    with open(os.path.join(DATA, "gemma3_tokenizer_cases.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gemma3") / "tokenizer.gguf"
+    with lzma.open(os.path.join(DATA, "gemma3-tokenizer.gguf.xz")) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return Tokenizer.from_file(path)
+
+
+def test_gemma3_vocabulary(gemma3, gemma3_cases):
+    """What the GGUF says: SentencePiece without a space prefix, BOS added, byte fallback pieces."""
+    assert gemma3.vocab_size == gemma3_cases["gguf"]["vocab_size"]
+    assert gemma3.kind == "llama" and not gemma3.data.add_space_prefix and gemma3.add_bos
+    assert len(gemma3._algo.byte_ids) == 256
+    assert gemma3.encode("<start_of_turn>", add_bos=False, special=True) == [gemma3.special["<start_of_turn>"]]
+
+
+def test_gemma3_plain_ids(gemma3, gemma3_cases):
+    """Plain text (control-token text included): sentencepiece's ids on every string, and
+    transformers' on every one but the runs of 32 or more spaces, which transformers' GGUF
+    conversion splits 16 + 16 where sentencepiece and llama.cpp match Gemma's longest whitespace
+    piece first (31 + 1)."""
+    strings = gemma3_cases["strings"]
+    got = [gemma3.encode(s, add_bos=False) for s in strings]
+    bad = [s for s, ids, expected in zip(strings, got, gemma3_cases["sentencepiece_plain"]) if ids != expected]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from sentencepiece, first: {bad[0][:60]!r}"
+    differs = set(gemma3_cases["transformers_differs"])
+    assert all(" " * 32 in strings[i] for i in differs)
+    bad = [s for i, (s, ids, expected) in enumerate(zip(strings, got, gemma3_cases["plain"]))
+           if ids != expected and i not in differs]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from transformers, first: {bad[0][:60]!r}"
+
+
+def test_gemma3_control_tokens_as_hugging_face(gemma3, gemma3_cases):
+    """special=True matches control tokens in the text as Hugging Face does by default."""
+    strings, differs = gemma3_cases["strings"], set(gemma3_cases["transformers_differs"])
+    expected = gemma3_cases["special"]
+    assert sum(a != b for a, b in zip(expected, gemma3_cases["plain"])) >= 5  # strings with control tokens
+    bad = [s for i, (s, ids) in enumerate(zip(strings, expected))
+           if i not in differs and gemma3.encode(s, add_bos=False, special=True) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"
+
+
+def test_gemma3_decode(gemma3, gemma3_cases):
+    for s, ids, expected in zip(gemma3_cases["strings"], gemma3_cases["plain"], gemma3_cases["decoded"]):
+        assert gemma3.decode(ids, special=True) == expected
+        if expected == s:
+            assert gemma3.decode(gemma3.encode(s, add_bos=False)) == s
+
+
+def test_gemma3_extract_is_the_model_gguf_tokenizer(gemma3, gemma3_cases):
+    """The committed extract holds the 270M GGUF's tokenizer as the model file has it."""
+    from dataclasses import asdict
+
+    from pyllm.fetch import cache_dir
+    path = cache_dir() / GEMMA3_GGUF
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the Gemma 3 270M GGUF)")
+    assert asdict(Tokenizer.from_file(path).data) == asdict(gemma3.data)
+
+
+@pytest.fixture(scope="module")
+def family_cases():
+    with open(os.path.join(DATA, "family_tokenizer_cases.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("name", ["gpt-2", "mpt", "command-r", "qwen2"])
+def test_pre_tokenizer_names_as_the_families_hugging_face_tokenizers(llama_cpp_suite, family_cases, name):
+    """A GGUF pre-tokenizer name gives the ids of its family's Hugging Face tokenizer on the whole
+    corpus, normaliser included: Qwen2, GPT-NeoX (mpt) and Command-R normalise to NFC ("e" +
+    U+0301 is "é"), which llama.cpp leaves out."""
+    import unicodedata
+    family, strings = family_cases["families"][name], family_cases["strings"]
+    assert any(unicodedata.normalize("NFC", s) != s for s in strings)
+    tok = Tokenizer.from_file(os.path.join(llama_cpp_suite, f"ggml-vocab-{family['vocab']}.gguf"))
+    bad = [s for s, ids in zip(strings, family["ids"]) if tok.encode(s, add_bos=False) != ids]
+    assert not bad, f"{len(bad)} of {len(strings)} differ from {family['class']}, first: {bad[0][:60]!r}"
+
+
+def test_sentencepiece_words_merge_as_the_whole_text(gemma3):
+    """Merging word by word gives the ids of merging the whole text at once, also where a piece
+    spans the cut (Gemma 3's '>▁</' keeps '>' and ' </' in one word)."""
+    spm = gemma3._algo
+    rng = np.random.default_rng(3)
+    alphabets = ["ab >/<", "the cat sat  on\tmat", "<b>x</b> <i>y</i>  ", "é ü 日本 😀 >"]
+    texts = ["a> </b", "x>  </y", "<b>bold</b> </i>", "  lead", "trail  "]
+    for _ in range(400):
+        alphabet = alphabets[rng.integers(len(alphabets))]
+        texts.append("".join(rng.choice(list(alphabet), rng.integers(1, 40))))
+    for text in texts:
+        assert tuple(spm.encode(text)) == spm._bpe(text.replace(" ", "\u2581")), text
+
+
+def test_gemma3_plain_spans_keep_user_defined_tokens(gemma3, gemma3_cases):
+    """Text in a plain span (a chat message) reads as plain text: control-token text stays text,
+    while user-defined pieces (whitespace runs, newlines, HTML tags) are matched as in any text."""
+    strings, expected = gemma3_cases["strings"], gemma3_cases["sentencepiece_plain"]
+    bad = [s for s, ids in zip(strings, expected)
+           if gemma3.encode(s, add_bos=False, special=True, plain_spans=[(0, len(s))]) != ids]
+    assert not bad, f"{len(bad)} mismatches, first: {bad[0][:60]!r}"

@@ -3,6 +3,7 @@
 about 1 MB of English prose (the public-domain tiny-Shakespeare head, repeated to 1 MB).
 
     python tools/bench_tokenizer.py [TEXT_FILE] [--reps 3]
+    python tools/bench_tokenizer.py --tokenizer tests/data/gemma3-tokenizer.gguf.xz   # another vocabulary
     python tools/bench_tokenizer.py --worst     # one "word" of random letters, no spaces, 10 kB to 1 MB
 
 pyllm is timed on a fresh tokenizer (its word cache empty), so the first pass pays for building
@@ -10,6 +11,7 @@ the pre-tokenizer's Unicode classes and every BPE merge; `tokenizers` encodes th
 """
 import argparse
 import gzip
+import lzma
 import os
 import shutil
 import statistics
@@ -30,6 +32,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("text", nargs="?", default=DEFAULT_TEXT)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tokenizer", default=TOKENIZER,
+                    help="any file Tokenizer.from_file reads, .gz or .xz compressed or not (default: SmolLM2's "
+                         "tokenizer.json; Hugging Face tokenizers is compared on tokenizer.json files only)")
     ap.add_argument("--worst", action="store_true",
                     help="time one word of random letters (no spaces) at growing sizes instead")
     args = ap.parse_args()
@@ -40,8 +45,9 @@ def main() -> int:
     text = (base * (1_000_000 // len(base) + 1))[:1_000_000]
     mb = len(text.encode("utf-8")) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tokenizer.json")
-        with gzip.open(TOKENIZER, "rb") as src, open(path, "wb") as dst:
+        path = os.path.join(tmp, os.path.basename(args.tokenizer).removesuffix(".gz").removesuffix(".xz"))
+        opener = {".gz": gzip.open, ".xz": lzma.open}.get(os.path.splitext(args.tokenizer)[1], open)
+        with opener(args.tokenizer, "rb") as src, open(path, "wb") as dst:
             shutil.copyfileobj(src, dst)
         cold, warm = [], []
         for _ in range(args.reps):
@@ -59,6 +65,8 @@ def main() -> int:
             from tokenizers import Tokenizer as HFTokenizer
         except ImportError:
             print("Hugging Face tokenizers not installed: no comparison")
+            return 0
+        if not path.endswith(".json"):
             return 0
         hf = HFTokenizer.from_file(path)
         times = []

@@ -2,13 +2,13 @@
 """Make tests/data/hf/<case>/: tiny random Hugging Face model directories written by transformers,
 with the logits and token ids transformers computes for them, for tests/test_hf_convert.py.
 
-    OMP_NUM_THREADS=1 python tools/make_hf_fixtures.py [CASE ...]   # writes tests/data/hf/, ~1.8 MB
+    OMP_NUM_THREADS=1 python tools/make_hf_fixtures.py [CASE ...]   # writes tests/data/hf/, ~12 MB
 
 Needs torch, transformers (5.x), tokenizers, sentencepiece and gguf: reference libraries, not pyllm
 dependencies. Nothing is downloaded; every model and tokenizer is made here from a fixed seed.
 
-Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or
-SmolLM3ForCausalLM (hidden 64, MLP 64 or 96, 2 layers (SmolLM3: 4, every second one without RoPE), 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
+Each case is a LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+SmolLM3ForCausalLM or Phi3ForCausalLM (hidden 64, MLP 64 or 96, 2 layers (SmolLM3: 4, every second one without RoPE), 4 heads, 2 or 4 KV heads, a non-default rope_theta and rms_norm_eps; Qwen3 with
 per-head q/k norms and head_dim 32, not 64 / 4) saved in float32 or bfloat16, in one model.safetensors
 or in shards with model.safetensors.index.json. One Qwen3 case rewrites its config.json as
 transformers 4.x and the hub's files spell it (rope_theta and rope_scaling, no layer_types,
@@ -41,6 +41,23 @@ as llama.cpp's convert_hf_to_gguf.py writes that family: its tensor names (gguf'
 F32 tensors, q/k rows in Hugging Face's half-split order (not permuted, as for qwen2), the BPE
 vocabulary with added special tokens as control tokens, the `qwen2` pre-tokenizer.
 
+Phi-3 cases (Phi3ForCausalLM: fused qkv_proj and gate_up_proj) cover Phi-4-mini's partial rotary
+embeddings (3/4 of each head) with LongRoPE in transformers 5's spelling, Phi-3-mini-128k's
+LongRoPE as 4.x and the hub spell it (rope_theta, rope_scaling {"type": "longrope"}, a top-level
+original_max_position_embeddings, a sliding_window), and Phi-3-mini-4k (no scaling). LongRoPE cases
+keep 48 reference tokens (past original_max_position_embeddings 32: transformers uses the long
+factors) and also `short_tokens` / `short_logits`, the first tokens alone (the short factors).
+The Phi-3 cases and the llama.cpp-converted ones without RoPE scaling use hidden 32 (heads of 8;
+Qwen3's of 32) and MLP 32, as they also carry an F32 model.gguf.
+
+Cases marked llama_cpp_gguf get model.gguf from llama.cpp's own convert_hf_to_gguf.py (--outtype f32;
+LLAMA_CPP_DIR, default ~/.cache/llama.cpp-ref, the llama-cpp-python sdist's vendor/llama.cpp),
+one per family: llama, mistral (written as llama), qwen2, qwen3, smollm3 (default NoPE interval 4,
+the one llama.cpp assumes) and phi3, and Llama with llama3 and linear RoPE scaling. They use SentencePiece tokenizers: the converter tries
+tokenizer.model first and refuses a BPE tokenizer whose pre-tokenizer hash it does not list, as
+every tokenizer trained here is. The older gguf cases above (BPE vocabularies) keep the `gguf`
+package writer below.
+
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
 the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
@@ -56,6 +73,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 
 import gguf
@@ -66,13 +84,16 @@ import torch
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaTokenizer,
-                          MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+                          MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          PreTrainedTokenizerFast, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
                           SmolLM3ForCausalLM)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
 CORPUS = os.path.join(ROOT, "tests", "data", "shakespeare-tail.txt")
+# llama.cpp's source tree (the llama-cpp-python sdist's vendor/llama.cpp): convert_hf_to_gguf.py and gguf-py
+LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR", os.path.expanduser("~/.cache/llama.cpp-ref"))
 TRAIN_CHARS = 20_000  # tokenizers learn from the first 20 KB
 SEED = 1234
 
@@ -144,6 +165,11 @@ class Case:
     gguf: bool = False  # also write model.gguf as llama.cpp converts this directory
     n_layers: int = 2
     no_rope_interval: int | None = None  # SmolLM3: every this-many-th layer has no RoPE (NoPE)
+    llama_cpp_gguf: bool = False  # also write model.gguf with llama.cpp's convert_hf_to_gguf.py (F32)
+    original_context: int | None = None  # Phi-3: original_max_position_embeddings
+    partial_rotary: float = 1.0  # Phi-3: partial_rotary_factor
+    n_short_tokens: int = 0  # LongRoPE: also a reference of this many tokens (within the original context)
+    hidden: int = 64  # hidden_size; the llama.cpp-converted cases use 32 to keep their two copies small
 
 
 CASES = {
@@ -192,10 +218,56 @@ CASES = {
     "smollm3-f32": Case("smollm3", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
                         rope_theta=2000000.0, rms_norm_eps=1e-6, intermediate=64, n_layers=4,
                         no_rope_interval=2),
+    # Phi-4-mini style: rotary 3/4 of each head (3 of 4 pairs), LongRoPE from 32 to 128 positions
+    # (rope_parameters, transformers 5); 48 tokens use the long factors, the first 24 the short ones
+    "phi3-longrope": Case("phi3", torch.float32, tied=True, n_kv_heads=2, tokenizer="spm",
+                          rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=32, n_tokens=48, hidden=32,
+                          rope={"rope_type": "longrope", "short_factor": [1.0, 1.3, 2.5],
+                                "long_factor": [1.0, 3.0, 12.0]},
+                          original_context=32, partial_rotary=0.75, n_short_tokens=24, llama_cpp_gguf=True),
+    # Phi-3-mini-128k style, as 4.x and the hub spell it: rope_theta and rope_scaling {"type": "longrope"},
+    # full rotary, and a sliding_window (96) that transformers applies
+    "phi3-longrope-legacy-config": Case("phi3", torch.bfloat16, tied=False, n_kv_heads=4, tokenizer="spm",
+                                  rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=32, n_tokens=48, hidden=32,
+                                  rope={"rope_type": "longrope", "short_factor": [1.0, 1.2, 2.0, 3.0],
+                                        "long_factor": [1.0, 4.0, 8.0, 32.0]},
+                                  rope_style="4", original_context=32, sliding_window=96, n_short_tokens=20,
+                                  llama_cpp_gguf=True),
+    # Phi-3-mini-4k style: no RoPE scaling, a sliding window of 48, config.json as 4.x writes it
+    "phi3-mini-4k-legacy-config": Case("phi3", torch.bfloat16, tied=False, n_kv_heads=4, tokenizer="spm",
+                                       rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=32, rope_style="4", hidden=32,
+                                       original_context=128, sliding_window=48, llama_cpp_gguf=True),
+    # model.gguf by llama.cpp's converter for each family it writes as itself (SentencePiece
+    # tokenizers: convert_hf_to_gguf.py refuses BPE pre-tokenizers it has no hash for)
+    "llama-spm-gguf": Case("llama", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="spm",
+                           rope_theta=500000.0, rms_norm_eps=1e-6, intermediate=32, hidden=32, llama_cpp_gguf=True),
+    "mistral-spm-gguf": Case("mistral", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="spm",
+                             rope_theta=1000000.0, rms_norm_eps=1e-5, template=MISTRAL_TEMPLATE,
+                             intermediate=32, hidden=32, llama_cpp_gguf=True),
+    "qwen2-spm-gguf": Case("qwen2", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="spm",
+                           rope_theta=1000000.0, rms_norm_eps=1e-6, intermediate=32, hidden=32, llama_cpp_gguf=True),
+    "qwen3-spm-gguf": Case("qwen3", torch.bfloat16, tied=False, n_kv_heads=2, tokenizer="spm",
+                           rope_theta=1000000.0, rms_norm_eps=1e-6, intermediate=32, head_dim=32,
+                           hidden=32, llama_cpp_gguf=True),
+    # the default interval: layer 3 has no RoPE, as llama.cpp runs every 4th layer of a smollm3 GGUF
+    "smollm3-gguf": Case("smollm3", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="spm",
+                         rope_theta=2000000.0, rms_norm_eps=1e-6, intermediate=32, n_layers=4,
+                         no_rope_interval=4, hidden=32, llama_cpp_gguf=True),
+    # RoPE scaling as llama.cpp's converter writes it: llama3 as rope_freqs.weight (it reads
+    # original_max_position_embeddings at the top level), linear as rope.scaling.type / factor
+    "llama3-rope-spm-gguf": Case("llama", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="spm",
+                                 rope_theta=500000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                                 rope={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 128},
+                                 top_level_original_context=True, llama_cpp_gguf=True),
+    "llama-linear-rope-spm-gguf": Case("llama", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="spm",
+                                       rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
+                                       rope={"rope_type": "linear", "factor": 4.0}, rope_style="4",
+                                       llama_cpp_gguf=True),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM)}
+        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM), "phi3": (Phi3Config, Phi3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -293,7 +365,9 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     """The case's model with freshly drawn weights, in its storage dtype."""
     config_cls, model_cls = ARCH[case.family]
     extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
-    if case.rope is not None:
+    if case.family == "phi3":
+        extra.update(phi3_config(case))
+    elif case.rope is not None:
         extra["rope_parameters"] = {**case.rope, "rope_theta": case.rope_theta}
     else:
         extra["rope_theta"] = case.rope_theta
@@ -303,13 +377,50 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
         extra["no_rope_layer_interval"] = case.no_rope_interval
         extra["pad_token_id"] = None  # SmolLM3Config's default (128004) is past a tiny vocabulary
     config = config_cls(
-        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=case.n_layers, num_attention_heads=4,
+        hidden_size=case.hidden, intermediate_size=case.intermediate, num_hidden_layers=case.n_layers, num_attention_heads=4,
         num_key_value_heads=case.n_kv_heads, vocab_size=vocab_size, max_position_embeddings=128,
         rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
         bos_token_id=bos_id, eos_token_id=eos_id, **extra)
     model = model_cls(config).eval()
     reinitialise(model, torch.Generator().manual_seed(seed))
     return model.to(case.dtype)
+
+
+def phi3_config(case: Case) -> dict:
+    """Phi3Config's arguments for the case: RoPE (and LongRoPE), the original context, the window."""
+    rope = {"rope_type": "default", "rope_theta": case.rope_theta, "partial_rotary_factor": case.partial_rotary}
+    if case.rope is not None:
+        rope.update({**case.rope, "rope_type": "longrope"})
+    return {"rope_parameters": rope, "original_max_position_embeddings": case.original_context,
+            "sliding_window": case.sliding_window, "pad_token_id": None}  # Phi3Config's pad id 32000 is past the vocabulary
+
+
+def write_phi3_legacy_config(out: str, case: Case) -> None:
+    """Rewrite a Phi-3 config.json as transformers 4.x and the hub's Phi-3 files have it: rope_theta,
+    partial_rotary_factor at the top, rope_scaling {"type", "short_factor", "long_factor"} or null."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    cfg.pop("dtype", None)
+    cfg.update(rope_theta=rope["rope_theta"], torch_dtype=str(case.dtype).split(".")[-1],
+               transformers_version="4.40.2",
+               rope_scaling=None if case.rope is None else {"type": case.rope["rope_type"],
+                                                            "short_factor": case.rope["short_factor"],
+                                                            "long_factor": case.rope["long_factor"]})
+    if case.partial_rotary != 1.0:
+        cfg["partial_rotary_factor"] = case.partial_rotary
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(cfg.items())), f, indent=2)
+        f.write("\n")
+
+
+def write_llama_cpp_gguf(out: str) -> None:
+    """model.gguf from the saved directory by llama.cpp's own convert_hf_to_gguf.py, in F32."""
+    script = os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py")
+    env = dict(os.environ, PYTHONPATH=os.path.join(LLAMA_CPP, "gguf-py"))
+    subprocess.run([sys.executable, script, out, "--outtype", "f32", "--outfile", os.path.join(out, "model.gguf")],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def respell_rope(out: str, case: Case) -> None:
@@ -524,11 +635,16 @@ def make_case(name: str, case: Case, seed: int) -> None:
     shard = size if case.shards == 1 else int(size * 1.2) // case.shards
     model.save_pretrained(out, max_shard_size=shard)
     del model
-    if case.rope is not None:
+    if case.family == "phi3":
+        if case.rope_style == "4":
+            write_phi3_legacy_config(out, case)
+    elif case.rope is not None:
         respell_rope(out, case)
     if case.legacy_config:
         write_legacy_config(out, case)
-    if case.gguf and case.family == "llama":
+    if case.llama_cpp_gguf:
+        write_llama_cpp_gguf(out)
+    elif case.gguf and case.family == "llama":
         write_llama_gguf(out, tok)
     elif case.gguf:
         write_qwen_gguf(out, case, tok)
@@ -537,7 +653,14 @@ def make_case(name: str, case: Case, seed: int) -> None:
     tokens = reference_tokens(vocab_size, tok.bos_token_id if adds_bos else None, seed, case.n_tokens)
     with torch.no_grad():
         logits = ref(torch.tensor(tokens[None].astype(np.int64))).logits[0].float().numpy()
-    np.savez_compressed(os.path.join(out, "reference.npz"), tokens=tokens, logits=logits.astype(np.float32))
+    arrays = {"tokens": tokens, "logits": logits.astype(np.float32)}
+    if case.n_short_tokens:  # a fresh model: transformers picks LongRoPE's table by the sequence's length
+        ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+        short = tokens[:case.n_short_tokens]
+        with torch.no_grad():
+            arrays["short_logits"] = ref(torch.tensor(short[None].astype(np.int64))).logits[0].float().numpy()
+        arrays["short_tokens"] = short
+    np.savez_compressed(os.path.join(out, "reference.npz"), **arrays)
 
     texts = [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]
     if case.tokenizer == "spm":

@@ -53,6 +53,7 @@ def corpus(text: str) -> list[str]:
         "<s>", "</s>", "<s>hello</s>", "[INST] hi [/INST]", "<unk>", "<0x41>", "<repo_name>x<file_sep>",
         "3.14159", "1,000,000", "2024-01-01", "12:30:45", "$100.00", "50%", "1e10", "0x1F", "v1.2.3",
         "١٢٣ Arabic digits", "१२३ Devanagari digits", "½ ¾ ⅓", "Ⅳ roman", "²³ superscripts",
+        "ied 4 ½ months", "2½ cups, ¼ mile", "٣ ३ ௩ 3",
     ]
     for n in range(1, 26):  # digit runs of every length
         s.append("1234567890123456789012345"[:n])

@@ -52,17 +52,20 @@ typedef void kern_attend_head_fn(const float *q, const float *k, const float *v,
 /* ref.c: portable C, the reference every SIMD kernel is tested against */
 kern_dequantize_fn kern_ref_dequantize_row_f32, kern_ref_dequantize_row_f16,
     kern_ref_dequantize_row_q8_0, kern_ref_dequantize_row_q4_0, kern_ref_dequantize_row_q4_1,
-    kern_ref_dequantize_row_q4_k, kern_ref_dequantize_row_q5_k, kern_ref_dequantize_row_q6_k;
+    kern_ref_dequantize_row_q5_0, kern_ref_dequantize_row_q5_1, kern_ref_dequantize_row_q4_k,
+    kern_ref_dequantize_row_q5_k, kern_ref_dequantize_row_q6_k;
 kern_matmul_fn kern_ref_matmul_f32, kern_ref_matmul_f16, kern_ref_matmul_q8_0, kern_ref_matmul_q4_0,
-    kern_ref_matmul_q4_1, kern_ref_matmul_q4_k, kern_ref_matmul_q5_k, kern_ref_matmul_q6_k;
+    kern_ref_matmul_q4_1, kern_ref_matmul_q5_0, kern_ref_matmul_q5_1, kern_ref_matmul_q4_k,
+    kern_ref_matmul_q5_k, kern_ref_matmul_q6_k;
 kern_quantize_block_fn kern_ref_quantize_block, kern_ref_quantize_block_q8k;
 kern_attend_head_fn kern_ref_attend;
 
 #ifdef HAVE_X86_KERNELS
 /* x86.c: AVX2 + FMA + F16C */
 kern_matmul_fn kern_x86_matmul_f32_avx2, kern_x86_matmul_f16_avx2, kern_x86_matmul_q8_0_avx2,
-    kern_x86_matmul_q4_0_avx2, kern_x86_matmul_q4_1_avx2, kern_x86_matmul_q4_k_avx2,
-    kern_x86_matmul_q5_k_avx2, kern_x86_matmul_q6_k_avx2;
+    kern_x86_matmul_q4_0_avx2, kern_x86_matmul_q4_1_avx2, kern_x86_matmul_q5_0_avx2,
+    kern_x86_matmul_q5_1_avx2, kern_x86_matmul_q4_k_avx2, kern_x86_matmul_q5_k_avx2,
+    kern_x86_matmul_q6_k_avx2;
 kern_dequantize_fn kern_x86_dequantize_row_q4_k_avx2, kern_x86_dequantize_row_q5_k_avx2,
     kern_x86_dequantize_row_q6_k_avx2;
 kern_quantize_block_fn kern_x86_quantize_block_avx2, kern_x86_quantize_block_q8k_avx2;
@@ -71,8 +74,9 @@ kern_attend_head_fn kern_x86_attend_avx2;
 void kern_x86_swiglu_avx2(float *g, const float *u, int n);
 /* x86.c: AVX-512 F/BW/VL/VNNI (with AVX2 + FMA + F16C) */
 kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_matmul_q8_0_avx512,
-    kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512, kern_x86_matmul_q4_k_avx512,
-    kern_x86_matmul_q5_k_avx512, kern_x86_matmul_q6_k_avx512;
+    kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512, kern_x86_matmul_q5_0_avx512,
+    kern_x86_matmul_q5_1_avx512, kern_x86_matmul_q4_k_avx512, kern_x86_matmul_q5_k_avx512,
+    kern_x86_matmul_q6_k_avx512;
 /* n_q query heads sharing a key/value head: kern_attend's arguments */
 void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v, int kv_stride,
                             int n_pos, int head_dim, float scale, float *scores, float *out);

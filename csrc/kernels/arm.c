@@ -8,6 +8,22 @@
 #include <math.h>
 #include <string.h>
 
+/* The 5th bits of a 5-bit block (qh: bit j for element j) as 0x10 or 0 in 32 bytes of element
+ * order: byte k takes byte k / 8 of qh and tests bit k % 8 of it. */
+static inline uint8x16x2_t neon_fifth_bits(const uint8_t *qh) {
+    static const uint8_t pick_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t pick_hi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint32_t bits;
+    memcpy(&bits, qh, sizeof bits);
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(bits)); /* bytes 0-3: qh (little-endian) */
+    uint8x16_t mask = vld1q_u8(bit), sixteen = vdupq_n_u8(0x10);
+    uint8x16x2_t h;
+    h.val[0] = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(pick_lo)), mask), sixteen);
+    h.val[1] = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(pick_hi)), mask), sixteen);
+    return h;
+}
+
 static inline int8x16x2_t neon_weights(int type, const uint8_t *blk, float *d, float *m) {
     int8x16x2_t q;
     uint16_t h;
@@ -18,13 +34,23 @@ static inline int8x16x2_t neon_weights(int type, const uint8_t *blk, float *d, f
         q.val[1] = vld1q_s8((const int8_t *)blk + 18);
         return q;
     }
-    const uint8_t *qs = blk + (type == PYLLM_TYPE_Q4_0 ? 2 : 4);
+    /* the nibbles follow d, then m (Q4_1, Q5_1), then qh (Q5_0, Q5_1) */
+    const int five = type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1;
+    const int with_min = type == PYLLM_TYPE_Q4_1 || type == PYLLM_TYPE_Q5_1;
+    const uint8_t *qs = blk + 2 + 2 * with_min + 4 * five;
     uint8x16_t raw = vld1q_u8(qs);
-    q.val[0] = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
-    q.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-    if (type == PYLLM_TYPE_Q4_0) {
-        q.val[0] = vsubq_s8(q.val[0], vdupq_n_s8(8));
-        q.val[1] = vsubq_s8(q.val[1], vdupq_n_s8(8));
+    uint8x16_t lo = vandq_u8(raw, vdupq_n_u8(0x0F)), hi = vshrq_n_u8(raw, 4);
+    if (five) {
+        uint8x16x2_t high = neon_fifth_bits(qs - 4);
+        lo = vorrq_u8(lo, high.val[0]);
+        hi = vorrq_u8(hi, high.val[1]);
+    }
+    q.val[0] = vreinterpretq_s8_u8(lo);
+    q.val[1] = vreinterpretq_s8_u8(hi);
+    if (!with_min) { /* Q4_0, Q5_0: centred on 8, 16 */
+        const int8x16_t centre = vdupq_n_s8(five ? 16 : 8);
+        q.val[0] = vsubq_s8(q.val[0], centre);
+        q.val[1] = vsubq_s8(q.val[1], centre);
     } else {
         memcpy(&h, blk + 2, 2);
         *m = fp16_to_fp32(h);
@@ -67,7 +93,9 @@ void kern_arm_matmul(const pyllm_tensor *w, int r0, int r1, const float *x, cons
     const block_q8x *xq = xq_;
     const size_t rb = kern_row_bytes(w->type, w->cols);
     const size_t bsize = w->type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                       : w->type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+                       : w->type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0)
+                       : w->type == PYLLM_TYPE_Q4_1 ? sizeof(block_q4_1)
+                       : w->type == PYLLM_TYPE_Q5_0 ? sizeof(block_q5_0) : sizeof(block_q5_1);
     const int nb = w->cols / QK8X;
     for (int t = 0; t < n; t++) {
         float *yt = y + (size_t)t * w->rows;

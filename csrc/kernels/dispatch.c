@@ -68,6 +68,22 @@ static const struct kern_type_traits type_traits[] = {
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_1_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
     },
+    [PYLLM_TYPE_Q5_0] = {
+        .blck_size = QK5_0, .type_size = sizeof(block_q5_0), .act = KERN_ACT_Q8X,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q5_0},
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_0,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_0_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_0_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_Q5_1] = {
+        .blck_size = QK5_1, .type_size = sizeof(block_q5_1), .act = KERN_ACT_Q8X,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q5_1},
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_1,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_1_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_1_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
     [PYLLM_TYPE_Q8_0] = {
         .blck_size = QK8_0, .type_size = sizeof(block_q8_0), .act = KERN_ACT_Q8X,
         .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q8_0},

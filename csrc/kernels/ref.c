@@ -53,6 +53,35 @@ void kern_ref_dequantize_row_q4_1(const void *src, float *dst, int n) {
     }
 }
 
+/* The 5-bit values of a Q5_0/Q5_1 block, 0..31, in element order. */
+static void q5_values(const uint8_t qh[4], const uint8_t qs[16], int q[32]) {
+    uint32_t high = q5_high_bits(qh);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 0x0F) | (int)((high >> j) & 1u) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((high >> (j + 16)) & 1u) << 4;
+    }
+}
+
+void kern_ref_dequantize_row_q5_0(const void *src, float *dst, int n) {
+    const block_q5_0 *b = src;
+    for (int i = 0; i < n / QK5_0; i++) {
+        float d = fp16_to_fp32(b[i].d);
+        int q[QK5_0];
+        q5_values(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < QK5_0; j++) dst[i * QK5_0 + j] = (q[j] - 16) * d;
+    }
+}
+
+void kern_ref_dequantize_row_q5_1(const void *src, float *dst, int n) {
+    const block_q5_1 *b = src;
+    for (int i = 0; i < n / QK5_1; i++) {
+        float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        int q[QK5_1];
+        q5_values(b[i].qh, b[i].qs, q);
+        for (int j = 0; j < QK5_1; j++) dst[i * QK5_1 + j] = q[j] * d + m;
+    }
+}
+
 /* The K-quants, in the order of operations of pyllm.quant.dequantize (and ggml): the sub-block's
  * factors d * scale and dmin * min first, then value = factor * q - min factor, each rounded to
  * float; as two statements, so that no compiler fuses them into one multiply-add. */
@@ -204,6 +233,17 @@ static float dot_q4_1_ref(const block_q4_1 *w, const block_q8x *x, int nb) {
     return sum;
 }
 
+static float dot_q5_0_ref(const block_q5_0 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int q[QK5_0], acc = 0;
+        q5_values(w[b].qh, w[b].qs, q);
+        for (int j = 0; j < QK5_0; j++) acc += (q[j] - 16) * x[b].qs[j];
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc;
+    }
+    return sum;
+}
+
 /* Q4_K and Q5_K: the sum over sub-blocks of scale * (q . x), and of min * (sum of x), per
  * super-block, then d * xd * the first - dmin * xd * the second. */
 static float dot_q4_k_ref(const block_q4_K *w, const block_q8k *x, int nb) {
@@ -221,6 +261,17 @@ static float dot_q4_k_ref(const block_q4_K *w, const block_q8k *x, int nb) {
             msum += mn[sb] * (x[b].bsums[2 * sb] + x[b].bsums[2 * sb + 1]);
         }
         sum += fp16_to_fp32(w[b].d) * x[b].d * (float)isum - fp16_to_fp32(w[b].dmin) * x[b].d * (float)msum;
+    }
+    return sum;
+}
+
+static float dot_q5_1_ref(const block_q5_1 *w, const block_q8x *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int q[QK5_1], acc = 0;
+        q5_values(w[b].qh, w[b].qs, q);
+        for (int j = 0; j < QK5_1; j++) acc += q[j] * x[b].qs[j];
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)acc + fp16_to_fp32(w[b].m) * x[b].s;
     }
     return sum;
 }
@@ -285,6 +336,8 @@ KERN_ALWAYS_INLINE void ref_matmul(const int type, const pyllm_tensor *w, int r0
             case PYLLM_TYPE_Q8_0: v = dot_q8_0_ref(row, qt, nb); break;
             case PYLLM_TYPE_Q4_0: v = dot_q4_0_ref(row, qt, nb); break;
             case PYLLM_TYPE_Q4_1: v = dot_q4_1_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q5_0: v = dot_q5_0_ref(row, qt, nb); break;
+            case PYLLM_TYPE_Q5_1: v = dot_q5_1_ref(row, qt, nb); break;
             case PYLLM_TYPE_Q4_K: v = dot_q4_k_ref(row, kt, nbk); break;
             case PYLLM_TYPE_Q5_K: v = dot_q5_k_ref(row, kt, nbk); break;
             case PYLLM_TYPE_Q6_K: v = dot_q6_k_ref(row, kt, nbk); break;
@@ -317,6 +370,16 @@ void kern_ref_matmul_q4_0(const pyllm_tensor *w, int r0, int r1, const float *x,
 void kern_ref_matmul_q4_1(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
                           int n, float *y, int accumulate) {
     ref_matmul(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_ref_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                          int n, float *y, int accumulate) {
+    ref_matmul(PYLLM_TYPE_Q5_0, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+void kern_ref_matmul_q5_1(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                          int n, float *y, int accumulate) {
+    ref_matmul(PYLLM_TYPE_Q5_1, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 void kern_ref_matmul_q4_k(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,

@@ -63,14 +63,42 @@ AVX2_INLINE __m256i avx2_nibbles(const uint8_t *qs) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+/* The 5th bits of a 5-bit block (qh: 32 bits, bit j for element j) -> 32 bytes in element order,
+ * 0x10 where the bit is set, else 0: byte k takes byte k / 8 of qh and tests bit k % 8 of it. */
+AVX2_INLINE __m256i avx2_fifth_bits(const uint8_t *qh) {
+    uint32_t bits;
+    memcpy(&bits, qh, sizeof bits);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/* Bytes of one block of a quantized type of 32-value blocks. */
+static inline size_t x86_block_bytes(const int type) {
+    switch (type) {
+    case PYLLM_TYPE_Q8_0: return sizeof(block_q8_0);
+    case PYLLM_TYPE_Q4_0: return sizeof(block_q4_0);
+    case PYLLM_TYPE_Q4_1: return sizeof(block_q4_1);
+    case PYLLM_TYPE_Q5_0: return sizeof(block_q5_0);
+    default: return sizeof(block_q5_1);
+    }
+}
+
+/* Types whose value is q * d + m: the offset m multiplies the activations' sum (block_q8x's s). */
+static inline int x86_has_min(const int type) {
+    return type == PYLLM_TYPE_Q4_1 || type == PYLLM_TYPE_Q5_1;
+}
+
 /* R x C tile over quantized weights: rows w, w + rb, ...; activation rows xq, xq + nb, ... */
 AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                             const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
-    const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                       : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    const size_t bsize = x86_block_bytes(type);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][4];
-    float offset[2][4]; /* Q4_1: sum over blocks of m * s */
+    float offset[2][4]; /* Q4_1, Q5_1: sum over blocks of m * s */
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) { acc[r][c] = _mm256_setzero_ps(); offset[r][c] = 0.0f; }
 
@@ -85,11 +113,17 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
                 wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
             } else if (type == PYLLM_TYPE_Q4_0) {
                 wq[r] = _mm256_sub_epi8(avx2_nibbles(blk + 2), _mm256_set1_epi8(8));
-            } else {
+            } else if (type == PYLLM_TYPE_Q4_1) {
                 wm[r] = avx2_half(blk + 2);
                 wq[r] = avx2_nibbles(blk + 4);
+            } else if (type == PYLLM_TYPE_Q5_0) {
+                wq[r] = _mm256_or_si256(avx2_nibbles(blk + 6), avx2_fifth_bits(blk + 2));
+                wq[r] = _mm256_sub_epi8(wq[r], _mm256_set1_epi8(16));
+            } else {
+                wm[r] = avx2_half(blk + 2);
+                wq[r] = _mm256_or_si256(avx2_nibbles(blk + 8), avx2_fifth_bits(blk + 4));
             }
-            if (type != PYLLM_TYPE_Q4_1) wabs[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            if (!x86_has_min(type)) wabs[r] = _mm256_sign_epi8(wq[r], wq[r]);
         }
         for (int c = 0; c < C; c++) {
             const block_q8x *xb = xq + (size_t)c * nb + b;
@@ -97,12 +131,12 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
             for (int r = 0; r < R; r++) {
                 /* maddubs multiplies unsigned by signed bytes: signed weights go in as |w| with
                  * their sign moved onto x. */
-                __m256i p16 = type == PYLLM_TYPE_Q4_1
+                __m256i p16 = x86_has_min(type)
                     ? _mm256_maddubs_epi16(wq[r], xv)
                     : _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(xv, wq[r]));
                 __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
                 acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), p, acc[r][c]);
-                if (type == PYLLM_TYPE_Q4_1) offset[r][c] += wm[r] * xb->s;
+                if (x86_has_min(type)) offset[r][c] += wm[r] * xb->s;
             }
         }
     }
@@ -278,7 +312,8 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
  * table, is a call per tile from here (gcc cannot inline it across files, nor in one file under
  * -fPIC), and it kept the prompt tile height from being a constant. */
 AVX2_INLINE int avx2_quantized(const int type) {
-    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1;
+    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1 ||
+           type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1;
 }
 
 /* The weight types avx2_ktile multiplies (against block_q8k activations). */
@@ -351,6 +386,16 @@ AVX2_TARGET void kern_x86_matmul_q4_0_avx2(const pyllm_tensor *w, int r0, int r1
 AVX2_TARGET void kern_x86_matmul_q4_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q5_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const void *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q5_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const void *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
@@ -644,14 +689,16 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const float *k, const floa
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* Blocks b and b+1 (only b when `pair` is 0, the other half then zero) of a quantized row as 64
- * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles. */
+ * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles, Q5_0's and
+ * Q5_1's unsigned 5-bit values. */
 AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t bsize, int pair) {
     if (type == PYLLM_TYPE_Q8_0) {
         __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
         __m256i hi = pair ? _mm256_loadu_si256((const __m256i *)(blk + bsize + 2)) : _mm256_setzero_si256();
         return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
-    const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : 4;
+    const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : type == PYLLM_TYPE_Q4_1 ? 4
+                     : type == PYLLM_TYPE_Q5_0 ? 6 : 8; /* the nibbles follow d, m and qh */
     __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + off));
     __m128i q1 = pair ? _mm_loadu_si128((const __m128i *)(blk + bsize + off)) : _mm_setzero_si128();
     __m256i raw = _mm256_set_m128i(q1, q0);
@@ -659,7 +706,16 @@ AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t 
     __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
     /* 128-bit lanes [lo0, lo1, hi0, hi1] -> [lo0, hi0, lo1, hi1]: elements 0-15, 16-31 of each block */
     __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    return _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
+    v = _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
+    if (type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1) {
+        /* bit j of the two blocks' qh (block b's in the low half) is the 5th bit of byte j */
+        uint32_t h0, h1 = 0;
+        memcpy(&h0, blk + off - 4, sizeof h0);
+        if (pair) memcpy(&h1, blk + bsize + off - 4, sizeof h1);
+        v = _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)h0 | (__mmask64)h1 << 32,
+                                                     _mm512_set1_epi8(0x10)));
+    }
+    return v;
 }
 
 /* The f16 at p in the 8 lanes of block b, the one at p + stride in those of block b + 1 (0 if
@@ -687,12 +743,13 @@ AVX512_INLINE __m512 avx512_pair(float a, float c) {
  *   Q4_0  (q - 8) . x = q . x - 8 sum(x)         (per activation block, shared by the R rows)
  *   Q8_0  w . x = (x + 128) . w - 128 sum(w)      (per weight block, shared by the C columns)
  *   Q4_1  (d q + m) . x = d q . x + m sum(x)      (m sum(x) added in float, an eighth per lane)
+ *   Q5_0  (q - 16) . x = q . x - 16 sum(x)        (as Q4_0)
+ *   Q5_1  as Q4_1
  * Per block pair and tile cell that leaves one vpdpbusd, a conversion, and a multiply-add by the
  * product of the two blocks' scales. */
 AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                                 const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
-    const size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                       : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+    const size_t bsize = x86_block_bytes(type);
     const __m512i zero = _mm512_setzero_si512();
     __m512 acc[4][4];
     for (int r = 0; r < R; r++)
@@ -706,7 +763,7 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
             if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
             wq[r] = avx512_weights(type, blk, bsize, pair);
             wd[r] = avx512_half_pair(blk, bsize, pair);
-            if (type == PYLLM_TYPE_Q4_1)
+            if (x86_has_min(type))
                 wm[r] = avx512_half_pair(blk + 2, bsize, pair);
             if (type == PYLLM_TYPE_Q8_0)
                 wfix[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)0x80), wq[r]));
@@ -721,12 +778,13 @@ AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const 
             __m512 xs = _mm512_setzero_ps();
             if (type == PYLLM_TYPE_Q8_0) xv = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
             if (type == PYLLM_TYPE_Q4_0) xfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
-            if (type == PYLLM_TYPE_Q4_1) xs = avx512_pair(0.125f * x0->s, pair ? 0.125f * x1->s : 0.0f);
+            if (type == PYLLM_TYPE_Q5_0) xfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(16), xv));
+            if (x86_has_min(type)) xs = avx512_pair(0.125f * x0->s, pair ? 0.125f * x1->s : 0.0f);
             for (int r = 0; r < R; r++) {
                 __m512i dot = type == PYLLM_TYPE_Q8_0 ? _mm512_dpbusd_epi32(wfix[r], xv, wq[r])
                                                       : _mm512_dpbusd_epi32(xfix, wq[r], xv);
                 acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd[r], xd), acc[r][c]);
-                if (type == PYLLM_TYPE_Q4_1) acc[r][c] = _mm512_fmadd_ps(wm[r], xs, acc[r][c]);
+                if (x86_has_min(type)) acc[r][c] = _mm512_fmadd_ps(wm[r], xs, acc[r][c]);
             }
         }
     }
@@ -746,7 +804,7 @@ AVX512_INLINE void avx512_tile(const int type, const int R, const int C, const p
 }
 
 AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
-                                      const block_q8x *xq, int n, float *y, int accumulate) {
+                                      const void *xq, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
     const int chunk = n == 1 ? r1 - r0 : 64;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
@@ -1101,6 +1159,18 @@ AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, in
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q5_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q5_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,

@@ -11,12 +11,13 @@ from __future__ import annotations
 from .family import Family
 from .llama import Llama
 from .mistral import Mistral
+from .phi3 import Phi3
 from .qwen2 import Qwen2
 from .qwen3 import Qwen3
 from .smollm3 import SmolLM3
 from .unsupported import UNSUPPORTED
 
-FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2(), Qwen3(), SmolLM3())
+FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2(), Qwen3(), SmolLM3(), Phi3())
 
 _BY_NAME = {f.name: f for f in FAMILIES}
 _BY_HF_CLASS = {cls: f for f in FAMILIES for cls in f.hf_classes}

@@ -32,6 +32,8 @@ class Family:
     hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
     hf_tied_by_default = False         # tie_word_embeddings when config.json leaves it out
     hf_default_theta = 10000.0         # rope_theta when config.json leaves it out
+    partial_rotary = False             # RoPE may rotate only the leading part of each head (rope_dim)
+    hf_rope_types: tuple[str, ...] = ("default",) + rope.SCALED_TYPES  # config.json RoPE types read
 
     # -- Hugging Face config.json -> ModelConfig --------------------------------------------------
 
@@ -77,7 +79,8 @@ class Family:
             rope_attn_factor=rope.hf_attention_factor(raw), qk_norm=self.qk_norm,
             nope_layers=self.hf_nope_layers(raw, n_layers),
         )
-        need = 2 * sum(math.prod(shape) for shape in self.tensors(cfg).values())  # 16-bit weights at least
+        need = 2 * sum(math.prod(shape) for name, shape in self.tensors(cfg).items()  # 16-bit weights at least
+                       if not name.startswith("rope_freq"))  # of the tensors read, not computed
         if need > n_bytes:
             raise raw.fail(f"config.json: hidden_size {dim}, intermediate_size {cfg.hidden_dim}, num_hidden_layers "
                            f"{n_layers}, vocab_size {cfg.vocab_size} and the heads ({n_heads}/{n_kv_heads} of "
@@ -95,9 +98,10 @@ class Family:
         if act != "silu":
             raise refuse(f"activation {short_repr(act)} (only SiLU/SwiGLU)")
         rope_type = rope.hf_rope_type(raw)
-        if rope_type not in ("default",) + rope.SCALED_TYPES:
-            raise refuse(f"RoPE scaling {short_repr(rope_type)} (pyllm implements {', '.join(rope.SCALED_TYPES)})")
-        if raw.number("partial_rotary_factor", 1.0) != 1.0:
+        if rope_type not in self.hf_rope_types:
+            implemented = ", ".join(t for t in self.hf_rope_types if t != "default")
+            raise refuse(f"RoPE scaling {short_repr(rope_type)} (pyllm implements {implemented})")
+        if raw.number("partial_rotary_factor", 1.0) != 1.0 and not self.partial_rotary:
             raise refuse("partial rotary embeddings")
         if raw.flag("mlp_bias"):
             raise refuse("MLP biases")
@@ -119,11 +123,13 @@ class Family:
                      f"yet: contexts are limited to {window}")
         return window
 
-    def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple[str, int]]:
-        """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0).
+    def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple]:
+        """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0), or
+        (name, heads, (first row, end row)) for a part of a fused Hugging Face tensor.
 
-        Hugging Face rotates the two halves of each head (x[i], x[i + d/2]); the decoder rotates
-        adjacent pairs (x[2i], x[2i+1]), so q and k rows (and biases) are reordered per head."""
+        Hugging Face rotates the two halves of each head's rotated part (x[i], x[i + r/2]); the
+        decoder rotates adjacent pairs (x[2i], x[2i+1]), so q and k rows (and biases) are reordered
+        per head (common.pair_order)."""
         names = {"token_embd.weight": ("model.embed_tokens.weight", 0),
                  "output_norm.weight": ("model.norm.weight", 0)}
         if not cfg.tied_embeddings:
@@ -159,7 +165,7 @@ class Family:
         def refuse(what: str) -> FormatError:
             return raw.fail(f"{self.name} with {what} is not supported by pyllm")
 
-        freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.head_dim, refuse)
+        freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.rotary_dim, refuse)
         return {} if freqs is None else {"rope_freq": freqs}
 
     # Hugging Face tensors that carry nothing the decoder needs
@@ -193,9 +199,10 @@ class Family:
         head_dim = count("attention.key_length", max(dim // n_heads, 1))
         if count("attention.value_length", head_dim) != head_dim:
             raise FormatError(f"{g.path}: key and value head sizes differ, which pyllm does not support")
-        if count("rope.dimension_count", head_dim) != head_dim:
-            raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count != head size) "
-                              "are not supported")
+        rope_dim = count("rope.dimension_count", head_dim)
+        if rope_dim != head_dim and not (self.partial_rotary and rope_dim <= head_dim and rope_dim % 2 == 0):
+            raise FormatError(f"{g.path}: partial rotary embeddings (rope.dimension_count {rope_dim}, head size "
+                              f"{head_dim}) are not supported for {arch}")
         if "token_embd.weight" not in g.tensors:
             raise FormatError(f"{g.path}: tensor token_embd.weight is missing")
         cfg = ModelConfig(
@@ -215,6 +222,8 @@ class Family:
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
             rope_scaling=rope.gguf_scaling(g, arch),
             qk_norm=self.qk_norm,
+            nope_layers=self.gguf_nope_layers(n_layers),
+            rope_dim=None if rope_dim == head_dim else rope_dim,
         )
         try:
             check_config(cfg)
@@ -222,12 +231,21 @@ class Family:
             raise FormatError(f"{g.path}: {exc}") from None
         return cfg
 
+    def gguf_nope_layers(self, n_layers: int) -> tuple[int, ...]:
+        """The layers a GGUF of this family runs without RoPE: none in the llama decoder."""
+        return ()
+
     # GGUF tensors read into others: llama.cpp's RoPE factors become the rope_freq frequencies
     gguf_consumed: tuple[str, ...] = ("rope_freqs.weight",)
 
+    def gguf_source(self, name: str, cfg: ModelConfig) -> tuple[str, int, tuple[int, int] | None]:
+        """Where weights.bin tensor `name` comes from in a GGUF: (GGUF tensor, heads whose rows to
+        reorder into adjacent RoPE pairs or 0, (first row, end row) of a fused tensor or None)."""
+        return name, self.gguf_row_heads(name, cfg), None
+
     def gguf_computed_tensors(self, g: GGUFFile, cfg: ModelConfig) -> dict[str, np.ndarray]:
         """weights.bin tensors computed from a GGUF rather than copied: a scaled RoPE's frequencies."""
-        freqs = rope.gguf_freqs(g, g.meta("general.architecture", kind=str), cfg.rope_theta, cfg.head_dim)
+        freqs = rope.gguf_freqs(g, g.meta("general.architecture", kind=str), cfg.rope_theta, cfg.rotary_dim)
         return {} if freqs is None else {"rope_freq": freqs}
 
     def gguf_row_heads(self, name: str, cfg: ModelConfig) -> int:
@@ -249,7 +267,8 @@ class Family:
         return {"dim": cfg.dim, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
                 "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps,
-                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor}
+                "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor,
+                "rope_dim": cfg.rotary_dim, "rope_long_ctx": cfg.rope_long_context or 0}
 
     def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
         """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""
@@ -270,4 +289,6 @@ class Family:
         vectors = {"output_norm": "output_norm.weight"}
         if cfg.rope_scaling is not None:
             vectors["rope_freq"] = "rope_freq"
+        if cfg.rope_long_context is not None:
+            vectors["rope_freq_long"] = "rope_freq_long"
         return {"token_embd": "token_embd.weight", "output": output}, vectors

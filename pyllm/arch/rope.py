@@ -199,3 +199,44 @@ def gguf_freqs(g: GGUFFile, arch: str, theta: float, head_dim: int) -> np.ndarra
             raise FormatError(f"{g.path}: tensor rope_freqs.weight holds factors that are not finite and positive")
         freqs = freqs / divisors
     return freqs.astype(np.float32)
+
+
+# -- LongRoPE (Phi-3, Phi-4-mini) ----------------------------------------------------------------
+
+LONGROPE_NAMES = ("longrope", "su", "yarn")  # transformers' Phi3Config reads "su" and "yarn" as longrope
+
+
+def longrope_freqs(theta: float, rotary_dim: int, factors: np.ndarray) -> np.ndarray:
+    """LongRoPE's frequencies, in transformers' float32 operations: each pair's base frequency
+    theta^(-2i / rotary_dim) divided by its factor (short_factor or long_factor)."""
+    exponent = np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim)
+    return np.float32(1.0) / (factors.astype(np.float32) * np.power(np.float32(theta), exponent))
+
+
+def longrope_attention_factor(factor: float, original_context: int) -> float:
+    """The factor LongRoPE scales cos and sin by when not given: sqrt(1 + ln(factor) / ln(original
+    context)) for a context grown by `factor`, else 1 (transformers and llama.cpp's converter)."""
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_context))
+
+
+def gguf_longrope(g: GGUFFile, arch: str, theta: float, rotary_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (short, long) frequencies of a GGUF's LongRoPE, from the tensors rope_factors_short.weight
+    and rope_factors_long.weight (llama.cpp divides each pair's base frequency by them), or None."""
+    names = ("rope_factors_short.weight", "rope_factors_long.weight")
+    present = [n for n in names if n in g.tensors]
+    if not present:
+        return None
+    if len(present) == 1:
+        raise FormatError(f"{g.path}: tensor {present[0]} is present without its pair "
+                          f"({' and '.join(names)} go together)")
+    tables = []
+    for name in names:
+        t = g.tensors[name]
+        if tuple(t.shape) != (rotary_dim // 2,) or t.type_name != "F32":
+            raise FormatError(f"{g.path}: tensor {name} is {t.type_name} {tuple(t.shape)}; it must be F32 "
+                              f"({rotary_dim // 2},), one factor per rotation pair")
+        factors = np.frombuffer(g.tensor_bytes(name), np.float32)
+        if not np.all(np.isfinite(factors) & (factors > 0)):
+            raise FormatError(f"{g.path}: tensor {name} holds factors that are not finite and positive")
+        tables.append((default_freqs(theta, rotary_dim) / factors).astype(np.float32))
+    return tables[0], tables[1]

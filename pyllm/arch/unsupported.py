@@ -7,12 +7,10 @@ UNSUPPORTED: dict[str, str] = {
     "gemma3": "GELU MLP, q/k RMSNorm, sandwich norms and sliding-window layers",
     "phi": "LayerNorm, GELU MLP and partial rotary embeddings",
     "phi2": "LayerNorm, GELU MLP and partial rotary embeddings",
-    "phi3": "fused qkv/gate-up projections and LongRoPE scaling",
     "gpt2": "LayerNorm, GELU MLP and learned position embeddings",
     "gpt_neox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "gptneox": "LayerNorm, parallel attention/MLP and partial rotary embeddings",
     "falcon": "LayerNorm and parallel attention/MLP",
     "mixtral": "mixture-of-experts MLP layers",
-    "smollm3": "the list of its NoPE layers, which its GGUF metadata lacks (convert the Hugging Face directory)",
     "olmo2": "q/k RMSNorm and post-norm blocks",
 }

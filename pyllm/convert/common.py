@@ -14,14 +14,27 @@ from ..errors import FormatError, PyllmError
 from ..formats.weights import TensorSource, tensor_nbytes, write_weights
 from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
+from .recipe import OUT_TYPES, requested_types
 
 CONVERTER_VERSION = 3  # bump when the output of a conversion changes
 
 
 def check_out_type(out_type: str | None) -> None:
-    """ValueError naming the choices when out_type is not a type the engine runs."""
-    if out_type is not None and out_type not in TYPES:
-        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
+    """ValueError naming the choices when out_type is not a type or mixture the converter writes."""
+    if out_type is not None and out_type not in OUT_TYPES:
+        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
+
+
+def plan_types(source: str, tensors: dict[str, tuple[int, ...]], out_type: str | None,
+               n_layers: int) -> dict[str, tuple[str, str]]:
+    """Each matrix's requested type and why (recipe.requested_types), refusing, before any work, a
+    request that needs a type the C core does not run (the converted model would not load)."""
+    plan = requested_types(tensors, out_type, n_layers)
+    missing = sorted({t for t, _ in plan.values() if t not in TYPES}, key=list(OUT_TYPES).index)
+    if missing:
+        raise ValueError(f"{source}: --type {out_type} needs {', '.join(t.upper() for t in missing)}, which "
+                         f"this build of pyllm does not run (it runs {', '.join(TYPES)})")
+    return plan
 
 
 class Progress:
@@ -53,18 +66,17 @@ class Progress:
                              f"{time.perf_counter() - self.start:.1f} s\n")
 
 
-def choose_type(src: str, shape: tuple[int, ...], out_type: str | None,
+def choose_type(src: str, shape: tuple[int, ...], requested: tuple[str, str] | None,
                 values: Callable[[], np.ndarray] | None = None) -> tuple[str, str]:
     """The type a tensor is written as, and why (the converters report it).
 
-    `src` is the source type's lowercase name ("f32", "bf16", "q6_k", ...); `values` decodes the
-    tensor, needed only to tell whether a BF16 tensor fits f16 exactly."""
+    `src` is the source type's lowercase name ("f32", "bf16", "q6_k", ...); `requested` is the
+    tensor's entry of plan_types when --type was given; `values` decodes the tensor, needed only
+    to tell whether a BF16 tensor fits f16 exactly."""
     if len(shape) == 1:
         return "f32", "vectors stay f32"
-    if out_type is not None:
-        if shape[-1] % TYPES[out_type].block:
-            return "f16", f"rows of {shape[-1]} values do not fill {out_type} blocks"
-        return out_type, "requested"
+    if requested is not None:
+        return requested
     if src in TYPES:
         return src, "kept"
     if src == "bf16":
@@ -77,11 +89,14 @@ def choose_type(src: str, shape: tuple[int, ...], out_type: str | None,
     return "q8_0", f"pyllm does not run {src.upper()}; Q8_0 is finer, so it adds little error"
 
 
-def pair_order(n_rows: int, n_heads: int) -> np.ndarray:
-    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + d/2]: Hugging Face,
-    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates."""
+def pair_order(n_rows: int, n_heads: int, rotary_dim: int | None = None) -> np.ndarray:
+    """Row gather index taking q/k rows from half-split RoPE pairs (x[i], x[i + r/2]: Hugging Face,
+    GGUF's NeoX-style families) to the adjacent pairs (x[2i], x[2i+1]) the C core rotates. Only a
+    head's first rotary_dim rows (all by default) rotate; the rest keep their order."""
     head_dim = n_rows // n_heads
-    return np.arange(n_rows).reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).reshape(-1)
+    rot = head_dim if rotary_dim is None else rotary_dim
+    within = np.concatenate([np.arange(rot).reshape(2, rot // 2).T.reshape(-1), np.arange(rot, head_dim)])
+    return (np.arange(n_heads)[:, None] * head_dim + within).reshape(-1)
 
 
 def report(notes: list[str], progress: bool) -> None:

@@ -16,7 +16,7 @@ from ..formats.hf_dir import (Fail, chat_template, open_shards, read_config, rea
 from ..formats.safetensors import FLOAT_DTYPES, SafetensorsFile
 from ..formats.weights import TensorSource
 from ..quant import quantize
-from .common import choose_type, pair_order, report, write_model
+from .common import choose_type, pair_order, plan_types, report, write_model
 
 
 def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | None = None,
@@ -44,32 +44,40 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
         if tokenizer is None:
             notes.append("no tokenizer.json or tokenizer.model: the model file has no tokenizer")
         names = family.hf_tensor_names(cfg)
-        used = {hf for hf, _ in names.values()}
+        used = {source[0] for source in names.values()}
+        fused_rows: dict[str, int] = {}  # rows of each fused tensor: the end of its last part
+        for source in names.values():
+            if len(source) > 2:
+                fused_rows[source[0]] = max(fused_rows.get(source[0], 0), source[2][1])
         ignorable = family.hf_ignored_suffixes + (("lm_head.weight",) if cfg.tied_embeddings else ())
         unknown = [n for n in owner if n not in used and not n.endswith(ignorable)]
         if unknown:
             raise fail(f"tensors pyllm does not know (a feature it lacks?): {', '.join(unknown[:5])}")
         computed = family.hf_computed_tensors(raw, cfg)  # a scaled RoPE's frequencies
+        plan = plan_types(root, family.tensors(cfg), out_type, cfg.n_layers)
         sources: list[TensorSource] = []
         for name, shape in family.tensors(cfg).items():
             if name in computed:
                 sources.append((name, "f32", shape, lambda a=computed[name]: a))
                 notes.append(f"{name}: RoPE frequencies with {cfg.rope_scaling} scaling, from config.json")
                 continue
-            hf_name, permute_heads = names[name]
+            hf_name, permute_heads, *part = names[name]
+            rows = part[0] if part else None  # a part of a fused tensor (Phi-3's qkv_proj, gate_up_proj)
             f = owner.get(hf_name)
             if f is None:
                 raise fail(f"tensor {hf_name} is missing")
             t = f.tensors[hf_name]
-            if t.shape != shape:
+            want = shape if rows is None else (fused_rows[hf_name],) + shape[1:]
+            if t.shape != want:
                 raise fail(f"tensor {hf_name} in {os.path.basename(f.path)} has shape {list(t.shape)}, "
-                           f"the config needs {list(shape)}")
+                           f"the config needs {list(want)}")
             if t.dtype not in FLOAT_DTYPES:
                 raise fail(f"tensor {hf_name} is {t.dtype}; weights must be {', '.join(FLOAT_DTYPES)}")
-            dst_type, why = choose_type(t.dtype.lower(), shape, out_type, lambda f=f, n=hf_name: f.array(n))
+            dst_type, why = choose_type(t.dtype.lower(), shape, plan.get(name), lambda f=f, n=hf_name: f.array(n))
             if dst_type != t.dtype.lower() and why != "vectors stay f32":
                 notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
-            sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))
+            order = pair_order(shape[0], permute_heads, cfg.rotary_dim) if permute_heads else None
+            sources.append((name, dst_type, shape, _encoder(f, hf_name, order, rows, dst_type)))
         report(notes, progress)
         write_model(root, dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
                     metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
@@ -79,10 +87,14 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
             f.close()
 
 
-def _encoder(f: SafetensorsFile, name: str, permute_heads: int, dst_type: str) -> Callable[[], Any]:
+def _encoder(f: SafetensorsFile, name: str, order: np.ndarray | None, rows: tuple[int, int] | None,
+             dst_type: str) -> Callable[[], Any]:
+    """A function producing one tensor's bytes: rows of a fused tensor, q/k rows reordered, encoded."""
     def make() -> Any:
         w = f.array(name)
-        if permute_heads:
-            w = w[pair_order(w.shape[0], permute_heads)]
+        if rows is not None:
+            w = w[rows[0]:rows[1]]
+        if order is not None:
+            w = w[order]
         return quantize(np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), dst_type)
     return make

@@ -16,24 +16,25 @@ from ..errors import FormatError
 from ..formats.llama2c import Llama2cFile, read_tokenizer_bin
 from ..formats.weights import TensorSource, expected_tensors
 from ..quant import TYPES, quantize
-from .common import choose_type, report, write_model
+from .common import check_out_type, choose_type, plan_types, report, write_model
 
 GROUPS_ARE_BLOCKS = "each group is a Q8_0 block, its scale rounded to f16"
 Q8_0_BLOCK = TYPES["q8_0"].block  # a group of this size is a Q8_0 block
 
 
 def _plan(ck: Llama2cFile, name: str, shape: tuple[int, ...],
-          out_type: str | None) -> tuple[str, str, str, Callable[[], Any]]:
-    """(source type label, output type, why, function producing the bytes) for one tensor."""
+          requested: tuple[str, str] | None) -> tuple[str, str, str, Callable[[], Any]]:
+    """(source type label, output type, why, function producing the bytes) for one tensor;
+    `requested`: its type under --type, if given."""
     if len(shape) == 1 or ck.version < 2:
-        dst, why = choose_type("f32", shape, out_type)
+        dst, why = choose_type("f32", shape, requested)
         if dst == "f32":
             return "F32", dst, why, lambda: ck.floats(name).view(np.uint8)
         return "F32", dst, why, lambda: quantize(ck.floats(name), dst)
     gs = ck.group_size
     label = f"INT8/{gs}"
-    if out_type is not None:
-        dst, why = choose_type("q8_0" if gs == Q8_0_BLOCK else "int8", shape, out_type)
+    if requested is not None:
+        dst, why = choose_type("q8_0" if gs == Q8_0_BLOCK else "int8", shape, requested)
     elif gs == Q8_0_BLOCK:
         dst, why = "q8_0", GROUPS_ARE_BLOCKS
     else:
@@ -41,8 +42,8 @@ def _plan(ck: Llama2cFile, name: str, shape: tuple[int, ...],
     if dst == "q8_0" and gs == Q8_0_BLOCK:
         if ck.scales_fit_f16(name):
             return label, dst, GROUPS_ARE_BLOCKS, lambda: ck.q8_0_blocks(name)
-        dst = out_type or "f32"
-        why = f"its scales overflow f16; decoded{' and re-encoded' if out_type else ''}"
+        dst = requested[0] if requested else "f32"
+        why = f"its scales overflow f16; decoded{' and re-encoded' if requested else ''}"
     if dst == "f32":
         return label, dst, why, lambda: ck.dequantized(name)
     return label, dst, why, lambda: quantize(ck.dequantized(name), dst)
@@ -52,8 +53,7 @@ def convert_llama2c(src: str | os.PathLike, dst: str | os.PathLike, out_type: st
                     progress: bool = True, tokenizer: str | os.PathLike | None = None) -> None:
     """Convert a llama2.c checkpoint (legacy, version 1 or 2) and its tokenizer.bin (by default the
     one beside it; without one the model has no tokenizer) to weights.bin."""
-    if out_type is not None and out_type not in TYPES:
-        raise ValueError(f"unknown output type {out_type!r}; choose from {', '.join(TYPES)}")
+    check_out_type(out_type)
     src = os.fspath(src)
     with Llama2cFile(src) as ck:
         cfg = ck.config
@@ -71,8 +71,9 @@ def convert_llama2c(src: str | os.PathLike, dst: str | os.PathLike, out_type: st
         notes: list[str] = []
         sources: list[TensorSource] = []
         blocks = 0
+        plan = plan_types(src, expected_tensors(cfg), out_type, cfg.n_layers)
         for name, shape in expected_tensors(cfg).items():
-            label, dst_type, why, make = _plan(ck, name, shape, out_type)
+            label, dst_type, why, make = _plan(ck, name, shape, plan.get(name))
             if why == GROUPS_ARE_BLOCKS:
                 blocks += 1
             elif why not in ("kept", "vectors stay f32"):

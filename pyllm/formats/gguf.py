@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..quant import BY_ID
-from ..types import TokenizerData, check_tokenizer_data
+from ..types import PRE_TOKENIZERS, TokenizerData, check_tokenizer_data
 from .jsontext import short_repr
 from .mapped import MappedFile, check_no_overlap
 
@@ -36,6 +36,7 @@ TOKENIZER_KEYS = {
     "unk_id": "tokenizer.ggml.unknown_token_id", "pad_id": "tokenizer.ggml.padding_token_id",
     "add_bos": "tokenizer.ggml.add_bos_token", "add_eos": "tokenizer.ggml.add_eos_token",
     "add_space_prefix": "tokenizer.ggml.add_space_prefix",
+    "lowercase": "tokenizer.ggml.normalizer.lowercase", "strip_accents": "tokenizer.ggml.normalizer.strip_accents",
 }
 
 
@@ -200,7 +201,7 @@ class GGUFFile(MappedFile):
         model = self.meta(TOKENIZER_KEYS["model"], kind=str)
         spm = model == "llama"
         defaults = {"token_types": [], "scores": None, "merges": [], "add_bos": spm, "add_space_prefix": spm,
-                    "add_eos": False}
+                    "add_eos": False, "lowercase": True}
         fields = {name: self.meta(key, defaults.get(name)) for name, key in TOKENIZER_KEYS.items()}
         pad, tokens = fields["pad_id"], fields["tokens"]
         if type(pad) is int and isinstance(tokens, list) and pad >= len(tokens):
@@ -208,6 +209,8 @@ class GGUFFile(MappedFile):
             # never pads, and llama.cpp ignores such an id too
             fields["pad_id"] = None
         data = TokenizerData(**fields)
+        if model == "gpt2" and fields["pre"] in PRE_TOKENIZERS:
+            data.nfc = PRE_TOKENIZERS[fields["pre"]].nfc  # the name stands for its models' Hugging Face tokenizer
         try:
             check_tokenizer_data(data, names={name: "metadata " + key for name, key in TOKENIZER_KEYS.items()})
         except ValueError as exc:

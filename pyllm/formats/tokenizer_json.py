@@ -15,11 +15,8 @@ from ..errors import FormatError
 from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, PRE_TOKENIZERS, USER_DEFINED, TokenizerData
 from .jsontext import JsonObject, read_json_file, short_repr
 
-# the regexes as tokenizer.json spells them (\p{L}) -> pyllm pre-tokenizer names
-_SPLIT_PATTERNS = {
-    PRE_TOKENIZERS[name].pattern.replace(r"\pL", r"\p{L}").replace(r"\pN", r"\p{N}"): name
-    for name in ("llama-bpe", "qwen2", "gpt2")
-}
+# the regexes as tokenizer.json spells them -> pyllm pre-tokenizer names
+_SPLIT_PATTERNS = {PRE_TOKENIZERS[name].patterns[0]: name for name in ("llama-bpe", "qwen2", "qwen35", "gpt2")}
 
 
 def _pre_tokenizer_name(pre: Any, path: str) -> str:
@@ -42,7 +39,7 @@ def _pre_tokenizer_name(pre: Any, path: str) -> str:
             if isinstance(regex, str) and regex in _SPLIT_PATTERNS and first.get("behavior") == "Isolated":
                 return _SPLIT_PATTERNS[regex]
     raise FormatError(f"{path}: pre_tokenizer {short_repr(pre)} is not one pyllm knows "
-                      "(byte-level GPT-2, SmolLM, Llama 3 or Qwen2)")
+                      "(byte-level GPT-2, SmolLM, Llama 3, Qwen2 or Qwen3.5)")
 
 
 def special_token_text(cfg: JsonObject, key: str) -> str | None:
@@ -152,7 +149,8 @@ def read_tokenizer_json(path: str, config: JsonObject | None = None) -> tuple[To
                              eos_id=eos, unk_id=unk, add_bos=add_bos, add_space_prefix=True)
         return data, False
 
+    normalizer = spec.get("normalizer")
     data = TokenizerData(model="gpt2", tokens=tokens, token_types=types, merges=merges,
                          pre=_pre_tokenizer_name(spec.get("pre_tokenizer"), path), bos_id=bos, eos_id=eos,
-                         add_bos=add_bos)
+                         add_bos=add_bos, nfc=isinstance(normalizer, dict) and normalizer.get("type") == "NFC")
     return data, model.flag("ignore_merges")

@@ -51,7 +51,9 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "output_norm.weight": (cfg.dim,),
     }
     if cfg.rope_scaling is not None:
-        shapes["rope_freq"] = (cfg.head_dim // 2,)
+        shapes["rope_freq"] = (cfg.rotary_dim // 2,)
+    if cfg.rope_long_context is not None:
+        shapes["rope_freq_long"] = (cfg.rotary_dim // 2,)
     if not cfg.tied_embeddings:
         shapes["output.weight"] = (cfg.vocab_size, cfg.dim)
     for i in range(cfg.n_layers):
@@ -78,7 +80,9 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 # Config fields a header leaves out when they have these values (the model lacks the feature), so that
 # files of models without it are the files earlier versions wrote and read.
 ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None,
-                 "nope_layers": ()}
+                 "nope_layers": (), "rope_dim": None, "rope_long_context": None}
+# tokenizer fields written only when they differ from these (normaliser options)
+ABSENT_TOKENIZER = {"nfc": False, "lowercase": True, "strip_accents": None}
 
 
 def tensor_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
@@ -127,7 +131,8 @@ def write_weights(path: str | os.PathLike, config: ModelConfig, tokenizer: Token
         offset = _align(offset + nbytes)
     header = {
         "config": {k: v for k, v in asdict(config).items() if k not in ABSENT_CONFIG or v != ABSENT_CONFIG[k]},
-        "tokenizer": asdict(tokenizer) if tokenizer is not None else None,
+        "tokenizer": ({k: v for k, v in asdict(tokenizer).items()
+                       if k not in ABSENT_TOKENIZER or v != ABSENT_TOKENIZER[k]} if tokenizer is not None else None),
         "chat_template": chat_template,
         "metadata": metadata or {},
         "tensors": table,
@@ -219,6 +224,11 @@ def check_config(cfg: ModelConfig) -> None:
         _int(getattr(cfg, name), f"config.{name}")
     if cfg.sliding_window is not None:
         _int(cfg.sliding_window, "config.sliding_window")
+    if cfg.rope_long_context is not None:
+        _int(cfg.rope_long_context, "config.rope_long_context")
+        if cfg.rope_scaling is None:
+            raise ValueError("config.rope_long_context needs a RoPE scaling (config.rope_scaling) whose short "
+                             "frequencies tensor rope_freq holds")
     for name in ("rope_theta", "norm_eps"):  # the C core holds them as float32
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= FLOAT32_MAX:
@@ -233,6 +243,8 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"config.n_heads ({cfg.n_heads}) is not a multiple of n_kv_heads ({cfg.n_kv_heads})")
     if cfg.head_dim % 2:
         raise ValueError(f"config.head_dim must be even for RoPE, got {cfg.head_dim}")
+    if cfg.rope_dim is not None and (_int(cfg.rope_dim, "config.rope_dim", 2, cfg.head_dim + 1) % 2):
+        raise ValueError(f"config.rope_dim must be even (rotated pairs), got {cfg.rope_dim}")
     if cfg.rope_scaling is not None and (not isinstance(cfg.rope_scaling, str) or not cfg.rope_scaling):
         raise ValueError(f"config.rope_scaling must name a RoPE scaling, got {cfg.rope_scaling!r}")
     if not isinstance(cfg.architecture, str) or not cfg.architecture:

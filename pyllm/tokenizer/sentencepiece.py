@@ -1,11 +1,17 @@
-"""SentencePiece BPE (Llama 2, TinyLlama, Mistral): spaces become "▁", adjacent pieces are merged
-by the score of their union, characters outside the vocabulary fall back to <0xXX> byte tokens."""
+"""SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma 3): spaces become "▁", adjacent pieces are
+merged by the score of their union, characters outside the vocabulary fall back to <0xXX> byte tokens.
+
+Merges never join two pieces across a boundary no vocabulary piece spans, so the text is cut into
+words at such boundaries (before a run of "▁", unless some piece holds the character before it
+followed by "▁") and each word is merged on its own, the same ids as merging the whole text at
+once; words seen before come from a cache."""
 from __future__ import annotations
 
 import heapq
 import re
 
 from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
+from .bpe import CACHE_WORD_LENGTH, CACHE_WORDS
 
 
 class SentencePieceBPE:
@@ -27,6 +33,11 @@ class SentencePieceBPE:
         self.unk_id = unk_id
         self.add_space_prefix = add_space_prefix
         self.remove_extra_whitespaces = remove_extra_whitespaces
+        # characters that some piece holds right before a "▁" (Gemma 3's ">▁</"): no word boundary after them
+        bridges = sorted({p[k - 1] for p in self.mergeable if "\u2581" in p[1:] for k in range(1, len(p))
+                          if p[k] == "\u2581" and p[k - 1] != "\u2581"})
+        self._word_start = re.compile("(?<=[^%s])(?=\u2581)" % re.escape("".join(["\u2581"] + bridges)))
+        self.cache: dict[str, tuple[int, ...]] = {}
 
     def encode(self, text: str, at_start: bool = True) -> list[int]:
         """Token ids of text (no special tokens); at_start adds the leading space prefix."""
@@ -37,6 +48,19 @@ class SentencePieceBPE:
         text = text.replace(" ", "\u2581")
         if self.add_space_prefix and at_start:
             text = "\u2581" + text
+        ids: list[int] = []
+        cache = self.cache
+        for word in self._word_start.split(text):
+            hit = cache.get(word)
+            if hit is None:
+                hit = self._bpe(word)
+                if len(cache) < CACHE_WORDS and len(word) <= CACHE_WORD_LENGTH:
+                    cache[word] = hit
+            ids.extend(hit)
+        return ids
+
+    def _bpe(self, text: str) -> tuple[int, ...]:
+        """The ids of one word: the best-scoring adjacent pair merged first, leftmost among equals."""
         sym = list(text)
         n = len(sym)
         prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
@@ -78,7 +102,7 @@ class SentencePieceBPE:
             elif self.unk_id is not None:
                 ids.append(self.unk_id)
             # else dropped, as Hugging Face tokenizers drops what neither vocabulary nor bytes cover
-        return ids
+        return tuple(ids)
 
     def token_bytes(self, token: str) -> bytes:
         """The bytes a piece stands for (<0xXX> byte pieces, and ▁ as a space)."""

@@ -1,8 +1,10 @@
 """Tokenizers that reproduce Hugging Face `tokenizers` and SentencePiece exactly, in pure Python.
 
-Two algorithms cover the llama family: byte-level BPE (bpe.py) and SentencePiece BPE
-(sentencepiece.py). Special tokens (control and user-defined) are recognised only when the caller
-asks (`special=True`), so user text can never smuggle in "<|im_start|>".
+Three algorithms: BPE with ranked merges (bpe.py: byte-level, or raw text for Gemma 4),
+SentencePiece BPE (sentencepiece.py) and WordPiece (wordpiece.py). Control tokens are recognised
+only when the caller asks (`special=True`), so user text can never smuggle in "<|im_start|>";
+user-defined tokens (Gemma's whitespace runs, MPT's runs of spaces) are always matched whole, as
+Hugging Face and llama.cpp match them.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..formats.weights import WeightsFile
 from ..types import CONTROL, NORMAL, USER_DEFINED, TokenizerData, check_tokenizer_data
 from .bpe import ByteLevelBPE
 from .sentencepiece import SentencePieceBPE
+from .wordpiece import WordPiece
 
 
 class Tokenizer:
@@ -35,23 +38,34 @@ class Tokenizer:
         self.bos_id, self.eos_id = data.bos_id, data.eos_id
         self.add_bos, self.add_eos = data.add_bos, data.add_eos
         self.kind = data.model
-        if data.model == "gpt2":
-            self._algo: ByteLevelBPE | SentencePieceBPE = ByteLevelBPE(data.tokens, data.merges, data.pre, ignore_merges)
+        if data.model in ("gpt2", "gemma4"):
+            pre = "gemma4" if data.model == "gemma4" else data.pre
+            self._algo: ByteLevelBPE | SentencePieceBPE | WordPiece = ByteLevelBPE(data.tokens, data.merges, pre,
+                                                                                 ignore_merges, data.nfc)
+        elif data.model == "bert":
+            strip = data.lowercase if data.strip_accents is None else data.strip_accents
+            self._algo = WordPiece(data.tokens, types, data.unk_id, data.lowercase, strip)
         elif data.model == "llama":
             if data.scores is None:
                 raise FormatError("a SentencePiece tokenizer needs scores")
             self._algo = SentencePieceBPE(data.tokens, data.scores, types, data.unk_id,
                                            data.add_space_prefix, remove_extra_whitespaces)
         else:
-            raise FormatError(f"tokenizer model {data.model!r} is not supported (gpt2 or llama)")
-        # control and user-defined tokens: matched in text only when special=True
+            raise FormatError(f"tokenizer model {data.model!r} is not supported (gpt2, llama, gemma4 or bert)")
+        # control and user-defined tokens: all matched in text when special=True
         self.special = {t: i for i, t in enumerate(data.tokens) if types and types[i] in (CONTROL, USER_DEFINED) and t}
-        self._special_re = (re.compile("|".join(re.escape(t) for t in sorted(self.special, key=len, reverse=True)))
-                            if self.special else None)
+        self._special_re = self._alternatives(self.special)
+        # user-defined tokens alone: matched whole in any text
+        self._user_re = self._alternatives([t for t, i in self.special.items() if types[i] == USER_DEFINED])
         # control tokens alone (not user-defined ones): the text a chat message must not turn into tokens
         controls = sorted((t for t, i in self.special.items() if types[i] == CONTROL), key=len, reverse=True)
         self.control_pattern = re.compile("|".join(map(re.escape, controls))) if controls else None
         self._bytes_cache: dict[int, bytes] = {}
+
+    @staticmethod
+    def _alternatives(texts: Sequence[str]) -> re.Pattern[str] | None:
+        """A regex matching any of texts, the longest first where several match; None for none."""
+        return re.compile("|".join(map(re.escape, sorted(texts, key=len, reverse=True)))) if texts else None
 
     # -- construction ------------------------------------------------------------------------
 
@@ -105,9 +119,10 @@ class Tokenizer:
         ids: list[int] = []
         if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
             ids.append(self.bos_id)
-        if special and self._special_re is not None:
+        pattern = self._special_re if special else self._user_re
+        if pattern is not None:
             pos = 0
-            for m in self._special_matches(text, plain_spans):
+            for m in self._special_matches(pattern, text, plain_spans):
                 if m.start() > pos:
                     ids.extend(self._algo.encode(text[pos:m.start()], pos == 0))
                 ids.append(self.special[m.group()])
@@ -120,16 +135,18 @@ class Tokenizer:
             ids.append(self.eos_id)
         return ids
 
-    def _special_matches(self, text: str, plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
-        """The special-token matches in text that overlap none of plain_spans; the text of a
-        skipped match stays in the plain text around it, so BPE sees it in context."""
-        assert self._special_re is not None
+    def _special_matches(self, pattern: re.Pattern[str], text: str,
+                         plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
+        """The matches of pattern (special tokens) in text, but for control tokens that overlap one
+        of plain_spans; the text of a skipped match stays in the plain text around it, so BPE sees
+        it in context. User-defined tokens are matched inside the spans too, as in any text."""
         spans = sorted(plain_spans)
         k, start = 0, 0
-        while (m := self._special_re.search(text, start)) is not None:
+        while (m := pattern.search(text, start)) is not None:
             while k < len(spans) and spans[k][1] <= m.start():
                 k += 1  # spans that end before this match, and so before every later one
-            if k < len(spans) and spans[k][0] < m.end():  # (an empty span counts inside a match only)
+            if (k < len(spans) and spans[k][0] < m.end()  # (an empty span counts inside a match only)
+                    and self.types[self.special[m.group()]] == CONTROL):
                 start = m.start() + 1  # inside a plain span: look for a control token further on
                 continue
             yield m
@@ -166,7 +183,7 @@ class Tokenizer:
         checked = [self.check_id(i) for i in ids]
         data = b"".join(self.token_bytes(i) for i in checked if not self.is_skipped(i, special))
         text = data.decode("utf-8", errors="replace")
-        if self.kind == "llama" and self.data.add_space_prefix and text.startswith(" "):
+        if (self.kind == "llama" and self.data.add_space_prefix or self.kind == "bert") and text.startswith(" "):
             text = text[1:]
         return text
 
@@ -181,7 +198,7 @@ class StreamDecoder:
     def __init__(self, tokenizer: Tokenizer, special: bool = False):
         self.tokenizer, self.special = tokenizer, special
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._strip_space = tokenizer.kind == "llama" and tokenizer.data.add_space_prefix
+        self._strip_space = tokenizer.kind == "llama" and tokenizer.data.add_space_prefix or tokenizer.kind == "bert"
         self._started = False
 
     def feed(self, token_id: int) -> str:

@@ -42,12 +42,11 @@ static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
             if (type != PYLLM_TYPE_Q6_K) memcpy(w + b + 2, &dmin, 2);
         }
     } else { /* sane f16 scales at the start of every block */
-        size_t bsize = type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
-                     : type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+        size_t bsize = pyllm_row_bytes(type, 32); /* one block */
         for (size_t b = 0; b + bsize <= bytes; b += bsize) {
             uint16_t d = half(0.01f + 0.02f * fabsf(frand(s))), m = half(frand(s) * 0.1f);
             memcpy(w + b, &d, 2);
-            if (type == PYLLM_TYPE_Q4_1) memcpy(w + b + 2, &m, 2);
+            if (type == PYLLM_TYPE_Q4_1 || type == PYLLM_TYPE_Q5_1) memcpy(w + b + 2, &m, 2);
         }
     }
 }
@@ -58,7 +57,8 @@ static int is_kquant(int type) {
 
 int main(void) {
     const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1,
-                         PYLLM_TYPE_Q4_K, PYLLM_TYPE_Q5_K, PYLLM_TYPE_Q6_K};
+                         PYLLM_TYPE_Q5_0, PYLLM_TYPE_Q5_1, PYLLM_TYPE_Q4_K, PYLLM_TYPE_Q5_K,
+                         PYLLM_TYPE_Q6_K};
     const int sizes[][3] = {{1, 32, 1}, {7, 64, 1}, {37, 96, 3}, {67, 576, 9}, {130, 160, 4}};
     /* the K-quants' rows are whole super-blocks of 256 */
     const int ksizes[][3] = {{1, 256, 1}, {7, 512, 2}, {37, 768, 3}, {67, 2304, 5}, {130, 256, 17}};
