@@ -51,8 +51,8 @@ struct pyllm_seq {
     float *q;             /* (n_batch, q_dim) queries */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
-    block_q8x *q8x;       /* (n_batch, max width / QK8X) current matmul input, quantized for */
-    block_q8k *q8k;       /* (n_batch, max width / QK_K)  Q8_0/Q4_0/Q4_1 and for the K-quants */
+    block_q8x *q8x;       /* (n_batch, max width / QK8X) current matmul input, quantized for the */
+    block_q8k *q8k;       /* (n_batch, max width / QK_K)  32-value types and for the K-quants */
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
 };
 

@@ -19,7 +19,7 @@ int kern_isa_available(int isa);
  * needs, once, and every matmul reading it takes its own. */
 enum kern_act {
     KERN_ACT_F32 = 0, /* the float rows themselves */
-    KERN_ACT_Q8X = 1, /* 8-bit blocks of QK8X values (block_q8x): Q8_0, Q4_0, Q4_1 */
+    KERN_ACT_Q8X = 1, /* 8-bit blocks of QK8X values (block_q8x): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 */
     KERN_ACT_Q8K = 2, /* 8-bit blocks of QK_K values with sums of 16 (block_q8k): the K-quants */
     KERN_ACT_COUNT
 };

@@ -2,7 +2,7 @@
  *
  * Weight blocks are GGUF's, byte for byte; each type has its own block size (QK4_0, QK8_0, ...,
  * QK_K for the K-quants' super-blocks). Quantized weights multiply against activations quantized
- * to 8 bits: Q8_0, Q4_0 and Q4_1 per block of QK8X values (block_q8x), the K-quants per QK_K
+ * to 8 bits: the 32-value types per block of QK8X values (block_q8x), the K-quants per QK_K
  * values (block_q8k). Which one a weight type reads is a column of dispatch.c's traits table.
  */
 #ifndef PYLLM_QUANTS_H
