@@ -170,13 +170,11 @@ def test_gguf_of_the_fixture_matches_transformers(tmp_path, case):
 
 @pytest.mark.parametrize("change,message", [
     ({"attention_bias": True}, r"Qwen3ForCausalLM with attention biases"),
-    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
-      "layer_types": ["full_attention", "sliding_attention"]}, r"Qwen3ForCausalLM with sliding-window"),
     ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0, "rope_theta": 1e6}}, r"RoPE scaling .longrope."),
 ])
 def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
     """What the decoder lacks is refused by name, not run wrong: Qwen3's attention_bias also biases
-    o_proj, and sliding-window layers and RoPE scaling are not implemented."""
+    o_proj, and LongRoPE scaling is not implemented."""
     src = tmp_path / "qwen3"
     shutil.copytree(os.path.join(HF, "qwen3-f32"), src)
     raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
