@@ -64,24 +64,50 @@ def test_fixtures_present():
     assert len(CASES) >= 6, f"expected the Hugging Face fixtures in {HF} (tools/make_hf_fixtures.py)"
 
 
+def expected_layers(raw: dict[str, Any]) -> tuple[int | None, tuple[int, ...]]:
+    """(sliding window, full-attention layers) as transformers reads config.json: Mistral's window on
+    every layer; Qwen2's with use_sliding_window on the layers from max_window_layers (or
+    layer_types); Gemma 3's on layer_types, else all but every sliding_window_pattern-th layer."""
+    n, window = raw["num_hidden_layers"], raw.get("sliding_window")
+    if raw["model_type"] == "mistral":
+        return window, ()
+    if raw["model_type"] == "gemma3_text":
+        pattern = raw.get("sliding_window_pattern", 6)
+        types = raw.get("layer_types") or ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                           for i in range(n)]
+    elif raw.get("use_sliding_window"):
+        types = raw.get("layer_types") or ["sliding_attention" if i >= raw.get("max_window_layers", 28)
+                                           else "full_attention" for i in range(n)]
+    else:
+        return None, ()
+    full = tuple(i for i, t in enumerate(types) if t == "full_attention")
+    return (None, ()) if len(full) == n else (window, full)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_config_matches_config_json(converted, case):
     with open(os.path.join(HF, case, "config.json"), encoding="utf-8") as f:
         raw = json.load(f)
-    theta = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
+    rope = raw.get("rope_parameters") or {}
+    theta = rope.get("full_attention", rope).get("rope_theta", raw.get("rope_theta"))
+    family = {"gemma3_text": "gemma3"}.get(raw["model_type"], raw["model_type"])
     with Model(converted(case), n_threads=1) as m:
         c = m.config
         got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim,
-               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm,
-               c.sliding_window)
-        want = (raw["model_type"], raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
+               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm)
+        want = (family, raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
                 raw["num_attention_heads"], raw["num_key_value_heads"],
                 raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"], raw["vocab_size"],
                 raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
-                raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
-                raw.get("sliding_window") if raw["model_type"] == "mistral" else None)
+                raw["model_type"] == "qwen2", raw["model_type"] in ("qwen3", "gemma3_text"))
         assert got == pytest.approx(want)
+        assert (c.sliding_window, c.full_attention_layers) == expected_layers(raw)
         assert c.nope_layers == tuple(i for i, rope in enumerate(raw.get("no_rope_layers") or []) if not rope)
+        if family == "gemma3":
+            local = rope.get("sliding_attention", {}).get("rope_theta", raw.get("rope_local_base_freq"))
+            assert (c.activation, c.post_norms, c.rope_theta_swa) == ("gelu_tanh", True, local)
+            assert c.attn_scale == raw["query_pre_attn_scalar"] ** -0.5
+            assert c.embed_scale == pytest.approx(raw["hidden_size"] ** 0.5)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 
 import gguf
@@ -69,6 +70,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
                           MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
                           SmolLM3ForCausalLM)
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GemmaTokenizer
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -146,6 +148,18 @@ class Case:
     no_rope_interval: int | None = None  # SmolLM3: every this-many-th layer has no RoPE (NoPE)
 
 
+@dataclasses.dataclass
+class GemmaCase(Case):
+    """A Gemma3ForCausalLM case: its tokenizer is SentencePiece as Gemma's (no dummy prefix, ids
+    pad 0, eos 1, bos 2, unk 3); layers, window and RoPE bases as given."""
+
+    layer_types: list[str] | None = None  # None: the default pattern (every 6th layer global)
+    window: int = 4
+    local_theta: float = 10000.0
+    query_pre_attn_scalar: int = 32
+    llama_cpp_gguf: bool = False  # model.gguf from llama.cpp's own convert_hf_to_gguf.py
+
+
 CASES = {
     "llama-f32": Case("llama", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
                       rope_theta=500000.0, rms_norm_eps=1e-6, template=CHATML_BOS, template_in_config=False,
@@ -192,10 +206,37 @@ CASES = {
     "smollm3-f32": Case("smollm3", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
                         rope_theta=2000000.0, rms_norm_eps=1e-6, intermediate=64, n_layers=4,
                         no_rope_interval=2),
+    # Gemma 3, config.json as transformers 5 writes it (rope_parameters per layer type, layer_types):
+    # 7 layers, layer 5 global (the default pattern, which llama.cpp assumes), window 4 over 24
+    # tokens, linear scaling on the global layer, local RoPE base 100; GGUF by llama.cpp's converter
+    "gemma3-f32": GemmaCase("gemma3", torch.float32, tied=True, n_kv_heads=1, tokenizer="gemma-spm",
+                            rope_theta=10000.0, rms_norm_eps=1e-6, intermediate=64, n_tokens=24, head_dim=32,
+                            n_layers=7, rope={"rope_type": "linear", "factor": 8.0}, local_theta=100.0,
+                            llama_cpp_gguf=True),
+    # Gemma 3, config.json as transformers 4.x and the hub write it (rope_theta, rope_local_base_freq,
+    # rope_scaling, sliding_window_pattern, no layer_types), BF16, window 5
+    "gemma3-bf16-legacy-config": GemmaCase("gemma3", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="gemma-spm",
+                                           rope_theta=1000000.0, rms_norm_eps=1e-6, n_tokens=24, head_dim=32,
+                                           n_layers=6, legacy_config=True, window=5, local_theta=1000.0,
+                                           llama_cpp_gguf=True),
+    # Gemma 3 with an attention scale apart from head_dim (query_pre_attn_scalar 20, head_dim 32) and
+    # its own layer_types; no GGUF (llama.cpp scales by head_dim)
+    "gemma3-query-scale": GemmaCase("gemma3", torch.float32, tied=True, n_kv_heads=2, tokenizer="gemma-spm",
+                                    rope_theta=500000.0, rms_norm_eps=2e-6, intermediate=64, n_tokens=24,
+                                    head_dim=32, n_layers=4, query_pre_attn_scalar=20, window=6, local_theta=50.0,
+                                    layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                                                 "sliding_attention"]),
+    # sliding windows past the window: Mistral (every layer) and Qwen2 with use_sliding_window (layer 1)
+    "mistral-sliding-window": Case("mistral", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                                   rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=24,
+                                   sliding_window=5),
+    "qwen2-sliding-window": Case("qwen2", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                                 rope_theta=10000.0, rms_norm_eps=1e-6, intermediate=64, n_tokens=24,
+                                 sliding_window=6),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM)}
+        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM), "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -269,6 +310,35 @@ def spm_tokenizer(out: str, case: Case) -> None:
         os.remove(os.path.join(out, "tokenizer.json"))
 
 
+def gemma_tokenizer(out: str) -> None:
+    """SentencePiece BPE trained as Gemma's is set up (no dummy prefix, byte fallback, split digits,
+    <pad> 0, <eos> 1, <bos> 2, <unk> 3, then <mask> and the turn markers): tokenizer.model, and the tokenizer_config.json GemmaTokenizer
+    writes (transformers 5 builds it from tokenizer.model; its tokenizer.json is not kept)."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_lines()), model_writer=model, model_type="bpe", vocab_size=400,
+        byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=False, split_digits=True, allow_whitespace_only_pieces=True, character_coverage=1.0,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"],
+        num_threads=1, minloglevel=2)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    tok = GemmaTokenizer.from_pretrained(out)
+    tok.save_pretrained(out)
+    cfg_path = os.path.join(out, "tokenizer_config.json")
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.update(add_bos_token=True, add_eos_token=False)  # as Gemma's repositories state them
+    for key in ("is_local", "local_files_only"):
+        cfg.pop(key, None)
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.remove(os.path.join(out, "tokenizer.json"))
+
+
 # ------------------------------------------------------------------------------------------------
 # Models
 
@@ -293,6 +363,10 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     """The case's model with freshly drawn weights, in its storage dtype."""
     config_cls, model_cls = ARCH[case.family]
     extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
+    if case.family == "qwen2" and case.sliding_window is not None:
+        extra.update(sliding_window=case.sliding_window, use_sliding_window=True, max_window_layers=1)
+    if isinstance(case, GemmaCase):
+        return make_gemma_model(case, vocab_size, bos_id, eos_id, seed)
     if case.rope is not None:
         extra["rope_parameters"] = {**case.rope, "rope_theta": case.rope_theta}
     else:
@@ -310,6 +384,55 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     model = model_cls(config).eval()
     reinitialise(model, torch.Generator().manual_seed(seed))
     return model.to(case.dtype)
+
+
+def make_gemma_model(case: GemmaCase, vocab_size: int, bos_id: int | None, eos_id: int | None,
+                     seed: int) -> torch.nn.Module:
+    """A Gemma3ForCausalLM with freshly drawn weights (norm weights 1 + 0.1 N: the model scales by
+    1 + w, so a missing fold shows), RoPE parameters per layer type as transformers 5 holds them."""
+    full = {"rope_type": "default", "rope_theta": case.rope_theta} if case.rope is None \
+        else {**case.rope, "rope_theta": case.rope_theta}
+    config = Gemma3TextConfig(
+        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=case.n_layers, num_attention_heads=4,
+        num_key_value_heads=case.n_kv_heads, head_dim=case.head_dim, vocab_size=vocab_size,
+        max_position_embeddings=128, rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=0, sliding_window=case.window,
+        query_pre_attn_scalar=case.query_pre_attn_scalar, layer_types=case.layer_types,
+        rope_parameters={"full_attention": full,
+                         "sliding_attention": {"rope_type": "default", "rope_theta": case.local_theta}})
+    model = Gemma3ForCausalLM(config).eval()
+    reinitialise(model, torch.Generator().manual_seed(seed))
+    return model.to(case.dtype)
+
+
+def write_gemma_legacy_config(out: str, case: GemmaCase) -> None:
+    """Rewrite config.json as transformers 4.x and Gemma 3's hub files have it: rope_theta,
+    rope_local_base_freq and rope_scaling (the global layers') instead of rope_parameters,
+    sliding_window_pattern instead of layer_types, torch_dtype."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    cfg.pop("layer_types", None)
+    cfg.pop("dtype", None)
+    full = dict(rope["full_attention"])
+    cfg.update(rope_theta=full.pop("rope_theta"), rope_local_base_freq=rope["sliding_attention"]["rope_theta"],
+               rope_scaling=None if full.get("rope_type", "default") == "default" else full,
+               sliding_window_pattern=6, _sliding_window_pattern=6, torch_dtype=str(case.dtype).split(".")[-1],
+               transformers_version="4.55.0")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(cfg.items())), f, indent=2)
+        f.write("\n")
+
+
+LLAMA_CPP = os.path.expanduser("~/.cache/llama.cpp-ref")
+
+
+def write_llama_cpp_gguf(out: str) -> None:
+    """model.gguf made from the saved directory by llama.cpp's own convert_hf_to_gguf.py, in F32."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(LLAMA_CPP, "gguf-py"))
+    subprocess.run([sys.executable, os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py"), out, "--outtype", "f32",
+                    "--outfile", os.path.join(out, "model.gguf")], check=True, env=env, capture_output=True)
 
 
 def respell_rope(out: str, case: Case) -> None:
@@ -513,6 +636,8 @@ def make_case(name: str, case: Case, seed: int) -> None:
     os.makedirs(out)
     if case.tokenizer == "spm":
         spm_tokenizer(out, case)
+    elif case.tokenizer == "gemma-spm":
+        gemma_tokenizer(out)
     else:
         bpe_tokenizer(case.tokenizer, out, case)
     tok = AutoTokenizer.from_pretrained(out)  # everything below from the saved files
@@ -524,10 +649,14 @@ def make_case(name: str, case: Case, seed: int) -> None:
     shard = size if case.shards == 1 else int(size * 1.2) // case.shards
     model.save_pretrained(out, max_shard_size=shard)
     del model
-    if case.rope is not None:
+    if case.rope is not None and not isinstance(case, GemmaCase):
         respell_rope(out, case)
-    if case.legacy_config:
+    if case.legacy_config and isinstance(case, GemmaCase):
+        write_gemma_legacy_config(out, case)
+    elif case.legacy_config:
         write_legacy_config(out, case)
+    if isinstance(case, GemmaCase) and case.llama_cpp_gguf:
+        write_llama_cpp_gguf(out)
     if case.gguf and case.family == "llama":
         write_llama_gguf(out, tok)
     elif case.gguf:
@@ -540,7 +669,7 @@ def make_case(name: str, case: Case, seed: int) -> None:
     np.savez_compressed(os.path.join(out, "reference.npz"), tokens=tokens, logits=logits.astype(np.float32))
 
     texts = [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]
-    if case.tokenizer == "spm":
+    if case.tokenizer in ("spm", "gemma-spm"):
         # transformers' Metaspace adds no "▁" before text that starts with a space; SentencePiece
         # (and llama.cpp) always does. Both are recorded; they differ only for such texts.
         sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "tokenizer.model"))

@@ -178,6 +178,11 @@ class Family:
         freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.head_dim, refuse)
         return {} if freqs is None else {"rope_freq": freqs}
 
+    def hf_value_shift(self, name: str) -> float:
+        """A constant added (in float32) to every value of weights.bin tensor `name` read from
+        Hugging Face: 0 in the llama decoder (Gemma folds the 1 of its (1 + w) norms in here)."""
+        return 0.0
+
     # Hugging Face tensors that carry nothing the decoder needs
     hf_ignored_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
 

@@ -69,7 +69,8 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
             dst_type, why = choose_type(t.dtype.lower(), shape, out_type, lambda f=f, n=hf_name: f.array(n))
             if dst_type != t.dtype.lower() and why != "vectors stay f32":
                 notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
-            sources.append((name, dst_type, shape, _encoder(f, hf_name, permute_heads, dst_type)))
+            sources.append((name, dst_type, shape,
+                            _encoder(f, hf_name, permute_heads, dst_type, family.hf_value_shift(name))))
         report(notes, progress)
         write_model(root, dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
                     metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
@@ -79,10 +80,13 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
             f.close()
 
 
-def _encoder(f: SafetensorsFile, name: str, permute_heads: int, dst_type: str) -> Callable[[], Any]:
+def _encoder(f: SafetensorsFile, name: str, permute_heads: int, dst_type: str, shift: float) -> Callable[[], Any]:
     def make() -> Any:
         w = f.array(name)
         if permute_heads:
             w = w[pair_order(w.shape[0], permute_heads)]
-        return quantize(np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), dst_type)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if shift:
+            w = w + np.float32(shift)  # in float32, as the model computes it (Gemma's 1 + w)
+        return quantize(w.reshape(-1, w.shape[-1]), dst_type)
     return make
