@@ -2,7 +2,9 @@
 tools/make_hf_fixtures.py): converted, they must give transformers' float32 logits (as a prompt
 and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
 Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json),
-SmolLM3 (layers without RoPE), F32
+SmolLM3 (layers without RoPE), Gemma 3 (GELU MLP, (1 + w) and sandwich norms, scaled embeddings, local
+sliding-window layers with their own RoPE base; GGUFs by llama.cpp's converter), Mistral and Qwen2
+past their sliding window, F32
 and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """

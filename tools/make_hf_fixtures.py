@@ -41,6 +41,17 @@ as llama.cpp's convert_hf_to_gguf.py writes that family: its tensor names (gguf'
 F32 tensors, q/k rows in Hugging Face's half-split order (not permuted, as for qwen2), the BPE
 vocabulary with added special tokens as control tokens, the `qwen2` pre-tokenizer.
 
+Gemma 3 cases (Gemma3ForCausalLM: hidden 64, head_dim 32, 4-7 layers of which one is global, a
+sliding window of 4-6 over 24 reference tokens, local layers with their own RoPE base, one case with
+linear scaling on the global layers, one with query_pre_attn_scalar apart from head_dim) have a
+SentencePiece tokenizer set up as Gemma's (no dummy prefix, <pad> <eos> <bos> <unk> first); their
+config.json is as transformers 5 writes it (rope_parameters per layer type, layer_types) or rewritten
+as 4.x and the hub's files have it (rope_theta, rope_local_base_freq, rope_scaling,
+sliding_window_pattern). Those marked llama_cpp_gguf get model.gguf from llama.cpp's own
+convert_hf_to_gguf.py (in ~/.cache/llama.cpp-ref, the llama-cpp-python sdist's vendor/llama.cpp), F32.
+Two more cases run past a sliding window: Mistral (window 5 on every layer) and Qwen2 with
+use_sliding_window (window 6 from max_window_layers 1).
+
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
 the saved directory loaded with dtype=float32, so BF16 cases are BF16 weights run in float32) and
@@ -331,7 +342,7 @@ def gemma_tokenizer(out: str) -> None:
     with open(cfg_path, encoding="utf-8") as f:
         cfg = json.load(f)
     cfg.update(add_bos_token=True, add_eos_token=False)  # as Gemma's repositories state them
-    for key in ("is_local", "local_files_only"):
+    for key in ("is_local", "local_files_only", "vocab_file"):  # from_pretrained's arguments, saved along
         cfg.pop(key, None)
     with open(cfg_path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2, ensure_ascii=False)
