@@ -229,6 +229,20 @@ def test_sliding_window_is_recorded_and_applied_past_it(tmp_path):
         assert m.config.sliding_window is None and m.n_ctx == 64
 
 
+@pytest.mark.parametrize("meta,message", [
+    ({"gemma3.final_logit_softcapping": Typed(F32, 30.0)}, r"final logit soft-capping .gemma3.final_logit_softcapping 30.0"),
+    ({"gemma3.rope.scaling.type": "yarn"}, r"RoPE scaling 'yarn' .gemma3.rope.scaling.type. is not supported"),
+    ({"gemma3.attention.sliding_window": 8, "gemma3.attention.sliding_window_pattern": [True]},
+     r"sliding_window_pattern must hold one flag per layer"),
+])
+def test_gemma3_metadata_pyllm_lacks_is_refused(tmp_path, meta, message):
+    """gemma3 GGUFs with logit soft-capping, YaRN, or a per-layer pattern of the wrong length are
+    refused, naming the key."""
+    tiny_gguf(tmp_path / "m.gguf", arch="gemma3", extra_meta=meta)
+    with pytest.raises(FormatError, match=message):
+        convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+
+
 @pytest.mark.parametrize("type_name", ["f32", "q8_0", "q4_1"])
 def test_qwen2_half_split_rows_are_reordered(tmp_path, type_name):
     cfg, w = tiny_gguf(tmp_path / "m.gguf", type_name, arch="qwen2", bias=True, halves=True,

@@ -210,3 +210,31 @@ def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
     (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(FormatError, match=message):
         convert(src, tmp_path / "m.bin", progress=False)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"final_logit_softcapping": 30.0}, r"Gemma3ForCausalLM with final_logit_softcapping 30.0"),
+    ({"attn_logit_softcapping": 50.0}, r"Gemma3ForCausalLM with attn_logit_softcapping"),
+    ({"use_bidirectional_attention": True}, r"Gemma3ForCausalLM with bidirectional attention"),
+    ({"hidden_activation": "silu"}, r"Gemma3ForCausalLM with activation 'silu'"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
+     r"RoPE scaling 'yarn' on the global layers"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4},
+                          "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100.0}}},
+     r"RoPE scaling 'linear' on the sliding-window layers"),
+    ({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"},
+     r"Gemma3ForConditionalGeneration .model_type 'gemma3'. is not supported: it needs a vision tower"),
+])
+def test_gemma3_features_pyllm_lacks_are_refused(tmp_path, change, message):
+    """Gemma 2-style soft-capping, bidirectional attention, other activations, RoPE scalings beyond
+    frequency tables on the global layers or any on the local ones, and the multimodal class are
+    refused by name."""
+    src = tmp_path / "gemma3"
+    shutil.copytree(os.path.join(HF, "gemma3-f32"), src)
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    raw.update(change)
+    (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FormatError, match=message):
+        convert(src, tmp_path / "m.bin", progress=False)
+
