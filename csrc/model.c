@@ -8,7 +8,7 @@
  *       a = attention(q, K cache, V cache) Wo    (causal, grouped-query; a sliding layer sees
  *                                                 only the last sliding_window positions)
  *       x = x + a, or x + rmsnorm(a) with a post-attention norm (Gemma's sandwich norms)
- *       h = rmsnorm(x) ; f = (act(h Wgate) * (h Wup)) Wdown   (act: SiLU, SwiGLU, or GELU)
+ *       h = rmsnorm(x) ; f = (act(h Wgate) * (h Wup)) Wdown   (act: SiLU, or GELU in its tanh form)
  *       x = x + f, or x + rmsnorm(f) with a post-MLP norm
  *   logits = rmsnorm(x) Wout
  *
