@@ -3,7 +3,7 @@
     pyllm run [weights.bin] [-p PROMPT | --chat] ...   complete a prompt or chat (default model if none)
     pyllm convert SOURCE weights.bin [--type ...]       GGUF / Hugging Face / llama2.c -> weights.bin
     pyllm perplexity weights.bin text.txt [--ctx 512]   perplexity as llama.cpp computes it
-    pyllm fetch [--type ...]                            fetch and convert the default model
+    pyllm fetch [MODEL] [--type ...]                    fetch and convert a known model (default SmolLM2)
     pyllm bench [weights.bin ...]                       prompt and generation speed
 
 `python -m pyllm` is the same command; `pyllm COMMAND --help` lists a command's options.

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .errors import PyllmError, describe
+from .fetch import DEFAULT_MODEL, KNOWN_MODELS, model_path
 from .generation import DEFAULT_MAX_TOKENS
 from .sampling import options as sampling_options
 
@@ -24,7 +25,8 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The command's arguments: model, prompt source, generation and sampling options, output."""
-    ap.add_argument("model", nargs="?", help="weights.bin (default: SmolLM2-135M-Instruct, fetched once)")
+    ap.add_argument("model", nargs="?", help="weights.bin, or the name of a known model (smollm2, gemma3-270m: "
+                                             "fetched once; default smollm2)")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", help="prompt text")
     src.add_argument("-f", "--file", help="read the prompt from a file")
@@ -126,9 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         path = args.model
-        if path is None:
-            from .fetch import default_model
-            path = default_model(quiet=args.quiet)
+        if path is None or (not os.path.exists(path) and path in KNOWN_MODELS):
+            path = model_path(path or DEFAULT_MODEL, quiet=args.quiet)
         elif not os.path.exists(path):
             raise PyllmError(f"{path}: no such file")
         prompt = args.prompt

@@ -14,8 +14,10 @@ pyllm's and llama.cpp's runs alternate within each repetition, so a machine that
 slows down during the benchmark (shared virtual machines do) shifts both alike.
 """
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -25,6 +27,16 @@ from pyllm import Model  # noqa: E402
 from pyllm.bench import interleaved_rates, machine, model_runs, prompt_tokens, weight_type  # noqa: E402
 from pyllm.convert import convert  # noqa: E402
 from pyllm.fetch import cache_dir, default_model  # noqa: E402
+
+
+def memory_bandwidth() -> str:
+    """What tools/membw.c measures here (read bandwidth on 1 and 2 threads), built on the fly."""
+    import tempfile
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "membw")
+        subprocess.run(["gcc", "-O2", "-mavx2", "-fopenmp", os.path.join(here, "membw.c"), "-o", exe], check=True)
+        return "; ".join(subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split("\n")).strip("; ")
 
 
 def median_rate(n: int, reps: int, run) -> float:
@@ -47,20 +59,35 @@ def llama_cpp_runs(llm, args) -> dict:
     return {"pp": (args.pp, pp), "tg": (args.tg, tg)}
 
 
+def llama_bench_runs(program: str, gguf: str, args) -> dict:
+    """pp and tg of llama.cpp's own llama-bench, one repetition per call, as {name: (tokens, fn)};
+    each fn returns the seconds llama-bench measured (model loading and its warm-up excluded)."""
+    threads = args.threads or len(os.sched_getaffinity(0))
+
+    def measure(pp: int, tg: int) -> float:
+        cmd = [program, "-m", gguf, "-p", str(pp), "-n", str(tg), "-r", "1", "-t", str(threads), "-o", "json"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return json.loads(out)[0]["avg_ns"] / 1e9
+
+    return {"pp": (args.pp, lambda: measure(args.pp, 0)), "tg": (args.tg, lambda: measure(0, args.tg))}
+
+
 def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, str, int]:
-    """Rates of pyllm on `path` and, if given and installed, llama.cpp on `gguf`, interleaved."""
-    llm = None
+    """Rates of pyllm on `path` and, if given, llama.cpp on `gguf` (llama-cpp-python if installed,
+    else the llama-bench program), interleaved."""
+    llm, theirs = None, {}
     if gguf:
         try:
             from llama_cpp import Llama
             threads = args.threads or len(os.sched_getaffinity(0))
             llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
                         n_threads=threads, n_threads_batch=threads, verbose=False)
+            theirs = llama_cpp_runs(llm, args)
         except ImportError:
-            pass
+            if os.path.exists(args.llama_bench):
+                theirs = llama_bench_runs(args.llama_bench, gguf, args)
     with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
         ours = model_runs(m, args.pp, args.tg)
-        theirs = llama_cpp_runs(llm, args) if llm else {}
         # one repetition: pyllm pp, llama.cpp pp, pyllm tg, llama.cpp tg, pyllm generate()
         order = {"ours pp": ours["pp"], "theirs pp": theirs.get("pp"), "ours tg": ours["tg"],
                  "theirs tg": theirs.get("tg"), "ours tg_py": ours["tg_py"]}
@@ -142,6 +169,7 @@ PEAK_RSS = "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Vm
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help="weights.bin files")
+    ap.add_argument("--membw", action="store_true", help="also: memory bandwidth (tools/membw.c) before the table")
     ap.add_argument("--gguf", nargs="+", default=[], help="GGUF files: pyllm runs their conversion, llama.cpp the file")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--reps", type=int, default=5)
@@ -150,6 +178,9 @@ def main() -> int:
     ap.add_argument("--kernels", default="auto", help="auto, avx2, neon or portable")
     ap.add_argument("--depths", default="", help="also: decode speed at these cache depths, e.g. 0,512,2048")
     ap.add_argument("--startup", action="store_true", help="also: load-to-first-token time and peak memory")
+    ap.add_argument("--llama-bench", default=os.path.expanduser("~/.cache/llama.cpp-ref/build/bin/llama-bench"),
+                    help="llama.cpp's llama-bench, used for --gguf files when llama-cpp-python is not installed "
+                         "(default: where ../shared/tools/build-llama-cpp.sh builds it)")
     args = ap.parse_args()
 
     runs = [(p, None) for p in args.models]
@@ -163,6 +194,8 @@ def main() -> int:
         runs = [(str(default_model()), None)]
 
     print(f"machine: {machine()}")
+    if args.membw:
+        print(f"memory bandwidth: {memory_bandwidth()}")
     print(f"date: {time.strftime('%Y-%m-%d')}; python {platform.python_version()}; "
           f"command: {' '.join(['python'] + sys.argv)}\n")
     print("| model | type | engine | threads | pp{0} tok/s | tg{1} tok/s | tg{1} via generate() |".format(args.pp, args.tg))

