@@ -7,6 +7,7 @@ SwiGLU). A family module subclasses it and overrides only what differs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -234,14 +235,39 @@ class Family:
             qkv_bias="blk.0.attn_q.bias" in g.tensors,
             architecture=self.name,
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
+            full_attention_layers=(),
             rope_scaling=rope.gguf_scaling(g, arch),
             qk_norm=self.qk_norm,
         )
+        if cfg.sliding_window is not None:
+            window, full = self.gguf_sliding_layers(g, cfg.sliding_window, n_layers)
+            cfg = dataclasses.replace(cfg, sliding_window=window, full_attention_layers=full)
         try:
             check_config(cfg)
         except ValueError as exc:
             raise FormatError(f"{g.path}: {exc}") from None
         return cfg
+
+    gguf_default_pattern: int | None = None  # llama.cpp's sliding-window pattern when the file has none
+
+    def gguf_sliding_layers(self, g: GGUFFile, window: int, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
+        """(window, full-attention layers) as llama.cpp reads them: attention.sliding_window_pattern,
+        one flag per layer (true: sliding) or a count n (layer i slides when i % n < n - 1), else the
+        family's default pattern, else every layer slides."""
+        key = g.meta("general.architecture", kind=str) + ".attention.sliding_window_pattern"
+        if key not in g.metadata:
+            if self.gguf_default_pattern is None:
+                return window, ()
+        pattern = g.meta(key, self.gguf_default_pattern, kind=(int, list))
+        if isinstance(pattern, list):
+            if len(pattern) != n_layers or any(not isinstance(f, bool) for f in pattern):
+                raise FormatError(f"{g.path}: metadata {key} must hold one flag per layer ({n_layers})")
+            types = ["sliding_attention" if f else "full_attention" for f in pattern]
+        else:
+            if isinstance(pattern, bool) or not 1 <= pattern < 1 << 31:
+                raise FormatError(f"{g.path}: metadata {key} is {pattern!r}, not a positive count or a list of flags")
+            types = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention" for i in range(n_layers)]
+        return sliding_of(window, types)
 
     # GGUF tensors read into others: llama.cpp's RoPE factors become the rope_freq frequencies
     gguf_consumed: tuple[str, ...] = ("rope_freqs.weight",)

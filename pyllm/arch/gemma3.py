@@ -47,6 +47,7 @@ class Gemma3(Family):
     hf_sliding = True
     hf_tied_by_default = True
     hf_default_theta = DEFAULT_THETA
+    gguf_default_pattern = DEFAULT_PATTERN  # llama.cpp's for gemma3: layers 5, 11, ... global
 
     # -- Hugging Face ---------------------------------------------------------------------------
 
@@ -112,10 +113,10 @@ class Gemma3(Family):
     # -- GGUF -----------------------------------------------------------------------------------
 
     def config_from_gguf(self, g: GGUFFile) -> ModelConfig:
-        """The llama reading of the metadata, with Gemma 3's fields as llama.cpp sets them: local
-        layers by attention.sliding_window_pattern (default 6; an integer or one flag per layer),
-        their RoPE base rope.freq_base_swa (default 10000), the attention scale head_dim^-0.5
-        (the 27B model, 62 layers: (dim / heads)^-0.5)."""
+        """The llama reading of the metadata (local layers by attention.sliding_window_pattern,
+        default 6), with Gemma 3's fields as llama.cpp sets them: the local layers' RoPE base
+        rope.freq_base_swa (default 10000), the attention scale head_dim^-0.5 (the 27B model, 62
+        layers: (dim / heads)^-0.5)."""
         p = "gemma3."
         softcap = g.meta(p + "final_logit_softcapping", 0.0, kind=(int, float))
         if softcap:
@@ -125,31 +126,12 @@ class Gemma3(Family):
             raise FormatError(f"{g.path}: RoPE scaling {g.meta(p + 'rope.scaling.type', kind=str)!r} "
                               f"({p}rope.scaling.type) is not supported by pyllm for gemma3")
         cfg = super().config_from_gguf(g)
-        full: tuple[int, ...] = ()
-        if cfg.sliding_window is not None:
-            pattern = g.meta(p + "attention.sliding_window_pattern", DEFAULT_PATTERN, kind=(int, list))
-            if isinstance(pattern, bool):
-                raise FormatError(f"{g.path}: metadata {p}attention.sliding_window_pattern is {pattern}, "
-                                  "not a count or a list of flags")
-            if isinstance(pattern, list):
-                if len(pattern) != cfg.n_layers or any(not isinstance(f, bool) for f in pattern):
-                    raise FormatError(f"{g.path}: metadata {p}attention.sliding_window_pattern must hold one "
-                                      f"flag per layer ({cfg.n_layers})")
-                types = ["sliding_attention" if f else "full_attention" for f in pattern]
-            else:
-                if not 1 <= pattern < 1 << 31:
-                    raise FormatError(f"{g.path}: metadata {p}attention.sliding_window_pattern is {pattern}, "
-                                      "not a positive count")
-                types = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention"
-                         for i in range(cfg.n_layers)]
-            window, full = sliding_of(cfg.sliding_window, types)
-            cfg = dataclasses.replace(cfg, sliding_window=window)
         theta_swa = float(g.meta(p + "rope.freq_base_swa", DEFAULT_LOCAL_THETA, kind=(int, float)))
         if not 0 < theta_swa < math.inf:
             raise FormatError(f"{g.path}: metadata {p}rope.freq_base_swa is {theta_swa}, not a finite positive number")
         head = cfg.dim // cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim
         return dataclasses.replace(
-            cfg, full_attention_layers=full, activation="gelu_tanh", post_norms=True,
+            cfg, activation="gelu_tanh", post_norms=True,
             embed_scale=float(np.float32(math.sqrt(cfg.dim))), attn_scale=float(np.float32(1.0 / math.sqrt(head))),
             rope_theta_swa=theta_swa if cfg.sliding_window is not None else None)
 
