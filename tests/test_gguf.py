@@ -229,6 +229,19 @@ def test_sliding_window_is_recorded_and_applied_past_it(tmp_path):
         assert m.config.sliding_window is None and m.n_ctx == 64
 
 
+def test_sliding_window_pattern_picks_the_sliding_layers(tmp_path):
+    """attention.sliding_window_pattern as llama.cpp reads it: one flag per layer (true: sliding)."""
+    cfg, w = tiny_gguf(tmp_path / "m.gguf", "f32", extra_meta={"llama.attention.sliding_window": 6,
+                                                               "llama.attention.sliding_window_pattern": [True, False]})
+    convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    windowed = dataclasses.replace(cfg, sliding_window=6, full_attention_layers=(1,))
+    ref = forward(w, windowed, TOKENS)
+    assert np.abs(forward(w, dataclasses.replace(windowed, full_attention_layers=()), TOKENS) - ref).max() > 1e-2
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.full_attention_layers == (1,)
+        assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+
+
 @pytest.mark.parametrize("meta,message", [
     ({"gemma3.final_logit_softcapping": Typed(F32, 30.0)}, r"final logit soft-capping .gemma3.final_logit_softcapping 30.0"),
     ({"gemma3.rope.scaling.type": "yarn"}, r"RoPE scaling 'yarn' .gemma3.rope.scaling.type. is not supported"),
