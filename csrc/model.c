@@ -1,12 +1,16 @@
 /* model.c - the forward pass of a llama-family decoder.
  *
- *   x = embed(tokens)
+ *   x = embed(tokens) * embed_scale
  *   for each layer:
  *       h = rmsnorm(x) ; q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
- *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies,
- *                                  the first rope_dim dimensions of each head; not in a NoPE layer)
- *       x = x + attention(q, K cache, V cache) Wo                 (causal, grouped-query)
- *       h = rmsnorm(x) ; x = x + (silu(h Wgate) * (h Wup)) Wdown  (SwiGLU)
+ *       q, k = rmsnorm of each head (if q_norm, k_norm) ; rope(q, k)  (per-pair frequencies, the
+ *                                   sliding layers' own if given, over the first rope_dim
+ *                                   dimensions of each head; not in a NoPE layer)
+ *       a = attention(q, K cache, V cache) Wo    (causal, grouped-query; a sliding layer sees
+ *                                                 only the last sliding_window positions)
+ *       x = x + a, or x + rmsnorm(a) with a post-attention norm (Gemma's sandwich norms)
+ *       h = rmsnorm(x) ; f = (act(h Wgate) * (h Wup)) Wdown   (act: SiLU, or GELU in its tanh form)
+ *       x = x + f, or x + rmsnorm(f) with a post-MLP norm
  *   logits = rmsnorm(x) Wout
  *
  * A batch of tokens goes through together (matrix x matrix). All threads run the whole pass
@@ -16,6 +20,11 @@
  * The model (weights, config, rope frequencies) is read-only once built; everything a pass
  * writes - the KV cache and the scratch buffers - belongs to a sequence, so any number of
  * sequences can run on one model at the same time, each from its own thread.
+ *
+ * A sliding layer's cache holds only what its queries can still see: the last sliding_window - 1
+ * positions and one batch. When a batch would run past its end, the positions still visible are
+ * moved to its start (every n_batch positions or so), and the sequence remembers the first
+ * position it holds (swa_base); earlier positions cannot be resumed from (PYLLM_ERR_REWIND).
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
@@ -34,6 +43,7 @@ struct pyllm_model {
     int isa;
     float *rope_freq;     /* (rope_dim / 2) rotation frequency of each pair (given, or from theta) */
     float *rope_freq_long;/* (rope_dim / 2) the same for sequences longer than rope_long_ctx, or NULL */
+    float *rope_freq_swa; /* (rope_dim / 2) the sliding layers' frequencies, or NULL: rope_freq */
 };
 
 struct pyllm_seq {
@@ -42,11 +52,15 @@ struct pyllm_seq {
     int n_threads;
     int n_batch;          /* rows of the scratch buffers below */
     const float *rope_freq; /* the model's frequencies for a context of n_ctx (LongRoPE: short or long) */
-    float *rope_cos;      /* (n_batch, rope_dim / 2) cos and sin of the current batch's angles, */
-    float *rope_sin;      /* shared by every head and layer */
-    float *key_cache;     /* (n_layers, n_ctx, kv_dim) */
-    float *value_cache;   /* (n_layers, n_ctx, kv_dim) */
+    float *rope_cos;      /* (2, n_batch, rope_dim / 2) cos and sin of the current batch's angles, */
+    float *rope_sin;      /* shared by every head and layer: [0] full layers, [1] sliding ones */
+    float *key_cache;     /* (cache rows of every layer, kv_dim): a full layer n_ctx rows, */
+    float *value_cache;   /* a sliding one swa_rows, from row layer_row[l] */
+    size_t *layer_row;    /* (n_layers) first cache row of each layer */
+    int swa_rows;         /* cache rows of a sliding layer: min(n_ctx, sliding_window - 1 + n_batch) */
+    int swa_base;         /* the position a sliding layer's cache row 0 holds */
     float *x;             /* (n_batch, dim) residual stream */
+    float *xb2;           /* (n_batch, dim) attention or MLP output before its post-norm */
     float *xb;            /* (n_batch, max(dim, q_dim)) normalized input, then attention output */
     float *q;             /* (n_batch, q_dim) queries */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
@@ -64,6 +78,7 @@ const char *pyllm_strerror(int code) {
     case PYLLM_ERR_TYPE: return "unsupported weight type or shape";
     case PYLLM_ERR_CONTEXT: return "the tokens do not fit in the context";
     case PYLLM_ERR_ISA: return "kernels not available on this CPU";
+    case PYLLM_ERR_REWIND: return "the sliding-window layers no longer hold the keys needed at that position";
     default: return "unknown error";
     }
 }
@@ -114,26 +129,47 @@ static void rmsnorm_rows(int isa, pyllm_seq *s, float *out, const float *x, cons
     }
 }
 
+/* x += rmsnorm(y) * weight for n rows of dim values (a post-norm before the residual add). */
+static void add_rmsnorm_rows(float *x, const float *y, const float *weight, int n, int dim, float eps,
+                             int ith, int nth) {
+    int lo, hi;
+    rows_share(n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        const float *yt = y + (size_t)t * dim;
+        float *xt = x + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)yt[i] * yt[i];
+        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int i = 0; i < dim; i++) xt[i] += yt[i] * scale * weight[i];
+    }
+}
+
 /* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions, times the
  * attention factor (exactly 1 unless the RoPE scaling sets one). */
 static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int ith, int nth) {
     const int half = m->c.rope_dim / 2;
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
-    for (int t = lo; t < hi; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)(pos + t) * s->rope_freq[i];
-            s->rope_cos[(size_t)t * half + i] = cosf(angle) * m->c.rope_attn_factor;
-            s->rope_sin[(size_t)t * half + i] = sinf(angle) * m->c.rope_attn_factor;
-        }
+    for (int set = 0; set < (m->rope_freq_swa ? 2 : 1); set++) {
+        const float *freq = set ? m->rope_freq_swa : s->rope_freq;
+        size_t at = (size_t)set * s->n_batch * half;
+        for (int t = lo; t < hi; t++)
+            for (int i = 0; i < half; i++) {
+                float angle = (float)(pos + t) * freq[i];
+                s->rope_cos[at + (size_t)t * half + i] = cosf(angle) * m->c.rope_attn_factor;
+                s->rope_sin[at + (size_t)t * half + i] = sinf(angle) * m->c.rope_attn_factor;
+            }
+    }
 }
 
 /* Add the optional bias, normalize each head by the optional per-head RMSNorm weight (Qwen3's
  * q_norm / k_norm), and rotate adjacent pairs of each head's first rope_dim dimensions by the
- * batch's angles unless the layer has no positional encoding (no_rope). */
+ * batch's angles (the sliding layers' own set when they have one) unless the layer has no
+ * positional encoding (no_rope). */
 static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias,
-                           const float *norm, int no_rope, int n, int n_heads, int ith, int nth) {
-    const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2;
+                           const float *norm, const pyllm_layer *L, int n, int n_heads, int ith, int nth) {
+    const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2, no_rope = L->no_rope;
+    const size_t set = L->sliding && m->rope_freq_swa ? (size_t)s->n_batch * half : 0;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
     for (int th = lo; th < hi; th++) {
@@ -148,7 +184,7 @@ static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, c
             for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
         }
         for (int i = 0; i < half && !no_rope; i++) {
-            float c = s->rope_cos[(size_t)t * half + i], sn = s->rope_sin[(size_t)t * half + i];
+            float c = s->rope_cos[set + (size_t)t * half + i], sn = s->rope_sin[set + (size_t)t * half + i];
             float a = vh[2 * i], b = vh[2 * i + 1];
             vh[2 * i] = a * c - b * sn;
             vh[2 * i + 1] = a * sn + b * c;
@@ -170,25 +206,33 @@ static int attend_heads(const pyllm_config *c) {
     return group < KERN_ATTEND_HEADS ? group : KERN_ATTEND_HEADS;
 }
 
+/* Keys a query at position p reads: p + 1, at most the window (0: no window). */
+static int keys_seen(int p, int window) {
+    return window > 0 && p + 1 > window ? window : p + 1;
+}
+
 /* Work of the first i attention items, token-major with per_token items per token: a query at
- * position p reads p + 1 cached positions. */
-static double attention_work(long i, int per_token, int pos) {
+ * position p reads keys_seen(p) cached positions. */
+static double attention_work(long i, int per_token, int pos, int window) {
     long t = i / per_token, rest = i % per_token;
-    return (double)per_token * ((double)t * (pos + 1) + (double)t * (t - 1) / 2) + (double)rest * (pos + t + 1);
+    long grow = window > 0 ? window - 1 - pos : t; /* tokens before the window is full */
+    grow = grow < 0 ? 0 : grow > t ? t : grow;
+    double whole = (double)grow * (pos + 1) + (double)grow * (grow - 1) / 2 + (double)(t - grow) * window;
+    return (double)per_token * whole + (double)rest * keys_seen(pos + (int)t, window);
 }
 
 /* Thread ith's contiguous [lo, hi) share of the n * per_token attention items, cut so that every
  * thread gets the same work: later queries of a prompt read more of the cache than earlier ones. */
-static void attention_share(int n, int per_token, int pos, int ith, int nth, int *lo, int *hi) {
+static void attention_share(int n, int per_token, int pos, int window, int ith, int nth, int *lo, int *hi) {
     const long items = (long)n * per_token;
-    const double total = attention_work(items, per_token, pos);
+    const double total = attention_work(items, per_token, pos, window);
     long cut[2];
     for (int e = 0; e < 2; e++) { /* first item whose preceding work reaches (ith + e) / nth of the total */
         double target = total * (ith + e) / nth;
         long a = 0, b = items;
         while (a < b) {
             long mid = a + (b - a) / 2;
-            if (attention_work(mid, per_token, pos) < target) a = mid + 1; else b = mid;
+            if (attention_work(mid, per_token, pos, window) < target) a = mid + 1; else b = mid;
         }
         cut[e] = ith + e == nth ? items : a;
     }
@@ -196,7 +240,9 @@ static void attention_share(int n, int per_token, int pos, int ith, int nth, int
     *hi = (int)cut[1];
 }
 
-/* Causal attention for n queries at positions pos .. pos+n-1 over the cache. A prompt is split
+/* Causal attention for n queries at positions pos .. pos+n-1 over the cache; a query of a
+ * sliding layer sees the last sliding_window positions, itself included (transformers' and
+ * llama.cpp's mask: key j is seen from query i when i - window < j <= i). A prompt is split
  * by (token, key/value head), each item taking all the query heads that share that key/value
  * head, so the cache is read once for them; a single token by query head, so that threads share
  * its heads evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
@@ -206,17 +252,20 @@ static void attention(const pyllm_model *m, pyllm_seq *s, int layer, int n, int 
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
     int per_item = n == 1 ? 1 : group, items = c->n_heads / per_item; /* query heads per item, items per token */
-    const float *keys = s->key_cache + (size_t)layer * s->n_ctx * kv_dim;
-    const float *values = s->value_cache + (size_t)layer * s->n_ctx * kv_dim;
-    float scale = 1.0f / sqrtf((float)c->head_dim);
+    int window = m->layers[layer].sliding ? c->sliding_window : 0;
+    int base = window ? s->swa_base : 0; /* the position of cache row 0 */
+    const float *keys = s->key_cache + s->layer_row[layer] * kv_dim;
+    const float *values = s->value_cache + s->layer_row[layer] * kv_dim;
+    float scale = c->attn_scale > 0.0f ? c->attn_scale : 1.0f / sqrtf((float)c->head_dim);
     int lo, hi;
-    attention_share(n, items, pos, ith, nth, &lo, &hi);
+    attention_share(n, items, pos, window, ith, nth, &lo, &hi);
     for (int it = lo; it < hi; it++) {
         int t = it / items, h = it % items * per_item, kvh = h / group;
-        size_t head = (size_t)h * c->head_dim;
-        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, keys + (size_t)kvh * c->head_dim,
-                    values + (size_t)kvh * c->head_dim, kv_dim, pos + t + 1, c->head_dim, scale,
-                    s->scores + (size_t)ith * attend_heads(c) * s->n_ctx, s->xb + (size_t)t * q_dim + head);
+        int seen = keys_seen(pos + t, window), first = pos + t + 1 - seen;
+        size_t head = (size_t)h * c->head_dim, at = (size_t)(first - base) * kv_dim + (size_t)kvh * c->head_dim;
+        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, keys + at, values + at, kv_dim,
+                    seen, c->head_dim, scale, s->scores + (size_t)ith * attend_heads(c) * s->n_ctx,
+                    s->xb + (size_t)t * q_dim + head);
     }
 }
 
@@ -225,9 +274,12 @@ static void embed(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int
     size_t rb = kern_row_bytes(e->type, e->cols);
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
-    for (int t = lo; t < hi; t++)
-        kern_dequantize_row(m->isa, e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb,
-                            s->x + (size_t)t * m->c.dim, m->c.dim);
+    for (int t = lo; t < hi; t++) {
+        float *xt = s->x + (size_t)t * m->c.dim;
+        kern_dequantize_row(m->isa, e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb, xt, m->c.dim);
+        if (m->c.embed_scale != 1.0f)
+            for (int i = 0; i < m->c.dim; i++) xt[i] *= m->c.embed_scale;
+    }
 }
 
 /* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
@@ -247,8 +299,9 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
         BARRIER;
         for (int l = 0; l < c->n_layers; l++) {
             const pyllm_layer *L = &m->layers[l];
-            float *k = s->key_cache + ((size_t)l * s->n_ctx + pos) * kv_dim;   /* (n, kv_dim) */
-            float *v = s->value_cache + ((size_t)l * s->n_ctx + pos) * kv_dim; /* (n, kv_dim) */
+            size_t row = s->layer_row[l] + (size_t)(pos - (L->sliding ? s->swa_base : 0)); /* pos's cache row */
+            float *k = s->key_cache + row * kv_dim;   /* (n, kv_dim) */
+            float *v = s->value_cache + row * kv_dim; /* (n, kv_dim) */
             const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
             const unsigned acts_ffn = acts_of(&L->w_gate, &L->w_up, NULL), acts_down = acts_of(&L->w_down, NULL, NULL);
 
@@ -259,8 +312,8 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             kern_matmul(isa, &L->wk, &xb, n, k, 0, ith, nth);
             kern_matmul(isa, &L->wv, &xb, n, v, 0, ith, nth);
             BARRIER;
-            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L->no_rope, n, c->n_heads, ith, nth);
-            bias_norm_rope(m, s, k, L->bk, L->k_norm, L->no_rope, n, c->n_kv_heads, ith, nth);
+            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L, n, c->n_heads, ith, nth);
+            bias_norm_rope(m, s, k, L->bk, L->k_norm, L, n, c->n_kv_heads, ith, nth);
             if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
             attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
@@ -269,22 +322,35 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
                 quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
                 BARRIER;
             }
-            kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
+            if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
+                kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
+                BARRIER;
+                add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
+            } else {
+                kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
+            }
             BARRIER;
 
-            /* feed-forward block: SwiGLU */
+            /* feed-forward block: SwiGLU or GeGLU */
             rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
             BARRIER;
             kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
             kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
             BARRIER;
-            kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = silu(hb) * hb2 */
+            if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
+            else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
             BARRIER;
             if (acts_down & QUANTIZED_ACTS) {
                 quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
                 BARRIER;
             }
-            kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
+            if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
+                kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
+                BARRIER;
+                add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
+            } else {
+                kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
+            }
             BARRIER;
         }
 
@@ -299,14 +365,39 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
     }
 }
 
+/* Make room in the sliding layers' caches for n positions from pos: when they would run past the
+ * end, move the positions the batch's queries still see (from pos - window + 1) to row 0. */
+static void slide_caches(const pyllm_model *m, pyllm_seq *s, int n, int pos) {
+    const int window = m->c.sliding_window;
+    if (!window || pos + n - s->swa_base <= s->swa_rows) return;
+    int keep_from = pos - window + 1 > s->swa_base ? pos - window + 1 : s->swa_base;
+    size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim, skip = (size_t)(keep_from - s->swa_base);
+    size_t keep = (size_t)(pos - keep_from);
+    for (int l = 0; l < m->c.n_layers; l++) {
+        if (!m->layers[l].sliding) continue;
+        float *k = s->key_cache + s->layer_row[l] * kv_dim, *v = s->value_cache + s->layer_row[l] * kv_dim;
+        memmove(k, k + skip * kv_dim, keep * kv_dim * sizeof(float));
+        memmove(v, v + skip * kv_dim, keep * kv_dim * sizeof(float));
+    }
+    s->swa_base = keep_from;
+}
+
+int pyllm_seq_min_resume(const pyllm_seq *s) {
+    if (!s || s->swa_base == 0) return 0;
+    return s->swa_base + s->m->c.sliding_window - 1;
+}
+
 int pyllm_forward(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n_tokens, int pos,
                   float *logits, int all_logits) {
     if (!m || !s || s->m != m || !tokens || !logits || n_tokens < 1 || pos < 0) return PYLLM_ERR_ARG;
     if (n_tokens > s->n_ctx - pos) return PYLLM_ERR_CONTEXT;
     for (int i = 0; i < n_tokens; i++)
         if (tokens[i] < 0 || tokens[i] >= m->c.vocab_size) return PYLLM_ERR_ARG;
+    if (pos == 0) s->swa_base = 0; /* a fresh start: nothing earlier is needed */
+    if (pos > 0 && pos < pyllm_seq_min_resume(s)) return PYLLM_ERR_REWIND;
     for (int done = 0; done < n_tokens; done += s->n_batch) {
         int n = n_tokens - done < s->n_batch ? n_tokens - done : s->n_batch;
+        slide_caches(m, s, n, pos + done);
         float *out = all_logits ? logits + (size_t)done * m->c.vocab_size
                                 : (done + n == n_tokens ? logits : NULL);
         forward_batch(m, s, tokens + done, n, pos + done, out, all_logits);
@@ -326,7 +417,8 @@ static int check_model(const pyllm_config *c, const pyllm_weights *w) {
         c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2 || c->vocab_size < 1 ||
         c->n_heads % c->n_kv_heads || c->rope_dim < 2 || c->rope_dim > c->head_dim || c->rope_dim % 2 ||
         c->rope_long_ctx < 0 || !(c->rope_theta > 0.0f) || !(c->rope_attn_factor > 0.0f) ||
-        !(c->norm_eps >= 0.0f))
+        !(c->norm_eps >= 0.0f) || !(c->embed_scale > 0.0f) || !(c->attn_scale >= 0.0f) ||
+        c->sliding_window < 0)
         return PYLLM_ERR_ARG;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     if (!w->output_norm || !w->layers || !tensor_ok(&w->token_embd, c->vocab_size, c->dim) ||
@@ -340,6 +432,7 @@ static int check_model(const pyllm_config *c, const pyllm_weights *w) {
             !tensor_ok(&L->w_up, c->hidden_dim, c->dim) ||
             !tensor_ok(&L->w_down, c->dim, c->hidden_dim))
             return PYLLM_ERR_TYPE;
+        if (L->sliding && c->sliding_window < 1) return PYLLM_ERR_ARG;
     }
     return PYLLM_OK;
 }
@@ -349,6 +442,7 @@ void pyllm_model_free(pyllm_model *m) {
     free(m->layers);
     free(m->rope_freq);
     free(m->rope_freq_long);
+    free(m->rope_freq_swa);
     free(m);
 }
 
@@ -368,7 +462,9 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     const size_t pairs = (size_t)c->rope_dim / 2;
     m->rope_freq = malloc(pairs * sizeof(float));
     m->rope_freq_long = w->rope_freq_long ? malloc(pairs * sizeof(float)) : NULL;
-    if (!m->layers || !m->rope_freq || (w->rope_freq_long && !m->rope_freq_long)) {
+    m->rope_freq_swa = w->rope_freq_swa ? malloc(pairs * sizeof(float)) : NULL;
+    if (!m->layers || !m->rope_freq || (w->rope_freq_long && !m->rope_freq_long) ||
+        (w->rope_freq_swa && !m->rope_freq_swa)) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
     }
@@ -381,6 +477,10 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
         for (int i = 0; i < c->rope_dim / 2; i++)
             m->rope_freq[i] = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->rope_dim));
     if (w->rope_freq_long) memcpy(m->rope_freq_long, w->rope_freq_long, pairs * sizeof(float));
+    if (w->rope_freq_swa) memcpy(m->rope_freq_swa, w->rope_freq_swa, pairs * sizeof(float));
+    m->w.rope_freq = m->rope_freq;
+    m->w.rope_freq_long = m->rope_freq_long;
+    m->w.rope_freq_swa = m->rope_freq_swa;
     *out = m;
     return PYLLM_OK;
 }
@@ -391,7 +491,9 @@ void pyllm_seq_free(pyllm_seq *s) {
     free(s->rope_sin);
     free(s->key_cache);
     free(s->value_cache);
+    free(s->layer_row);
     free(s->x);
+    free(s->xb2);
     free(s->xb);
     free(s->q);
     free(s->hb);
@@ -422,14 +524,27 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
     size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
-    size_t cache = (size_t)c->n_layers * n_ctx;
     size_t nb = (size_t)s->n_batch;
+    /* a sliding layer keeps the window - 1 positions before a batch and the batch */
+    s->swa_rows = c->sliding_window > 0 && (long)c->sliding_window - 1 + s->n_batch < n_ctx
+                      ? c->sliding_window - 1 + s->n_batch : n_ctx;
+    s->layer_row = malloc((size_t)c->n_layers * sizeof *s->layer_row);
+    if (!s->layer_row) {
+        pyllm_seq_free(s);
+        return PYLLM_ERR_NOMEM;
+    }
+    size_t cache = 0; /* rows of all layers */
+    for (int l = 0; l < c->n_layers; l++) {
+        s->layer_row[l] = cache;
+        cache += m->layers[l].sliding ? (size_t)s->swa_rows : (size_t)n_ctx;
+    }
 
-    s->rope_cos = alloc_floats(nb, (size_t)c->rope_dim / 2);
-    s->rope_sin = alloc_floats(nb, (size_t)c->rope_dim / 2);
+    s->rope_cos = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
+    s->rope_sin = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
     s->key_cache = alloc_floats(cache, kv_dim);
     s->value_cache = alloc_floats(cache, kv_dim);
     s->x = alloc_floats(nb, c->dim);
+    s->xb2 = alloc_floats(nb, c->dim);
     s->xb = alloc_floats(nb, wide);
     s->q = alloc_floats(nb, q_dim);
     s->hb = alloc_floats(nb, c->hidden_dim);
@@ -437,7 +552,7 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     s->q8x = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
     s->q8k = calloc(nb * (widest / QK_K + 1), sizeof(block_q8k));
     s->scores = alloc_floats((size_t)n_threads * attend_heads(c), n_ctx);
-    if (!s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache || !s->x || !s->xb ||
+    if (!s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache || !s->x || !s->xb2 || !s->xb ||
         !s->q || !s->hb || !s->hb2 || !s->q8x || !s->q8k || !s->scores) {
         pyllm_seq_free(s);
         return PYLLM_ERR_NOMEM;

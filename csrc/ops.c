@@ -1,5 +1,5 @@
 /* ops.c - the kernels on their own, outside a model: the kernel families this CPU can run, weight
- * row sizes, and single matmul, SwiGLU and dequantization calls with the forward pass's kernels,
+ * row sizes, and single matmul, SwiGLU, GeGLU and dequantization calls with the forward pass's kernels,
  * exposed for tests and benchmarks.
  */
 #include "pyllm.h"
@@ -51,6 +51,15 @@ int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_t
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
 #pragma omp parallel num_threads(n_threads)
     kern_swiglu(isa, gate, up, n, cols, thread_id(), thread_count());
+    return PYLLM_OK;
+}
+
+int pyllm_geglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
+    if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
+    if (cols > INT_MAX - 7 || n > INT_MAX / ((cols + 7) / 8)) return PYLLM_ERR_ARG; /* as pyllm_swiglu */
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+#pragma omp parallel num_threads(n_threads)
+    kern_geglu(isa, gate, up, n, cols, thread_id(), thread_count());
     return PYLLM_OK;
 }
 

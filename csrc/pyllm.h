@@ -20,7 +20,9 @@ enum pyllm_error {
     PYLLM_ERR_ARG = 2,      /* an argument is out of range */
     PYLLM_ERR_TYPE = 3,     /* unsupported weight type or shape for that type */
     PYLLM_ERR_CONTEXT = 4,  /* the tokens do not fit in the sequence's KV cache */
-    PYLLM_ERR_ISA = 5       /* the requested kernels are not available on this CPU/build */
+    PYLLM_ERR_ISA = 5,      /* the requested kernels are not available on this CPU/build */
+    PYLLM_ERR_REWIND = 6    /* the sequence no longer holds the keys a pass at that position needs
+                               (sliding-window layers dropped them): start again from position 0 */
 };
 
 /* Weight types; the numbers and block layouts are GGUF's (ggml_type). */
@@ -68,6 +70,11 @@ typedef struct {
     float rope_theta;       /* RoPE base; rotation of adjacent pairs (x[2i], x[2i+1]) */
     float rope_attn_factor; /* scales cos and sin, so q.k by its square (YaRN's mscale); 1 without */
     float norm_eps;         /* RMSNorm epsilon */
+    float embed_scale;      /* token embeddings are multiplied by it (Gemma: sqrt(dim)); 1 without */
+    float attn_scale;       /* q.k is multiplied by it; 0: 1 / sqrt(head_dim) */
+    int ffn_gelu;           /* nonzero: the MLP gate's activation is GELU (tanh approximation), else SiLU */
+    int sliding_window;     /* positions a query of a sliding layer sees (itself and the window - 1
+                               before it); 0 if no layer slides */
 } pyllm_config;
 
 typedef struct {
@@ -81,11 +88,15 @@ typedef struct {
     const float *q_norm;    /* (head_dim) RMSNorm weight of every query head before RoPE, or NULL */
     const float *k_norm;    /* (head_dim) RMSNorm weight of every key head before RoPE, or NULL */
     int no_rope;            /* nonzero: this layer's q and k are not rotated (a NoPE layer) */
+    int sliding;            /* nonzero: a sliding-window layer (config sliding_window, rope_freq_swa) */
     pyllm_tensor wo;        /* (dim, n_heads * head_dim) */
+    const float *post_attn_norm; /* (dim) RMSNorm weight of the attention output before the residual
+                                    add (Gemma's sandwich norm), or NULL */
     const float *ffn_norm;  /* (dim) */
     pyllm_tensor w_gate;    /* (hidden_dim, dim) */
     pyllm_tensor w_up;      /* (hidden_dim, dim) */
     pyllm_tensor w_down;    /* (dim, hidden_dim) */
+    const float *post_ffn_norm;  /* (dim) RMSNorm weight of the MLP output before the residual add, or NULL */
 } pyllm_layer;
 
 typedef struct {
@@ -96,6 +107,8 @@ typedef struct {
                                    applied), or NULL: rope_theta^(-2i / rope_dim); copied */
     const float *rope_freq_long;/* (rope_dim / 2) frequencies of sequences longer than rope_long_ctx
                                    (LongRoPE's long factors), or NULL; copied */
+    const float *rope_freq_swa; /* (rope_dim / 2) frequencies of the sliding layers, or NULL: the same
+                                   as the others (Gemma 3's local layers have their own base); copied */
     const pyllm_layer *layers;  /* n_layers entries; copied by pyllm_model_new */
 } pyllm_weights;
 
@@ -123,9 +136,14 @@ int pyllm_model_new(const pyllm_config *config, const pyllm_weights *weights, in
 void pyllm_model_free(pyllm_model *model);
 
 /* A new, empty sequence on a model: a KV cache of n_ctx positions and scratch buffers for
- * n_threads threads. */
+ * n_threads threads. Sliding-window layers keep only the last sliding_window - 1 positions and
+ * one batch in their cache, so their memory does not grow with n_ctx. */
 int pyllm_seq_new(const pyllm_model *model, int n_ctx, int n_threads, pyllm_seq **out);
 void pyllm_seq_free(pyllm_seq *seq);
+/* The earliest position after 0 at which pyllm_forward can continue the sequence: 0 (any
+ * position) until sliding-window layers drop keys older than their window. A pass at a position
+ * between 0 and this one fails with PYLLM_ERR_REWIND; position 0 always works. */
+int pyllm_seq_min_resume(const pyllm_seq *seq);
 
 /* Run n_tokens tokens of a sequence of `model` at cache positions pos .. pos+n_tokens-1 (earlier
  * positions must already be in its cache). Writes logits (vocab_size floats per row) for every
@@ -139,6 +157,8 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
 /* gate (n, cols) = silu(gate) * up with the kernels of `isa`: the SwiGLU step of the forward
  * pass, exposed for tests. */
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);
+/* gate (n, cols) = gelu_tanh(gate) * up: the GELU-gated step (Gemma), exposed for tests. */
+int pyllm_geglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);
 /* n values of a row of a weight type, as float32 (the inverse of the block encoding), with the
  * kernels of `isa` (every family gives the same floats). */
 int pyllm_dequantize_row(int isa, int type, const void *src, float *dst, int n);

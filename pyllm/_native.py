@@ -56,13 +56,22 @@ def swiglu(gate: np.ndarray, up: np.ndarray, kernels: str = "auto", n_threads: i
 
     Exposed for tests: the SwiGLU step between the gate/up and down projections.
     """
+    return _gated(lib.pyllm_swiglu, "swiglu", gate, up, kernels, n_threads)
+
+
+def geglu(gate: np.ndarray, up: np.ndarray, kernels: str = "auto", n_threads: int = 1) -> np.ndarray:
+    """gelu_tanh(gate) * up (Gemma's gated MLP step), as swiglu; exposed for tests."""
+    return _gated(lib.pyllm_geglu, "geglu", gate, up, kernels, n_threads)
+
+
+def _gated(fn, what: str, gate: np.ndarray, up: np.ndarray, kernels: str, n_threads: int) -> np.ndarray:
     out = np.array(gate, dtype=np.float32, order="C", copy=True)
     up = np.ascontiguousarray(up, dtype=np.float32)
     if out.ndim != 2 or up.shape != out.shape:
         raise ValueError(f"gate and up must be 2-D of one shape, got {out.shape} and {up.shape}")
-    code = lib.pyllm_swiglu(kernel_id(kernels), ffi.from_buffer("float[]", out),
-                            ffi.from_buffer("float[]", up), out.shape[0], out.shape[1], n_threads)
-    check(code, "swiglu")
+    code = fn(kernel_id(kernels), ffi.from_buffer("float[]", out), ffi.from_buffer("float[]", up),
+              out.shape[0], out.shape[1], n_threads)
+    check(code, what)
     return out
 
 

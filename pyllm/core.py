@@ -12,6 +12,8 @@ import warnings
 import weakref
 from typing import Any, Mapping, Protocol, Sequence, TypeVar
 
+import numpy as np
+
 from . import _native, arch
 from ._native import check, ffi, lib
 from .chat import render_marked
@@ -115,7 +117,7 @@ class ModelCore:
         self.chat_template = self._file.chat_template
         self.n_threads = check_count("n_threads", default_threads() if n_threads is None else n_threads,
                                      MAX_THREADS)
-        context = min(cfg.max_seq_len, cfg.sliding_window or cfg.max_seq_len)  # what the model runs right
+        context = cfg.max_seq_len
         if n_ctx is None and context > MAX_CTX:
             warnings.warn(f"{self.path}: the model's context of {context} tokens is more than pyllm "
                           f"allocates for one sequence; n_ctx defaults to {MAX_CTX}", stacklevel=3)
@@ -127,7 +129,7 @@ class ModelCore:
         self._buffer = ffi.from_buffer(self._file.buffer())
         c_config = ffi.new("pyllm_config *", family.c_config(cfg))
         layers = ffi.new("pyllm_layer[]", cfg.n_layers)
-        nope = set(cfg.nope_layers)
+        nope, sliding = set(cfg.nope_layers), family.c_sliding_layers(cfg)
         for i in range(cfg.n_layers):
             matrices, vectors = family.c_layer(cfg, i)
             for field, name in matrices.items():
@@ -135,6 +137,7 @@ class ModelCore:
             for field, name in vectors.items():
                 setattr(layers[i], field, self._floats(name))
             layers[i].no_rope = i in nope
+            layers[i].sliding = i in sliding
         weights = ffi.new("pyllm_weights *")
         matrices, vectors = family.c_globals(cfg)
         for field, name in matrices.items():
@@ -142,21 +145,18 @@ class ModelCore:
         for field, name in vectors.items():
             setattr(weights, field, self._floats(name))
         weights.layers = layers
+        freq_swa = family.c_rope_freq_swa(cfg)  # copied by pyllm_model_new
+        if freq_swa is not None:
+            freq_swa = np.ascontiguousarray(freq_swa, dtype=np.float32)
+            weights.rope_freq_swa = ffi.cast("const float *", ffi.from_buffer(freq_swa))
 
         out = ffi.new("pyllm_model **")
         check(lib.pyllm_model_new(c_config, weights, isa, out), f"{self._file.path}: building the model")
         self._model = out[0]
 
     def check_n_ctx(self, n_ctx: object) -> int:
-        """n_ctx if a KV cache of that many tokens gives right answers on this model, else ValueError
-        saying why: a positive integer within pyllm's bound, and within the model's sliding window."""
-        n_ctx = check_count("n_ctx", n_ctx, MAX_CTX)
-        window = self._config.sliding_window
-        if window is not None and n_ctx > window:
-            raise ValueError(f"n_ctx {n_ctx} is too long for {self.path}: the model uses sliding-window "
-                             f"attention of {window} positions, which pyllm does not implement yet, so "
-                             f"contexts are limited to {window}")
-        return n_ctx
+        """n_ctx if it is a positive integer within pyllm's bound, else ValueError saying so."""
+        return check_count("n_ctx", n_ctx, MAX_CTX)
 
     def _address(self, name: str):
         return self._buffer + self._file.tensors[name].offset

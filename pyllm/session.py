@@ -139,18 +139,22 @@ class Session:
                 f"{tokens.size} tokens do not fit in the context: {pos} of {self.n_ctx} positions "
                 f"are used (pass a larger n_ctx, or reset())")
         model = self.model
-        out = np.empty((tokens.size if all_logits else 1, model.config.vocab_size), dtype=np.float32)
         c_model, seq = model._enter(self)
         try:
-            code = lib.pyllm_forward(c_model, seq, ffi.from_buffer("int32_t[]", tokens), tokens.size, pos,
+            start, run = pos, tokens
+            if 0 < pos < lib.pyllm_seq_min_resume(seq):
+                # the sliding-window layers have dropped keys this position needs: replay from the start
+                start, run = 0, np.concatenate([np.array(self._cached[:pos], dtype=np.int32), tokens])
+            out = np.empty((run.size if all_logits else 1, model.config.vocab_size), dtype=np.float32)
+            code = lib.pyllm_forward(c_model, seq, ffi.from_buffer("int32_t[]", run), run.size, start,
                                      ffi.from_buffer("float[]", out), int(all_logits))
         finally:
             model._leave(self)
         check(code, "forward pass")
         del self._cached[pos:]
         self._cached.extend(tokens.tolist())
-        self.n_evaluated += tokens.size
-        return out
+        self.n_evaluated += run.size
+        return out[pos - start:] if all_logits else out
 
     def _tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         return token_array(tokens, self.model.config.vocab_size)

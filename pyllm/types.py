@@ -25,13 +25,19 @@ class ModelConfig:
     tied_embeddings: bool
     qkv_bias: bool = False
     architecture: str = "llama"
-    sliding_window: int | None = None  # attention sees only this many positions; None: all of them
+    sliding_window: int | None = None  # a query sees only this many positions (itself included); None: all
     rope_scaling: str | None = None  # the RoPE scaling (llama3, linear, yarn, longrope) whose frequencies tensor rope_freq holds
     rope_attn_factor: float | None = None  # cos and sin scaled by it (YaRN); None: 1
     qk_norm: bool = False              # each q and k head is RMSNormed (attn_q_norm, attn_k_norm) before RoPE
     nope_layers: tuple[int, ...] = ()  # layers (ascending indices) whose q and k are not rotated (SmolLM3's NoPE)
     rope_dim: int | None = None        # leading dimensions of each q/k head that RoPE rotates; None: head_dim
     rope_long_context: int | None = None  # LongRoPE: a context longer than this rotates by tensor rope_freq_long
+    full_attention_layers: tuple[int, ...] = ()  # with sliding_window: layers that see every position (Gemma 3's global ones)
+    rope_theta_swa: float | None = None  # RoPE base of the sliding-window layers (Gemma 3's local ones); None: rope_theta
+    activation: str = "silu"           # the MLP gate's activation: silu (SwiGLU) or gelu_tanh (GELU, tanh approximation)
+    embed_scale: float | None = None   # token embeddings are multiplied by it (Gemma: sqrt(dim)); None: 1
+    attn_scale: float | None = None    # q.k is multiplied by it (Gemma 3: query_pre_attn_scalar^-0.5); None: head_dim^-0.5
+    post_norms: bool = False           # attention and MLP outputs are RMSNormed before the residual add (Gemma)
 
     @property
     def rotary_dim(self) -> int:

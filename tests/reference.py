@@ -29,14 +29,27 @@ def rope(x: np.ndarray, positions: np.ndarray, theta: float, rot: int | None = N
     return out
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (PyTorch's gelu(approximate="tanh"), gelu_pytorch_tanh)."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
 def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np.ndarray:
     """Logits (T, vocab) for tokens at positions 0..T-1, in float64."""
     T, hd = len(tokens), cfg.head_dim
     group = cfg.n_heads // cfg.n_kv_heads
     pos = np.arange(T)
     x = w["token_embd.weight"][tokens].astype(np.float64)  # (T, dim)
-    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    if cfg.embed_scale is not None:
+        x = x * cfg.embed_scale
+    causal = np.triu(np.full((T, T), -np.inf), k=1)
+    # a sliding layer's query i sees keys j with i - window < j <= i
+    windowed = causal + (np.tril(np.full((T, T), -np.inf), k=-cfg.sliding_window) if cfg.sliding_window else 0)
+    scale = cfg.attn_scale if cfg.attn_scale is not None else 1 / np.sqrt(hd)
     for i in range(cfg.n_layers):
+        sliding = cfg.sliding_window is not None and i not in cfg.full_attention_layers
+        mask = windowed if sliding else causal
+        theta = cfg.rope_theta_swa if sliding and cfg.rope_theta_swa is not None else cfg.rope_theta
         p = f"blk.{i}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], cfg.norm_eps)
         q, k, v = (h @ w[p + f"attn_{n}.weight"].T for n in "qkv")
@@ -47,18 +60,21 @@ def forward(w: dict[str, np.ndarray], cfg: ModelConfig, tokens: list[int]) -> np
             q = rmsnorm(q, w[p + "attn_q_norm.weight"], cfg.norm_eps)
             k = rmsnorm(k, w[p + "attn_k_norm.weight"], cfg.norm_eps)
         if i not in cfg.nope_layers:  # NoPE layers (SmolLM3) leave q and k unrotated
-            q = rope(q, pos, cfg.rope_theta, cfg.rotary_dim)               # (T, nh, hd)
-            k = rope(k, pos, cfg.rope_theta, cfg.rotary_dim)               # (T, nkv, hd)
+            q = rope(q, pos, theta, cfg.rotary_dim)                        # (T, nh, hd)
+            k = rope(k, pos, theta, cfg.rotary_dim)                        # (T, nkv, hd)
         v = v.reshape(T, cfg.n_kv_heads, hd)
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)    # (T, nh, hd)
-        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask        # (nh, T, T)
+        att = np.einsum("thd,shd->hts", q, k) * scale + mask              # (nh, T, T)
         att = np.exp(att - att.max(axis=-1, keepdims=True))
         att /= att.sum(axis=-1, keepdims=True)
         y = np.einsum("hts,shd->thd", att, v).reshape(T, cfg.n_heads * hd)
-        x = x + y @ w[p + "attn_output.weight"].T
+        a = y @ w[p + "attn_output.weight"].T
+        x = x + (rmsnorm(a, w[p + "post_attention_norm.weight"], cfg.norm_eps) if cfg.post_norms else a)
         h = rmsnorm(x, w[p + "ffn_norm.weight"], cfg.norm_eps)
         g, u = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "ffn_down.weight"].T
+        act = gelu_tanh(g) if cfg.activation == "gelu_tanh" else g / (1 + np.exp(-g))
+        f = (act * u) @ w[p + "ffn_down.weight"].T
+        x = x + (rmsnorm(f, w[p + "post_ffw_norm.weight"], cfg.norm_eps) if cfg.post_norms else f)
     x = rmsnorm(x, w["output_norm.weight"], cfg.norm_eps)
     out = w["token_embd.weight"] if cfg.tied_embeddings else w["output.weight"]
     return x @ out.T

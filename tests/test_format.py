@@ -46,7 +46,11 @@ def test_valid_file_reads_back(good):
 
 def test_features_a_model_lacks_stay_out_of_the_header(tmp_path, good):
     """A model without q/k norms or a window writes the config earlier versions wrote and read."""
-    assert not {"qk_norm", "sliding_window", "nope_layers", "rope_dim", "rope_long_context"} & set(split(good)[0]["config"])
+    from pyllm.formats.weights import ABSENT_CONFIG
+    assert not set(ABSENT_CONFIG) & set(split(good)[0]["config"])
+    assert {"full_attention_layers", "rope_theta_swa", "activation", "embed_scale", "attn_scale",
+            "post_norms"} <= set(ABSENT_CONFIG)
+    assert {"rope_dim", "rope_long_context"} <= set(ABSENT_CONFIG)
     random_model(tmp_path / "qk.bin", config("qwen3", qk_norm=True), seed=2)
     header = split(tmp_path / "qk.bin")[0]
     assert header["config"]["qk_norm"] is True
@@ -120,6 +124,15 @@ CASES = {
     "long context without scaling": (set_in("config", "rope_long_context", 32),
                                      r"config.rope_long_context needs a RoPE scaling"),
     "long context zero": (set_in("config", "rope_long_context", 0), r"config.rope_long_context must be an integer"),
+    "full layers without a window": (set_in("config", "full_attention_layers", [0]),
+                                     r"full_attention_layers is given without a sliding_window"),
+    "full layers out of range": (set_in("config", "full_attention_layers", [5]),
+                                 r"config.full_attention_layers must list distinct"),
+    "unknown activation": (set_in("config", "activation", "relu"), r"config.activation must be one of silu, gelu_tanh"),
+    "zero embed scale": (set_in("config", "embed_scale", 0.0), r"config.embed_scale must be a finite positive"),
+    "infinite attn scale": (set_in("config", "attn_scale", 1e39), r"config.attn_scale must be a finite positive"),
+    "string local theta": (set_in("config", "rope_theta_swa", "1e4"), r"config.rope_theta_swa must be a finite"),
+    "post_norms without norms": (set_in("config", "post_norms", True), r"missing tensors: blk.0.post_attention_norm"),
     "bad tokenizer": (corrupt_header(lambda h: h.__setitem__("tokenizer", {"model": "gpt2", "tokens": ["a"]})),
                       r"must list 97 tokens"),
 }

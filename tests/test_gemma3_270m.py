@@ -33,6 +33,18 @@ def native():
         yield m
 
 
+def test_config_from_gguf(native):
+    """The gemma3 decoder as llama.cpp reads the file: every 6th layer global, the others sliding over
+    512 positions with RoPE base 10,000, GELU-gated MLP, sandwich norms, sqrt(dim) embedding scale."""
+    c = native.config
+    assert (c.architecture, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size) == \
+        ("gemma3", 18, 640, 4, 1, 256, 262144)
+    assert c.sliding_window == 512 and c.full_attention_layers == (5, 11, 17)
+    assert (c.rope_theta, c.rope_theta_swa, c.activation, c.post_norms, c.qk_norm) == \
+        (1e6, 1e4, "gelu_tanh", True, True)
+    assert c.embed_scale == pytest.approx(640 ** 0.5) and c.attn_scale == pytest.approx(256 ** -0.5)
+
+
 def test_conversion_keeps_every_tensor_type(native):
     """Every tensor keeps the GGUF's type (Q5_0, Q4_K, Q6_K, Q8_0, F32): a copy, not a transcode."""
     with GGUFFile(fetch_gguf(quiet=True, model=GEMMA3_270M.name)) as g:

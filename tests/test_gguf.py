@@ -216,17 +216,48 @@ def test_metadata_pyllm_would_refuse_is_refused_at_conversion(tmp_path, case):
     assert os.listdir(tmp_path) == ["m.gguf"]  # no output, no temporary file
 
 
-def test_sliding_window_is_recorded_and_limits_the_context(tmp_path):
-    tiny_gguf(tmp_path / "m.gguf", extra_meta={"llama.attention.sliding_window": 8})
+def test_sliding_window_is_recorded_and_applied_past_it(tmp_path):
+    """llama.attention.sliding_window makes every layer a sliding one; contexts are not limited by
+    it, and past it the logits are the reference's with that window (not full attention's)."""
+    cfg, w = tiny_gguf(tmp_path / "m.gguf", "f32", extra_meta={"llama.attention.sliding_window": 8})
     convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    windowed = dataclasses.replace(cfg, sliding_window=8)
+    ref = forward(w, windowed, TOKENS)
+    assert np.abs(forward(w, cfg, TOKENS) - ref).max() > 1e-2
     with Model(tmp_path / "m.bin", n_threads=1) as m:
-        assert m.config.sliding_window == 8 and m.config.max_seq_len == 64 and m.n_ctx == 8
-        with pytest.raises(ValueError, match="sliding-window attention of 8 positions"):
-            m.session(n_ctx=9)
+        assert m.config.sliding_window == 8 and m.config.max_seq_len == 64 and m.n_ctx == 64
+        assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
     tiny_gguf(tmp_path / "none.gguf", extra_meta={"llama.attention.sliding_window": 0})  # 0: no window
     convert(tmp_path / "none.gguf", tmp_path / "none.bin", progress=False)
     with Model(tmp_path / "none.bin", n_threads=1) as m:
         assert m.config.sliding_window is None and m.n_ctx == 64
+
+
+def test_sliding_window_pattern_picks_the_sliding_layers(tmp_path):
+    """attention.sliding_window_pattern as llama.cpp reads it: one flag per layer (true: sliding)."""
+    cfg, w = tiny_gguf(tmp_path / "m.gguf", "f32", extra_meta={"llama.attention.sliding_window": 6,
+                                                               "llama.attention.sliding_window_pattern": [True, False]})
+    convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
+    windowed = dataclasses.replace(cfg, sliding_window=6, full_attention_layers=(1,))
+    ref = forward(w, windowed, TOKENS)
+    assert np.abs(forward(w, dataclasses.replace(windowed, full_attention_layers=()), TOKENS) - ref).max() > 1e-2
+    with Model(tmp_path / "m.bin", n_threads=1) as m:
+        assert m.config.full_attention_layers == (1,)
+        assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"gemma3.final_logit_softcapping": Typed(F32, 30.0)}, r"final logit soft-capping .gemma3.final_logit_softcapping 30.0"),
+    ({"gemma3.rope.scaling.type": "yarn"}, r"RoPE scaling 'yarn' .gemma3.rope.scaling.type. is not supported"),
+    ({"gemma3.attention.sliding_window": 8, "gemma3.attention.sliding_window_pattern": [True]},
+     r"sliding_window_pattern must hold one flag per layer"),
+])
+def test_gemma3_metadata_pyllm_lacks_is_refused(tmp_path, meta, message):
+    """gemma3 GGUFs with logit soft-capping, YaRN, or a per-layer pattern of the wrong length are
+    refused, naming the key."""
+    tiny_gguf(tmp_path / "m.gguf", arch="gemma3", extra_meta=meta)
+    with pytest.raises(FormatError, match=message):
+        convert(tmp_path / "m.gguf", tmp_path / "m.bin", progress=False)
 
 
 @pytest.mark.parametrize("type_name", ["f32", "q8_0", "q4_1"])

@@ -3,7 +3,9 @@ tools/make_hf_fixtures.py): converted, they must give transformers' float32 logi
 and token by token), its token ids and its chat rendering. Llama, Mistral, Qwen2 (q/k/v biases) and
 Qwen3 (per-head q/k norms, head_dim apart from hidden / heads, a transformers 4.x config.json),
 SmolLM3 (layers without RoPE), Phi-3 (fused projections, partial rotary embeddings, LongRoPE's short
-and long tables, a sliding window), F32
+and long tables, a sliding window), Gemma 3 (GELU MLP, (1 + w) and sandwich norms, scaled embeddings, local
+sliding-window layers with their own RoPE base; GGUFs by llama.cpp's converter), Mistral and Qwen2
+past their sliding window, F32
 and BF16, single files and shards, byte-level BPE tokenizer.json and SentencePiece tokenizer.model, templates in
 tokenizer_config.json or chat_template.jinja, embedding rows beyond the tokenizer's vocabulary.
 """
@@ -65,26 +67,52 @@ def test_fixtures_present():
     assert len(CASES) >= 6, f"expected the Hugging Face fixtures in {HF} (tools/make_hf_fixtures.py)"
 
 
+def expected_layers(raw: dict[str, Any]) -> tuple[int | None, tuple[int, ...]]:
+    """(sliding window, full-attention layers) as transformers reads config.json: Mistral's and
+    Phi-3's window on every layer; Qwen2's with use_sliding_window on the layers from max_window_layers (or
+    layer_types); Gemma 3's on layer_types, else all but every sliding_window_pattern-th layer."""
+    n, window = raw["num_hidden_layers"], raw.get("sliding_window")
+    if raw["model_type"] in ("mistral", "phi3"):
+        return window, ()
+    if raw["model_type"] == "gemma3_text":
+        pattern = raw.get("sliding_window_pattern", 6)
+        types = raw.get("layer_types") or ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                           for i in range(n)]
+    elif raw.get("use_sliding_window"):
+        types = raw.get("layer_types") or ["sliding_attention" if i >= raw.get("max_window_layers", 28)
+                                           else "full_attention" for i in range(n)]
+    else:
+        return None, ()
+    full = tuple(i for i, t in enumerate(types) if t == "full_attention")
+    return (None, ()) if len(full) == n else (window, full)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_config_matches_config_json(converted, case):
     with open(os.path.join(HF, case, "config.json"), encoding="utf-8") as f:
         raw = json.load(f)
-    theta = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
+    rope = raw.get("rope_parameters") or {}
+    theta = rope.get("full_attention", rope).get("rope_theta", raw.get("rope_theta"))
+    family = {"gemma3_text": "gemma3"}.get(raw["model_type"], raw["model_type"])
     with Model(converted(case), n_threads=1) as m:
         c = m.config
         got = (c.architecture, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim,
-               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm,
-               c.sliding_window)
-        want = (raw["model_type"], raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
+               c.vocab_size, c.max_seq_len, c.rope_theta, c.norm_eps, c.tied_embeddings, c.qkv_bias, c.qk_norm)
+        want = (family, raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"],
                 raw["num_attention_heads"], raw["num_key_value_heads"],
                 raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"], raw["vocab_size"],
                 raw["max_position_embeddings"], theta, raw["rms_norm_eps"], raw["tie_word_embeddings"],
-                raw["model_type"] == "qwen2", raw["model_type"] == "qwen3",
-                raw.get("sliding_window") if raw["model_type"] in ("mistral", "phi3") else None)
+                raw["model_type"] == "qwen2", raw["model_type"] in ("qwen3", "gemma3_text"))
         assert got == pytest.approx(want)
+        assert (c.sliding_window, c.full_attention_layers) == expected_layers(raw)
         assert c.nope_layers == tuple(i for i, rope in enumerate(raw.get("no_rope_layers") or []) if not rope)
         partial = (raw.get("rope_parameters") or {}).get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0))
         assert c.rotary_dim == int(c.head_dim * partial)
+        if family == "gemma3":
+            local = rope.get("sliding_attention", {}).get("rope_theta", raw.get("rope_local_base_freq"))
+            assert (c.activation, c.post_norms, c.rope_theta_swa) == ("gelu_tanh", True, local)
+            assert c.attn_scale == raw["query_pre_attn_scalar"] ** -0.5
+            assert c.embed_scale == pytest.approx(raw["hidden_size"] ** 0.5)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -252,13 +280,11 @@ def test_phi3_longrope_attention_factor_and_original_context(converted, tmp_path
 
 @pytest.mark.parametrize("change,message", [
     ({"attention_bias": True}, r"Qwen3ForCausalLM with attention biases"),
-    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
-      "layer_types": ["full_attention", "sliding_attention"]}, r"Qwen3ForCausalLM with sliding-window"),
     ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0, "rope_theta": 1e6}}, r"RoPE scaling .longrope."),
 ])
 def test_qwen3_features_pyllm_lacks_are_refused(tmp_path, change, message):
     """What the decoder lacks is refused by name, not run wrong: Qwen3's attention_bias also biases
-    o_proj, and sliding-window layers and RoPE scaling are not implemented."""
+    o_proj, and LongRoPE scaling is not implemented."""
     src = tmp_path / "qwen3"
     shutil.copytree(os.path.join(HF, "qwen3-f32"), src)
     raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
@@ -313,3 +339,31 @@ def test_phi3_su_is_longrope(tmp_path):
         assert m.config.rope_scaling == "longrope"
         got = m.logits(tokens)
     assert np.abs(got - want).max() < F32_TOLERANCE, describe_difference(got, want)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"final_logit_softcapping": 30.0}, r"Gemma3ForCausalLM with final_logit_softcapping 30.0"),
+    ({"attn_logit_softcapping": 50.0}, r"Gemma3ForCausalLM with attn_logit_softcapping"),
+    ({"use_bidirectional_attention": True}, r"Gemma3ForCausalLM with bidirectional attention"),
+    ({"hidden_activation": "silu"}, r"Gemma3ForCausalLM with activation 'silu'"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}},
+     r"RoPE scaling 'yarn' on the global layers"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4},
+                          "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100.0}}},
+     r"RoPE scaling 'linear' on the sliding-window layers"),
+    ({"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3"},
+     r"Gemma3ForConditionalGeneration .model_type 'gemma3'. is not supported: it needs a vision tower"),
+])
+def test_gemma3_features_pyllm_lacks_are_refused(tmp_path, change, message):
+    """Gemma 2-style soft-capping, bidirectional attention, other activations, RoPE scalings beyond
+    frequency tables on the global layers or any on the local ones, and the multimodal class are
+    refused by name."""
+    src = tmp_path / "gemma3"
+    shutil.copytree(os.path.join(HF, "gemma3-f32"), src)
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    raw.update(change)
+    (src / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(FormatError, match=message):
+        convert(src, tmp_path / "m.bin", progress=False)
+

@@ -200,6 +200,39 @@ def test_swiglu_matches_float64(kernels, n, cols):
         np.testing.assert_array_equal(_native.swiglu(gate[i:i + 1], up[i:i + 1], kernels, 2)[0], out[i])
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("n,cols", [(1, 2048), (3, 37), (5, 8), (2, 3)])
+def test_geglu_matches_float64(kernels, n, cols):
+    """gelu_tanh(g) * u (PyTorch's gelu(approximate="tanh"), computed as g / (1 + exp(-2y))) to
+    float precision over the whole float range, with infinities and NaN as PyTorch's formula gives
+    them (-inf: NaN, inf: inf), in SIMD columns and the scalar tail; independent of the split."""
+    rng = np.random.default_rng(n * cols + 1)
+    gate = (rng.standard_normal((n, cols)) * rng.choice([0.1, 3.0, 30.0, 300.0], (n, cols))).astype(np.float32)
+    up = rng.standard_normal((n, cols)).astype(np.float32)
+    special = [-1e30, 1e30, -10.0, -np.inf, np.inf, np.nan]
+    flat = gate.reshape(-1)
+    flat[:len(special)] = special[:flat.size]
+    flat[-3:] = [-np.inf, np.nan, -5.0][-min(3, flat.size):]
+    up.reshape(-1)[len(special) % up.size] = np.nan
+    g, u = gate.astype(np.float64), up.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)
+        tanh_form = 0.5 * g * (1.0 + np.tanh(y)) * u
+        ref = g / (1.0 + np.exp(-2.0 * y)) * u  # the same function, without 1 + tanh's cancellation
+    np.testing.assert_allclose(ref, tanh_form, rtol=1e-12, atol=1e-12 * np.nanmax(np.abs(u)))
+    out = _native.geglu(gate, up, kernels, 2)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    # Far below zero the value is gelu's tail, g exp(2y) with |2y| up to 87: float32's rounding of y
+    # moves it by up to ~|2y| 1e-7 relative; there rtol 2e-5, elsewhere 1e-6.
+    tail = np.abs(g) > 3
+    np.testing.assert_allclose(out[~tail], ref[~tail], rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(out[tail], ref[tail], rtol=2e-5, atol=1e-30)
+    for threads in (1, 3, 7):
+        np.testing.assert_array_equal(_native.geglu(gate, up, kernels, threads), out)
+    for i in range(n):
+        np.testing.assert_array_equal(_native.geglu(gate[i:i + 1], up[i:i + 1], kernels, 2)[0], out[i])
+
+
 def test_simd_kernels_present_on_this_machine():
     """The fastest SIMD family this CPU supports must be built in and chosen."""
     import platform

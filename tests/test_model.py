@@ -101,6 +101,74 @@ def test_nope_layers_match_reference(tmp_path, kernels, nope):
             assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4
 
 
+def gemma_like(window: int | None = 5, ctx: int = 64, **changes) -> ModelConfig:
+    """A Gemma 3-shaped config: GELU-gated MLP, sandwich norms, scaled embeddings, q/k norms, an
+    attention scale apart from head_dim, and sliding layers with their own RoPE base around a global one."""
+    cfg = dataclasses.replace(config("mqa-odd", tied=True, ctx=ctx, qk_norm=True), n_layers=3,
+                              sliding_window=window, full_attention_layers=(1,) if window else (),
+                              rope_theta_swa=100.0 if window else None, activation="gelu_tanh",
+                              embed_scale=6.0, attn_scale=0.2, post_norms=True)
+    return dataclasses.replace(cfg, **changes)
+
+
+@pytest.mark.parametrize("kernels", available_kernels())
+def test_gemma_features_match_reference(tmp_path, kernels):
+    """GELU gate, post-attention and post-MLP norms, embedding and attention scales, and sliding
+    layers (window 5: a query sees itself and the 4 before) with their own RoPE base beside a
+    global layer, as a prompt and token by token, past the window; each feature changes the logits."""
+    cfg = gemma_like()
+    w = random_model(tmp_path / "m.bin", cfg, seed=13)
+    ref = forward(w, cfg, TOKENS)
+    for change in ({"sliding_window": None, "full_attention_layers": ()}, {"full_attention_layers": (0, 1)},
+                   {"rope_theta_swa": None}, {"activation": "silu"}, {"embed_scale": None}, {"attn_scale": None}):
+        assert np.abs(forward(w, dataclasses.replace(cfg, **change), TOKENS) - ref).max() > 1e-2, change
+    for n_threads in (1, 2):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            assert m.config == cfg
+            assert np.abs(m.logits(TOKENS) - ref).max() < 1e-4
+            m.reset()
+            assert np.abs(np.stack([m.eval([t]) for t in TOKENS]) - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("window", [7, 40, 600])
+def test_sliding_window_past_the_cache_it_keeps(tmp_path, window):
+    """Far past the window (its cache holds window - 1 positions and a batch, then moves what is
+    still seen to its start): 1300 tokens as one prompt (in 512-token chunks) and token by token
+    equal the reference."""
+    cfg = gemma_like(window, ctx=1400, dim=32, hidden_dim=32, n_heads=2, n_kv_heads=1, head_dim=16)
+    w = random_model(tmp_path / "m.bin", cfg, seed=window)
+    tokens = np.random.default_rng(window).integers(0, cfg.vocab_size, 1300).tolist()
+    ref = forward(w, cfg, tokens)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        assert np.abs(m.logits(tokens) - ref).max() < 1e-4
+        m.reset()
+        steps = np.stack([m.eval([t]) for t in tokens])
+    assert np.abs(steps - ref).max() < 1e-4
+
+
+def test_rewinding_past_dropped_keys_replays(tmp_path):
+    """A sequence rewound to before what the sliding layers still hold is replayed from the start
+    (the C core refuses the position; the session knows the tokens), and one rewound within
+    them continues where it is: both give the reference's logits."""
+    cfg = gemma_like(6, ctx=1400, dim=32, hidden_dim=32, n_heads=2, n_kv_heads=1, head_dim=16)
+    w = random_model(tmp_path / "m.bin", cfg, seed=21)
+    tokens = np.random.default_rng(3).integers(0, cfg.vocab_size, 1200).tolist()
+    ref = forward(w, cfg, tokens)
+    with Model(tmp_path / "m.bin", n_threads=2) as m:
+        m.eval(tokens[:1100])
+        before = m._session().n_evaluated
+        m.truncate(1098)  # within the last window: continues in place
+        np.testing.assert_allclose(m.eval(tokens[1098:1100]), ref[1099], atol=1e-4)
+        assert m._session().n_evaluated == before + 2
+        m.truncate(300)  # long dropped by the sliding layers: replayed from position 0
+        np.testing.assert_allclose(m.eval(tokens[300:310]), ref[309], atol=1e-4)
+        assert m._session().n_evaluated == before + 2 + 310 and m.n_past == 310
+        out = m.prefill(tokens[:1200])  # the cache holds a prefix: only the rest runs
+        np.testing.assert_allclose(out, ref[1199], atol=1e-4)
+        m.truncate(250)
+        np.testing.assert_allclose(m.prefill(tokens[:260]), ref[259], atol=1e-4)
+
+
 @pytest.mark.parametrize("kernels", available_kernels())
 @pytest.mark.parametrize("type_name", ["f16", "q8_0", "q4_0", "q4_1"])
 def test_quantized_model_close_to_reference(tmp_path, kernels, type_name):

@@ -125,23 +125,33 @@ def test_minimal_directory_converts(tmp_path):
         assert np.isfinite(m.logits([1, 2, 3])).all()
 
 
-WINDOW_MESSAGE = (r"the model uses sliding-window attention of 8 positions, which pyllm does not implement "
-                  r"yet, so contexts are limited to 8")
-
-
-def test_mistral_sliding_window_is_recorded_and_limits_the_context(tmp_path, capsys):
+def test_mistral_sliding_window_is_recorded_and_does_not_limit_the_context(tmp_path):
     make_dir(tmp_path / "m", {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
                               "sliding_window": 8})
-    convert(tmp_path / "m", tmp_path / "out.bin")
-    assert "sliding-window attention of 8 positions" in capsys.readouterr().err
+    convert(tmp_path / "m", tmp_path / "out.bin", progress=False)
     with Model(tmp_path / "out.bin", n_threads=1) as m:
         assert m.config.architecture == "mistral" and m.config.max_seq_len == 64
-        assert m.config.sliding_window == 8 and m.n_ctx == 8
-        assert np.isfinite(m.logits(list(range(8)))).all()
-        with pytest.raises(ValueError, match=WINDOW_MESSAGE):
-            m.session(n_ctx=16)
-    with pytest.raises(ValueError, match=WINDOW_MESSAGE):
-        Model(tmp_path / "out.bin", n_ctx=16)
+        assert m.config.sliding_window == 8 and m.config.full_attention_layers == () and m.n_ctx == 64
+        assert np.isfinite(m.logits(list(range(20)))).all()
+
+
+@pytest.mark.parametrize("extra,full", [
+    ({"max_window_layers": 1}, (0,)),       # layers from max_window_layers on slide
+    ({"max_window_layers": 0}, ()),
+    ({"layer_types": ["sliding_attention", "full_attention"]}, (1,)),  # layer_types wins
+])
+def test_qwen2_use_sliding_window_picks_its_layers(tmp_path, extra, full):
+    """Qwen2 with use_sliding_window: the layers layer_types marks, else those from max_window_layers on."""
+    config = dict(CONFIG, architectures=["Qwen2ForCausalLM"], model_type="qwen2", num_hidden_layers=2,
+                  sliding_window=8, use_sliding_window=True, **extra)
+    tensors = hf_tensors(config)
+    for i in range(2):
+        for name, rows in (("q", 32), ("k", 16), ("v", 16)):
+            tensors[f"model.layers.{i}.self_attn.{name}_proj.bias"] = np.zeros(rows, np.float32)
+    make_dir(tmp_path / "m", config, tensors)
+    convert(tmp_path / "m", tmp_path / "out.bin", progress=False)
+    with Model(tmp_path / "out.bin", n_threads=1) as m:
+        assert m.config.sliding_window == 8 and m.config.full_attention_layers == full
 
 
 @pytest.mark.parametrize("config", [
@@ -195,8 +205,11 @@ HF_BAD = {
                        r"k_proj.weight .* has shape \[32, 32\], the config needs \[16, 32\]"),
     "unknown tensor": (None, lambda t: {**t, "model.layers.0.self_attn.o_proj.bias": np.zeros(32, np.float32)},
                        r"does not know.*o_proj.bias"),
-    "sliding-window layers": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-                               "use_sliding_window": True}, None, r"sliding-window attention layers"),
+    "sliding-window layers": ({"layer_types": ["sliding_attention"], "sliding_window": 8}, None,
+                              r"LlamaForCausalLM with sliding-window attention layers"),
+    "bad layer types": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "use_sliding_window": True,
+                         "sliding_window": 8, "layer_types": ["chunked_attention"]}, None,
+                        r"layer_types must be a list of 1 entries"),
     "untied without lm_head": ({"tie_word_embeddings": False}, None, r"lm_head.weight is missing"),
     "integer weights": (None, lambda t: {**t, "model.norm.weight": (np.zeros(32), "I8")}, r"is I8"),
     # values that would make a model pyllm refuses to load

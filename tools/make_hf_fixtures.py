@@ -57,6 +57,16 @@ the one llama.cpp assumes) and phi3, and Llama with llama3 and linear RoPE scali
 tokenizer.model first and refuses a BPE tokenizer whose pre-tokenizer hash it does not list, as
 every tokenizer trained here is. The older gguf cases above (BPE vocabularies) keep the `gguf`
 package writer below.
+Gemma 3 cases (Gemma3ForCausalLM: hidden 64, head_dim 32, 4-7 layers of which one is global, a
+sliding window of 4-6 over 24 reference tokens, local layers with their own RoPE base, one case with
+linear scaling on the global layers, one with query_pre_attn_scalar apart from head_dim) have a
+SentencePiece tokenizer set up as Gemma's (no dummy prefix, <pad> <eos> <bos> <unk> first); their
+config.json is as transformers 5 writes it (rope_parameters per layer type, layer_types) or rewritten
+as 4.x and the hub's files have it (rope_theta, rope_local_base_freq, rope_scaling,
+sliding_window_pattern). Those marked llama_cpp_gguf get model.gguf from llama.cpp's own
+convert_hf_to_gguf.py (in ~/.cache/llama.cpp-ref, the llama-cpp-python sdist's vendor/llama.cpp), F32.
+Two more cases run past a sliding window: Mistral (window 5 on every layer) and Qwen2 with
+use_sliding_window (window 6 from max_window_layers 1).
 
 Each directory gets reference.npz (`tokens`: a fixed sequence spanning the model's vocabulary,
 starting with BOS when the tokenizer adds one; `logits`: float32 logits of transformers for it,
@@ -88,6 +98,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
                           PreTrainedTokenizerFast, Qwen2Config,
                           Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
                           SmolLM3ForCausalLM)
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GemmaTokenizer
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "tests", "data", "hf")
@@ -170,6 +181,18 @@ class Case:
     partial_rotary: float = 1.0  # Phi-3: partial_rotary_factor
     n_short_tokens: int = 0  # LongRoPE: also a reference of this many tokens (within the original context)
     hidden: int = 64  # hidden_size; the llama.cpp-converted cases use 32 to keep their two copies small
+    seed_index: int | None = None  # the seed offset the case was made with when it is not its place in CASES
+
+
+@dataclasses.dataclass
+class GemmaCase(Case):
+    """A Gemma3ForCausalLM case: its tokenizer is SentencePiece as Gemma's (no dummy prefix, ids
+    pad 0, eos 1, bos 2, unk 3); layers, window and RoPE bases as given."""
+
+    layer_types: list[str] | None = None  # None: the default pattern (every 6th layer global)
+    window: int = 4
+    local_theta: float = 10000.0
+    query_pre_attn_scalar: int = 32
 
 
 CASES = {
@@ -264,10 +287,38 @@ CASES = {
                                        rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=80,
                                        rope={"rope_type": "linear", "factor": 4.0}, rope_style="4",
                                        llama_cpp_gguf=True),
+    # Gemma 3, config.json as transformers 5 writes it (rope_parameters per layer type, layer_types):
+    # 7 layers, layer 5 global (the default pattern, which llama.cpp assumes), window 4 over 24
+    # tokens, linear scaling on the global layer, local RoPE base 100; GGUF by llama.cpp's converter
+    "gemma3-f32": GemmaCase("gemma3", torch.float32, tied=True, n_kv_heads=1, tokenizer="gemma-spm",
+                            rope_theta=10000.0, rms_norm_eps=1e-6, intermediate=64, n_tokens=24, head_dim=32,
+                            n_layers=7, rope={"rope_type": "linear", "factor": 8.0}, local_theta=100.0,
+                            llama_cpp_gguf=True, seed_index=13),
+    # Gemma 3, config.json as transformers 4.x and the hub write it (rope_theta, rope_local_base_freq,
+    # rope_scaling, sliding_window_pattern, no layer_types), BF16, window 5
+    "gemma3-bf16-legacy-config": GemmaCase("gemma3", torch.bfloat16, tied=True, n_kv_heads=2, tokenizer="gemma-spm",
+                                           rope_theta=1000000.0, rms_norm_eps=1e-6, n_tokens=24, head_dim=32,
+                                           n_layers=6, legacy_config=True, window=5, local_theta=1000.0,
+                                           llama_cpp_gguf=True, seed_index=14),
+    # Gemma 3 with an attention scale apart from head_dim (query_pre_attn_scalar 20, head_dim 32) and
+    # its own layer_types; no GGUF (llama.cpp scales by head_dim)
+    "gemma3-query-scale": GemmaCase("gemma3", torch.float32, tied=True, n_kv_heads=2, tokenizer="gemma-spm",
+                                    rope_theta=500000.0, rms_norm_eps=2e-6, intermediate=64, n_tokens=24,
+                                    head_dim=32, n_layers=4, query_pre_attn_scalar=20, window=6, local_theta=50.0,
+                                    layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                                                 "sliding_attention"], seed_index=15),
+    # sliding windows past the window: Mistral (every layer) and Qwen2 with use_sliding_window (layer 1)
+    "mistral-sliding-window": Case("mistral", torch.float32, tied=True, n_kv_heads=2, tokenizer="gpt2",
+                                   rope_theta=10000.0, rms_norm_eps=1e-5, intermediate=64, n_tokens=24,
+                                   sliding_window=5, seed_index=16),
+    "qwen2-sliding-window": Case("qwen2", torch.float32, tied=True, n_kv_heads=2, tokenizer="qwen2",
+                                 rope_theta=10000.0, rms_norm_eps=1e-6, intermediate=64, n_tokens=24,
+                                 sliding_window=6, seed_index=17),
 }
 ARCH = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM), "phi3": (Phi3Config, Phi3ForCausalLM)}
+        "smollm3": (SmolLM3Config, SmolLM3ForCausalLM), "phi3": (Phi3Config, Phi3ForCausalLM),
+        "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}
 
 
 def training_lines() -> list[str]:
@@ -341,6 +392,35 @@ def spm_tokenizer(out: str, case: Case) -> None:
         os.remove(os.path.join(out, "tokenizer.json"))
 
 
+def gemma_tokenizer(out: str) -> None:
+    """SentencePiece BPE trained as Gemma's is set up (no dummy prefix, byte fallback, split digits,
+    <pad> 0, <eos> 1, <bos> 2, <unk> 3, then <mask> and the turn markers): tokenizer.model, and the tokenizer_config.json GemmaTokenizer
+    writes (transformers 5 builds it from tokenizer.model; its tokenizer.json is not kept)."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_lines()), model_writer=model, model_type="bpe", vocab_size=400,
+        byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=False, split_digits=True, allow_whitespace_only_pieces=True, character_coverage=1.0,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"],
+        num_threads=1, minloglevel=2)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    tok = GemmaTokenizer.from_pretrained(out)
+    tok.save_pretrained(out)
+    cfg_path = os.path.join(out, "tokenizer_config.json")
+    with open(cfg_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.update(add_bos_token=True, add_eos_token=False)  # as Gemma's repositories state them
+    for key in ("is_local", "local_files_only", "vocab_file"):  # from_pretrained's arguments, saved along
+        cfg.pop(key, None)
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.remove(os.path.join(out, "tokenizer.json"))
+
+
 # ------------------------------------------------------------------------------------------------
 # Models
 
@@ -365,6 +445,10 @@ def make_model(case: Case, vocab_size: int, bos_id: int | None, eos_id: int | No
     """The case's model with freshly drawn weights, in its storage dtype."""
     config_cls, model_cls = ARCH[case.family]
     extra = {"sliding_window": case.sliding_window} if case.family == "mistral" else {}
+    if case.family == "qwen2" and case.sliding_window is not None:
+        extra.update(sliding_window=case.sliding_window, use_sliding_window=True, max_window_layers=1)
+    if isinstance(case, GemmaCase):
+        return make_gemma_model(case, vocab_size, bos_id, eos_id, seed)
     if case.family == "phi3":
         extra.update(phi3_config(case))
     elif case.rope is not None:
@@ -410,6 +494,45 @@ def write_phi3_legacy_config(out: str, case: Case) -> None:
                                                             "long_factor": case.rope["long_factor"]})
     if case.partial_rotary != 1.0:
         cfg["partial_rotary_factor"] = case.partial_rotary
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(cfg.items())), f, indent=2)
+        f.write("\n")
+
+
+def make_gemma_model(case: GemmaCase, vocab_size: int, bos_id: int | None, eos_id: int | None,
+                     seed: int) -> torch.nn.Module:
+    """A Gemma3ForCausalLM with freshly drawn weights (norm weights 1 + 0.1 N: the model scales by
+    1 + w, so a missing fold shows), RoPE parameters per layer type as transformers 5 holds them."""
+    full = {"rope_type": "default", "rope_theta": case.rope_theta} if case.rope is None \
+        else {**case.rope, "rope_theta": case.rope_theta}
+    config = Gemma3TextConfig(
+        hidden_size=64, intermediate_size=case.intermediate, num_hidden_layers=case.n_layers, num_attention_heads=4,
+        num_key_value_heads=case.n_kv_heads, head_dim=case.head_dim, vocab_size=vocab_size,
+        max_position_embeddings=128, rms_norm_eps=case.rms_norm_eps, tie_word_embeddings=case.tied,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=0, sliding_window=case.window,
+        query_pre_attn_scalar=case.query_pre_attn_scalar, layer_types=case.layer_types,
+        rope_parameters={"full_attention": full,
+                         "sliding_attention": {"rope_type": "default", "rope_theta": case.local_theta}})
+    model = Gemma3ForCausalLM(config).eval()
+    reinitialise(model, torch.Generator().manual_seed(seed))
+    return model.to(case.dtype)
+
+
+def write_gemma_legacy_config(out: str, case: GemmaCase) -> None:
+    """Rewrite config.json as transformers 4.x and Gemma 3's hub files have it: rope_theta,
+    rope_local_base_freq and rope_scaling (the global layers') instead of rope_parameters,
+    sliding_window_pattern instead of layer_types, torch_dtype."""
+    path = os.path.join(out, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    cfg.pop("layer_types", None)
+    cfg.pop("dtype", None)
+    full = dict(rope["full_attention"])
+    cfg.update(rope_theta=full.pop("rope_theta"), rope_local_base_freq=rope["sliding_attention"]["rope_theta"],
+               rope_scaling=None if full.get("rope_type", "default") == "default" else full,
+               sliding_window_pattern=6, _sliding_window_pattern=6, torch_dtype=str(case.dtype).split(".")[-1],
+               transformers_version="4.55.0")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(dict(sorted(cfg.items())), f, indent=2)
         f.write("\n")
@@ -624,6 +747,8 @@ def make_case(name: str, case: Case, seed: int) -> None:
     os.makedirs(out)
     if case.tokenizer == "spm":
         spm_tokenizer(out, case)
+    elif case.tokenizer == "gemma-spm":
+        gemma_tokenizer(out)
     else:
         bpe_tokenizer(case.tokenizer, out, case)
     tok = AutoTokenizer.from_pretrained(out)  # everything below from the saved files
@@ -638,9 +763,11 @@ def make_case(name: str, case: Case, seed: int) -> None:
     if case.family == "phi3":
         if case.rope_style == "4":
             write_phi3_legacy_config(out, case)
-    elif case.rope is not None:
+    elif case.rope is not None and not isinstance(case, GemmaCase):
         respell_rope(out, case)
-    if case.legacy_config:
+    if case.legacy_config and isinstance(case, GemmaCase):
+        write_gemma_legacy_config(out, case)
+    elif case.legacy_config:
         write_legacy_config(out, case)
     if case.llama_cpp_gguf:
         write_llama_cpp_gguf(out)
@@ -663,7 +790,7 @@ def make_case(name: str, case: Case, seed: int) -> None:
     np.savez_compressed(os.path.join(out, "reference.npz"), **arrays)
 
     texts = [{"text": t, "ids": tok(t)["input_ids"]} for t in TEXTS]
-    if case.tokenizer == "spm":
+    if case.tokenizer in ("spm", "gemma-spm"):
         # transformers' Metaspace adds no "▁" before text that starts with a space; SentencePiece
         # (and llama.cpp) always does. Both are recorded; they differ only for such texts.
         sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "tokenizer.model"))
@@ -699,7 +826,7 @@ def main() -> None:
         sys.exit(f"unknown case(s) {', '.join(unknown)}; cases: {', '.join(CASES)}")
     for i, (name, case) in enumerate(CASES.items()):
         if not only or name in only:
-            make_case(name, case, SEED + i)
+            make_case(name, case, SEED + (i if case.seed_index is None else case.seed_index))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ kern_quantize_block_fn kern_x86_quantize_block_avx2, kern_x86_quantize_block_q8k
 kern_attend_head_fn kern_x86_attend_avx2;
 /* silu(g) * u in place over n values, n % 8 == 0 */
 void kern_x86_swiglu_avx2(float *g, const float *u, int n);
+/* gelu_tanh(g) * u in place over n values, n % 8 == 0 */
+void kern_x86_geglu_avx2(float *g, const float *u, int n);
 /* x86.c: AVX-512 F/BW/VL/VNNI (with AVX2 + FMA + F16C) */
 kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_matmul_q8_0_avx512,
     kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512, kern_x86_matmul_q5_0_avx512,

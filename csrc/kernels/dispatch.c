@@ -247,12 +247,21 @@ void kern_quantize_rows(int isa, int act, const float *x, int n, int cols, void 
         quantize(x + (size_t)b * a->blck_size, (uint8_t *)out + (size_t)b * a->type_size);
 }
 
-/* SwiGLU and attention do not depend on the weight type: each family's kernel is picked right
- * here. */
+/* The gated activations and attention do not depend on the weight type: each family's kernel is
+ * picked right here. */
 
-/* Groups of 8 values of a row go through the SIMD code, the rest of a row (cols % 8) through
- * expf: which one an element takes depends on its column alone, never on the thread split. */
-void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
+static float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* gelu_tanh(g) * u as g / (1 + exp(-2y)) * u: the operations of avx2_geglu8, one value */
+static float gelu_times(float g, float u) {
+    float arg = -1.59576912f * (g + 0.044715f * (g * g * g)); /* -2 sqrt(2/pi) (g + 0.044715 g^3) */
+    return g / (1.0f + expf(arg < 89.0f ? arg : 89.0f)) * u;
+}
+
+/* The gated activation of SwiGLU or GeGLU over thread ith's share of n rows. Groups of 8 values of
+ * a row go through the SIMD code, the rest of a row (cols % 8) through the scalar function: which
+ * one an element takes depends on its column alone, never on the thread split. */
+static void gated(int isa, int gelu, float *gate, const float *up, int n, int cols, int ith, int nth) {
     const int groups = (cols + 7) / 8;
     int lo, hi;
     thread_share(n * groups, ith, nth, 1, &lo, &hi);
@@ -264,14 +273,23 @@ void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith
 #ifdef HAVE_X86_KERNELS
         if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
             int full = (end - c) / 8 * 8;
-            kern_x86_swiglu_avx2(g + c, u + c, full);
+            if (gelu) kern_x86_geglu_avx2(g + c, u + c, full);
+            else kern_x86_swiglu_avx2(g + c, u + c, full);
             c += full;
         }
 #endif
         (void)isa;
-        for (; c < end; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+        for (; c < end; c++) g[c] = gelu ? gelu_times(g[c], u[c]) : silu_times(g[c], u[c]);
         lo = t * groups + g1;
     }
+}
+
+void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
+    gated(isa, 0, gate, up, n, cols, ith, nth);
+}
+
+void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth) {
+    gated(isa, 1, gate, up, n, cols, ith, nth);
 }
 
 void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,

@@ -54,6 +54,10 @@ void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, fl
  * with no barrier inside (every thread of the team calls it; the caller waits before reading gate).
  * An element's value depends on its inputs, column and isa only, not on n or the thread split. */
 void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth);
+/* gate = gelu_tanh(gate) * up (Gemma's GELU-gated MLP), shared out as kern_swiglu. GELU's tanh
+ * approximation 0.5 g (1 + tanh(y)), y = sqrt(2/pi) (g + 0.044715 g^3), is computed as the equal
+ * g / (1 + exp(-2y)): silu's form, exact where 1 + tanh(y) would cancel. */
+void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth);
 
 /* Query heads kern_attend works on at once, reading each cached key and value once for them. */
 #define KERN_ATTEND_HEADS 3

@@ -583,6 +583,22 @@ AVX2_TARGET void kern_x86_swiglu_avx2(float *g, const float *u, int n) {
     for (int i = 0; i < n; i += 8) avx2_swiglu8(g + i, u + i);
 }
 
+/* gelu_tanh(g) * u = g / (1 + exp(-2y)) * u, y = sqrt(2/pi) (g + 0.044715 g^3), for 8 values, in
+ * the order of the portable loop's operations (kern_geglu), capped as in avx2_swiglu8. */
+AVX2_INLINE void avx2_geglu8(float *g, const float *u) {
+    __m256 gv = _mm256_loadu_ps(g);
+    __m256 cube = _mm256_mul_ps(_mm256_mul_ps(gv, gv), gv);
+    __m256 inner = _mm256_add_ps(gv, _mm256_mul_ps(_mm256_set1_ps(0.044715f), cube));
+    __m256 arg = _mm256_mul_ps(_mm256_set1_ps(-1.59576912f), inner); /* -2 sqrt(2/pi) */
+    __m256 e = avx2_exp(_mm256_min_ps(arg, _mm256_set1_ps(89.0f)));
+    __m256 gelu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    _mm256_storeu_ps(g, _mm256_mul_ps(gelu, _mm256_loadu_ps(u)));
+}
+
+AVX2_TARGET void kern_x86_geglu_avx2(float *g, const float *u, int n) {
+    for (int i = 0; i < n; i += 8) avx2_geglu8(g + i, u + i);
+}
+
 /* out += sum_j p[j] * v_j for head_dim H known at compile time: the accumulators stay in registers. */
 AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const float *v, int kv_stride,
                                    int n_pos, float *out) {

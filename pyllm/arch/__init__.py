@@ -9,6 +9,7 @@ means adding a module and a line in FAMILIES.
 from __future__ import annotations
 
 from .family import Family
+from .gemma3 import Gemma3
 from .llama import Llama
 from .mistral import Mistral
 from .phi3 import Phi3
@@ -17,7 +18,7 @@ from .qwen3 import Qwen3
 from .smollm3 import SmolLM3
 from .unsupported import UNSUPPORTED
 
-FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2(), Qwen3(), SmolLM3(), Phi3())
+FAMILIES: tuple[Family, ...] = (Llama(), Mistral(), Qwen2(), Qwen3(), SmolLM3(), Phi3(), Gemma3())
 
 _BY_NAME = {f.name: f for f in FAMILIES}
 _BY_HF_CLASS = {cls: f for f in FAMILIES for cls in f.hf_classes}

@@ -7,6 +7,7 @@ SwiGLU). A family module subclasses it and overrides only what differs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ class Family:
     qkv_bias = False                   # q/k/v projections carry biases
     qk_norm = False                    # each q and k head is RMSNormed before RoPE (q_norm, k_norm)
     gguf_half_split_rope = False       # GGUF q/k rows rotate halves (NeoX style), not adjacent pairs
+    hf_sliding = False                 # config.json's sliding_window can apply (else refused when asked for)
     hf_window_by_default = False       # config.json's sliding_window applies without use_sliding_window
     hf_tied_by_default = False         # tie_word_embeddings when config.json leaves it out
     hf_default_theta = 10000.0         # rope_theta when config.json leaves it out
@@ -68,13 +70,14 @@ class Family:
         theta = raw.obj("rope_parameters").number("rope_theta", raw.number("rope_theta", self.hf_default_theta, positive=True),
                                                   positive=True)
         rope_type = rope.hf_rope_type(raw)
+        window, full_layers = self.hf_sliding_layers(raw, n_layers)
         cfg = ModelConfig(
             dim=dim, hidden_dim=raw.integer("intermediate_size"), n_layers=n_layers,
             n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
             vocab_size=raw.integer("vocab_size"), max_seq_len=max_seq,
             rope_theta=theta, norm_eps=raw.number("rms_norm_eps", 1e-6),
             tied_embeddings=raw.flag("tie_word_embeddings", self.hf_tied_by_default), qkv_bias=self.qkv_bias,
-            architecture=self.name, sliding_window=self.hf_sliding_window(raw, notes),
+            architecture=self.name, sliding_window=window, full_attention_layers=full_layers,
             rope_scaling=None if rope_type == "default" else rope_type,
             rope_attn_factor=rope.hf_attention_factor(raw), qk_norm=self.qk_norm,
             nope_layers=self.hf_nope_layers(raw, n_layers),
@@ -105,23 +108,37 @@ class Family:
             raise refuse("partial rotary embeddings")
         if raw.flag("mlp_bias"):
             raise refuse("MLP biases")
-        if any(t != "full_attention" for t in raw.strings("layer_types")) or raw.flag("use_sliding_window"):
+        if not self.hf_sliding and (any(t != "full_attention" for t in raw.strings("layer_types"))
+                                    or raw.flag("use_sliding_window")):
             raise refuse("sliding-window attention layers")
 
     def hf_nope_layers(self, raw: JsonObject, n_layers: int) -> tuple[int, ...]:
         """The layers whose q and k config.json leaves unrotated: none in the llama decoder."""
         return ()
 
-    def hf_sliding_window(self, raw: JsonObject, notes: list[str]) -> int | None:
-        """The attention window of config.json, or None. transformers applies `sliding_window` only
-        where the family's config turns it on: Mistral always (v0.2+ sets it to null), Qwen2 only
-        with `use_sliding_window` (default false), Llama never."""
+    def hf_sliding_layers(self, raw: JsonObject, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
+        """The attention window of config.json (or None) and the layers that still see every position.
+        transformers applies `sliding_window` only where the family's config turns it on: Mistral
+        always, to every layer (v0.2+ sets it to null); Qwen2 and Qwen3 with `use_sliding_window`
+        (default false), to the layers `layer_types` marks, else to those from max_window_layers
+        (default 28) on; Llama never."""
         window = raw.integer("sliding_window", None)
-        if window is None or not raw.flag("use_sliding_window", self.hf_window_by_default):
-            return None
-        notes.append(f"sliding-window attention of {window} positions, which pyllm does not implement "
-                     f"yet: contexts are limited to {window}")
-        return window
+        if not self.hf_sliding or window is None or not raw.flag("use_sliding_window", self.hf_window_by_default):
+            return None, ()
+        if self.hf_window_by_default:  # Mistral: one mask for every layer, layer_types or not
+            return window, ()
+        types = self.hf_layer_types(raw, n_layers, raw.integer("max_window_layers", 28, lo=0))
+        return sliding_of(window, types)
+
+    def hf_layer_types(self, raw: JsonObject, n_layers: int, first_sliding: int) -> list[str]:
+        """config.json's layer_types (checked), else every layer from first_sliding on sliding."""
+        types = raw.strings("layer_types")
+        if not types:
+            return ["sliding_attention" if i >= first_sliding else "full_attention" for i in range(n_layers)]
+        if len(types) != n_layers or any(t not in ("sliding_attention", "full_attention") for t in types):
+            raise raw.error("layer_types", f"a list of {n_layers} entries (num_hidden_layers), each "
+                            "sliding_attention or full_attention", types)
+        return types
 
     def hf_tensor_names(self, cfg: ModelConfig) -> dict[str, tuple]:
         """weights.bin tensor name -> (Hugging Face name, heads whose rows to reorder, or 0), or
@@ -167,6 +184,11 @@ class Family:
 
         freqs = rope.hf_freqs(raw, cfg.rope_theta, cfg.rotary_dim, refuse)
         return {} if freqs is None else {"rope_freq": freqs}
+
+    def hf_value_shift(self, name: str) -> float:
+        """A constant added (in float32) to every value of weights.bin tensor `name` read from
+        Hugging Face: 0 in the llama decoder (Gemma folds the 1 of its (1 + w) norms in here)."""
+        return 0.0
 
     # Hugging Face tensors that carry nothing the decoder needs
     hf_ignored_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
@@ -220,11 +242,15 @@ class Family:
             qkv_bias="blk.0.attn_q.bias" in g.tensors,
             architecture=self.name,
             sliding_window=g.meta(p + "attention.sliding_window", 0, kind=int) or None,  # 0: none
+            full_attention_layers=(),
             rope_scaling=rope.gguf_scaling(g, arch),
             qk_norm=self.qk_norm,
             nope_layers=self.gguf_nope_layers(n_layers),
             rope_dim=None if rope_dim == head_dim else rope_dim,
         )
+        if cfg.sliding_window is not None:
+            window, full = self.gguf_sliding_layers(g, cfg.sliding_window, n_layers)
+            cfg = dataclasses.replace(cfg, sliding_window=window, full_attention_layers=full)
         try:
             check_config(cfg)
         except ValueError as exc:
@@ -234,6 +260,27 @@ class Family:
     def gguf_nope_layers(self, n_layers: int) -> tuple[int, ...]:
         """The layers a GGUF of this family runs without RoPE: none in the llama decoder."""
         return ()
+
+    gguf_default_pattern: int | None = None  # llama.cpp's sliding-window pattern when the file has none
+
+    def gguf_sliding_layers(self, g: GGUFFile, window: int, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
+        """(window, full-attention layers) as llama.cpp reads them: attention.sliding_window_pattern,
+        one flag per layer (true: sliding) or a count n (layer i slides when i % n < n - 1), else the
+        family's default pattern, else every layer slides."""
+        key = g.meta("general.architecture", kind=str) + ".attention.sliding_window_pattern"
+        if key not in g.metadata:
+            if self.gguf_default_pattern is None:
+                return window, ()
+        pattern = g.meta(key, self.gguf_default_pattern, kind=(int, list))
+        if isinstance(pattern, list):
+            if len(pattern) != n_layers or any(not isinstance(f, bool) for f in pattern):
+                raise FormatError(f"{g.path}: metadata {key} must hold one flag per layer ({n_layers})")
+            types = ["sliding_attention" if f else "full_attention" for f in pattern]
+        else:
+            if isinstance(pattern, bool) or not 1 <= pattern < 1 << 31:
+                raise FormatError(f"{g.path}: metadata {key} is {pattern!r}, not a positive count or a list of flags")
+            types = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention" for i in range(n_layers)]
+        return sliding_of(window, types)
 
     # GGUF tensors read into others: llama.cpp's RoPE factors become the rope_freq frequencies
     gguf_consumed: tuple[str, ...] = ("rope_freqs.weight",)
@@ -268,7 +315,10 @@ class Family:
                 "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
                 "vocab_size": cfg.vocab_size, "rope_theta": cfg.rope_theta, "norm_eps": cfg.norm_eps,
                 "rope_attn_factor": 1.0 if cfg.rope_attn_factor is None else cfg.rope_attn_factor,
-                "rope_dim": cfg.rotary_dim, "rope_long_ctx": cfg.rope_long_context or 0}
+                "rope_dim": cfg.rotary_dim, "rope_long_ctx": cfg.rope_long_context or 0,
+                "embed_scale": 1.0 if cfg.embed_scale is None else cfg.embed_scale,
+                "attn_scale": 0.0 if cfg.attn_scale is None else cfg.attn_scale,
+                "ffn_gelu": int(cfg.activation == "gelu_tanh"), "sliding_window": cfg.sliding_window or 0}
 
     def c_layer(self, cfg: ModelConfig, i: int) -> tuple[dict[str, str], dict[str, str]]:
         """Layer i's tensors by pyllm_layer field: (matrices, float vectors), each field -> tensor name."""
@@ -281,7 +331,22 @@ class Family:
             vectors.update({"bq": p + "attn_q.bias", "bk": p + "attn_k.bias", "bv": p + "attn_v.bias"})
         if cfg.qk_norm:
             vectors.update({"q_norm": p + "attn_q_norm.weight", "k_norm": p + "attn_k_norm.weight"})
+        if cfg.post_norms:
+            vectors.update({"post_attn_norm": p + "post_attention_norm.weight",
+                            "post_ffn_norm": p + "post_ffw_norm.weight"})
         return matrices, vectors
+
+    def c_sliding_layers(self, cfg: ModelConfig) -> set[int]:
+        """Indices of the layers whose queries see only the last sliding_window positions."""
+        if cfg.sliding_window is None:
+            return set()
+        return set(range(cfg.n_layers)) - set(cfg.full_attention_layers)
+
+    def c_rope_freq_swa(self, cfg: ModelConfig) -> np.ndarray | None:
+        """The sliding layers' own RoPE frequencies (from rope_theta_swa), or None: the model's."""
+        if cfg.rope_theta_swa is None:
+            return None
+        return rope.torch_default_freqs(cfg.rope_theta_swa, cfg.rotary_dim)
 
     def c_globals(self, cfg: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
         """The whole-model tensors by pyllm_weights field: (matrices, float vectors)."""
@@ -292,3 +357,9 @@ class Family:
         if cfg.rope_long_context is not None:
             vectors["rope_freq_long"] = "rope_freq_long"
         return {"token_embd": "token_embd.weight", "output": output}, vectors
+
+
+def sliding_of(window: int, types: list[str]) -> tuple[int | None, tuple[int, ...]]:
+    """(window, full-attention layers) of per-layer types; no window when no layer slides."""
+    full = tuple(i for i, t in enumerate(types) if t == "full_attention")
+    return (None, ()) if len(full) == len(types) else (window, full)

@@ -4,9 +4,9 @@ from .family import Family
 
 
 class Mistral(Family):
-    """MistralForCausalLM. Within one window sliding-window attention is full attention, so the
-    window is recorded and pyllm refuses contexts longer than it (Family.hf_sliding_window)."""
+    """MistralForCausalLM: config.json's sliding_window applies to every layer."""
 
     name = "mistral"
     hf_classes = ("MistralForCausalLM",)
+    hf_sliding = True
     hf_window_by_default = True

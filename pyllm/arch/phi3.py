@@ -13,8 +13,8 @@ LongRoPE.
   chooses by context size. transformers chooses by the length of the sequence in each forward
   call, so the two agree whenever the sequence and the context are on the same side of the
   original context (a context that holds the whole sequence, and no more than it needs).
-- `sliding_window`, which transformers applies to Phi-3 whenever it is set (Phi-3-mini-4k: 2047),
-  limits the context to the window, as for Mistral (llama.cpp ignores it for phi3).
+- `sliding_window`, which transformers applies to every layer of Phi-3 whenever it is set
+  (Phi-3-mini-4k: 2047), is sliding-window attention as for Mistral (llama.cpp ignores it for phi3).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class Phi3(Family):
     gguf_names = ("phi3",)
     partial_rotary = True
     gguf_half_split_rope = True
+    hf_sliding = True
     hf_window_by_default = True
     hf_rope_types = ("default",) + rope.LONGROPE_NAMES
     gguf_consumed = ("rope_factors_short.weight", "rope_factors_long.weight")

@@ -10,3 +10,4 @@ class Qwen2(Family):
     gguf_names = ("qwen2",)
     qkv_bias = True
     gguf_half_split_rope = True
+    hf_sliding = True  # with use_sliding_window

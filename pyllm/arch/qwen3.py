@@ -18,6 +18,7 @@ class Qwen3(Family):
     gguf_names = ("qwen3",)
     qk_norm = True
     gguf_half_split_rope = True
+    hf_sliding = True  # with use_sliding_window
 
     def check_hf(self, raw: JsonObject, refuse: Callable[[str], FormatError]) -> None:
         """The llama refusals, and attention_bias: Qwen3 then also biases o_proj, which the decoder lacks."""

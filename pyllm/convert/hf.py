@@ -77,7 +77,8 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
             if dst_type != t.dtype.lower() and why != "vectors stay f32":
                 notes.append(f"{name}: {t.dtype} -> {dst_type} ({why})")
             order = pair_order(shape[0], permute_heads, cfg.rotary_dim) if permute_heads else None
-            sources.append((name, dst_type, shape, _encoder(f, hf_name, order, rows, dst_type)))
+            sources.append((name, dst_type, shape,
+                            _encoder(f, hf_name, order, rows, dst_type, family.hf_value_shift(name))))
         report(notes, progress)
         write_model(root, dst, cfg, tokenizer, sources, chat_template=chat_template(root, tok_cfg),
                     metadata={"name": os.path.basename(os.path.normpath(root)), "source": "huggingface"},
@@ -88,13 +89,17 @@ def convert_hf(src: str | os.PathLike, dst: str | os.PathLike, out_type: str | N
 
 
 def _encoder(f: SafetensorsFile, name: str, order: np.ndarray | None, rows: tuple[int, int] | None,
-             dst_type: str) -> Callable[[], Any]:
-    """A function producing one tensor's bytes: rows of a fused tensor, q/k rows reordered, encoded."""
+             dst_type: str, shift: float) -> Callable[[], Any]:
+    """A function producing one tensor's bytes: rows of a fused tensor, q/k rows reordered, a constant
+    added (Gemma's 1 + w, in float32 as the model computes it), encoded."""
     def make() -> Any:
         w = f.array(name)
         if rows is not None:
             w = w[rows[0]:rows[1]]
         if order is not None:
             w = w[order]
-        return quantize(np.ascontiguousarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), dst_type)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if shift:
+            w = w + np.float32(shift)
+        return quantize(w.reshape(-1, w.shape[-1]), dst_type)
     return make

@@ -74,13 +74,18 @@ def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                            p + "attn_v.bias": (kv_dim,)})
         if cfg.qk_norm:
             shapes.update({p + "attn_q_norm.weight": (cfg.head_dim,), p + "attn_k_norm.weight": (cfg.head_dim,)})
+        if cfg.post_norms:
+            shapes.update({p + "post_attention_norm.weight": (cfg.dim,), p + "post_ffw_norm.weight": (cfg.dim,)})
     return shapes
 
 
 # Config fields a header leaves out when they have these values (the model lacks the feature), so that
 # files of models without it are the files earlier versions wrote and read.
 ABSENT_CONFIG = {"sliding_window": None, "qk_norm": False, "rope_scaling": None, "rope_attn_factor": None,
-                 "nope_layers": (), "rope_dim": None, "rope_long_context": None}
+                 "nope_layers": (), "rope_dim": None, "rope_long_context": None, "full_attention_layers": (),
+                 "rope_theta_swa": None, "activation": "silu", "embed_scale": None, "attn_scale": None,
+                 "post_norms": False}
+ACTIVATIONS = ("silu", "gelu_tanh")  # the MLP gate activations the C core has
 # tokenizer fields written only when they differ from these (normaliser options)
 ABSENT_TOKENIZER = {"nfc": False, "lowercase": True, "strip_accents": None}
 
@@ -203,8 +208,9 @@ def _parse_config(raw: Any) -> ModelConfig:
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"config has unknown fields {sorted(unknown)}")
-    if isinstance(raw.get("nope_layers"), list):  # JSON has lists; the frozen config holds a tuple
-        raw = {**raw, "nope_layers": tuple(raw["nope_layers"])}
+    for name in ("nope_layers", "full_attention_layers"):  # JSON has lists; the frozen config holds tuples
+        if isinstance(raw.get(name), list):
+            raw = {**raw, name: tuple(raw[name])}
     try:
         cfg = ModelConfig(**raw)
     except TypeError as exc:
@@ -233,10 +239,13 @@ def check_config(cfg: ModelConfig) -> None:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= FLOAT32_MAX:
             raise ValueError(f"config.{name} must be a finite non-negative float32, got {v!r}")
-    if cfg.rope_attn_factor is not None:
-        v = cfg.rope_attn_factor
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not FLOAT32_TINY <= v <= FLOAT32_MAX:
-            raise ValueError(f"config.rope_attn_factor must be a finite positive float32, got {v!r}")
+    for name in ("rope_attn_factor", "rope_theta_swa", "embed_scale", "attn_scale"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not FLOAT32_TINY <= v <= FLOAT32_MAX):
+            raise ValueError(f"config.{name} must be a finite positive float32, got {v!r}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"config.activation must be one of {', '.join(ACTIVATIONS)}, got {cfg.activation!r:.40}")
     if cfg.rope_theta < FLOAT32_TINY:
         raise ValueError(f"config.rope_theta must be positive as a float32, got {cfg.rope_theta!r}")
     if cfg.n_heads % cfg.n_kv_heads:
@@ -249,14 +258,17 @@ def check_config(cfg: ModelConfig) -> None:
         raise ValueError(f"config.rope_scaling must name a RoPE scaling, got {cfg.rope_scaling!r}")
     if not isinstance(cfg.architecture, str) or not cfg.architecture:
         raise ValueError(f"config.architecture must name a model family, got {cfg.architecture!r}")
-    for name in ("tied_embeddings", "qkv_bias", "qk_norm"):
+    for name in ("tied_embeddings", "qkv_bias", "qk_norm", "post_norms"):
         if not isinstance(getattr(cfg, name), bool):
             raise ValueError(f"config.{name} must be true or false")
-    nope = cfg.nope_layers
-    if (not isinstance(nope, tuple) or any(isinstance(i, bool) or not isinstance(i, int) for i in nope)
-            or any(not 0 <= i < cfg.n_layers for i in nope) or list(nope) != sorted(set(nope))):
-        raise ValueError(f"config.nope_layers must list distinct layer indices (0 to {cfg.n_layers - 1}) "
-                         f"in ascending order, got {nope!r:.80}")
+    for name in ("nope_layers", "full_attention_layers"):
+        layers = getattr(cfg, name)
+        if (not isinstance(layers, tuple) or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)
+                or any(not 0 <= i < cfg.n_layers for i in layers) or list(layers) != sorted(set(layers))):
+            raise ValueError(f"config.{name} must list distinct layer indices (0 to {cfg.n_layers - 1}) "
+                             f"in ascending order, got {layers!r:.80}")
+    if cfg.full_attention_layers and cfg.sliding_window is None:
+        raise ValueError("config.full_attention_layers is given without a sliding_window")
 
 
 def _parse_tokenizer(raw: Any, vocab_size: int) -> TokenizerData | None:
