@@ -65,7 +65,8 @@ struct pyllm_seq {
     float *q;             /* (n_batch, q_dim) queries */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
-    block_q8x *xq;        /* (n_batch, max width / QK8X) current matmul input, quantized */
+    block_q8x *q8x;       /* (n_batch, max width / QK8X) current matmul input, quantized for the */
+    block_q8k *q8k;       /* (n_batch, max width / QK_K)  32-value types and for the K-quants */
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
 };
 
@@ -91,9 +92,30 @@ static void rows_share(int n, int ith, int nth, int *lo, int *hi) {
 /* ------------------------------------------------------------------------------------------ */
 /* The steps of the forward pass. Each does thread ith's share of the work. */
 
-/* out = x / rms(x) * weight for n rows; then quantize out if a quantized matmul reads it. */
-static void rmsnorm_rows(int isa, float *out, const float *x, const float *weight, int n, int dim,
-                         float eps, block_q8x *xq, int ith, int nth) {
+/* A set of activation formats (enum kern_act), one bit each: those the matmuls reading one input
+ * multiply against. */
+#define ACT_BIT(act) (1u << (act))
+#define QUANTIZED_ACTS (ACT_BIT(KERN_ACT_Q8X) | ACT_BIT(KERN_ACT_Q8K))
+
+static unsigned acts_of(const pyllm_tensor *a, const pyllm_tensor *b, const pyllm_tensor *c) {
+    return ACT_BIT(kern_type_act(a->type)) | (b ? ACT_BIT(kern_type_act(b->type)) : 0u) |
+           (c ? ACT_BIT(kern_type_act(c->type)) : 0u);
+}
+
+/* Rows [t0, t0 + n) of a matmul input (cols floats per row) quantized into the sequence's buffer of
+ * each quantized format in acts, split among threads. */
+static void quantize_input(int isa, pyllm_seq *s, const float *x, int t0, int n, int cols,
+                           unsigned acts, int ith, int nth) {
+    const float *rows = x + (size_t)t0 * cols;
+    if (acts & ACT_BIT(KERN_ACT_Q8X))
+        kern_quantize_rows(isa, KERN_ACT_Q8X, rows, n, cols, s->q8x + (size_t)t0 * (cols / QK8X), ith, nth);
+    if (acts & ACT_BIT(KERN_ACT_Q8K))
+        kern_quantize_rows(isa, KERN_ACT_Q8K, rows, n, cols, s->q8k + (size_t)t0 * (cols / QK_K), ith, nth);
+}
+
+/* out = x / rms(x) * weight for n rows; each row then quantized into the formats in acts. */
+static void rmsnorm_rows(int isa, pyllm_seq *s, float *out, const float *x, const float *weight,
+                         int n, int dim, float eps, unsigned acts, int ith, int nth) {
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
@@ -103,7 +125,7 @@ static void rmsnorm_rows(int isa, float *out, const float *x, const float *weigh
         for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
-        if (xq) kern_quantize_rows(isa, ot, 1, dim, xq + (size_t)t * (dim / QK8X), 0, 1);
+        quantize_input(isa, s, out, t, 1, dim, acts, 0, 1);
     }
 }
 
@@ -254,18 +276,10 @@ static void embed(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int
     rows_share(n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
         float *xt = s->x + (size_t)t * m->c.dim;
-        kern_dequantize_row(e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb, xt, m->c.dim);
+        kern_dequantize_row(m->isa, e->type, (const uint8_t *)e->data + (size_t)tokens[t] * rb, xt, m->c.dim);
         if (m->c.embed_scale != 1.0f)
             for (int i = 0; i < m->c.dim; i++) xt[i] *= m->c.embed_scale;
     }
-}
-
-/* The quantized-activation buffer when any of the matmuls reading an input needs it, else NULL. */
-static block_q8x *q8_input(pyllm_seq *s, const pyllm_tensor *a, const pyllm_tensor *b,
-                           const pyllm_tensor *c) {
-    int any = kern_type_quantized(a->type) || (b && kern_type_quantized(b->type)) ||
-              (c && kern_type_quantized(c->type));
-    return any ? s->xq : NULL;
 }
 
 /* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
@@ -274,6 +288,8 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
     const pyllm_config *c = &m->c;
     const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa;
     const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
+    const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
 
 #pragma omp parallel num_threads(s->n_threads)
     {
@@ -286,15 +302,15 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             size_t row = s->layer_row[l] + (size_t)(pos - (L->sliding ? s->swa_base : 0)); /* pos's cache row */
             float *k = s->key_cache + row * kv_dim;   /* (n, kv_dim) */
             float *v = s->value_cache + row * kv_dim; /* (n, kv_dim) */
-            block_q8x *xq_qkv = q8_input(s, &L->wq, &L->wk, &L->wv);
-            block_q8x *xq_ffn = q8_input(s, &L->w_gate, &L->w_up, NULL);
+            const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
+            const unsigned acts_ffn = acts_of(&L->w_gate, &L->w_up, NULL), acts_down = acts_of(&L->w_down, NULL, NULL);
 
             /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
-            rmsnorm_rows(isa, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, xq_qkv, ith, nth);
+            rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
             BARRIER;
-            kern_matmul(isa, &L->wq, s->xb, s->xq, n, s->q, 0, ith, nth);
-            kern_matmul(isa, &L->wk, s->xb, s->xq, n, k, 0, ith, nth);
-            kern_matmul(isa, &L->wv, s->xb, s->xq, n, v, 0, ith, nth);
+            kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
+            kern_matmul(isa, &L->wk, &xb, n, k, 0, ith, nth);
+            kern_matmul(isa, &L->wv, &xb, n, v, 0, ith, nth);
             BARRIER;
             bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L, n, c->n_heads, ith, nth);
             bias_norm_rope(m, s, k, L->bk, L->k_norm, L, n, c->n_kv_heads, ith, nth);
@@ -302,38 +318,38 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             BARRIER;
             attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
             BARRIER;
-            if (q8_input(s, &L->wo, NULL, NULL)) {
-                kern_quantize_rows(isa, s->xb, n, q_dim, s->xq, ith, nth);
+            if (acts_o & QUANTIZED_ACTS) {
+                quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
                 BARRIER;
             }
             if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
-                kern_matmul(isa, &L->wo, s->xb, s->xq, n, s->xb2, 0, ith, nth);
+                kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
                 BARRIER;
                 add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
             } else {
-                kern_matmul(isa, &L->wo, s->xb, s->xq, n, s->x, 1, ith, nth); /* x += attn Wo */
+                kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
             }
             BARRIER;
 
             /* feed-forward block: SwiGLU or GeGLU */
-            rmsnorm_rows(isa, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, xq_ffn, ith, nth);
+            rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
             BARRIER;
-            kern_matmul(isa, &L->w_gate, s->xb, s->xq, n, s->hb, 0, ith, nth);
-            kern_matmul(isa, &L->w_up, s->xb, s->xq, n, s->hb2, 0, ith, nth);
+            kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
+            kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
             BARRIER;
             if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
             else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
             BARRIER;
-            if (q8_input(s, &L->w_down, NULL, NULL)) {
-                kern_quantize_rows(isa, s->hb, n, hidden, s->xq, ith, nth);
+            if (acts_down & QUANTIZED_ACTS) {
+                quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
                 BARRIER;
             }
             if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
-                kern_matmul(isa, &L->w_down, s->hb, s->xq, n, s->xb2, 0, ith, nth);
+                kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
                 BARRIER;
                 add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
             } else {
-                kern_matmul(isa, &L->w_down, s->hb, s->xq, n, s->x, 1, ith, nth); /* x += ffn */
+                kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
             }
             BARRIER;
         }
@@ -341,10 +357,10 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
         /* classifier, only for the rows whose logits are wanted */
         if (logits) {
             int first = all_logits ? 0 : n - 1, n_out = n - first;
-            rmsnorm_rows(isa, s->xb, s->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
-                         c->norm_eps, q8_input(s, &m->w.output, NULL, NULL), ith, nth);
+            rmsnorm_rows(isa, s, s->xb, s->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
+                         c->norm_eps, acts_of(&m->w.output, NULL, NULL), ith, nth);
             BARRIER;
-            kern_matmul(isa, &m->w.output, s->xb, s->xq, n_out, logits, 0, ith, nth);
+            kern_matmul(isa, &m->w.output, &xb, n_out, logits, 0, ith, nth);
         }
     }
 }
@@ -482,7 +498,8 @@ void pyllm_seq_free(pyllm_seq *s) {
     free(s->q);
     free(s->hb);
     free(s->hb2);
-    free(s->xq);
+    free(s->q8x);
+    free(s->q8k);
     free(s->scores);
     free(s);
 }
@@ -532,10 +549,11 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     s->q = alloc_floats(nb, q_dim);
     s->hb = alloc_floats(nb, c->hidden_dim);
     s->hb2 = alloc_floats(nb, c->hidden_dim);
-    s->xq = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
+    s->q8x = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
+    s->q8k = calloc(nb * (widest / QK_K + 1), sizeof(block_q8k));
     s->scores = alloc_floats((size_t)n_threads * attend_heads(c), n_ctx);
     if (!s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache || !s->x || !s->xb2 || !s->xb ||
-        !s->q || !s->hb || !s->hb2 || !s->xq || !s->scores) {
+        !s->q || !s->hb || !s->hb2 || !s->q8x || !s->q8k || !s->scores) {
         pyllm_seq_free(s);
         return PYLLM_ERR_NOMEM;
     }

@@ -27,17 +27,19 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
     if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-    block_q8x *xq = NULL;
-    if (kern_type_quantized(w->type)) {
-        xq = malloc((size_t)n * (w->cols / QK8X) * sizeof *xq);
+    const int act = kern_type_act(w->type);
+    void *xq = NULL;
+    if (act != KERN_ACT_F32) {
+        xq = malloc((size_t)n * kern_act_row_bytes(act, w->cols));
         if (!xq) return PYLLM_ERR_NOMEM;
     }
+    const kern_input in = {x, act == KERN_ACT_Q8X ? xq : NULL, act == KERN_ACT_Q8K ? xq : NULL};
 #pragma omp parallel num_threads(n_threads)
     {
         const int ith = thread_id(), nth = thread_count();
-        if (xq) kern_quantize_rows(isa, x, n, w->cols, xq, ith, nth);
+        if (xq) kern_quantize_rows(isa, act, x, n, w->cols, xq, ith, nth);
         BARRIER;
-        kern_matmul(isa, w, x, xq, n, y, 0, ith, nth);
+        kern_matmul(isa, w, &in, n, y, 0, ith, nth);
     }
     free(xq);
     return PYLLM_OK;
@@ -61,8 +63,9 @@ int pyllm_geglu(int isa, float *gate, const float *up, int n, int cols, int n_th
     return PYLLM_OK;
 }
 
-int pyllm_dequantize_row(int type, const void *src, float *dst, int n) {
+int pyllm_dequantize_row(int isa, int type, const void *src, float *dst, int n) {
     if (!src || !dst || kern_row_bytes(type, n) == 0) return PYLLM_ERR_TYPE;
-    kern_dequantize_row(type, src, dst, n);
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+    kern_dequantize_row(isa, type, src, dst, n);
     return PYLLM_OK;
 }

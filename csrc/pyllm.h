@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 7
+#define PYLLM_API_VERSION 8
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -33,7 +33,10 @@ enum pyllm_type {
     PYLLM_TYPE_Q4_1 = 3,    /* 32 values: f16 d, f16 m, 16 bytes of nibbles; value q * d + m */
     PYLLM_TYPE_Q5_0 = 6,    /* 32 values: f16 d, 32 5th bits, 16 bytes of nibbles; value (q - 16) * d */
     PYLLM_TYPE_Q5_1 = 7,    /* 32 values: f16 d, f16 m, 32 5th bits, 16 bytes of nibbles; q * d + m */
-    PYLLM_TYPE_Q8_0 = 8     /* 32 values: f16 d, 32 int8; value q * d */
+    PYLLM_TYPE_Q8_0 = 8,    /* 32 values: f16 d, 32 int8; value q * d */
+    PYLLM_TYPE_Q4_K = 12,   /* 256 values in 8 sub-blocks of 32 with 6-bit scales and mins: 144 bytes */
+    PYLLM_TYPE_Q5_K = 13,   /* Q4_K with a fifth bit per value: 176 bytes */
+    PYLLM_TYPE_Q6_K = 14    /* 256 values in 16 sub-blocks of 16 with int8 scales: 210 bytes */
 };
 
 /* Kernel families; pyllm_isa_best() says which is fastest here. */
@@ -156,8 +159,9 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);
 /* gate (n, cols) = gelu_tanh(gate) * up: the GELU-gated step (Gemma), exposed for tests. */
 int pyllm_geglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);
-/* n values of a row of a weight type, as float32 (the inverse of the block encoding). */
-int pyllm_dequantize_row(int type, const void *src, float *dst, int n);
+/* n values of a row of a weight type, as float32 (the inverse of the block encoding), with the
+ * kernels of `isa` (every family gives the same floats). */
+int pyllm_dequantize_row(int isa, int type, const void *src, float *dst, int n);
 /* cdef end */
 
 #endif

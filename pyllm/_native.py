@@ -13,7 +13,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "(or `pip install -e .` in a checkout)"
     ) from exc
 
-API_VERSION = 7
+API_VERSION = 8
 if lib.PYLLM_API_VERSION != API_VERSION:  # pragma: no cover - only with a stale build
     raise ImportError(
         f"pyllm's C core is API version {lib.PYLLM_API_VERSION} but the Python package expects "
@@ -94,3 +94,18 @@ def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
                             ffi.from_buffer("float[]", y), n_threads)
     check(code, "matmul")
     return y
+
+
+def dequantize_row(raw: np.ndarray, type_id: int, n: int, kernels: str = "auto") -> np.ndarray:
+    """n values of one encoded row as float32, with the forward pass's kernels (token embeddings).
+
+    Exposed for tests: every kernel family must give the floats numpy's decoder gives.
+    """
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    if n < 1 or raw.size != lib.pyllm_row_bytes(type_id, n):
+        raise ValueError("row bytes do not match n and type")
+    out = np.empty(n, dtype=np.float32)
+    code = lib.pyllm_dequantize_row(kernel_id(kernels), type_id, ffi.from_buffer(raw),
+                                    ffi.from_buffer("float[]", out), n)
+    check(code, "dequantize_row")
+    return out

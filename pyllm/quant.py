@@ -56,9 +56,9 @@ ALL_TYPES: dict[str, WeightType] = {t.name: t for t in (
     WeightType("q8_1", 9, QK, 36),
     WeightType("q2_k", 10, QK_K, 84),
     WeightType("q3_k", 11, QK_K, 110),
-    WeightType("q4_k", 12, QK_K, 144, decodable=True),
-    WeightType("q5_k", 13, QK_K, 176, decodable=True),
-    WeightType("q6_k", 14, QK_K, 210, decodable=True),
+    WeightType("q4_k", 12, QK_K, 144, runnable=True, decodable=True),
+    WeightType("q5_k", 13, QK_K, 176, runnable=True, decodable=True),
+    WeightType("q6_k", 14, QK_K, 210, runnable=True, decodable=True),
     WeightType("q8_k", 15, QK_K, 292),
     WeightType("i8", 24, 1, 1),
     WeightType("i16", 25, 1, 2),
@@ -404,8 +404,8 @@ def _dequantize_runnable(data: np.ndarray, type_name: str, shape: tuple[int, ...
 
 
 # ------------------------------------------------------------------------------------------------
-# Decoders of the 5-bit types (ggml's block_q5_0, block_q5_1) and of the K types the converter reads
-# but the engine does not run (block_q4_K, block_q5_K, block_q6_K)
+# Decoders of the 5-bit types (ggml's block_q5_0, block_q5_1) and of the K types (block_q4_K,
+# block_q5_K, block_q6_K)
 
 def _f16(b: np.ndarray) -> np.ndarray:
     """(n, 2) bytes -> (n, 1) float32 from little-endian f16."""

@@ -104,7 +104,7 @@ CASES = {
     "misaligned offset": (set_tensor("blk.0.attn_k.weight", "offset", 8), r"not 64-byte aligned"),
     "size overflow": (set_tensor("token_embd.weight", "shape", [1 << 31 - 1, 1 << 31 - 1]), r"too many elements|shape"),
     "size mismatch": (set_tensor("blk.0.attn_q.weight", "size", 12), r"size 12 but q8_0"),
-    "unknown type": (set_tensor("blk.0.attn_v.weight", "type", "q5_k"), r"unknown type 'q5_k'"),
+    "unknown type": (set_tensor("blk.0.attn_v.weight", "type", "q2_k"), r"unknown type 'q2_k'"),
     "wrong shape": (set_tensor("blk.0.ffn_down.weight", "shape", [96, 64]), r"does not match the config"),
     "quantized norm": (set_tensor("output_norm.weight", "type", "f16"), r"must be f32"),
     "missing tensor": (drop_tensor("blk.1.attn_output.weight"), r"missing tensors: blk.1.attn_output.weight"),

@@ -1,11 +1,13 @@
-"""Decoding of the GGUF types pyllm reads but does not run, bit for bit against llama.cpp's
-`gguf` package (fixtures made by tools/make_dequant_fixtures.py)."""
+"""Decoding of the GGUF types pyllm reads, in numpy and (for the K-quants it runs) in every C kernel
+family, bit for bit against llama.cpp's `gguf` package (fixtures made by
+tools/make_dequant_fixtures.py)."""
 import os
 
 import numpy as np
 import pytest
 
-from pyllm.quant import BY_ID, TYPES, dequantize, quantize
+from pyllm import _native
+from pyllm.quant import BY_ID, QK, TYPES, dequantize, quantize
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "gguf_decode_fixtures.npz")
 IDS = {"BF16": 30, "Q5_0": 6, "Q5_1": 7, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
@@ -25,7 +27,18 @@ def test_matches_reference_bit_for_bit(fixtures, name):
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("name", list(TYPES))
+@pytest.mark.parametrize("kernels", _native.available_kernels())
+@pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K"])
+def test_c_core_decodes_k_quants_bit_for_bit(fixtures, kernels, name):
+    """The C core's rows (token embeddings) equal the gguf package's values exactly."""
+    raw, want = fixtures[f"{name}_raw"], fixtures[f"{name}_values"]
+    rows = raw.reshape(want.shape[0], -1)
+    for r in range(want.shape[0]):
+        got = _native.dequantize_row(rows[r], IDS[name], want.shape[1], kernels)
+        assert np.array_equal(got.view(np.uint32), want[r].view(np.uint32))
+
+
+@pytest.mark.parametrize("name", [n for n, t in TYPES.items() if t.block <= QK])
 def test_runnable_types_decode_as_the_engine_does(name):
     x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
     raw = quantize(x, name)

@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 
 from pyllm import _native
-from pyllm.quant import QK, TYPES, dequantize, quantize
+from pyllm.quant import QK, QK_K, TYPES, dequantize, quantize
 
 KERNELS = _native.available_kernels()
 QUANTIZED = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 WITH_MIN = ("q4_1", "q5_1")  # value q * d + m: blocks hold d, then m
+K_QUANTS = ["q4_k", "q5_k", "q6_k"]  # multiply against activations quantized per 256 values
+SMALL_BLOCKS = [name for name in TYPES if name not in K_QUANTS]
 
 
-def quantize_activations(x: np.ndarray) -> np.ndarray:
-    """x as the C core sees it before a quantized matmul: 8 bits per value, one scale per 32."""
-    b = x.reshape(x.shape[0], -1, QK).astype(np.float32)
+def quantize_activations(x: np.ndarray, block: int = QK) -> np.ndarray:
+    """x as the C core sees it before a quantized matmul: 8 bits per value, one scale per `block`
+    (32, or 256 for the K-quants)."""
+    b = x.reshape(x.shape[0], -1, block).astype(np.float32)
     d = (np.abs(b).max(axis=-1) / np.float32(127.0)).astype(np.float32)
     inv = np.where(d > 0, np.float32(1.0) / np.where(d > 0, d, 1), 0).astype(np.float32)
     q = np.round((b * inv[..., None]).astype(np.float32))  # to nearest even, as the C core
@@ -25,8 +28,22 @@ def quantize_activations(x: np.ndarray) -> np.ndarray:
 
 def reference(raw, type_name, rows, cols, x):
     w = dequantize(raw, type_name, (rows, cols)).astype(np.float64)
-    xs = quantize_activations(x) if type_name in QUANTIZED else x
+    xs = (quantize_activations(x) if type_name in QUANTIZED else
+          quantize_activations(x, QK_K) if type_name in K_QUANTS else x)
     return xs.astype(np.float64) @ w.T
+
+
+def random_k_blocks(rng, type_name, rows, cols):
+    """Random K-quant rows: every bit pattern of quants and sub-block scales, with small f16 d and
+    dmin (the super-block scales), as a real file's blocks would have."""
+    t = TYPES[type_name]
+    raw = rng.integers(0, 256, (rows, cols // QK_K, t.block_bytes), dtype=np.uint8)
+    d = (rng.random((rows, cols // QK_K, 2)) * 0.004).astype(np.float16).view(np.uint8)
+    if type_name == "q6_k":  # d last
+        raw[..., -2:] = d[..., :2]
+    else:  # d, dmin first
+        raw[..., :4] = d.reshape(rows, cols // QK_K, 4)
+    return raw.reshape(-1)
 
 
 def random_case(rng, type_name, rows, cols, n):
@@ -37,7 +54,7 @@ def random_case(rng, type_name, rows, cols, n):
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
-@pytest.mark.parametrize("type_name", list(TYPES))
+@pytest.mark.parametrize("type_name", SMALL_BLOCKS)
 @pytest.mark.parametrize("rows,cols,n", [(1, 32, 1), (7, 64, 1), (37, 96, 3), (67, 576, 1),
                                          (67, 576, 9), (130, 160, 4), (5, 1536, 13)])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
@@ -48,6 +65,54 @@ def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
     ref = reference(raw, type_name, rows, cols, x)
     tol = 2e-5 * np.sqrt(cols) * np.abs(ref).max()
     np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
+
+
+# Relative to the largest |result|, per sqrt(cols): float32 rounding of the per-super-block sums
+# against a float64 product of the same dequantized weights and quantized activations.
+K_QUANT_TOLERANCE = 2e-6
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", K_QUANTS)
+@pytest.mark.parametrize("rows,cols,n", [(1, 256, 1), (7, 512, 2), (37, 768, 3), (3, 256, 5),
+                                         (67, 2304, 17), (130, 512, 4), (5, 1536, 9)])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_k_quant_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
+    """Q4_K, Q5_K, Q6_K weights (random blocks: every quant and scale value) against a float64
+    product of numpy's dequantized weights and the activations quantized per 256 values."""
+    rng = np.random.default_rng(rows * 1000 + cols + n)
+    raw = random_k_blocks(rng, type_name, rows, cols)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, n_threads)
+    ref = reference(raw, type_name, rows, cols, x)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=K_QUANT_TOLERANCE * np.sqrt(cols) * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", K_QUANTS)
+def test_k_quant_matmul_close_to_exact_product(kernels, type_name):
+    """8-bit activations per 256 values cost well under 2% of the result's scale against the float
+    product."""
+    rng = np.random.default_rng(11)
+    raw = random_k_blocks(rng, type_name, 64, 768)
+    x = rng.standard_normal((5, 768)).astype(np.float32)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, 64, 768, x, kernels, 2)
+    exact = x.astype(np.float64) @ dequantize(raw, type_name, (64, 768)).T
+    assert np.abs(y - exact).max() < 0.02 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", list(TYPES))
+def test_dequantize_row_is_numpys_bit_for_bit(kernels, type_name):
+    """Every family's dequantize_row (token embeddings) gives exactly numpy's floats."""
+    rng = np.random.default_rng(5)
+    cols = 2304 if type_name in K_QUANTS else 96
+    raw = (random_k_blocks(rng, type_name, 3, cols) if type_name in K_QUANTS
+           else quantize(rng.standard_normal((3, cols)).astype(np.float32), type_name).reshape(-1))
+    want = dequantize(raw, type_name, (3, cols))
+    for r, row in enumerate(raw.reshape(3, -1)):
+        got = _native.dequantize_row(row, TYPES[type_name].ggml_id, cols, kernels)
+        np.testing.assert_array_equal(got.view(np.uint32), want[r].view(np.uint32))
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -185,12 +250,12 @@ def test_simd_kernels_present_on_this_machine():
         pytest.skip(f"no SIMD kernels for {machine}")
 
 
-@pytest.mark.parametrize("type_name", list(TYPES))
-def test_c_dequantize_row_is_bit_exact_with_numpy(type_name):
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", SMALL_BLOCKS)  # the K-quants: test_dequantize_row_is_numpys_bit_for_bit
+def test_c_dequantize_row_is_bit_exact_with_numpy(kernels, type_name):
     """The C core's rows as floats (token embeddings) equal numpy's decoding bit for bit, for any
     block bytes: random nibbles, high bits and int8 values, scales of both signs, zeros,
     subnormal and large f16 scales."""
-    from pyllm._native import ffi, lib
     t = TYPES[type_name]
     rng = np.random.default_rng(t.ggml_id)
     cols = 7 * max(t.block, 32)
@@ -204,9 +269,7 @@ def test_c_dequantize_row_is_bit_exact_with_numpy(type_name):
         n_scales = 2 if type_name in WITH_MIN else 1
         blocks[:, : 2 * n_scales] = scales[:, :n_scales].astype(np.float16).view(np.uint8)
         raw = blocks.reshape(-1)
-    out = np.empty(cols, dtype=np.float32)
-    code = lib.pyllm_dequantize_row(t.ggml_id, ffi.from_buffer(raw), ffi.from_buffer("float[]", out), cols)
-    assert code == lib.PYLLM_OK
+    out = _native.dequantize_row(raw, t.ggml_id, cols, kernels)
     np.testing.assert_array_equal(out.view(np.uint32), dequantize(raw, type_name, (cols,)).view(np.uint32))
 
 
@@ -214,7 +277,6 @@ def test_c_dequantize_row_is_bit_exact_with_numpy(type_name):
 def test_q5_0_tensors_of_gemma_3_multiply_like_numpy(kernels):
     """Q5_0 tensors as llama.cpp wrote them (Gemma 3 270M's Q4_K_M GGUF, when cached): the C core's
     rows as floats equal numpy's bit for bit, and its matmul, prompt and single token, numpy's."""
-    from pyllm._native import ffi, lib
     from pyllm.fetch import gguf_path, known_model
     from pyllm.formats.gguf import GGUFFile
     path = gguf_path(known_model("gemma3-270m"))
@@ -227,10 +289,8 @@ def test_q5_0_tensors_of_gemma_3_multiply_like_numpy(kernels):
             rows, cols = t.shape
             raw = np.frombuffer(g.tensor_bytes(name), np.uint8).reshape(rows, -1)[:300]
             values = dequantize(raw, "q5_0", (len(raw), cols))
-            out = np.empty(cols, dtype=np.float32)
             for r in (0, 1, len(raw) - 1):
-                lib.pyllm_dequantize_row(TYPES["q5_0"].ggml_id, ffi.from_buffer(raw[r]),
-                                         ffi.from_buffer("float[]", out), cols)
+                out = _native.dequantize_row(raw[r], TYPES["q5_0"].ggml_id, cols, kernels)
                 np.testing.assert_array_equal(out.view(np.uint32), values[r].view(np.uint32))
             x = np.random.default_rng(rows).standard_normal((5, cols)).astype(np.float32)
             for n in (1, 5):

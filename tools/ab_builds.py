@@ -3,11 +3,15 @@
 process, the trees alternating (ABBA order) so that drift in machine speed hits both alike.
 
     python tools/ab_builds.py OLD_TREE NEW_TREE weights.bin [--rounds 12] [--kernels auto] [-t 2]
+                              [--new-model new.bin]
 
 Each tree must be built in place (`python setup.py build_ext --inplace`; tools/compare_builds.sh
 shows how to check out a revision into a temporary worktree). Each process loads the model, warms
 up, and reports the median of 3 runs of each; the script prints every round and the medians and
-ranges, and in how many paired rounds the new tree decoded faster.
+ranges, and in how many paired rounds the new tree decoded faster. With --clock cpu, speeds are per
+second of the process's CPU time, not of the wall clock. With --new-model the new tree
+runs another file (the same model converted by the new tree, when the old one cannot read it: a
+weight type it does not run).
 """
 import argparse
 import os
@@ -18,6 +22,7 @@ import sys
 MEASURE = r'''
 import statistics, sys, time
 tree, path, kernels, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+clock = time.process_time if sys.argv[5] == "cpu" else time.perf_counter
 sys.path.insert(0, tree)
 import pyllm
 assert pyllm.__file__.startswith(tree), f"imported {pyllm.__file__}, not the tree's pyllm"
@@ -31,8 +36,8 @@ def pp():
 tg(); pp()
 decode, read = [], []
 for _ in range(3):
-    t0 = time.perf_counter(); tg(); decode.append(128 / (time.perf_counter() - t0))
-    t0 = time.perf_counter(); pp(); read.append(512 / (time.perf_counter() - t0))
+    t0 = clock(); tg(); decode.append(128 / (clock() - t0))
+    t0 = clock(); pp(); read.append(512 / (clock() - t0))
 print(statistics.median(decode), statistics.median(read))
 '''
 
@@ -42,17 +47,22 @@ def main() -> int:
     ap.add_argument("old", help="source tree of the old build")
     ap.add_argument("new", help="source tree of the new build")
     ap.add_argument("model", help="weights.bin (readable by both builds)")
+    ap.add_argument("--new-model", help="the new tree's weights.bin, if not the same file")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--kernels", default="auto")
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time, which other processes on a busy machine do not "
+                         "inflate (use with -t 1: with more threads it counts barrier spinning)")
     args = ap.parse_args()
     trees = {"old": os.path.abspath(args.old), "new": os.path.abspath(args.new)}
+    models = {"old": args.model, "new": args.new_model or args.model}
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     for r in range(args.rounds):
         order = ("old", "new") if r % 2 == 0 else ("new", "old")
         for k in order:
-            out = subprocess.run([sys.executable, "-c", MEASURE, trees[k], args.model, args.kernels,
-                                  str(args.threads)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-c", MEASURE, trees[k], models[k], args.kernels,
+                                  str(args.threads), args.clock], capture_output=True, text=True)
             if out.returncode:
                 print(f"{k} tree failed:\n{out.stderr}", file=sys.stderr)
                 return 1

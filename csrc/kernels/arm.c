@@ -88,8 +88,9 @@ static float neon_dot_f16(const uint16_t *w, const float *x, int n) {
 }
 
 /* Every weight type: the traits table in dispatch.c points each type's NEON entry here. */
-void kern_arm_matmul(const pyllm_tensor *w, int r0, int r1, const float *x, const block_q8x *xq,
+void kern_arm_matmul(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq_,
                      int n, float *y, int accumulate) {
+    const block_q8x *xq = xq_;
     const size_t rb = kern_row_bytes(w->type, w->cols);
     const size_t bsize = w->type == PYLLM_TYPE_Q8_0 ? sizeof(block_q8_0)
                        : w->type == PYLLM_TYPE_Q4_0 ? sizeof(block_q4_0)
@@ -116,6 +117,204 @@ void kern_arm_matmul(const pyllm_tensor *w, int r0, int r1, const float *x, cons
             yt[r] = accumulate ? yt[r] + v : v;
         }
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* K-quants against block_q8k activations */
+
+/* Sum of 16 products of signed bytes. */
+static inline int32_t neon_dot16(int8x16_t w, const int8_t *x) {
+    int8x16_t xv = vld1q_s8(x);
+    int32x4_t acc = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(xv)));
+    acc = vpadalq_s16(acc, vmull_s8(vget_high_s8(w), vget_high_s8(xv)));
+    return vaddvq_s32(acc);
+}
+
+/* The 32 values of sub-block sb of a Q4_K (qh NULL) or Q5_K super-block, 0..31, as bytes. */
+static inline int8x16x2_t neon_q45_k_values(const uint8_t *qs, const uint8_t *qh, int sb) {
+    int8x16x2_t v;
+    for (int i = 0; i < 2; i++) {
+        uint8x16_t raw = vld1q_u8(qs + 32 * (sb / 2) + 16 * i);
+        uint8x16_t q = sb % 2 ? vshrq_n_u8(raw, 4) : vandq_u8(raw, vdupq_n_u8(0x0F));
+        if (qh) {
+            uint8x16_t bit = vandq_u8(vshlq_u8(vld1q_u8(qh + 16 * i), vdupq_n_s8((int8_t)-sb)), vdupq_n_u8(1));
+            q = vorrq_u8(q, vshlq_n_u8(bit, 4));
+        }
+        v.val[i] = vreinterpretq_s8_u8(q);
+    }
+    return v;
+}
+
+/* The 32 values 32k .. 32k+31 of half h of a Q6_K super-block, less 32, as signed bytes. */
+static inline int8x16x2_t neon_q6_k_values(const block_q6_K *b, int h, int k) {
+    int8x16x2_t v;
+    for (int i = 0; i < 2; i++) {
+        uint8x16_t ql = vld1q_u8(b->ql + 64 * h + 32 * (k & 1) + 16 * i);
+        uint8x16_t qh = vld1q_u8(b->qh + 32 * h + 16 * i);
+        uint8x16_t lo = k < 2 ? vandq_u8(ql, vdupq_n_u8(0x0F)) : vshrq_n_u8(ql, 4);
+        uint8x16_t hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(4 - 2 * k))), vdupq_n_u8(0x30));
+        v.val[i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(32));
+    }
+    return v;
+}
+
+static float neon_dot_q45_k(int type, const uint8_t *row, const block_q8k *x, int nb) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K) : sizeof(block_q5_K);
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bsize;
+        const block_q4_K *h = (const block_q4_K *)blk; /* d, dmin, scales: the same in Q5_K */
+        const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? h->qs : ((const block_q5_K *)blk)->qs;
+        const uint8_t *qh = type == PYLLM_TYPE_Q4_K ? NULL : ((const block_q5_K *)blk)->qh;
+        uint8_t sc[8], mn[8];
+        kquant_scales(h->scales, sc, mn);
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            isum += sc[sb] * neon_dot_i8(neon_q45_k_values(qs, qh, sb), x[b].qs + 32 * sb);
+            msum += mn[sb] * (x[b].bsums[2 * sb] + x[b].bsums[2 * sb + 1]);
+        }
+        sum += fp16_to_fp32(h->d) * x[b].d * (float)isum - fp16_to_fp32(h->dmin) * x[b].d * (float)msum;
+    }
+    return sum;
+}
+
+static float neon_dot_q6_k(const block_q6_K *w, const block_q8k *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int isum = 0;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                int8x16x2_t v = neon_q6_k_values(&w[b], h, k);
+                const int at = 128 * h + 32 * k;
+                isum += w[b].scales[at / 16] * neon_dot16(v.val[0], x[b].qs + at);
+                isum += w[b].scales[at / 16 + 1] * neon_dot16(v.val[1], x[b].qs + at + 16);
+            }
+        sum += fp16_to_fp32(w[b].d) * x[b].d * (float)isum;
+    }
+    return sum;
+}
+
+static inline void neon_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
+                                 const block_q8k *xk, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K;
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
+            float v = type == PYLLM_TYPE_Q6_K ? neon_dot_q6_k((const block_q6_K *)row, xk + (size_t)t * nb, nb)
+                                              : neon_dot_q45_k(type, row, xk + (size_t)t * nb, nb);
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
+void kern_arm_matmul_q4_k(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                          int n, float *y, int accumulate) {
+    (void)x;
+    neon_matmul_k(PYLLM_TYPE_Q4_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+void kern_arm_matmul_q5_k(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                          int n, float *y, int accumulate) {
+    (void)x;
+    neon_matmul_k(PYLLM_TYPE_Q5_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+void kern_arm_matmul_q6_k(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                          int n, float *y, int accumulate) {
+    (void)x;
+    neon_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+/* 16 signed bytes times their factor ds, less dm: multiply, then subtract, each rounded as the
+ * reference does (vmulq, vsubq: no fused multiply-add). */
+static inline void neon_dequantize16(int8x16_t q, float32x4_t ds, float32x4_t dm, float *dst) {
+    int16x8_t h[2] = {vmovl_s8(vget_low_s8(q)), vmovl_s8(vget_high_s8(q))};
+    for (int i = 0; i < 2; i++) {
+        float32x4_t lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(h[i])));
+        float32x4_t hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(h[i])));
+        vst1q_f32(dst + 8 * i, vsubq_f32(vmulq_f32(ds, lo), dm));
+        vst1q_f32(dst + 8 * i + 4, vsubq_f32(vmulq_f32(ds, hi), dm));
+    }
+}
+
+static void neon_dequantize_row_q45_k(int type, const void *src, float *dst, int n) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K) : sizeof(block_q5_K);
+    for (int i = 0; i < n / QK_K; i++, dst += QK_K) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)i * bsize;
+        const block_q4_K *h = (const block_q4_K *)blk;
+        const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? h->qs : ((const block_q5_K *)blk)->qs;
+        const uint8_t *qh = type == PYLLM_TYPE_Q4_K ? NULL : ((const block_q5_K *)blk)->qh;
+        uint8_t sc[8], mn[8];
+        kquant_scales(h->scales, sc, mn);
+        const float d = fp16_to_fp32(h->d), dmin = fp16_to_fp32(h->dmin);
+        for (int sb = 0; sb < 8; sb++) {
+            int8x16x2_t v = neon_q45_k_values(qs, qh, sb);
+            float32x4_t ds = vdupq_n_f32(d * sc[sb]), dm = vdupq_n_f32(dmin * mn[sb]);
+            neon_dequantize16(v.val[0], ds, dm, dst + 32 * sb);
+            neon_dequantize16(v.val[1], ds, dm, dst + 32 * sb + 16);
+        }
+    }
+}
+
+void kern_arm_dequantize_row_q4_k(const void *src, float *dst, int n) {
+    neon_dequantize_row_q45_k(PYLLM_TYPE_Q4_K, src, dst, n);
+}
+
+void kern_arm_dequantize_row_q5_k(const void *src, float *dst, int n) {
+    neon_dequantize_row_q45_k(PYLLM_TYPE_Q5_K, src, dst, n);
+}
+
+void kern_arm_dequantize_row_q6_k(const void *src, float *dst, int n) {
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n / QK_K; i++, dst += QK_K) {
+        const block_q6_K *b = (const block_q6_K *)src + i;
+        const float d = fp16_to_fp32(b->d);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                int8x16x2_t v = neon_q6_k_values(b, h, k);
+                const int at = 128 * h + 32 * k;
+                /* d * scale * q; subtracting 0 changes no value (-0 stays -0: d * scale * 0 is +-0 alike) */
+                neon_dequantize16(v.val[0], vdupq_n_f32(d * b->scales[at / 16]), zero, dst + at);
+                neon_dequantize16(v.val[1], vdupq_n_f32(d * b->scales[at / 16 + 1]), zero, dst + at + 16);
+            }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation quantization: d = max|x| / 127, q = x / d rounded to nearest even (vcvtnq) */
+
+static inline float neon_amax(const float *v, int n) {
+    float32x4_t m = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n; i += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(v + i)));
+    return vmaxvq_f32(m);
+}
+
+/* 16 floats times id to int8 at out; returns their sum. */
+static inline int neon_quantize16(const float *v, float id, int8_t *out) {
+    int32x4_t q[4];
+    for (int i = 0; i < 4; i++) q[i] = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(v + 4 * i), id));
+    int16x8_t lo = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
+    int16x8_t hi = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
+    vst1q_s8(out, vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi)));
+    return vaddvq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])));
+}
+
+void kern_arm_quantize_block(const float *v, void *out_) {
+    block_q8x *out = out_;
+    const float d = neon_amax(v, QK8X) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < QK8X; j += 16) sum += neon_quantize16(v + j, id, out->qs + j);
+    out->d = d;
+    out->s = d * (float)sum;
+}
+
+void kern_arm_quantize_block_q8k(const float *v, void *out_) {
+    block_q8k *out = out_;
+    const float d = neon_amax(v, QK_K) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < QK_K; j += 16) out->bsums[j / 16] = (int16_t)neon_quantize16(v + j, id, out->qs + j);
+    out->d = d;
 }
 
 void kern_arm_attend(const float *q, const float *k, const float *v, int kv_stride, int n_pos,

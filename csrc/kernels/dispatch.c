@@ -1,8 +1,10 @@
 /* dispatch.c - which kernel runs: the kernel families this CPU can run, the weight types' traits
- * table, and each step's choice of kernel by family (enum pyllm_isa) and weight type.
+ * table, the activation formats' table, and each step's choice of kernel by family (enum
+ * pyllm_isa) and weight type.
  *
- * A weight type is one row of type_traits; a SIMD family that has no kernel for a type leaves
- * its entry NULL and runs the reference kernel. A kernel is chosen once per matmul call (a
+ * A weight type is one row of type_traits, which names the activation format it multiplies
+ * against (a row of act_traits: block size and quantizer); a SIMD family that has no kernel for a
+ * type leaves its entry NULL and runs the reference kernel. A kernel is chosen once per matmul call (a
  * thread's whole share of it), never per row or block.
  */
 #include "arch.h"
@@ -24,24 +26,19 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Weight types */
 
-/* What a weight type's matmul multiplies against. */
-enum kern_act {
-    KERN_ACT_F32 = 0,   /* the float32 rows themselves */
-    KERN_ACT_Q8X = 1    /* the rows quantized to 8-bit blocks of QK8X values (block_q8x) */
-};
-
 struct kern_type_traits {
     int blck_size;                          /* values per block (1 for float types); 0: no such type */
     size_t type_size;                       /* bytes per block */
     enum kern_act act;                      /* the activations the type multiplies against */
-    kern_dequantize_fn *dequantize_row;     /* a row as floats (token embeddings) */
+    kern_dequantize_fn *dequantize_row[KERN_ISA_COUNT]; /* a row as floats (token embeddings) */
     kern_matmul_fn *matmul[KERN_ISA_COUNT]; /* by enum pyllm_isa; NULL: the reference kernel */
 };
 
+/* AVX-512 runs the AVX2 code where it has none of its own (every AVX-512 CPU runs AVX2). */
 static const struct kern_type_traits type_traits[] = {
     [PYLLM_TYPE_F32] = {
         .blck_size = 1, .type_size = sizeof(float), .act = KERN_ACT_F32,
-        .dequantize_row = kern_ref_dequantize_row_f32,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_f32},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f32,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f32_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f32_avx512),
@@ -49,7 +46,7 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_F16] = {
         .blck_size = 1, .type_size = sizeof(uint16_t), .act = KERN_ACT_F32,
-        .dequantize_row = kern_ref_dequantize_row_f16,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_f16},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f16,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f16_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f16_avx512),
@@ -57,7 +54,7 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_Q4_0] = {
         .blck_size = QK4_0, .type_size = sizeof(block_q4_0), .act = KERN_ACT_Q8X,
-        .dequantize_row = kern_ref_dequantize_row_q4_0,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q4_0},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_0,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_0_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_0_avx512),
@@ -65,7 +62,7 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_Q4_1] = {
         .blck_size = QK4_1, .type_size = sizeof(block_q4_1), .act = KERN_ACT_Q8X,
-        .dequantize_row = kern_ref_dequantize_row_q4_1,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q4_1},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_1,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_1_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_1_avx512),
@@ -73,7 +70,7 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_Q5_0] = {
         .blck_size = QK5_0, .type_size = sizeof(block_q5_0), .act = KERN_ACT_Q8X,
-        .dequantize_row = kern_ref_dequantize_row_q5_0,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q5_0},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_0,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_0_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_0_avx512),
@@ -81,7 +78,7 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_Q5_1] = {
         .blck_size = QK5_1, .type_size = sizeof(block_q5_1), .act = KERN_ACT_Q8X,
-        .dequantize_row = kern_ref_dequantize_row_q5_1,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q5_1},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_1,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_1_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_1_avx512),
@@ -89,11 +86,44 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_Q8_0] = {
         .blck_size = QK8_0, .type_size = sizeof(block_q8_0), .act = KERN_ACT_Q8X,
-        .dequantize_row = kern_ref_dequantize_row_q8_0,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q8_0},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q8_0,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q8_0_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q8_0_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+    },
+    [PYLLM_TYPE_Q4_K] = {
+        .blck_size = QK_K, .type_size = sizeof(block_q4_K), .act = KERN_ACT_Q8K,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q4_k,
+                           [PYLLM_ISA_AVX2] = X86(kern_x86_dequantize_row_q4_k_avx2),
+                           [PYLLM_ISA_AVX512] = X86(kern_x86_dequantize_row_q4_k_avx2),
+                           [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q4_k)},
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q4_k,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q4_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q4_k_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q4_k)},
+    },
+    [PYLLM_TYPE_Q5_K] = {
+        .blck_size = QK_K, .type_size = sizeof(block_q5_K), .act = KERN_ACT_Q8K,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q5_k,
+                           [PYLLM_ISA_AVX2] = X86(kern_x86_dequantize_row_q5_k_avx2),
+                           [PYLLM_ISA_AVX512] = X86(kern_x86_dequantize_row_q5_k_avx2),
+                           [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q5_k)},
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q5_k,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q5_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q5_k_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q5_k)},
+    },
+    [PYLLM_TYPE_Q6_K] = {
+        .blck_size = QK_K, .type_size = sizeof(block_q6_K), .act = KERN_ACT_Q8K,
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_q6_k,
+                           [PYLLM_ISA_AVX2] = X86(kern_x86_dequantize_row_q6_k_avx2),
+                           [PYLLM_ISA_AVX512] = X86(kern_x86_dequantize_row_q6_k_avx2),
+                           [PYLLM_ISA_NEON] = ARM(kern_arm_dequantize_row_q6_k)},
+        .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_q6_k,
+                   [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q6_k_avx2),
+                   [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q6_k_avx512),
+                   [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_q6_k)},
     },
 };
 
@@ -103,9 +133,13 @@ static const struct kern_type_traits *traits_of(int type) {
     return type_traits[type].blck_size ? &type_traits[type] : NULL;
 }
 
-int kern_type_quantized(int type) {
+/* The kernel of family isa in a table row, or the portable one where the family has none. */
+#define KERNEL_OF(table, isa) \
+    ((isa) >= 0 && (isa) < KERN_ISA_COUNT && (table)[isa] ? (table)[isa] : (table)[PYLLM_ISA_PORTABLE])
+
+int kern_type_act(int type) {
     const struct kern_type_traits *t = traits_of(type);
-    return t && t->act == KERN_ACT_Q8X;
+    return t ? (int)t->act : -1;
 }
 
 size_t kern_row_bytes(int type, int cols) {
@@ -114,9 +148,41 @@ size_t kern_row_bytes(int type, int cols) {
     return (size_t)(cols / t->blck_size) * t->type_size;
 }
 
-void kern_dequantize_row(int type, const void *src, float *dst, int n) {
+void kern_dequantize_row(int isa, int type, const void *src, float *dst, int n) {
     const struct kern_type_traits *t = traits_of(type);
-    if (t) t->dequantize_row(src, dst, n);
+    if (t) KERNEL_OF(t->dequantize_row, isa)(src, dst, n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation formats */
+
+struct kern_act_traits {
+    int blck_size;                                   /* values per block */
+    size_t type_size;                                /* bytes per block */
+    kern_quantize_block_fn *quantize[KERN_ISA_COUNT]; /* one block; NULL: the reference */
+};
+
+static const struct kern_act_traits act_traits[KERN_ACT_COUNT] = {
+    [KERN_ACT_Q8X] = {
+        .blck_size = QK8X, .type_size = sizeof(block_q8x),
+        .quantize = {[PYLLM_ISA_PORTABLE] = kern_ref_quantize_block,
+                     [PYLLM_ISA_AVX2] = X86(kern_x86_quantize_block_avx2),
+                     [PYLLM_ISA_AVX512] = X86(kern_x86_quantize_block_avx2),
+                     [PYLLM_ISA_NEON] = ARM(kern_arm_quantize_block)},
+    },
+    [KERN_ACT_Q8K] = {
+        .blck_size = QK_K, .type_size = sizeof(block_q8k),
+        .quantize = {[PYLLM_ISA_PORTABLE] = kern_ref_quantize_block_q8k,
+                     [PYLLM_ISA_AVX2] = X86(kern_x86_quantize_block_q8k_avx2),
+                     [PYLLM_ISA_AVX512] = X86(kern_x86_quantize_block_q8k_avx2),
+                     [PYLLM_ISA_NEON] = ARM(kern_arm_quantize_block_q8k)},
+    },
+};
+
+size_t kern_act_row_bytes(int act, int cols) {
+    if (act <= KERN_ACT_F32 || act >= KERN_ACT_COUNT || cols <= 0 || cols % act_traits[act].blck_size)
+        return 0;
+    return (size_t)(cols / act_traits[act].blck_size) * act_traits[act].type_size;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -160,34 +226,29 @@ static void thread_share(int n, int ith, int nth, int align, int *lo, int *hi) {
     *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
-void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
-                 float *y, int accumulate, int ith, int nth) {
+void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
+                 int accumulate, int ith, int nth) {
     const struct kern_type_traits *t = traits_of(w->type);
     int r0, r1;
     thread_share(w->rows, ith, nth, 4, &r0, &r1);
     if (!t || r0 >= r1) return;
-    kern_matmul_fn *kernel = isa >= 0 && isa < KERN_ISA_COUNT ? t->matmul[isa] : NULL;
-    if (!kernel) kernel = t->matmul[PYLLM_ISA_PORTABLE];
-    kernel(w, r0, r1, x, xq, n, y, accumulate);
+    const void *xq = t->act == KERN_ACT_Q8X ? (const void *)in->q8x
+                   : t->act == KERN_ACT_Q8K ? (const void *)in->q8k : NULL;
+    KERNEL_OF(t->matmul, isa)(w, r0, r1, in->x, xq, n, y, accumulate);
 }
 
-/* Activation quantization, SwiGLU and attention do not depend on the weight type: each family's
- * kernel is picked right here. */
-
-void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth) {
+void kern_quantize_rows(int isa, int act, const float *x, int n, int cols, void *out, int ith, int nth) {
+    if (act <= KERN_ACT_F32 || act >= KERN_ACT_COUNT) return;
+    const struct kern_act_traits *a = &act_traits[act];
+    kern_quantize_block_fn *quantize = KERNEL_OF(a->quantize, isa);
     int lo, hi;
-    thread_share(n * (cols / QK8X), ith, nth, 1, &lo, &hi);
-    for (int b = lo; b < hi; b++) {
-#ifdef HAVE_X86_KERNELS
-        if (isa == PYLLM_ISA_AVX2 || isa == PYLLM_ISA_AVX512) {
-            kern_x86_quantize_block_avx2(x + (size_t)b * QK8X, &xq[b]);
-            continue;
-        }
-#endif
-        (void)isa;
-        kern_ref_quantize_block(x + (size_t)b * QK8X, &xq[b]);
-    }
+    thread_share(n * (cols / a->blck_size), ith, nth, 1, &lo, &hi);
+    for (int b = lo; b < hi; b++)
+        quantize(x + (size_t)b * a->blck_size, (uint8_t *)out + (size_t)b * a->type_size);
 }
+
+/* The gated activations and attention do not depend on the weight type: each family's kernel is
+ * picked right here. */
 
 static float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 

@@ -9,26 +9,46 @@
 #define PYLLM_KERNELS_H
 
 #include "../pyllm.h"
-#include "quants.h" /* block_q8x, the activation blocks of QK8X values */
+#include "quants.h" /* block_q8x, block_q8k: the quantized activations */
 
 int kern_isa_best(void);
 int kern_isa_available(int isa);
 
-/* 1 if weights of this type multiply against quantized activations (block_q8x), 0 if against
- * float rows. */
-int kern_type_quantized(int type);
+/* The activations a weight type's matmul multiplies against (a column of dispatch.c's traits
+ * table). The forward pass quantizes a matmul input into each format that some weight reading it
+ * needs, once, and every matmul reading it takes its own. */
+enum kern_act {
+    KERN_ACT_F32 = 0, /* the float rows themselves */
+    KERN_ACT_Q8X = 1, /* 8-bit blocks of QK8X values (block_q8x): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 */
+    KERN_ACT_Q8K = 2, /* 8-bit blocks of QK_K values with sums of 16 (block_q8k): the K-quants */
+    KERN_ACT_COUNT
+};
+
+/* The enum kern_act a weight type multiplies against, or -1 if the type is unknown. */
+int kern_type_act(int type);
 /* Bytes of one row of `cols` values, or 0 if the type is unknown or cols does not fit its blocks. */
 size_t kern_row_bytes(int type, int cols);
+/* Bytes of one row of `cols` activations quantized to format act (0 for KERN_ACT_F32, or if cols
+ * does not fill its blocks). */
+size_t kern_act_row_bytes(int act, int cols);
 
-/* Quantize n rows of `cols` floats (cols % QK8X == 0) to blocks (d = max|x| / 127, rounding to
- * nearest even); the blocks are split among threads. */
-void kern_quantize_rows(int isa, const float *x, int n, int cols, block_q8x *xq, int ith, int nth);
+/* One matmul input of n rows: the floats, and the same rows in each quantized format (NULL where
+ * no weight reading this input needs it). */
+typedef struct {
+    const float *x;        /* (n, cols) */
+    const block_q8x *q8x;  /* (n, cols / QK8X) */
+    const block_q8k *q8k;  /* (n, cols / QK_K) */
+} kern_input;
+
+/* Quantize n rows of `cols` floats to blocks of format act (cols a multiple of its block size;
+ * d = max|x| / 127 per block, rounding to nearest even); the blocks are split among threads. */
+void kern_quantize_rows(int isa, int act, const float *x, int n, int cols, void *out, int ith, int nth);
 
 /* y[t][r] (+)= dot(W[r], x[t]) for t < n and this thread's share of rows r. y has w->rows floats
- * per row. x is (n, w->cols) floats; xq is x quantized, used when the weights are quantized.
- * With accumulate set, results are added to y (residual connections) instead of stored. */
-void kern_matmul(int isa, const pyllm_tensor *w, const float *x, const block_q8x *xq, int n,
-                 float *y, int accumulate, int ith, int nth);
+ * per row. The kernel reads in's rows in the format w's type multiplies against. With
+ * accumulate set, results are added to y (residual connections) instead of stored. */
+void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
+                 int accumulate, int ith, int nth);
 
 /* gate = silu(gate) * up, elementwise over n rows of `cols` values (SwiGLU): this thread's share,
  * with no barrier inside (every thread of the team calls it; the caller waits before reading gate).
@@ -49,7 +69,8 @@ void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith,
 void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out);
 
-/* n values (n % block size == 0) of one row of a weight type, as floats. */
-void kern_dequantize_row(int type, const void *src, float *dst, int n);
+/* n values (n % block size == 0) of one row of a weight type, as floats (exactly: every family
+ * gives the same floats). */
+void kern_dequantize_row(int isa, int type, const void *src, float *dst, int n);
 
 #endif

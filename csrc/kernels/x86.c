@@ -34,6 +34,10 @@
  * F16 and Q4_0 +2-4% against 1 KiB; AVX-512 the same at 1, 2 and 4 KiB). */
 #define PREFETCH_BYTES 2048
 
+/* Weight rows per prompt tile of the K-quants (by 4 activation rows), AVX2 and AVX-512. */
+#define KTILE_ROWS 2
+#define KTILE_ROWS_AVX512 2
+
 /* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
  * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
  * itself never faults). A macro, so that it is part of the target-specific kernel around it. */
@@ -144,6 +148,129 @@ AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint
         }
 }
 
+/* R x C tile over K-quant weights (Q4_K, Q5_K, Q6_K) against block_q8k activations: rows w,
+ * w + rb, ...; activation rows xk, xk + nb, ... Per super-block each cell sums, in int32 lanes,
+ * the byte products of every sub-block times its scale (maddubs, then madd by the scale), less
+ * the min (Q4_K, Q5_K: min * sum of x, from the activations' sums of 16) or the 32 (Q6_K: 32 *
+ * scale * sum of x) term, and adds it to its float accumulator times the two blocks' d. Every
+ * weight value is unsigned (0..15, 0..31, 0..63), as maddubs needs; no product pair overflows
+ * int16 (63 * 127 * 2 < 32767). */
+AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                            const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
+                       : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[2][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+
+    for (int b = 0; b < nb; b++) {
+        __m256i isum[2][4];
+        float wd[2], wmin[2];
+        __m256i mins16[2];  /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
+        uint64_t sc[2];     /* Q4_K/Q5_K: byte s the scale of sub-block s */
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            if (C == 1) {
+                PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+            }
+            for (int c = 0; c < C; c++) isum[r][c] = _mm256_setzero_si256();
+            if (type == PYLLM_TYPE_Q6_K) {
+                const block_q6_K *q = (const block_q6_K *)blk;
+                wd[r] = _cvtsh_ss(q->d);
+                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+            } else {
+                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
+                uint64_t mn;
+                wd[r] = _cvtsh_ss(q->d);
+                wmin[r] = _cvtsh_ss(q->dmin);
+                kquant_scales_packed(q->scales, &sc[r], &mn);
+                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+            }
+        }
+        if (type == PYLLM_TYPE_Q6_K) {
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) {
+                    __m256i wq[2], scale[2];
+                    for (int r = 0; r < R; r++) {
+                        const block_q6_K *q = (const block_q6_K *)(w + (size_t)r * rb + (size_t)b * bsize);
+                        const __m256i ql = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * h + 32 * (k & 1)));
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+                        const __m256i lo = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+                        /* bits 2k, 2k+1 of qh to bits 4, 5 (16-bit shifts: the mask drops what crosses bytes) */
+                        const __m256i hi = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
+                                         : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                        wq[r] = _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+                        const int at = 8 * h + 2 * k; /* sub-blocks at, at + 1: the two 128-bit halves */
+                        scale[r] = _mm256_set_m128i(_mm_set1_epi16(q->scales[at + 1]), _mm_set1_epi16(q->scales[at]));
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[(size_t)c * nb + b].qs + 128 * h + 32 * k));
+                        for (int r = 0; r < R; r++)
+                            isum[r][c] = _mm256_add_epi32(isum[r][c],
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], xv), scale[r]));
+                    }
+                }
+        } else {
+            __m256i qh[2];
+            for (int r = 0; r < R && type == PYLLM_TYPE_Q5_K; r++)
+                qh[r] = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(w + (size_t)r * rb + (size_t)b * bsize))->qh);
+            for (int j = 0; j < 4; j++) {
+                __m256i lo[2], hi[2], slo[2], shi[2];
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
+                                                                : ((const block_q5_K *)blk)->qs;
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                    lo[r] = _mm256_and_si256(raw, m4);
+                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+                        const __m256i one = _mm256_set1_epi8(1);
+                        lo[r] = _mm256_or_si256(lo[r], _mm256_slli_epi16(_mm256_and_si256(qh[r], one), 4));
+                        hi[r] = _mm256_or_si256(hi[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
+                        qh[r] = _mm256_srli_epi16(qh[r], 2);
+                    }
+                    slo[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j) & 0xFF));
+                    shi[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j + 8) & 0xFF));
+                }
+                for (int c = 0; c < C; c++) {
+                    const int8_t *xs = xk[(size_t)c * nb + b].qs + 64 * j;
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xs);
+                    const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xs + 32));
+                    for (int r = 0; r < R; r++) {
+                        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], x0), slo[r]),
+                                                     _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], x1), shi[r]));
+                        isum[r][c] = _mm256_add_epi32(isum[r][c], p);
+                    }
+                }
+            }
+        }
+        for (int c = 0; c < C; c++) {
+            const block_q8k *xb = xk + (size_t)c * nb + b;
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            for (int r = 0; r < R; r++) {
+                const __m256i m = _mm256_madd_epi16(mins16[r], bsums);
+                if (type == PYLLM_TYPE_Q6_K) { /* scale * (q . x - 32 sum x) */
+                    const __m256i v = _mm256_sub_epi32(isum[r][c], _mm256_slli_epi32(m, 5));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(v), acc[r][c]);
+                } else {
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(isum[r][c]), acc[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(-wmin[r] * xb->d), _mm256_cvtepi32_ps(m), acc[r][c]);
+                }
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = avx2_hsum(acc[r][c]);
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
 /* R x C tile over F32 or F16 weights against float activations. */
 AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                             const float *x, int cols, float *y, int y_stride, int accumulate) {
@@ -189,14 +316,22 @@ AVX2_INLINE int avx2_quantized(const int type) {
            type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1;
 }
 
+/* The weight types avx2_ktile multiplies (against block_q8k activations). */
+AVX2_INLINE int avx2_kquant(const int type) {
+    return type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K;
+}
+
 AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm_tensor *w,
-                           size_t rb, int r, const float *x, const block_q8x *xq, int t, float *y,
+                           size_t rb, int r, const float *x, const void *xq, int t, float *y,
                            int accumulate) {
     const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
     float *yt = y + (size_t)t * w->rows + r;
-    if (avx2_quantized(type)) {
+    if (avx2_kquant(type)) {
+        int nb = w->cols / QK_K;
+        avx2_ktile(type, R, C, wr, rb, (const block_q8k *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
+    } else if (avx2_quantized(type)) {
         int nb = w->cols / QK8X;
-        avx2_qtile(type, R, C, wr, rb, xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
+        avx2_qtile(type, R, C, wr, rb, (const block_q8x *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
     } else {
         avx2_ftile(type, R, C, wr, rb, x + (size_t)t * w->cols, w->cols, yt, w->rows, accumulate);
     }
@@ -205,14 +340,14 @@ AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm
 /* Rows [r0, r1) for all n activation rows, in tiles; rows are walked in chunks that stay in
  * cache while every activation row passes over them. */
 AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
-                                  const float *x, const block_q8x *xq, int n, float *y,
+                                  const float *x, const void *xq, int n, float *y,
                                   int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
     if (n == 1) {
         for (int r = r0; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
         return;
     }
-    const int TR = avx2_quantized(type) ? 2 : 3, TC = 4; /* tile: weight rows x activation rows */
+    const int TR = avx2_kquant(type) ? KTILE_ROWS : avx2_quantized(type) ? 2 : 3, TC = 4; /* tile: weight rows x activation rows */
     const int chunk = 64 / TR * TR;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
@@ -229,41 +364,156 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
 
 /* The AVX2 matmul of each weight type (the traits table in dispatch.c points at them). */
 AVX2_TARGET void kern_x86_matmul_f32_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                          const block_q8x *xq, int n, float *y, int accumulate) {
+                                          const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_F32, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_f16_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                          const block_q8x *xq, int n, float *y, int accumulate) {
+                                          const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_F16, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q8_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                           const block_q8x *xq, int n, float *y, int accumulate) {
+                                           const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                           const block_q8x *xq, int n, float *y, int accumulate) {
+                                           const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                           const block_q8x *xq, int n, float *y, int accumulate) {
+                                           const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q5_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                           const block_q8x *xq, int n, float *y, int accumulate) {
+                                           const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, x, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q5_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                           const block_q8x *xq, int n, float *y, int accumulate) {
+                                           const void *xq, int n, float *y, int accumulate) {
     avx2_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, x, xq, n, y, accumulate);
 }
 
-AVX2_TARGET void kern_x86_quantize_block_avx2(const float *v, block_q8x *out) {
+AVX2_TARGET void kern_x86_matmul_q4_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const void *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q4_K, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q5_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const void *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q5_K, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+AVX2_TARGET void kern_x86_matmul_q6_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                           const void *xq, int n, float *y, int accumulate) {
+    avx2_matmul_type(PYLLM_TYPE_Q6_K, w, r0, r1, x, xq, n, y, accumulate);
+}
+
+/* 8 bytes 0..63 at q as floats ds * q - dm: multiply, then subtract, each rounded as the reference does. */
+AVX2_INLINE void avx2_dequantize8(const uint8_t *q, __m256 ds, __m256 dm, float *dst) {
+    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+    _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(ds, v), dm));
+}
+
+/* Rows of Q4_K and Q5_K: the 5-bit values of one sub-block unpacked to bytes, then converted. */
+AVX2_INLINE void avx2_dequantize_row_q45_k(const int type, const void *src, float *dst, int n) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K) : sizeof(block_q5_K);
+    for (int i = 0; i < n / QK_K; i++, dst += QK_K) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)i * bsize;
+        const block_q4_K *h = (const block_q4_K *)blk; /* d, dmin, scales: the same in Q5_K */
+        const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? h->qs : ((const block_q5_K *)blk)->qs;
+        uint8_t sc[8], mn[8], q[32];
+        kquant_scales(h->scales, sc, mn);
+        const float d = _cvtsh_ss(h->d), dmin = _cvtsh_ss(h->dmin);
+        for (int sb = 0; sb < 8; sb++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * (sb / 2)));
+            __m256i v = _mm256_and_si256(sb % 2 ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(0x0F));
+            if (type == PYLLM_TYPE_Q5_K) {
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh);
+                const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(sb)), _mm256_set1_epi8(1));
+                v = _mm256_or_si256(v, _mm256_slli_epi16(bit, 4));
+            }
+            _mm256_storeu_si256((__m256i *)q, v);
+            const __m256 ds = _mm256_set1_ps(d * sc[sb]), dm = _mm256_set1_ps(dmin * mn[sb]);
+            for (int l = 0; l < 32; l += 8) avx2_dequantize8(q + l, ds, dm, dst + 32 * sb + l);
+        }
+    }
+}
+
+AVX2_TARGET void kern_x86_dequantize_row_q4_k_avx2(const void *src, float *dst, int n) {
+    avx2_dequantize_row_q45_k(PYLLM_TYPE_Q4_K, src, dst, n);
+}
+
+AVX2_TARGET void kern_x86_dequantize_row_q5_k_avx2(const void *src, float *dst, int n) {
+    avx2_dequantize_row_q45_k(PYLLM_TYPE_Q5_K, src, dst, n);
+}
+
+/* Q6_K: each 32 values unpacked as the matmul does, less 32 (signed bytes), then times their scale. */
+AVX2_TARGET void kern_x86_dequantize_row_q6_k_avx2(const void *src, float *dst, int n) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int i = 0; i < n / QK_K; i++, dst += QK_K) {
+        const block_q6_K *b = (const block_q6_K *)src + i;
+        const float d = _cvtsh_ss(b->d);
+        int8_t q[32];
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
+                const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)),
+                                                    _mm_cvtsi32_si128(2 * k));
+                const __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                const __m256i v = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+                _mm256_storeu_si256((__m256i *)q, _mm256_sub_epi8(v, _mm256_set1_epi8(32)));
+                const int at = 128 * h + 32 * k;
+                for (int l = 0; l < 32; l += 8) {
+                    const __m256 ds = _mm256_set1_ps(d * b->scales[(at + l) / 16]);
+                    __m256 v8 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + l))));
+                    _mm256_storeu_ps(dst + at + l, _mm256_mul_ps(ds, v8));
+                }
+            }
+    }
+}
+
+/* 32 floats to int8 by id (rounding to nearest even), in element order; returns the 4 vectors of int32. */
+AVX2_INLINE void avx2_quantize32(const float *v, __m256 id, int8_t *out, __m256i *q) {
+    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 8 * i), id));
+    /* the packs interleave 128-bit lanes: put the 4-byte groups back in element order */
+    __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                                                _mm256_packs_epi32(q[2], q[3])),
+                                             _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)out, q8);
+}
+
+AVX2_INLINE int avx2_hsum_i32(__m256i v) {
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    return _mm_cvtsi128_si32(s4);
+}
+
+AVX2_TARGET void kern_x86_quantize_block_q8k_avx2(const float *v, void *out_) {
+    block_q8k *out = out_;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < QK_K; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < QK_K; j += 32) {
+        __m256i q[4];
+        avx2_quantize32(v + j, _mm256_set1_ps(id), out->qs + j, q);
+        out->bsums[j / 16] = (int16_t)avx2_hsum_i32(_mm256_add_epi32(q[0], q[1]));
+        out->bsums[j / 16 + 1] = (int16_t)avx2_hsum_i32(_mm256_add_epi32(q[2], q[3]));
+    }
+    out->d = d;
+}
+
+AVX2_TARGET void kern_x86_quantize_block_avx2(const float *v, void *out_) {
+    block_q8x *out = out_;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 a[4], amax = _mm256_setzero_ps();
     for (int i = 0; i < 4; i++) {
@@ -570,7 +820,7 @@ AVX512_INLINE void avx512_tile(const int type, const int R, const int C, const p
 }
 
 AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
-                                      const block_q8x *xq, int n, float *y, int accumulate) {
+                                      const void *xq, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
     const int chunk = n == 1 ? r1 - r0 : 64;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
@@ -583,6 +833,139 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
         }
         for (; t < n; t++)
             for (int r = c0; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
+    }
+}
+
+/* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
+ * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
+ * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
+ * (VNNI). */
+AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
+                                const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
+    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
+                       : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[4][4];
+    __m256 accm[4][4]; /* the min (Q4_K, Q5_K) or 32 (Q6_K) terms, 8 lanes */
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) { acc[r][c] = _mm512_setzero_ps(); accm[r][c] = _mm256_setzero_ps(); }
+
+    for (int b = 0; b < nb; b++) {
+        __m512i isum[4][4];
+        float wd[4], wmin[4];
+        __m256i mins16[4]; /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
+        __m512i scales[4]; /* Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16 */
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            if (C == 1) {
+                PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+                PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+            }
+            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
+            if (type == PYLLM_TYPE_Q6_K) {
+                const block_q6_K *q = (const block_q6_K *)blk;
+                wd[r] = _cvtsh_ss(q->d);
+                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+                scales[r] = _mm512_castsi256_si512(mins16[r]);
+            } else {
+                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
+                uint64_t sc, mn;
+                wd[r] = _cvtsh_ss(q->d);
+                wmin[r] = _cvtsh_ss(q->dmin);
+                kquant_scales_packed(q->scales, &sc, &mn);
+                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 */
+            __m512i wq[4], scale[4];
+            for (int r = 0; r < R; r++) {
+                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+                if (type == PYLLM_TYPE_Q6_K) {
+                    /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
+                    const block_q6_K *q = (const block_q6_K *)blk;
+                    const int h = j / 2;
+                    const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+                    const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
+                    /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
+                    const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
+                                              : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
+                                                                   _mm256_slli_epi16(qh, 2), 1);
+                    wq[r] = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
+                    /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
+                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
+                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 3));
+                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                } else {
+                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
+                                                                : ((const block_q5_K *)blk)->qs;
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+                    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+                    v = _mm512_and_si512(v, m4);
+                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+                        const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
+                                                            _mm_cvtsi32_si128(2 * j));
+                        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+                        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
+                    }
+                    wq[r] = v;
+                    /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
+                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)),
+                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4));
+                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                }
+            }
+            for (int c = 0; c < C; c++) {
+                const __m512i xv = _mm512_loadu_si512((const void *)(xk[(size_t)c * nb + b].qs + 64 * j));
+                for (int r = 0; r < R; r++)
+                    isum[r][c] = _mm512_dpwssd_epi32(isum[r][c], _mm512_maddubs_epi16(wq[r], xv), scale[r]);
+            }
+        }
+        for (int c = 0; c < C; c++) {
+            const block_q8k *xb = xk + (size_t)c * nb + b;
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
+            for (int r = 0; r < R; r++) {
+                const __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins16[r], bsums));
+                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(wd[r] * xb->d), _mm512_cvtepi32_ps(isum[r][c]), acc[r][c]);
+                const float mf = type == PYLLM_TYPE_Q6_K ? -32.0f * wd[r] * xb->d : -wmin[r] * xb->d;
+                accm[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(mf), m, accm[r][c]);
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][c]) + avx2_hsum(accm[r][c]);
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
+                                   const block_q8k *xk, int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512;
+    const int chunk = n == 1 ? r1 - r0 : 64 / TR * TR;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        int t = 0;
+        for (; t + 4 <= n; t += 4) {
+            int r = c0;
+            for (; r + TR <= c1; r += TR)
+                avx512_ktile(type, TR, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (; r < c1; r++)
+                avx512_ktile(type, 1, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++)
+                avx512_ktile(type, 1, 1, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
+                             y + (size_t)t * w->rows + r, w->rows, accumulate);
     }
 }
 
@@ -765,44 +1148,62 @@ AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const float *
 
 /* The AVX-512 matmul of each weight type (the traits table in dispatch.c points at them). */
 AVX512_TARGET void kern_x86_matmul_f32_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                              const block_q8x *xq, int n, float *y, int accumulate) {
+                                              const void *xq, int n, float *y, int accumulate) {
     (void)xq;
     avx512_matmul_float(PYLLM_TYPE_F32, w, r0, r1, x, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_f16_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                              const block_q8x *xq, int n, float *y, int accumulate) {
+                                              const void *xq, int n, float *y, int accumulate) {
     (void)xq;
     avx512_matmul_float(PYLLM_TYPE_F16, w, r0, r1, x, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q8_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                               const block_q8x *xq, int n, float *y, int accumulate) {
+                                               const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                               const block_q8x *xq, int n, float *y, int accumulate) {
+                                               const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                               const block_q8x *xq, int n, float *y, int accumulate) {
+                                               const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                               const block_q8x *xq, int n, float *y, int accumulate) {
+                                               const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
-                                               const block_q8x *xq, int n, float *y, int accumulate) {
+                                               const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q4_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q4_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q5_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q5_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+AVX512_TARGET void kern_x86_matmul_q6_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                               const void *xq, int n, float *y, int accumulate) {
+    (void)x;
+    avx512_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, xq, n, y, accumulate);
 }
 #endif /* HAVE_X86_KERNELS */

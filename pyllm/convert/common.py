@@ -16,7 +16,7 @@ from ..quant import TYPES
 from ..types import ModelConfig, TokenizerData
 from .recipe import OUT_TYPES, requested_types
 
-CONVERTER_VERSION = 3  # bump when the output of a conversion changes
+CONVERTER_VERSION = 4  # bump when the output of a conversion changes
 
 
 def check_out_type(out_type: str | None) -> None:

@@ -1,8 +1,8 @@
 """Convert a GGUF file (v2/v3) of a family pyllm runs to weights.bin.
 
-Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) are copied byte for byte
-unless `out_type` asks for another type (recipe.py); the others it reads (BF16, Q4_K, Q5_K, Q6_K) are
-decoded exactly and re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
+Tensors of the types the engine runs (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are
+copied byte for byte unless `out_type` asks for another type (recipe.py); BF16 is decoded exactly and
+re-encoded (choose_type), and each such choice is reported. Families whose GGUF q/k rows keep
 Hugging Face's half-split RoPE pairs (qwen2) have those rows reordered (a row gather, exact for any
 type).
 """

@@ -1,5 +1,5 @@
 /* kernel_selftest.c - every kernel family available on this CPU against the portable kernels,
- * for every weight type, at awkward sizes. Built by `make check-arm` for aarch64 and run under
+ * for every weight type, at awkward sizes: matmuls within a tolerance, dequantized rows bit for bit. Built by `make check-arm` for aarch64 and run under
  * qemu (the pytest suite covers x86-64 through the Python extension). Exit status 0 = all agree. */
 #include "../../csrc/pyllm.h"
 #include "../../csrc/kernels/quants.h"
@@ -33,6 +33,14 @@ static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
         for (size_t i = 0; i < bytes / 4; i++) ((float *)w)[i] = frand(s);
     } else if (type == PYLLM_TYPE_F16) {
         for (size_t i = 0; i < bytes / 2; i++) ((uint16_t *)w)[i] = half(frand(s));
+    } else if (type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K) {
+        /* every bit pattern of quants and sub-block scales, with sane f16 d (and dmin) */
+        size_t bsize = pyllm_row_bytes(type, QK_K), at = type == PYLLM_TYPE_Q6_K ? bsize - 2 : 0;
+        for (size_t b = 0; b + bsize <= bytes; b += bsize) {
+            uint16_t d = half(0.001f + 0.002f * fabsf(frand(s))), dmin = half(0.002f * fabsf(frand(s)));
+            memcpy(w + b + at, &d, 2);
+            if (type != PYLLM_TYPE_Q6_K) memcpy(w + b + 2, &dmin, 2);
+        }
     } else { /* sane f16 scales at the start of every block */
         size_t bsize = pyllm_row_bytes(type, 32); /* one block */
         for (size_t b = 0; b + bsize <= bytes; b += bsize) {
@@ -43,36 +51,60 @@ static void fill(int type, uint8_t *w, size_t bytes, unsigned *s) {
     }
 }
 
+static int is_kquant(int type) {
+    return type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K;
+}
+
 int main(void) {
     const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1,
-                         PYLLM_TYPE_Q5_0, PYLLM_TYPE_Q5_1};
+                         PYLLM_TYPE_Q5_0, PYLLM_TYPE_Q5_1, PYLLM_TYPE_Q4_K, PYLLM_TYPE_Q5_K,
+                         PYLLM_TYPE_Q6_K};
     const int sizes[][3] = {{1, 32, 1}, {7, 64, 1}, {37, 96, 3}, {67, 576, 9}, {130, 160, 4}};
-    int isa = pyllm_isa_best(), failures = 0;
+    /* the K-quants' rows are whole super-blocks of 256 */
+    const int ksizes[][3] = {{1, 256, 1}, {7, 512, 2}, {37, 768, 3}, {67, 2304, 5}, {130, 256, 17}};
+    int failures = 0;
     unsigned seed = 1;
-    printf("kernels: %s vs portable\n", pyllm_isa_name(isa));
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
-        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
-            int rows = sizes[si][0], cols = sizes[si][1], n = sizes[si][2];
-            size_t rb = pyllm_row_bytes(types[ti], cols);
-            uint8_t *w = malloc(rows * rb);
-            float *x = malloc(sizeof(float) * n * cols), *a = malloc(sizeof(float) * n * rows),
-                  *b = malloc(sizeof(float) * n * rows);
-            if (!w || !x || !a || !b) return 2;
-            fill(types[ti], w, rows * rb, &seed);
-            for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
-            pyllm_tensor t = {types[ti], rows, cols, w};
-            if (pyllm_matmul(PYLLM_ISA_PORTABLE, &t, x, n, a, 2) || pyllm_matmul(isa, &t, x, n, b, 2)) return 3;
-            float worst = 0, scale = 1e-6f;
-            for (int i = 0; i < n * rows; i++) {
-                worst = fmaxf(worst, fabsf(a[i] - b[i]));
-                scale = fmaxf(scale, fabsf(a[i]));
+    for (int isa = PYLLM_ISA_AVX2; isa <= PYLLM_ISA_AVX512; isa++) {
+        if (!pyllm_isa_available(isa)) continue;
+        printf("kernels: %s vs portable\n", pyllm_isa_name(isa));
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+            for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+                const int *size = is_kquant(types[ti]) ? ksizes[si] : sizes[si];
+                int rows = size[0], cols = size[1], n = size[2];
+                size_t rb = pyllm_row_bytes(types[ti], cols);
+                uint8_t *w = malloc(rows * rb);
+                float *x = malloc(sizeof(float) * n * cols), *a = malloc(sizeof(float) * n * rows),
+                      *b = malloc(sizeof(float) * n * rows);
+                if (!w || !x || !a || !b) return 2;
+                fill(types[ti], w, rows * rb, &seed);
+                for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
+                pyllm_tensor t = {types[ti], rows, cols, w};
+                if (pyllm_matmul(PYLLM_ISA_PORTABLE, &t, x, n, a, 2) || pyllm_matmul(isa, &t, x, n, b, 2)) return 3;
+                float worst = 0, scale = 1e-6f;
+                for (int i = 0; i < n * rows; i++) {
+                    worst = fmaxf(worst, fabsf(a[i] - b[i]));
+                    scale = fmaxf(scale, fabsf(a[i]));
+                }
+                int ok = worst <= 1e-4f * scale * sqrtf((float)cols);
+                /* dequantized rows (token embeddings): the same floats, bit for bit */
+                float *da = malloc(sizeof(float) * cols), *db = malloc(sizeof(float) * cols);
+                if (!da || !db) return 2;
+                for (int r = 0; r < rows; r++) {
+                    if (pyllm_dequantize_row(PYLLM_ISA_PORTABLE, types[ti], w + r * rb, da, cols) ||
+                        pyllm_dequantize_row(isa, types[ti], w + r * rb, db, cols)) return 3;
+                    if (memcmp(da, db, sizeof(float) * cols)) {
+                        printf("FAIL type %d row %d: dequantized rows differ\n", types[ti], r);
+                        ok = 0;
+                        break;
+                    }
+                }
+                free(da), free(db);
+                failures += !ok;
+                printf("%-4s type %d  %3d x %3d  n=%d  max diff %.3g of %.3g\n", ok ? "ok" : "FAIL", types[ti],
+                       rows, cols, n, worst, scale);
+                free(w), free(x), free(a), free(b);
             }
-            int ok = worst <= 1e-4f * scale * sqrtf((float)cols);
-            failures += !ok;
-            printf("%-4s type %d  %3d x %3d  n=%d  max diff %.3g of %.3g\n", ok ? "ok" : "FAIL", types[ti],
-                   rows, cols, n, worst, scale);
-            free(w), free(x), free(a), free(b);
-        }
+    }
     printf("%d failures\n", failures);
     return failures != 0;
 }
