@@ -296,7 +296,6 @@ def test_smollm_digits_as_hugging_face(cases, smollm2):
 
 
 # Gemma 3's 262,144-token SentencePiece vocabulary, from a tokenizer-only extract of the 270M GGUF
-GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
 
 
 @pytest.fixture(scope="module")
@@ -355,13 +354,12 @@ def test_gemma3_decode(gemma3, gemma3_cases):
 
 
 def test_gemma3_extract_is_the_model_gguf_tokenizer(gemma3, gemma3_cases):
-    """The committed extract holds the 270M GGUF's tokenizer as the model file has it."""
+    """The committed extract holds the 270M GGUF's tokenizer as the model file has it (the GGUF is
+    fetched once, as `pyllm fetch gemma3-270m` does)."""
     from dataclasses import asdict
 
-    from pyllm.fetch import cache_dir
-    path = cache_dir() / GEMMA3_GGUF
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the Gemma 3 270M GGUF)")
+    from pyllm.fetch import GEMMA3_270M, fetch_gguf
+    path = fetch_gguf(quiet=True, model=GEMMA3_270M.name)
     assert asdict(Tokenizer.from_file(path).data) == asdict(gemma3.data)
 
 
