@@ -15,6 +15,13 @@ from .pretokenize import BYTE_TO_CHAR, CHAR_TO_BYTE, PreTokenizer
 CACHE_WORDS, CACHE_WORD_LENGTH = 200_000, 256  # the word cache's bound: at most ~50 MiB of words
 
 
+def remember(cache: dict[str, tuple[int, ...]], word: str, ids: tuple[int, ...]) -> tuple[int, ...]:
+    """Keep a word's freshly merged ids in the word cache while it is within its bound; the ids."""
+    if len(cache) < CACHE_WORDS and len(word) <= CACHE_WORD_LENGTH:
+        cache[word] = ids
+    return ids
+
+
 class ByteLevelBPE:
     """GPT-2 style BPE, merges applied lowest rank first, over byte-mapped characters (or, when the
     pre-tokenizer says so, over the raw characters with <0xXX> byte fallback)."""
@@ -47,11 +54,7 @@ class ByteLevelBPE:
         for piece in self.pre_tokenizer.split(text):
             word = piece.encode("utf-8").decode("latin-1").translate(translate) if self.byte_level else piece
             hit = cache.get(word)
-            if hit is None:
-                hit = self._bpe(word)
-                if len(cache) < CACHE_WORDS and len(word) <= CACHE_WORD_LENGTH:
-                    cache[word] = hit
-            ids.extend(hit)
+            ids.extend(remember(cache, word, self._bpe(word)) if hit is None else hit)
         return ids
 
     def _bpe(self, word: str) -> tuple[int, ...]:

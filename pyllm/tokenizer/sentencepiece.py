@@ -11,7 +11,7 @@ import heapq
 import re
 
 from ..types import BYTE, BYTE_PIECE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED
-from .bpe import CACHE_WORD_LENGTH, CACHE_WORDS
+from .bpe import remember
 
 
 class SentencePieceBPE:
@@ -52,11 +52,7 @@ class SentencePieceBPE:
         cache = self.cache
         for word in self._word_start.split(text):
             hit = cache.get(word)
-            if hit is None:
-                hit = self._bpe(word)
-                if len(cache) < CACHE_WORDS and len(word) <= CACHE_WORD_LENGTH:
-                    cache[word] = hit
-            ids.extend(hit)
+            ids.extend(remember(cache, word, self._bpe(word)) if hit is None else hit)
         return ids
 
     def _bpe(self, text: str) -> tuple[int, ...]:
