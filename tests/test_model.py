@@ -20,6 +20,8 @@ SHAPES = {
     "heads-64-group-4": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=8, n_kv_heads=2, head_dim=64),
     "heads-128-group-3": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=128),
     "qwen3": dict(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32),
+    "heads-96": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=96),
+    "heads-256-group-4": dict(dim=64, hidden_dim=64, n_layers=1, n_heads=4, n_kv_heads=1, head_dim=256),
 }
 
 

@@ -1030,8 +1030,8 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
     }
 }
 
-/* Attention with 16-wide vectors for head sizes 64 and 128 (others go through the AVX2 code), up
- * to three (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value is loaded
+/* Attention with 16-wide vectors for head sizes that are multiples of 32 up to 256 (others go
+ * through the AVX2 code; 64, 128 and 256 are instantiated with constant sizes), up to three (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value is loaded
  * once for all of them, so a prompt reads the cache from L2 a third as often. Scores as in
  * avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
 AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
@@ -1119,9 +1119,19 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
     }
     if (H == 64) {
         avx512_weighted_sum(G, 64, scores, v, kv_stride, n_pos, out);
-    } else { /* 128: two accumulator sets of 8 registers per head leave no room for a second head */
+    } else { /* wider: two accumulator sets of 8 registers hold 128 columns of one head, so one head
+              * at a time, in column chunks of 128 and a last one of 32, 64 or 96 */
         for (int g = 0; g < G; g++)
-            avx512_weighted_sum(1, 128, scores + (size_t)g * n_pos, v, kv_stride, n_pos, out + g * 128);
+            for (int col = 0; col < H; col += 128) {
+                const float *pg = scores + (size_t)g * n_pos;
+                float *og = out + g * H + col;
+                switch (H - col < 128 ? H - col : 128) {
+                case 128: avx512_weighted_sum(1, 128, pg, v + col, kv_stride, n_pos, og); break;
+                case 96: avx512_weighted_sum(1, 96, pg, v + col, kv_stride, n_pos, og); break;
+                case 64: avx512_weighted_sum(1, 64, pg, v + col, kv_stride, n_pos, og); break;
+                default: avx512_weighted_sum(1, 32, pg, v + col, kv_stride, n_pos, og); break;
+                }
+            }
     }
     for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
@@ -1139,6 +1149,15 @@ AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const float *
         else if (head_dim == 128 && G == 3) avx512_attend_heads(3, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
         else if (head_dim == 128 && G == 2) avx512_attend_heads(2, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
         else if (head_dim == 128) avx512_attend_heads(1, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 256 && G == 3) avx512_attend_heads(3, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 256 && G == 2) avx512_attend_heads(2, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim == 256) avx512_attend_heads(1, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
+        else if (head_dim % 32 == 0 && head_dim <= 256)
+            switch (G) { /* the scores of up to three heads fit the 32 registers at any of these widths */
+            case 3: avx512_attend_heads(3, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
+            case 2: avx512_attend_heads(2, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
+            default: avx512_attend_heads(1, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
+            }
         else
             for (int h = 0; h < G; h++)
                 kern_x86_attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale,
