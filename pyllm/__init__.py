@@ -1,11 +1,12 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
 from .errors import (ClosedError, ContextFullError, EngineError, FormatError, GenerationCancelledError,
-                     NumericalError, PyllmError, SessionBusyError, TemplateError)
+                     NumericalError, PyllmError, QueueFullError, SessionBusyError, TemplateError)
+from .engine import Engine, Stream
 from .model import Model
 from .session import Session
 from .tokenizer import Tokenizer
 
-__all__ = ["Model", "Session", "Tokenizer", "fetch", "PyllmError", "FormatError", "EngineError",
+__all__ = ["Model", "Session", "Engine", "Stream", "Tokenizer", "fetch", "QueueFullError", "PyllmError", "FormatError", "EngineError",
            "ContextFullError", "SessionBusyError", "ClosedError", "GenerationCancelledError", "TemplateError",
            "NumericalError"]
 __version__ = "0.1.0"

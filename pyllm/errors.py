@@ -22,6 +22,10 @@ class SessionBusyError(PyllmError, RuntimeError):
     """A session (or a generation) was used from a second thread while another thread held it."""
 
 
+class QueueFullError(PyllmError, RuntimeError):
+    """An engine's queue of waiting requests is full; try again later (HTTP 429)."""
+
+
 class ClosedError(PyllmError, RuntimeError):
     """The model or session was closed; it cannot run anything any more."""
 

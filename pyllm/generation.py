@@ -24,7 +24,7 @@ def stop_tokens(model: ModelCore) -> set[int]:
     return ids
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
+def held_back(text: str, stops: Sequence[str]) -> int:
     """Length of the longest tail of text that could still grow into a stop string."""
     best = 0
     for s in stops:
@@ -135,7 +135,7 @@ class Generation:
                         pending = pending[:cut]
                         self.finish_reason = "stop"
                         break
-                    keep = _held_back(pending, self.stop)
+                    keep = held_back(pending, self.stop)
                     ready, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
                 else:
                     ready, pending = pending, ""

@@ -26,7 +26,7 @@ LAYERS: list[tuple[int, str]] = [
     (2, "pyllm.formats"),
     (3, "pyllm.arch"),
     (4, "pyllm.core"), (4, "pyllm.tokenizer"), (4, "pyllm.sampling"), (4, "pyllm.chat"), (4, "pyllm.convert"),
-    (5, "pyllm.session"), (5, "pyllm.generation"),
+    (5, "pyllm.session"), (5, "pyllm.generation"), (5, "pyllm.engine"),
     (6, "pyllm.model"),
     (7, "pyllm"), (7, "pyllm.__main__"), (7, "pyllm.cli"), (7, "pyllm.run"), (7, "pyllm.perplexity"),
     (7, "pyllm.fetch"), (7, "pyllm.bench"), (7, "pyllm.convert.cli"), (7, "pyllm.convert.__main__"),

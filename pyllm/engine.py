@@ -1,0 +1,407 @@
+"""pyllm.Engine: many generation requests on one model at once, with continuous batching.
+
+Callers submit requests from any thread (or from asyncio) and read each request's steps from its
+Stream. One scheduler thread owns the forward pass: at every token boundary it admits queued
+requests while slots and KV memory allow, reads a chunk of each new prompt, decodes one token for
+every running request, samples each with its own sampler, and hands the pieces to the streams.
+Requests join and leave between steps; a request that is cancelled (its client went away) leaves
+at the next step and gives its cache back.
+
+    engine = Engine(model, max_running=8)
+    stream = engine.submit(model.tokenize("Once upon a time"), max_tokens=32, temperature=0)
+    for step in stream:            # or: async for step in stream
+        print(step.text, end="")
+    print(stream.finish_reason)    # "eos", "stop", "length", "context" or "cancelled"
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .core import ModelCore, check_count
+from .errors import ClosedError, ContextFullError, QueueFullError
+from .generation import DEFAULT_MAX_TOKENS, held_back, stop_tokens
+from .sampling import Sampler, SamplingParams
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities of the model's distribution (before the sampler's filters), in float64."""
+    x = logits.astype(np.float64)
+    top = x.max()
+    return x - top - np.log(np.exp(x - top).sum())
+
+
+def top_logprobs(logp: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The n most likely tokens with their log-probabilities, most likely first (ties: lower id
+    first), found by partial selection rather than a sort of the vocabulary."""
+    n = min(n, logp.size)
+    ids = np.argpartition(-logp, n - 1)[:n]
+    ids = ids[np.lexsort((ids, -logp[ids]))]
+    return [(int(i), float(logp[i])) for i in ids]
+
+
+@dataclass
+class Step:
+    """One generated token: its id, the text it completes (may be empty while a multi-byte
+    character or a possible stop string is held back), and its log-probability with the top
+    alternatives when the request asked for them. Text held back until the end comes as a last
+    step whose token is None."""
+
+    token: int | None
+    text: str
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+
+
+@dataclass
+class Usage:
+    """Token counts of one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose keys/values were reused, not computed
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Stream:
+    """The steps of one request, in order, as the engine produces them.
+
+    Iterate it (blocking, from any one thread) or `async for` it (from an event loop). After the
+    last step, `finish_reason` says why it ended; `usage` counts tokens; `cancel()` ends it early
+    from any thread and frees its cache at the next step.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, prompt: list[int], params: SamplingParams, max_tokens: int, stop: list[str],
+                 logprobs: int | None):
+        self.id = next(self._ids)
+        self.prompt = prompt
+        self.params, self.max_tokens, self.stop, self.logprobs = params, max_tokens, stop, logprobs
+        self.usage = Usage(prompt_tokens=len(prompt))
+        self.finish_reason: str | None = None
+        self.error: BaseException | None = None
+        self.submitted = time.perf_counter()
+        self.first_token_at: float | None = None
+        self._steps: deque[Step] = deque()
+        self._done = False
+        self._cancelled = False
+        self._cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    # producer side (the scheduler thread)
+
+    def _push(self, step: Step | None, finish: str | None = None, error: BaseException | None = None) -> None:
+        with self._cond:
+            if step is not None:
+                self._steps.append(step)
+            if finish is not None or error is not None:
+                self.finish_reason, self.error, self._done = finish, error, True
+            self._cond.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_wake, fut)
+
+    # consumer side
+
+    @property
+    def done(self) -> bool:
+        """True once the request has ended (its last steps may still be unread)."""
+        return self._done
+
+    def cancel(self) -> None:
+        """End the request early (a client went away); the engine frees its cache at the next step."""
+        self._cancelled = True
+
+    def __iter__(self) -> Iterator[Step]:
+        return self
+
+    def __next__(self) -> Step:
+        with self._cond:
+            while not self._steps and not self._done:
+                self._cond.wait()
+            if self._steps:
+                return self._steps.popleft()
+        if self.error is not None:
+            raise self.error
+        raise StopIteration
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> Step:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                if self._steps:
+                    return self._steps.popleft()
+                if self._done:
+                    if self.error is not None:
+                        raise self.error
+                    raise StopAsyncIteration
+                fut = loop.create_future()
+                self._waiters.append((loop, fut))
+            await fut
+
+    def text(self) -> str:
+        """Run to the end (blocking) and return all the text."""
+        return "".join(step.text for step in self)
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@dataclass
+class _Running:
+    """A request the scheduler is working on: its stream, cache, sampler and text state."""
+
+    stream: Stream
+    session: Any  # pyllm.Session: the request's KV cache
+    sampler: Sampler
+    decoder: Any
+    history: list[int]
+    fed: int = 0          # prompt tokens already in the cache
+    logits: np.ndarray | None = None
+    pending: str = ""     # text held back: it could be the start of a stop string
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class EngineStats:
+    """Counters for /metrics: what runs and waits now, and totals since the engine started."""
+
+    running: int
+    queued: int
+    prompt_tokens: int
+    generated_tokens: int
+    requests_finished: int
+    kv_bytes_used: int
+    kv_bytes_free: int
+
+
+class Engine:
+    """Serves many generation requests on one model with continuous batching (see the module doc).
+
+    max_running: requests decoded together; max_queued: requests waiting beyond them (more raise
+    QueueFullError); n_ctx: the longest prompt + completion of one request (default the model's);
+    prefill_chunk: prompt tokens read per step, so that running streams keep flowing while a long
+    prompt is read; kv_budget: bytes of KV cache all running requests may hold together (default:
+    enough for max_running requests of n_ctx tokens); a request is admitted only when the cache
+    for its prompt and max_tokens fits, so running requests never run out of room.
+    """
+
+    def __init__(self, model: ModelCore, *, max_running: int = 8, max_queued: int = 64,
+                 n_ctx: int | None = None, prefill_chunk: int = 256, kv_budget: int | None = None):
+        self.model = model
+        self.max_running = check_count("max_running", max_running, 1024)
+        self.max_queued = check_count("max_queued", max_queued, 1 << 20)
+        self.n_ctx = model.check_n_ctx(model.n_ctx if n_ctx is None else n_ctx)
+        self.prefill_chunk = check_count("prefill_chunk", prefill_chunk, 1 << 20)
+        cfg = model.config
+        self.kv_bytes_per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
+        self.kv_budget = check_count("kv_budget", kv_budget, 1 << 62) if kv_budget is not None else \
+            self.max_running * self.n_ctx * self.kv_bytes_per_token
+        if self.kv_budget < self.kv_bytes_per_token * 2:
+            raise ValueError(f"kv_budget of {kv_budget} bytes holds less than two tokens "
+                             f"({self.kv_bytes_per_token} bytes each)")
+        self._kv_reserved = 0
+        self._ends = stop_tokens(model)
+        self._queue: deque[Stream] = deque()
+        self._running: list[_Running] = []
+        self._lock = threading.Condition()
+        self._closed = False
+        self.prompt_tokens = self.generated_tokens = self.requests_finished = 0
+        self._thread = threading.Thread(target=self._loop, name="pyllm-engine", daemon=True)
+        self._thread.start()
+
+    # --------------------------------------------------------------------------------------------
+    # Callers' side
+
+    def submit(self, prompt: str | Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+               stop: str | Sequence[str] | None = None, logprobs: int | None = None,
+               **options: Any) -> Stream:
+        """Queue a request (text or token ids, sampling options as for Model.generate); returns
+        its Stream at once. ValueError for bad options, ContextFullError when the prompt and
+        max_tokens cannot fit in n_ctx, QueueFullError when too many requests wait."""
+        params = SamplingParams.from_options(options)
+        params.check(self.model.config.vocab_size)
+        tokens = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        vocab = self.model.config.vocab_size
+        if any(t < 0 or t >= vocab for t in tokens):
+            raise ValueError(f"prompt token ids must be in 0..{vocab - 1}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        if len(tokens) >= self.n_ctx:
+            raise ContextFullError(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("stop strings must be non-empty strings")
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
+            raise ValueError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
+        stream = Stream(tokens, params, max_tokens, stops, logprobs)
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the engine is closed")
+            if len(self._queue) >= self.max_queued:
+                raise QueueFullError(f"{len(self._queue)} requests are already waiting")
+            self._queue.append(stream)
+            self._lock.notify()
+        return stream
+
+    def stats(self) -> EngineStats:
+        """What runs and waits now, and the totals so far (KV memory in bytes)."""
+        with self._lock:
+            return EngineStats(len(self._running), len(self._queue), self.prompt_tokens, self.generated_tokens,
+                               self.requests_finished, self._kv_reserved, self.kv_budget - self._kv_reserved)
+
+    def close(self) -> None:
+        """Stop the scheduler: running and queued requests end with finish_reason "cancelled"."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------------------------------
+    # The scheduler thread
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._closed and not self._queue and not self._running:
+                        self._lock.wait()
+                    if self._closed:
+                        break
+                    while self._queue and len(self._running) < self.max_running and \
+                            self._fits(self._queue[0]):
+                        self._running.append(self._start(self._queue.popleft()))
+                self._step()
+        except BaseException as exc:  # a failure of the engine itself ends every request with it
+            with self._lock:
+                self._closed = True
+                waiting, self._queue = list(self._queue), deque()
+            for r in list(self._running):
+                self._finish(r, None, exc)
+            for s in waiting:
+                s._push(None, None, exc)
+            raise
+        finally:
+            for r in list(self._running):
+                self._finish(r, "cancelled")
+            with self._lock:
+                waiting, self._queue = list(self._queue), deque()
+            for s in waiting:
+                s._push(None, "cancelled")
+
+    def _tokens_needed(self, stream: Stream) -> int:
+        return min(self.n_ctx, len(stream.prompt) + stream.max_tokens + 1)
+
+    def _fits(self, stream: Stream) -> bool:
+        """Whether the KV cache of a queued request fits in the budget now (alone, it always
+        may run: a request larger than the budget is cut by its context instead of waiting forever)."""
+        need = self._tokens_needed(stream) * self.kv_bytes_per_token
+        return not self._running or self._kv_reserved + need <= self.kv_budget
+
+    def _start(self, stream: Stream) -> _Running:
+        need = self._tokens_needed(stream)
+        self._kv_reserved += need * self.kv_bytes_per_token
+        session = self.model.session(n_ctx=need)  # type: ignore[attr-defined]
+        return _Running(stream, session, Sampler(stream.params), self.model.tokenizer.decoder(),
+                        list(stream.prompt))
+
+    def _step(self) -> None:
+        """One token boundary: a prompt chunk for requests still reading, a token for the others."""
+        for r in list(self._running):
+            s = r.stream
+            if s._cancelled:
+                self._finish(r, "cancelled")
+                continue
+            if r.fed < len(s.prompt):
+                chunk = s.prompt[r.fed:r.fed + self.prefill_chunk]
+                r.logits = r.session.eval(chunk)
+                r.fed += len(chunk)
+                self.prompt_tokens += len(chunk)
+                if r.fed < len(s.prompt):
+                    continue
+            self._emit(r)
+
+    def _emit(self, r: _Running) -> None:
+        """Sample the next token of a request whose logits are ready, and stream its text."""
+        s = r.stream
+        if s.usage.completion_tokens >= s.max_tokens:
+            return self._finish(r, "length")
+        logits = r.logits
+        token = r.sampler(logits, r.history)
+        if token in self._ends:
+            return self._finish(r, "eos")
+        s.usage.completion_tokens += 1
+        self.generated_tokens += 1
+        if s.first_token_at is None:
+            s.first_token_at = time.perf_counter()
+        r.history.append(token)
+        logprob = top = None
+        if s.logprobs is not None:
+            logp = log_softmax(logits)
+            logprob = float(logp[token])
+            top = top_logprobs(logp, s.logprobs) if s.logprobs else []
+        r.pending += r.decoder.feed(token)
+        finish = None
+        if s.stop:
+            cut = min((i for i in (r.pending.find(x) for x in s.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                r.pending, finish = r.pending[:cut], "stop"
+                ready = r.pending
+            else:
+                keep = held_back(r.pending, s.stop)
+                ready = r.pending[:len(r.pending) - keep]
+                r.pending = r.pending[len(r.pending) - keep:]
+        else:
+            ready, r.pending = r.pending, ""
+        if finish == "stop":
+            r.pending = ""
+        s._push(Step(token, ready, logprob, top))
+        if finish:
+            return self._finish(r, finish)
+        if r.session.n_past >= r.session.n_ctx:
+            return self._finish(r, "context")
+        r.logits = r.session.eval([token])
+
+    def _finish(self, r: _Running, reason: str | None, error: BaseException | None = None) -> None:
+        """End a request: flush held-back text (not after a stop string), free its cache."""
+        tail = ""
+        if reason in ("eos", "length", "context"):
+            tail = r.pending + r.decoder.flush()
+        with self._lock:
+            if r in self._running:
+                self._running.remove(r)
+                self._kv_reserved -= r.session.n_ctx * self.kv_bytes_per_token
+            self._lock.notify()
+        r.session.close()
+        self.requests_finished += 1
+        if tail:
+            r.stream._push(Step(None, tail))
+        r.stream._push(None, reason, error)

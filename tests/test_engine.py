@@ -1,0 +1,143 @@
+"""The engine on the real model: many requests at once give what each gives alone (greedy and
+seeded), stop strings, logprobs against the model's own logits, cancellation, the queue limit,
+admission against the KV budget, and asyncio streaming."""
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from pyllm import ContextFullError, Engine, Model, QueueFullError
+from pyllm.engine import log_softmax, top_logprobs
+from pyllm.fetch import default_model
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "Water boils at",
+           "The three primary colors are", "import numpy as np\n", "Dear Sir,", "1, 2, 3, 4,"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    with Model(default_model(quiet=True), n_ctx=512) as m:
+        yield m
+
+
+def test_concurrent_requests_equal_each_alone(model):
+    alone = [model.generate(p, max_tokens=20, temperature=0) for p in PROMPTS]
+    alone_text = [g.text() for g in alone]
+    seeded_alone = model.complete(PROMPTS[0], max_tokens=20, temperature=0.9, seed=7, top_k=0, top_p=0.9)
+    with Engine(model, max_running=8) as engine:
+        streams = [engine.submit(p, max_tokens=20, temperature=0) for p in PROMPTS]
+        seeded = engine.submit(PROMPTS[0], max_tokens=20, temperature=0.9, seed=7, top_k=0, top_p=0.9)
+        texts = [s.text() for s in streams]
+        assert seeded.text() == seeded_alone
+    assert texts == alone_text
+    for s, g in zip(streams, alone):
+        assert s.usage.completion_tokens == len(g.tokens)
+        assert s.usage.prompt_tokens == g.n_prompt
+        assert s.finish_reason == ("length" if g.finish_reason == "length" else g.finish_reason)
+
+
+def test_more_requests_than_slots_all_finish(model):
+    with Engine(model, max_running=2, prefill_chunk=3) as engine:
+        streams = [engine.submit(p, max_tokens=6, temperature=0) for p in PROMPTS]
+        texts = [s.text() for s in streams]
+    assert texts == [model.complete(p, max_tokens=6, temperature=0) for p in PROMPTS]
+
+
+def test_stop_string_is_not_emitted(model):
+    full = model.complete(PROMPTS[3], max_tokens=24, temperature=0)
+    stop = full[5:9]
+    with Engine(model) as engine:
+        s = engine.submit(PROMPTS[3], max_tokens=24, temperature=0, stop=[stop])
+        text = s.text()
+    assert s.finish_reason == "stop"
+    assert text == full[:full.index(stop)]
+
+
+def test_logprobs_are_the_models_distribution(model):
+    tokens = model.tokenize(PROMPTS[0])
+    with Engine(model) as engine:
+        steps = list(engine.submit(tokens, max_tokens=3, temperature=0, logprobs=5))
+    history = list(tokens)
+    for step in steps:
+        logp = log_softmax(model.logits(history)[-1])
+        assert step.token == int(np.argmax(logp))
+        assert step.logprob == pytest.approx(float(logp[step.token]), abs=1e-5)
+        expect = np.argsort(-logp, kind="stable")[:5]
+        assert [t for t, _ in step.top_logprobs] == expect.tolist()
+        assert [lp for _, lp in step.top_logprobs] == pytest.approx(logp[expect].tolist(), abs=1e-5)
+        history.append(step.token)
+
+
+def test_top_logprobs_ties_and_order():
+    logp = log_softmax(np.array([1.0, 3.0, 3.0, -np.inf, 2.0], dtype=np.float32))
+    assert [t for t, _ in top_logprobs(logp, 4)] == [1, 2, 4, 0]
+
+
+def test_cancel_ends_a_stream_and_frees_its_slot(model):
+    with Engine(model, max_running=1) as engine:
+        long = engine.submit(PROMPTS[2], max_tokens=400, temperature=0)
+        next(iter(long))
+        waiting = engine.submit(PROMPTS[1], max_tokens=4, temperature=0)
+        long.cancel()
+        rest = list(long)
+        assert long.finish_reason == "cancelled" and len(rest) < 399
+        assert waiting.text() == model.complete(PROMPTS[1], max_tokens=4, temperature=0)
+        assert engine.stats().running == 0 and engine.stats().kv_bytes_used == 0
+
+
+def test_queue_limit_and_context_are_refused_up_front(model):
+    with Engine(model, max_running=1, max_queued=1, n_ctx=64) as engine:
+        first = engine.submit(PROMPTS[0], max_tokens=30, temperature=0)
+        next(iter(first))  # running, so the queue is empty again
+        engine.submit(PROMPTS[1], max_tokens=2, temperature=0)
+        with pytest.raises(QueueFullError):
+            engine.submit(PROMPTS[2], max_tokens=2, temperature=0)
+        with pytest.raises(ContextFullError):
+            engine.submit(list(range(100, 170)), max_tokens=2)
+        with pytest.raises(ValueError, match="temperature"):
+            engine.submit(PROMPTS[0], temperature=-1)
+        with pytest.raises(ValueError, match="logprobs"):
+            engine.submit(PROMPTS[0], logprobs=21)
+
+
+def test_kv_budget_admits_only_what_fits(model):
+    per_token = 2 * model.config.n_layers * model.config.n_kv_heads * model.config.head_dim * 4
+    budget = per_token * 40  # one request of 5 + 24 + 1 tokens fits, two do not
+    with Engine(model, max_running=4, kv_budget=budget) as engine:
+        streams = [engine.submit(p, max_tokens=24, temperature=0) for p in PROMPTS[:3]]
+        seen_running = []
+
+        def watch():
+            while not all(s.done for s in streams):
+                seen_running.append(engine.stats().running)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        texts = [s.text() for s in streams]
+        watcher.join()
+    assert max(seen_running) == 1
+    assert texts == [model.complete(p, max_tokens=24, temperature=0) for p in PROMPTS[:3]]
+
+
+def test_async_iteration(model):
+    async def collect(engine):
+        streams = [engine.submit(p, max_tokens=8, temperature=0) for p in PROMPTS[:3]]
+
+        async def text(s):
+            return "".join([step.text async for step in s])
+        return await asyncio.gather(*(text(s) for s in streams))
+
+    with Engine(model) as engine:
+        texts = asyncio.run(collect(engine))
+    assert texts == [model.complete(p, max_tokens=8, temperature=0) for p in PROMPTS[:3]]
+
+
+def test_close_cancels_running_and_queued(model):
+    engine = Engine(model, max_running=1)
+    a = engine.submit(PROMPTS[0], max_tokens=300, temperature=0)
+    b = engine.submit(PROMPTS[1], max_tokens=300, temperature=0)
+    next(iter(a))
+    engine.close()
+    list(a), list(b)
+    assert a.finish_reason == "cancelled" and b.finish_reason == "cancelled"
