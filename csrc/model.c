@@ -13,18 +13,26 @@
  *       x = x + f, or x + rmsnorm(f) with a post-MLP norm
  *   logits = rmsnorm(x) Wout
  *
- * A batch of tokens goes through together (matrix x matrix). All threads run the whole pass
- * inside one OpenMP parallel region and meet at a barrier between steps, so a token costs one
+ * A batch of tokens goes through together (matrix x matrix), from one sequence or from several:
+ * each token carries its position and its sequence, the matmuls read every weight once for the
+ * whole batch, and each token attends over its own sequence's cache. All threads run the whole pass
+ * inside one OpenMP parallel region and meet at a barrier between steps, so a batch costs one
  * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
  *
  * The model (weights, config, rope frequencies) is read-only once built; everything a pass
- * writes - the KV cache and the scratch buffers - belongs to a sequence, so any number of
- * sequences can run on one model at the same time, each from its own thread.
+ * writes - the KV cache and the scratch buffers - belongs to a sequence (pyllm_seq: one
+ * conversation, its cache contiguous) or to a paged cache (pyllm_cache: blocks of a shared pool,
+ * many sequences, the caller keeping each one's block table), so any number of them can run on
+ * one model at the same time, each from its own thread.
  *
- * A sliding layer's cache holds only what its queries can still see: the last sliding_window - 1
- * positions and one batch. When a batch would run past its end, the positions still visible are
- * moved to its start (every n_batch positions or so), and the sequence remembers the first
- * position it holds (swa_base); earlier positions cannot be resumed from (PYLLM_ERR_REWIND).
+ * The cache of each kind of layer (full, sliding) is a pool of blocks of block_rows positions:
+ * position p of a sequence is row (p - base) % block_rows of block table[(p - base) / block_rows].
+ * A pyllm_seq has one block per kind, n_ctx rows for full layers; a sliding layer's holds only what
+ * its queries can still see: the last sliding_window - 1 positions and one batch. When a batch
+ * would run past its end, the positions still visible are moved to its start (every n_batch
+ * positions or so), and the sequence remembers the first position it holds (base); earlier
+ * positions cannot be resumed from (PYLLM_ERR_REWIND). A paged cache's caller frees the sliding
+ * layers' blocks that fall out of the window.
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
@@ -40,34 +48,72 @@ struct pyllm_model {
     pyllm_config c;
     pyllm_weights w;
     pyllm_layer *layers;  /* our copy of the caller's layer table */
+    int *kind_index;      /* (n_layers) a layer's index among the layers of its kind (full, sliding) */
+    int n_kind[2];        /* layers of each kind */
     int isa;
     float *rope_freq;     /* (rope_dim / 2) rotation frequency of each pair (given, or from theta) */
     float *rope_freq_long;/* (rope_dim / 2) the same for sequences longer than rope_long_ctx, or NULL */
     float *rope_freq_swa; /* (rope_dim / 2) the sliding layers' frequencies, or NULL: rope_freq */
 };
 
-struct pyllm_seq {
-    const pyllm_model *m; /* the model this sequence's cache and buffers are shaped for */
-    int n_ctx;            /* positions in the KV cache: the most tokens the sequence can hold */
-    int n_threads;
-    int n_batch;          /* rows of the scratch buffers below */
+/* The keys and values of the layers of one kind (0 full, 1 sliding), in blocks. */
+typedef struct {
+    float *k, *v;         /* (n_blocks, layers of the kind, block_rows, kv_dim) */
+    int n_blocks, block_rows;
+} kv_pool;
+
+/* Where one sequence's positions lie in a pool (see the top of the file). */
+typedef struct {
+    const int32_t *table; /* block of each block_rows positions from base; NULL: block 0 */
+    int base;
+} kv_map;
+
+/* Scratch of the forward pass: buffers for up to n_batch tokens, and per-thread attention space. */
+typedef struct {
+    int n_batch, n_threads;
+    int n_ctx;            /* the most positions a sequence may hold */
     const float *rope_freq; /* the model's frequencies for a context of n_ctx (LongRoPE: short or long) */
-    float *rope_cos;      /* (2, n_batch, rope_dim / 2) cos and sin of the current batch's angles, */
+    float *rope_cos;      /* (2, n_batch, rope_dim / 2) cos and sin of each token's angles, */
     float *rope_sin;      /* shared by every head and layer: [0] full layers, [1] sliding ones */
-    float *key_cache;     /* (cache rows of every layer, kv_dim): a full layer n_ctx rows, */
-    float *value_cache;   /* a sliding one swa_rows, from row layer_row[l] */
-    size_t *layer_row;    /* (n_layers) first cache row of each layer */
-    int swa_rows;         /* cache rows of a sliding layer: min(n_ctx, sliding_window - 1 + n_batch) */
-    int swa_base;         /* the position a sliding layer's cache row 0 holds */
     float *x;             /* (n_batch, dim) residual stream */
     float *xb2;           /* (n_batch, dim) attention or MLP output before its post-norm */
     float *xb;            /* (n_batch, max(dim, q_dim)) normalized input, then attention output */
     float *q;             /* (n_batch, q_dim) queries */
+    float *k, *v;         /* (n_batch, kv_dim) the batch's keys and values, before they go to the cache */
     float *hb;            /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;           /* (n_batch, hidden_dim) up */
     block_q8x *q8x;       /* (n_batch, max width / QK8X) current matmul input, quantized for the */
     block_q8k *q8k;       /* (n_batch, max width / QK_K)  32-value types and for the K-quants */
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
+    kern_kv_run *runs;    /* (n_threads, max_runs) the cache stretches one attention call reads */
+    int max_runs;
+    int32_t *pos, *seq;   /* (n_batch) a single sequence's positions and sequence numbers (all 0) */
+} work;
+
+/* One pass's tokens: each with its position and sequence, and which rows' output is wanted. */
+typedef struct {
+    int n;
+    const int32_t *tokens, *pos, *seq;
+    const kv_map *maps;   /* (sequences, 2) each sequence's map of full and sliding layers */
+    float *out;           /* n_out rows: logits (vocab_size) or, with hidden, normed states (dim) */
+    const int32_t *out_rows;
+    int n_out, hidden;
+} batch;
+
+struct pyllm_seq {
+    const pyllm_model *m; /* the model this sequence's cache and buffers are shaped for */
+    work w;
+    kv_pool pools[2];     /* one block each: full layers n_ctx rows, sliding ones swa_rows */
+    kv_map maps[2];
+    int32_t *rows;        /* (n_batch) output rows 0, 1, ... */
+};
+
+struct pyllm_cache {
+    const pyllm_model *m;
+    work w;
+    kv_pool pools[2];
+    kv_map *maps;         /* (max_seqs, 2) */
+    int max_seqs, table_len;
 };
 
 const char *pyllm_strerror(int code) {
@@ -79,6 +125,7 @@ const char *pyllm_strerror(int code) {
     case PYLLM_ERR_CONTEXT: return "the tokens do not fit in the context";
     case PYLLM_ERR_ISA: return "kernels not available on this CPU";
     case PYLLM_ERR_REWIND: return "the sliding-window layers no longer hold the keys needed at that position";
+    case PYLLM_ERR_BLOCK: return "a block table names a block outside the cache";
     default: return "unknown error";
     }
 }
@@ -104,7 +151,7 @@ static unsigned acts_of(const pyllm_tensor *a, const pyllm_tensor *b, const pyll
 
 /* Rows [t0, t0 + n) of a matmul input (cols floats per row) quantized into the sequence's buffer of
  * each quantized format in acts, split among threads. */
-static void quantize_input(int isa, pyllm_seq *s, const float *x, int t0, int n, int cols,
+static void quantize_input(int isa, work *s, const float *x, int t0, int n, int cols,
                            unsigned acts, int ith, int nth) {
     const float *rows = x + (size_t)t0 * cols;
     if (acts & ACT_BIT(KERN_ACT_Q8X))
@@ -114,7 +161,7 @@ static void quantize_input(int isa, pyllm_seq *s, const float *x, int t0, int n,
 }
 
 /* out = x / rms(x) * weight for n rows; each row then quantized into the formats in acts. */
-static void rmsnorm_rows(int isa, pyllm_seq *s, float *out, const float *x, const float *weight,
+static void rmsnorm_rows(int isa, work *s, float *out, const float *x, const float *weight,
                          int n, int dim, float eps, unsigned acts, int ith, int nth) {
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
@@ -144,9 +191,9 @@ static void add_rmsnorm_rows(float *x, const float *y, const float *weight, int 
     }
 }
 
-/* cos and sin of the rotation angles (pos + t) * freq[i] of the batch's n positions, times the
+/* cos and sin of the rotation angles pos[t] * freq[i] of the batch's n tokens, times the
  * attention factor (exactly 1 unless the RoPE scaling sets one). */
-static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int ith, int nth) {
+static void rope_angles(const pyllm_model *m, work *s, const int32_t *pos, int n, int ith, int nth) {
     const int half = m->c.rope_dim / 2;
     int lo, hi;
     rows_share(n, ith, nth, &lo, &hi);
@@ -155,7 +202,7 @@ static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int 
         size_t at = (size_t)set * s->n_batch * half;
         for (int t = lo; t < hi; t++)
             for (int i = 0; i < half; i++) {
-                float angle = (float)(pos + t) * freq[i];
+                float angle = (float)pos[t] * freq[i];
                 s->rope_cos[at + (size_t)t * half + i] = cosf(angle) * m->c.rope_attn_factor;
                 s->rope_sin[at + (size_t)t * half + i] = sinf(angle) * m->c.rope_attn_factor;
             }
@@ -166,7 +213,7 @@ static void rope_angles(const pyllm_model *m, pyllm_seq *s, int n, int pos, int 
  * q_norm / k_norm), and rotate adjacent pairs of each head's first rope_dim dimensions by the
  * batch's angles (the sliding layers' own set when they have one) unless the layer has no
  * positional encoding (no_rope). */
-static void bias_norm_rope(const pyllm_model *m, const pyllm_seq *s, float *v, const float *bias,
+static void bias_norm_rope(const pyllm_model *m, const work *s, float *v, const float *bias,
                            const float *norm, const pyllm_layer *L, int n, int n_heads, int ith, int nth) {
     const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2, no_rope = L->no_rope;
     const size_t set = L->sliding && m->rope_freq_swa ? (size_t)s->n_batch * half : 0;
@@ -211,65 +258,90 @@ static int keys_seen(int p, int window) {
     return window > 0 && p + 1 > window ? window : p + 1;
 }
 
-/* Work of the first i attention items, token-major with per_token items per token: a query at
- * position p reads keys_seen(p) cached positions. */
-static double attention_work(long i, int per_token, int pos, int window) {
-    long t = i / per_token, rest = i % per_token;
-    long grow = window > 0 ? window - 1 - pos : t; /* tokens before the window is full */
-    grow = grow < 0 ? 0 : grow > t ? t : grow;
-    double whole = (double)grow * (pos + 1) + (double)grow * (grow - 1) / 2 + (double)(t - grow) * window;
-    return (double)per_token * whole + (double)rest * keys_seen(pos + (int)t, window);
-}
-
-/* Thread ith's contiguous [lo, hi) share of the n * per_token attention items, cut so that every
- * thread gets the same work: later queries of a prompt read more of the cache than earlier ones. */
-static void attention_share(int n, int per_token, int pos, int window, int ith, int nth, int *lo, int *hi) {
-    const long items = (long)n * per_token;
-    const double total = attention_work(items, per_token, pos, window);
-    long cut[2];
-    for (int e = 0; e < 2; e++) { /* first item whose preceding work reaches (ith + e) / nth of the total */
-        double target = total * (ith + e) / nth;
-        long a = 0, b = items;
-        while (a < b) {
-            long mid = a + (b - a) / 2;
-            if (attention_work(mid, per_token, pos, window) < target) a = mid + 1; else b = mid;
+/* The first of the n * per_token attention items (token-major) whose preceding work reaches
+ * `target`: item i of token t costs the keys its query reads. */
+static int attention_cut(const batch *b, int per_token, int window, double target) {
+    double done = 0.0;
+    for (int t = 0; t < b->n; t++) {
+        double each = keys_seen(b->pos[t], window), whole = each * per_token;
+        if (done + whole >= target) {
+            double rest = ceil((target - done) / each);
+            return t * per_token + (int)(rest > 0 ? rest : 0);
         }
-        cut[e] = ith + e == nth ? items : a;
+        done += whole;
     }
-    *lo = (int)cut[0];
-    *hi = (int)cut[1];
+    return b->n * per_token;
 }
 
-/* Causal attention for n queries at positions pos .. pos+n-1 over the cache; a query of a
+/* Thread ith's contiguous [lo, hi) share of the attention items, cut so that every thread gets
+ * the same work: later queries of a prompt read more of the cache than earlier ones. */
+static void attention_share(const batch *b, int per_token, int window, int ith, int nth, int *lo, int *hi) {
+    double total = 0.0;
+    for (int t = 0; t < b->n; t++) total += (double)keys_seen(b->pos[t], window) * per_token;
+    *lo = ith == 0 ? 0 : attention_cut(b, per_token, window, total * ith / nth);
+    *hi = ith + 1 == nth ? b->n * per_token : attention_cut(b, per_token, window, total * (ith + 1) / nth);
+}
+
+/* Row `pos` of a sequence's cache of layer l, keys (values: the same offset into pool->v). */
+static size_t cache_row(const pyllm_model *m, const kv_pool *pool, const kv_map *map, int l, int pos) {
+    const size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim;
+    const int kind = m->layers[l].sliding, rel = pos - map->base;
+    const size_t block = map->table ? (size_t)map->table[rel / pool->block_rows] : 0;
+    return ((block * m->n_kind[kind] + (size_t)m->kind_index[l]) * pool->block_rows +
+            (size_t)(rel % pool->block_rows)) * kv_dim;
+}
+
+/* The batch's new keys and values (s->k, s->v) to their rows of layer l's cache. */
+static void store_kv(const pyllm_model *m, const work *s, const kv_pool *pools, const batch *b, int l,
+                     int ith, int nth) {
+    const size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim;
+    const kv_pool *pool = &pools[m->layers[l].sliding];
+    int lo, hi;
+    rows_share(b->n, ith, nth, &lo, &hi);
+    for (int t = lo; t < hi; t++) {
+        size_t at = cache_row(m, pool, &b->maps[2 * b->seq[t] + m->layers[l].sliding], l, b->pos[t]);
+        memcpy(pool->k + at, s->k + (size_t)t * kv_dim, kv_dim * sizeof(float));
+        memcpy(pool->v + at, s->v + (size_t)t * kv_dim, kv_dim * sizeof(float));
+    }
+}
+
+/* Causal attention of the batch's queries, each over its own sequence's cache; a query of a
  * sliding layer sees the last sliding_window positions, itself included (transformers' and
- * llama.cpp's mask: key j is seen from query i when i - window < j <= i). A prompt is split
- * by (token, key/value head), each item taking all the query heads that share that key/value
- * head, so the cache is read once for them; a single token by query head, so that threads share
- * its heads evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
-static void attention(const pyllm_model *m, pyllm_seq *s, int layer, int n, int pos, int ith,
-                      int nth) {
+ * llama.cpp's mask: key j is seen from query i when i - window < j <= i). Work is split by
+ * (token, key/value head), each item taking all the query heads that share that key/value head,
+ * so the cache is read once for them; a lone token by query head, so that threads share its heads
+ * evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
+static void attention(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b, int layer,
+                      int ith, int nth) {
     const pyllm_config *c = &m->c;
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
-    int per_item = n == 1 ? 1 : group, items = c->n_heads / per_item; /* query heads per item, items per token */
-    int window = m->layers[layer].sliding ? c->sliding_window : 0;
-    int base = window ? s->swa_base : 0; /* the position of cache row 0 */
-    const float *keys = s->key_cache + s->layer_row[layer] * kv_dim;
-    const float *values = s->value_cache + s->layer_row[layer] * kv_dim;
+    int per_item = b->n == 1 ? 1 : group, items = c->n_heads / per_item; /* query heads per item, items per token */
+    int kind = m->layers[layer].sliding, window = kind ? c->sliding_window : 0;
+    const kv_pool *pool = &pools[kind];
     float scale = c->attn_scale > 0.0f ? c->attn_scale : 1.0f / sqrtf((float)c->head_dim);
+    kern_kv_run *runs = s->runs + (size_t)ith * s->max_runs;
     int lo, hi;
-    attention_share(n, items, pos, window, ith, nth, &lo, &hi);
+    attention_share(b, items, window, ith, nth, &lo, &hi);
     for (int it = lo; it < hi; it++) {
         int t = it / items, h = it % items * per_item, kvh = h / group;
-        int seen = keys_seen(pos + t, window), first = pos + t + 1 - seen;
-        size_t head = (size_t)h * c->head_dim, at = (size_t)(first - base) * kv_dim + (size_t)kvh * c->head_dim;
-        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, keys + at, values + at, kv_dim,
-                    seen, c->head_dim, scale, s->scores + (size_t)ith * attend_heads(c) * s->n_ctx,
+        int p = b->pos[t], seen = keys_seen(p, window), n_runs = 0;
+        const kv_map *map = &b->maps[2 * b->seq[t] + kind];
+        for (int a = p + 1 - seen; a <= p; n_runs++) { /* one run per block */
+            int row = (a - map->base) % pool->block_rows, n = pool->block_rows - row;
+            n = n < p + 1 - a ? n : p + 1 - a;
+            size_t at = cache_row(m, pool, map, layer, a) + (size_t)kvh * c->head_dim;
+            runs[n_runs] = (kern_kv_run){pool->k + at, pool->v + at, n};
+            a += n;
+        }
+        size_t head = (size_t)h * c->head_dim;
+        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, runs, n_runs, kv_dim, seen,
+                    c->head_dim, scale, s->scores + (size_t)ith * attend_heads(c) * s->n_ctx,
                     s->xb + (size_t)t * q_dim + head);
     }
 }
 
-static void embed(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n, int ith, int nth) {
+static void embed(const pyllm_model *m, work *s, const int32_t *tokens, int n, int ith, int nth) {
     const pyllm_tensor *e = &m->w.token_embd;
     size_t rb = kern_row_bytes(e->type, e->cols);
     int lo, hi;
@@ -282,11 +354,10 @@ static void embed(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int
     }
 }
 
-/* One batch of n <= n_batch tokens; logits for the last row, or all rows, or none (NULL). */
-static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n, int pos,
-                          float *logits, int all_logits) {
+/* One batch of b->n <= n_batch tokens through every layer; the output rows it asks for. */
+static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b) {
     const pyllm_config *c = &m->c;
-    const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa;
+    const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa, n = b->n;
     const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
     const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
@@ -294,14 +365,11 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
 #pragma omp parallel num_threads(s->n_threads)
     {
         const int ith = thread_id(), nth = thread_count();
-        embed(m, s, tokens, n, ith, nth);
-        rope_angles(m, s, n, pos, ith, nth);
+        embed(m, s, b->tokens, n, ith, nth);
+        rope_angles(m, s, b->pos, n, ith, nth);
         BARRIER;
         for (int l = 0; l < c->n_layers; l++) {
             const pyllm_layer *L = &m->layers[l];
-            size_t row = s->layer_row[l] + (size_t)(pos - (L->sliding ? s->swa_base : 0)); /* pos's cache row */
-            float *k = s->key_cache + row * kv_dim;   /* (n, kv_dim) */
-            float *v = s->value_cache + row * kv_dim; /* (n, kv_dim) */
             const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
             const unsigned acts_ffn = acts_of(&L->w_gate, &L->w_up, NULL), acts_down = acts_of(&L->w_down, NULL, NULL);
 
@@ -309,14 +377,16 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
             BARRIER;
             kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
-            kern_matmul(isa, &L->wk, &xb, n, k, 0, ith, nth);
-            kern_matmul(isa, &L->wv, &xb, n, v, 0, ith, nth);
+            kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
+            kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
             BARRIER;
             bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L, n, c->n_heads, ith, nth);
-            bias_norm_rope(m, s, k, L->bk, L->k_norm, L, n, c->n_kv_heads, ith, nth);
-            if (L->bv) add_bias(v, L->bv, n, kv_dim, ith, nth);
+            bias_norm_rope(m, s, s->k, L->bk, L->k_norm, L, n, c->n_kv_heads, ith, nth);
+            if (L->bv) add_bias(s->v, L->bv, n, kv_dim, ith, nth);
             BARRIER;
-            attention(m, s, l, n, pos, ith, nth); /* -> xb (n, q_dim) */
+            store_kv(m, s, pools, b, l, ith, nth);
+            BARRIER;
+            attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
             BARRIER;
             if (acts_o & QUANTIZED_ACTS) {
                 quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
@@ -354,54 +424,124 @@ static void forward_batch(const pyllm_model *m, pyllm_seq *s, const int32_t *tok
             BARRIER;
         }
 
-        /* classifier, only for the rows whose logits are wanted */
-        if (logits) {
-            int first = all_logits ? 0 : n - 1, n_out = n - first;
-            rmsnorm_rows(isa, s, s->xb, s->x + (size_t)first * dim, m->w.output_norm, n_out, dim,
-                         c->norm_eps, acts_of(&m->w.output, NULL, NULL), ith, nth);
+        /* the rows whose output is wanted: normed, then through the classifier unless the
+         * hidden states themselves are asked for */
+        if (b->n_out > 0) {
+            int lo, hi;
+            rows_share(b->n_out, ith, nth, &lo, &hi);
+            for (int i = lo; i < hi; i++)
+                memcpy(s->xb2 + (size_t)i * dim, s->x + (size_t)b->out_rows[i] * dim, (size_t)dim * sizeof(float));
             BARRIER;
-            kern_matmul(isa, &m->w.output, &xb, n_out, logits, 0, ith, nth);
+            float *normed = b->hidden ? b->out : s->xb;
+            rmsnorm_rows(isa, s, normed, s->xb2, m->w.output_norm, b->n_out, dim, c->norm_eps,
+                         b->hidden ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
+            if (!b->hidden) {
+                BARRIER;
+                kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
+            }
         }
     }
 }
 
-/* Make room in the sliding layers' caches for n positions from pos: when they would run past the
- * end, move the positions the batch's queries still see (from pos - window + 1) to row 0. */
+/* Make room in a sequence's sliding layers for n positions from pos: when they would run past
+ * the end of their block, move the positions the batch's queries still see (from
+ * pos - window + 1) to row 0. */
 static void slide_caches(const pyllm_model *m, pyllm_seq *s, int n, int pos) {
     const int window = m->c.sliding_window;
-    if (!window || pos + n - s->swa_base <= s->swa_rows) return;
-    int keep_from = pos - window + 1 > s->swa_base ? pos - window + 1 : s->swa_base;
-    size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim, skip = (size_t)(keep_from - s->swa_base);
-    size_t keep = (size_t)(pos - keep_from);
-    for (int l = 0; l < m->c.n_layers; l++) {
-        if (!m->layers[l].sliding) continue;
-        float *k = s->key_cache + s->layer_row[l] * kv_dim, *v = s->value_cache + s->layer_row[l] * kv_dim;
+    kv_pool *pool = &s->pools[1];
+    kv_map *map = &s->maps[1];
+    if (!window || !m->n_kind[1] || pos + n - map->base <= pool->block_rows) return;
+    int keep_from = pos - window + 1 > map->base ? pos - window + 1 : map->base;
+    size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim, skip = (size_t)(keep_from - map->base);
+    size_t keep = (size_t)(pos - keep_from), layer_floats = (size_t)pool->block_rows * kv_dim;
+    for (int i = 0; i < m->n_kind[1]; i++) {
+        float *k = pool->k + i * layer_floats, *v = pool->v + i * layer_floats;
         memmove(k, k + skip * kv_dim, keep * kv_dim * sizeof(float));
         memmove(v, v + skip * kv_dim, keep * kv_dim * sizeof(float));
     }
-    s->swa_base = keep_from;
+    map->base = keep_from;
 }
 
 int pyllm_seq_min_resume(const pyllm_seq *s) {
-    if (!s || s->swa_base == 0) return 0;
-    return s->swa_base + s->m->c.sliding_window - 1;
+    if (!s || s->maps[1].base == 0) return 0;
+    return s->maps[1].base + s->m->c.sliding_window - 1;
+}
+
+static int check_tokens(const pyllm_model *m, const int32_t *tokens, int n) {
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->c.vocab_size) return PYLLM_ERR_ARG;
+    return PYLLM_OK;
 }
 
 int pyllm_forward(const pyllm_model *m, pyllm_seq *s, const int32_t *tokens, int n_tokens, int pos,
                   float *logits, int all_logits) {
     if (!m || !s || s->m != m || !tokens || !logits || n_tokens < 1 || pos < 0) return PYLLM_ERR_ARG;
-    if (n_tokens > s->n_ctx - pos) return PYLLM_ERR_CONTEXT;
-    for (int i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->c.vocab_size) return PYLLM_ERR_ARG;
-    if (pos == 0) s->swa_base = 0; /* a fresh start: nothing earlier is needed */
+    if (n_tokens > s->w.n_ctx - pos) return PYLLM_ERR_CONTEXT;
+    if (check_tokens(m, tokens, n_tokens)) return PYLLM_ERR_ARG;
+    if (pos == 0) s->maps[1].base = 0; /* a fresh start: nothing earlier is needed */
     if (pos > 0 && pos < pyllm_seq_min_resume(s)) return PYLLM_ERR_REWIND;
-    for (int done = 0; done < n_tokens; done += s->n_batch) {
-        int n = n_tokens - done < s->n_batch ? n_tokens - done : s->n_batch;
+    for (int done = 0; done < n_tokens; done += s->w.n_batch) {
+        int n = n_tokens - done < s->w.n_batch ? n_tokens - done : s->w.n_batch;
         slide_caches(m, s, n, pos + done);
-        float *out = all_logits ? logits + (size_t)done * m->c.vocab_size
-                                : (done + n == n_tokens ? logits : NULL);
-        forward_batch(m, s, tokens + done, n, pos + done, out, all_logits);
+        for (int t = 0; t < n; t++) s->w.pos[t] = pos + done + t;
+        const int last = done + n == n_tokens;
+        batch b = {n, tokens + done, s->w.pos, s->w.seq, s->maps,
+                   all_logits ? logits + (size_t)done * m->c.vocab_size : logits,
+                   all_logits ? s->rows : s->rows + n - 1, all_logits ? n : last, 0};
+        forward_batch(m, &s->w, s->pools, &b);
     }
+    return PYLLM_OK;
+}
+
+/* Whether every block a token of the batch reads or writes is one of the cache's: the full
+ * layers' blocks up to its position, the sliding layers' over its window. */
+static int check_tables(const pyllm_cache *cc, const int32_t *pos, const int32_t *seq, int n) {
+    const pyllm_model *m = cc->m;
+    for (int t = 0; t < n; t++)
+        for (int kind = 0; kind < 2; kind++) {
+            if (!m->n_kind[kind]) continue;
+            const kv_pool *pool = &cc->pools[kind];
+            const int32_t *table = cc->maps[2 * seq[t] + kind].table;
+            int first = kind ? pos[t] + 1 - keys_seen(pos[t], m->c.sliding_window) : 0;
+            for (int blk = first / pool->block_rows; blk <= pos[t] / pool->block_rows; blk++)
+                if (table[blk] < 0 || table[blk] >= pool->n_blocks) return PYLLM_ERR_BLOCK;
+        }
+    return PYLLM_OK;
+}
+
+int pyllm_cache_forward(const pyllm_model *m, pyllm_cache *cc, int n_tokens, const int32_t *tokens,
+                        const int32_t *pos, const int32_t *seq, int n_seqs, const int32_t *tables,
+                        const int32_t *swa_tables, int n_out, const int32_t *out_rows, float *out, int hidden) {
+    if (!m || !cc || cc->m != m || !tokens || !pos || !seq || !tables || n_tokens < 1 ||
+        n_tokens > cc->w.n_batch || n_seqs < 1 || n_seqs > cc->max_seqs || n_out < 0 || n_out > n_tokens ||
+        (n_out && (!out_rows || !out)) || (m->n_kind[1] && !swa_tables))
+        return PYLLM_ERR_ARG;
+    if (check_tokens(m, tokens, n_tokens)) return PYLLM_ERR_ARG;
+    for (int t = 0; t < n_tokens; t++) {
+        if (seq[t] < 0 || seq[t] >= n_seqs || pos[t] < 0) return PYLLM_ERR_ARG;
+        if (pos[t] >= cc->w.n_ctx) return PYLLM_ERR_CONTEXT;
+    }
+    for (int i = 0; i < n_out; i++)
+        if (out_rows[i] < 0 || out_rows[i] >= n_tokens) return PYLLM_ERR_ARG;
+    for (int q = 0; q < n_seqs; q++) {
+        cc->maps[2 * q] = (kv_map){tables + (size_t)q * cc->table_len, 0};
+        cc->maps[2 * q + 1] = (kv_map){swa_tables ? swa_tables + (size_t)q * cc->table_len : NULL, 0};
+    }
+    int err = check_tables(cc, pos, seq, n_tokens);
+    if (err) return err;
+    batch b = {n_tokens, tokens, pos, seq, cc->maps, out, out_rows, n_out, hidden != 0};
+    forward_batch(m, &cc->w, cc->pools, &b);
+    return PYLLM_OK;
+}
+
+int pyllm_cache_copy_block(pyllm_cache *cc, int kind, int src, int dst) {
+    if (!cc || kind < 0 || kind > 1) return PYLLM_ERR_ARG;
+    const kv_pool *pool = &cc->pools[kind];
+    if (src < 0 || dst < 0 || src >= pool->n_blocks || dst >= pool->n_blocks) return PYLLM_ERR_BLOCK;
+    const pyllm_config *c = &cc->m->c;
+    size_t floats = (size_t)cc->m->n_kind[kind] * pool->block_rows * c->n_kv_heads * c->head_dim;
+    memcpy(pool->k + (size_t)dst * floats, pool->k + (size_t)src * floats, floats * sizeof(float));
+    memcpy(pool->v + (size_t)dst * floats, pool->v + (size_t)src * floats, floats * sizeof(float));
     return PYLLM_OK;
 }
 
@@ -440,6 +580,7 @@ static int check_model(const pyllm_config *c, const pyllm_weights *w) {
 void pyllm_model_free(pyllm_model *m) {
     if (!m) return;
     free(m->layers);
+    free(m->kind_index);
     free(m->rope_freq);
     free(m->rope_freq_long);
     free(m->rope_freq_swa);
@@ -459,17 +600,23 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     m->w = *w;
     m->isa = isa;
     m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
+    m->kind_index = malloc((size_t)c->n_layers * sizeof *m->kind_index);
     const size_t pairs = (size_t)c->rope_dim / 2;
     m->rope_freq = malloc(pairs * sizeof(float));
     m->rope_freq_long = w->rope_freq_long ? malloc(pairs * sizeof(float)) : NULL;
     m->rope_freq_swa = w->rope_freq_swa ? malloc(pairs * sizeof(float)) : NULL;
-    if (!m->layers || !m->rope_freq || (w->rope_freq_long && !m->rope_freq_long) ||
+    if (!m->layers || !m->kind_index || !m->rope_freq || (w->rope_freq_long && !m->rope_freq_long) ||
         (w->rope_freq_swa && !m->rope_freq_swa)) {
         pyllm_model_free(m);
         return PYLLM_ERR_NOMEM;
     }
     memcpy(m->layers, w->layers, (size_t)c->n_layers * sizeof *m->layers);
     m->w.layers = m->layers;
+    for (int l = 0; l < c->n_layers; l++) {
+        int kind = m->layers[l].sliding != 0;
+        m->layers[l].sliding = kind;
+        m->kind_index[l] = m->n_kind[kind]++;
+    }
     /* frequency of pair i: given (a scaled RoPE), else theta^(-2i / rope_dim) rounded to float32 */
     if (w->rope_freq)
         memcpy(m->rope_freq, w->rope_freq, pairs * sizeof(float));
@@ -485,27 +632,85 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
     return PYLLM_OK;
 }
 
-void pyllm_seq_free(pyllm_seq *s) {
-    if (!s) return;
+static void work_free(work *s) {
     free(s->rope_cos);
     free(s->rope_sin);
-    free(s->key_cache);
-    free(s->value_cache);
-    free(s->layer_row);
     free(s->x);
     free(s->xb2);
     free(s->xb);
     free(s->q);
+    free(s->k);
+    free(s->v);
     free(s->hb);
     free(s->hb2);
     free(s->q8x);
     free(s->q8k);
     free(s->scores);
-    free(s);
+    free(s->runs);
+    free(s->pos);
+    free(s->seq);
 }
 
 static void *alloc_floats(size_t rows, size_t cols) {
     return calloc(rows * cols, sizeof(float));
+}
+
+/* Scratch for passes of up to n_batch tokens over sequences of up to n_ctx positions, whose caches
+ * come in blocks of at least min_block_rows rows. */
+static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int n_threads, int min_block_rows) {
+    const pyllm_config *c = &m->c;
+    s->n_ctx = n_ctx;
+    s->n_threads = n_threads;
+    s->n_batch = n_batch;
+    /* LongRoPE, as llama.cpp chooses: the long factors for a context past the original one */
+    s->rope_freq = m->rope_freq_long && n_ctx > c->rope_long_ctx ? m->rope_freq_long : m->rope_freq;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
+    size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
+    size_t nb = (size_t)n_batch;
+    s->max_runs = n_ctx / min_block_rows + 2;
+    s->rope_cos = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
+    s->rope_sin = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
+    s->x = alloc_floats(nb, c->dim);
+    s->xb2 = alloc_floats(nb, c->dim);
+    s->xb = alloc_floats(nb, wide);
+    s->q = alloc_floats(nb, q_dim);
+    s->k = alloc_floats(nb, kv_dim);
+    s->v = alloc_floats(nb, kv_dim);
+    s->hb = alloc_floats(nb, c->hidden_dim);
+    s->hb2 = alloc_floats(nb, c->hidden_dim);
+    s->q8x = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
+    s->q8k = calloc(nb * (widest / QK_K + 1), sizeof(block_q8k));
+    s->scores = alloc_floats((size_t)n_threads * attend_heads(c), n_ctx);
+    s->runs = calloc((size_t)n_threads * s->max_runs, sizeof *s->runs);
+    s->pos = calloc(nb, sizeof *s->pos);
+    s->seq = calloc(nb, sizeof *s->seq);
+    if (!s->rope_cos || !s->rope_sin || !s->x || !s->xb2 || !s->xb || !s->q || !s->k || !s->v || !s->hb ||
+        !s->hb2 || !s->q8x || !s->q8k || !s->scores || !s->runs || !s->pos || !s->seq)
+        return PYLLM_ERR_NOMEM;
+    return PYLLM_OK;
+}
+
+/* A pool of n_blocks blocks of block_rows rows for the layers of one kind (none: nothing allocated). */
+static int pool_init(const pyllm_model *m, kv_pool *pool, int kind, int n_blocks, int block_rows) {
+    pool->n_blocks = n_blocks;
+    pool->block_rows = block_rows;
+    if (!m->n_kind[kind] || !n_blocks) return PYLLM_OK;
+    size_t floats = (size_t)n_blocks * m->n_kind[kind] * block_rows * m->c.n_kv_heads * m->c.head_dim;
+    pool->k = calloc(floats, sizeof(float));
+    pool->v = calloc(floats, sizeof(float));
+    return pool->k && pool->v ? PYLLM_OK : PYLLM_ERR_NOMEM;
+}
+
+void pyllm_seq_free(pyllm_seq *s) {
+    if (!s) return;
+    work_free(&s->w);
+    for (int kind = 0; kind < 2; kind++) {
+        free(s->pools[kind].k);
+        free(s->pools[kind].v);
+    }
+    free(s->rows);
+    free(s);
 }
 
 int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **out) {
@@ -515,48 +720,58 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     pyllm_seq *s = calloc(1, sizeof *s);
     if (!s) return PYLLM_ERR_NOMEM;
     s->m = m;
-    s->n_ctx = n_ctx;
-    s->n_threads = n_threads;
-    s->n_batch = n_ctx < MAX_BATCH ? n_ctx : MAX_BATCH;
-    /* LongRoPE, as llama.cpp chooses: the long factors for a context past the original one */
-    s->rope_freq = m->rope_freq_long && n_ctx > c->rope_long_ctx ? m->rope_freq_long : m->rope_freq;
-
-    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t wide = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
-    size_t widest = wide > (size_t)c->hidden_dim ? wide : (size_t)c->hidden_dim;
-    size_t nb = (size_t)s->n_batch;
+    const int n_batch = n_ctx < MAX_BATCH ? n_ctx : MAX_BATCH;
     /* a sliding layer keeps the window - 1 positions before a batch and the batch */
-    s->swa_rows = c->sliding_window > 0 && (long)c->sliding_window - 1 + s->n_batch < n_ctx
-                      ? c->sliding_window - 1 + s->n_batch : n_ctx;
-    s->layer_row = malloc((size_t)c->n_layers * sizeof *s->layer_row);
-    if (!s->layer_row) {
+    const int swa_rows = c->sliding_window > 0 && (long)c->sliding_window - 1 + n_batch < n_ctx
+                             ? c->sliding_window - 1 + n_batch : n_ctx;
+    int err = work_init(m, &s->w, n_ctx, n_batch, n_threads, swa_rows);
+    if (!err) err = pool_init(m, &s->pools[0], 0, 1, n_ctx);
+    if (!err) err = pool_init(m, &s->pools[1], 1, 1, swa_rows);
+    s->rows = calloc((size_t)n_batch, sizeof *s->rows);
+    if (!err && !s->rows) err = PYLLM_ERR_NOMEM;
+    if (err) {
         pyllm_seq_free(s);
-        return PYLLM_ERR_NOMEM;
+        return err;
     }
-    size_t cache = 0; /* rows of all layers */
-    for (int l = 0; l < c->n_layers; l++) {
-        s->layer_row[l] = cache;
-        cache += m->layers[l].sliding ? (size_t)s->swa_rows : (size_t)n_ctx;
-    }
-
-    s->rope_cos = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
-    s->rope_sin = alloc_floats(2 * nb, (size_t)c->rope_dim / 2);
-    s->key_cache = alloc_floats(cache, kv_dim);
-    s->value_cache = alloc_floats(cache, kv_dim);
-    s->x = alloc_floats(nb, c->dim);
-    s->xb2 = alloc_floats(nb, c->dim);
-    s->xb = alloc_floats(nb, wide);
-    s->q = alloc_floats(nb, q_dim);
-    s->hb = alloc_floats(nb, c->hidden_dim);
-    s->hb2 = alloc_floats(nb, c->hidden_dim);
-    s->q8x = calloc(nb * (widest / QK8X + 1), sizeof(block_q8x));
-    s->q8k = calloc(nb * (widest / QK_K + 1), sizeof(block_q8k));
-    s->scores = alloc_floats((size_t)n_threads * attend_heads(c), n_ctx);
-    if (!s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache || !s->x || !s->xb2 || !s->xb ||
-        !s->q || !s->hb || !s->hb2 || !s->q8x || !s->q8k || !s->scores) {
-        pyllm_seq_free(s);
-        return PYLLM_ERR_NOMEM;
-    }
+    for (int t = 0; t < n_batch; t++) s->rows[t] = t;
+    s->maps[0] = (kv_map){NULL, 0};
+    s->maps[1] = (kv_map){NULL, 0};
     *out = s;
+    return PYLLM_OK;
+}
+
+void pyllm_cache_free(pyllm_cache *cc) {
+    if (!cc) return;
+    work_free(&cc->w);
+    for (int kind = 0; kind < 2; kind++) {
+        free(cc->pools[kind].k);
+        free(cc->pools[kind].v);
+    }
+    free(cc->maps);
+    free(cc);
+}
+
+int pyllm_cache_new(const pyllm_model *m, int n_blocks, int n_swa_blocks, int block_rows, int n_ctx,
+                    int max_seqs, int n_batch, int n_threads, pyllm_cache **out) {
+    if (!m || !out || n_blocks < 0 || n_swa_blocks < 0 || block_rows < 1 || n_ctx < 1 || max_seqs < 1 ||
+        n_batch < 1 || n_batch > MAX_BATCH * 8 || n_threads < 1 || (m->n_kind[0] && n_blocks < 1) ||
+        (m->n_kind[1] && n_swa_blocks < 1))
+        return PYLLM_ERR_ARG;
+    *out = NULL;
+    pyllm_cache *cc = calloc(1, sizeof *cc);
+    if (!cc) return PYLLM_ERR_NOMEM;
+    cc->m = m;
+    cc->max_seqs = max_seqs;
+    cc->table_len = (n_ctx + block_rows - 1) / block_rows;
+    int err = work_init(m, &cc->w, n_ctx, n_batch, n_threads, block_rows);
+    if (!err) err = pool_init(m, &cc->pools[0], 0, n_blocks, block_rows);
+    if (!err) err = pool_init(m, &cc->pools[1], 1, n_swa_blocks, block_rows);
+    cc->maps = calloc((size_t)max_seqs * 2, sizeof *cc->maps);
+    if (!err && !cc->maps) err = PYLLM_ERR_NOMEM;
+    if (err) {
+        pyllm_cache_free(cc);
+        return err;
+    }
+    *out = cc;
     return PYLLM_OK;
 }

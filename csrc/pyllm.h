@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 8
+#define PYLLM_API_VERSION 9
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -21,8 +21,9 @@ enum pyllm_error {
     PYLLM_ERR_TYPE = 3,     /* unsupported weight type or shape for that type */
     PYLLM_ERR_CONTEXT = 4,  /* the tokens do not fit in the sequence's KV cache */
     PYLLM_ERR_ISA = 5,      /* the requested kernels are not available on this CPU/build */
-    PYLLM_ERR_REWIND = 6    /* the sequence no longer holds the keys a pass at that position needs
+    PYLLM_ERR_REWIND = 6,   /* the sequence no longer holds the keys a pass at that position needs
                                (sliding-window layers dropped them): start again from position 0 */
+    PYLLM_ERR_BLOCK = 7     /* a block table names a block outside the paged cache */
 };
 
 /* Weight types; the numbers and block layouts are GGUF's (ggml_type). */
@@ -120,6 +121,12 @@ typedef struct pyllm_model pyllm_model;
  * forward pass, its context length and thread count). One thread at a time may use a sequence. */
 typedef struct pyllm_seq pyllm_seq;
 
+/* A paged KV cache: pools of fixed-size blocks that many sequences share, and scratch for batches
+ * of tokens from any of them. The caller keeps each sequence's block table (which block holds each
+ * block_rows positions), so blocks can be shared between sequences (a common prompt prefix) and
+ * returned when a sequence ends. One thread at a time may use a cache. */
+typedef struct pyllm_cache pyllm_cache;
+
 /* The fastest kernel family this CPU and build support. */
 int pyllm_isa_best(void);
 /* 1 if kernels of that family can run here, else 0. */
@@ -150,6 +157,27 @@ int pyllm_seq_min_resume(const pyllm_seq *seq);
  * position when all_logits is nonzero, else for the last position only. */
 int pyllm_forward(const pyllm_model *model, pyllm_seq *seq, const int32_t *tokens, int n_tokens,
                   int pos, float *logits, int all_logits);
+
+/* A paged cache on a model: n_blocks blocks of block_rows positions for the full-attention layers
+ * and n_swa_blocks for the sliding-window layers (each 0 when the model has no layers of that
+ * kind); sequences of up to n_ctx positions, up to max_seqs of them in one batch, batches of up to
+ * n_batch tokens, n_threads threads. */
+int pyllm_cache_new(const pyllm_model *model, int n_blocks, int n_swa_blocks, int block_rows, int n_ctx,
+                    int max_seqs, int n_batch, int n_threads, pyllm_cache **out);
+void pyllm_cache_free(pyllm_cache *cache);
+/* Run a batch of n_tokens tokens of n_seqs sequences: token t is at position pos[t] of sequence
+ * seq[t] and attends over that sequence's positions up to pos[t] (earlier ones already in the
+ * cache or earlier in this batch). tables holds n_seqs block tables of ceil(n_ctx / block_rows)
+ * block numbers each, for the full-attention layers; swa_tables the same for the sliding layers
+ * (NULL when the model has none), where only the blocks over a token's window are read. For each
+ * of the n_out rows out_rows[i], out gets its logits (vocab_size floats), or with hidden nonzero
+ * its final normed hidden state (dim floats). */
+int pyllm_cache_forward(const pyllm_model *model, pyllm_cache *cache, int n_tokens, const int32_t *tokens,
+                        const int32_t *pos, const int32_t *seq, int n_seqs, const int32_t *tables,
+                        const int32_t *swa_tables, int n_out, const int32_t *out_rows, float *out, int hidden);
+/* Copy block src to block dst of the pool of one kind of layer (0 full, 1 sliding): copy on write
+ * of a block that several sequences share. */
+int pyllm_cache_copy_block(pyllm_cache *cache, int kind, int src, int dst);
 
 /* y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa`: the matmul the forward pass uses,
  * exposed for tests and benchmarks. */

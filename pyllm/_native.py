@@ -13,7 +13,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "(or `pip install -e .` in a checkout)"
     ) from exc
 
-API_VERSION = 8
+API_VERSION = 9
 if lib.PYLLM_API_VERSION != API_VERSION:  # pragma: no cover - only with a stale build
     raise ImportError(
         f"pyllm's C core is API version {lib.PYLLM_API_VERSION} but the Python package expects "

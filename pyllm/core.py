@@ -130,6 +130,7 @@ class ModelCore:
         c_config = ffi.new("pyllm_config *", family.c_config(cfg))
         layers = ffi.new("pyllm_layer[]", cfg.n_layers)
         nope, sliding = set(cfg.nope_layers), family.c_sliding_layers(cfg)
+        self.sliding_layers = frozenset(sliding)  # layers with a sliding attention window
         for i in range(cfg.n_layers):
             matrices, vectors = family.c_layer(cfg, i)
             for field, name in matrices.items():

@@ -2,10 +2,12 @@
 
 Callers submit requests from any thread (or from asyncio) and read each request's steps from its
 Stream. One scheduler thread owns the forward pass: at every token boundary it admits queued
-requests while slots and KV memory allow, reads a chunk of each new prompt, decodes one token for
-every running request, samples each with its own sampler, and hands the pieces to the streams.
-Requests join and leave between steps; a request that is cancelled (its client went away) leaves
-at the next step and gives its cache back.
+requests while slots and KV memory allow, and runs one batch through the C core that holds a token
+of every running request and a chunk of the prompts being read (each weight matrix is read once for
+all of them); it then samples each request's next token with its own sampler and hands the pieces
+to the streams. Requests join and leave between steps; a request that is cancelled (its client went
+away) leaves at the next step and gives its cache blocks back. The KV cache is paged
+(pyllm.paged.PagedCache): requests whose prompts start alike share the blocks of that prefix.
 
     engine = Engine(model, max_running=8)
     stream = engine.submit(model.tokenize("Once upon a time"), max_tokens=32, temperature=0)
@@ -28,6 +30,7 @@ import numpy as np
 from .core import ModelCore, check_count
 from .errors import ClosedError, ContextFullError, QueueFullError
 from .generation import DEFAULT_MAX_TOKENS, held_back, stop_tokens
+from .paged import BLOCK_ROWS, CachedSequence, PagedCache
 from .sampling import Sampler, SamplingParams
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
@@ -167,17 +170,17 @@ def _wake(fut: asyncio.Future) -> None:
 
 @dataclass
 class _Running:
-    """A request the scheduler is working on: its stream, cache, sampler and text state."""
+    """A request the scheduler is working on: its stream, cache sequence, sampler and text state."""
 
     stream: Stream
-    session: Any  # pyllm.Session: the request's KV cache
+    seq: CachedSequence
+    need: int             # cache blocks the request may hold at most (prompt + max_tokens)
     sampler: Sampler
     decoder: Any
     history: list[int]
     fed: int = 0          # prompt tokens already in the cache
-    logits: np.ndarray | None = None
+    feed: list[int] = field(default_factory=list)  # the token to run next (decoding)
     pending: str = ""     # text held back: it could be the start of a stop string
-    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -189,8 +192,9 @@ class EngineStats:
     prompt_tokens: int
     generated_tokens: int
     requests_finished: int
-    kv_bytes_used: int
-    kv_bytes_free: int
+    kv_blocks_used: int
+    kv_blocks_free: int
+    kv_block_bytes: int
 
 
 class Engine:
@@ -199,9 +203,10 @@ class Engine:
     max_running: requests decoded together; max_queued: requests waiting beyond them (more raise
     QueueFullError); n_ctx: the longest prompt + completion of one request (default the model's);
     prefill_chunk: prompt tokens read per step, so that running streams keep flowing while a long
-    prompt is read; kv_budget: bytes of KV cache all running requests may hold together (default:
-    enough for max_running requests of n_ctx tokens); a request is admitted only when the cache
-    for its prompt and max_tokens fits, so running requests never run out of room.
+    prompt is read; kv_budget: bytes of KV cache (full-attention layers) all requests may hold
+    together (default: enough for max_running requests of n_ctx tokens); a request is admitted
+    only when the blocks for its prompt and max_tokens are there, so running requests never run
+    out of room.
     """
 
     def __init__(self, model: ModelCore, *, max_running: int = 8, max_queued: int = 64,
@@ -210,15 +215,19 @@ class Engine:
         self.max_running = check_count("max_running", max_running, 1024)
         self.max_queued = check_count("max_queued", max_queued, 1 << 20)
         self.n_ctx = model.check_n_ctx(model.n_ctx if n_ctx is None else n_ctx)
-        self.prefill_chunk = check_count("prefill_chunk", prefill_chunk, 1 << 20)
+        self.prefill_chunk = check_count("prefill_chunk", prefill_chunk, 2048)
         cfg = model.config
-        self.kv_bytes_per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
-        self.kv_budget = check_count("kv_budget", kv_budget, 1 << 62) if kv_budget is not None else \
-            self.max_running * self.n_ctx * self.kv_bytes_per_token
-        if self.kv_budget < self.kv_bytes_per_token * 2:
-            raise ValueError(f"kv_budget of {kv_budget} bytes holds less than two tokens "
-                             f"({self.kv_bytes_per_token} bytes each)")
-        self._kv_reserved = 0
+        per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * 4 * (cfg.n_layers - len(model.sliding_layers))
+        if kv_budget is None:
+            n_blocks = self.max_running * -(-self.n_ctx // BLOCK_ROWS)
+        else:
+            n_blocks = check_count("kv_budget", kv_budget, 1 << 50) // max(per_block, 1)
+            if n_blocks < 2:
+                raise ValueError(f"kv_budget of {kv_budget} bytes holds less than two cache blocks "
+                                 f"({per_block} bytes each)")
+        self.cache = PagedCache(model, max(n_blocks, 1), n_ctx=self.n_ctx, max_seqs=self.max_running,
+                                n_batch=self.prefill_chunk + self.max_running)
+        self.kv_budget = n_blocks * per_block
         self._ends = stop_tokens(model)
         self._queue: deque[Stream] = deque()
         self._running: list[_Running] = []
@@ -249,6 +258,9 @@ class Engine:
             raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
         if len(tokens) >= self.n_ctx:
             raise ContextFullError(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
+        if self.cache.blocks_for(len(tokens) + 1) > self.cache.n_blocks:
+            raise ContextFullError(f"the prompt has {len(tokens)} tokens; the KV cache budget holds "
+                                   f"{self.cache.n_blocks * BLOCK_ROWS}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not isinstance(s, str) or not s for s in stops):
             raise ValueError("stop strings must be non-empty strings")
@@ -266,10 +278,12 @@ class Engine:
         return stream
 
     def stats(self) -> EngineStats:
-        """What runs and waits now, and the totals so far (KV memory in bytes)."""
+        """What runs and waits now, and the totals so far."""
         with self._lock:
+            free = self.cache.available()
             return EngineStats(len(self._running), len(self._queue), self.prompt_tokens, self.generated_tokens,
-                               self.requests_finished, self._kv_reserved, self.kv_budget - self._kv_reserved)
+                               self.requests_finished, self.cache.n_blocks - free, free,
+                               self.cache.kv_bytes_per_block)
 
     def close(self) -> None:
         """Stop the scheduler: running and queued requests end with finish_reason "cancelled"."""
@@ -278,6 +292,7 @@ class Engine:
             self._lock.notify()
         if self._thread is not threading.current_thread():
             self._thread.join()
+            self.cache.free()
 
     def __enter__(self) -> "Engine":
         return self
@@ -317,44 +332,87 @@ class Engine:
             for s in waiting:
                 s._push(None, "cancelled")
 
-    def _tokens_needed(self, stream: Stream) -> int:
-        return min(self.n_ctx, len(stream.prompt) + stream.max_tokens + 1)
+    def _admit(self) -> None:
+        """Move queued requests to running while there are slots and cache blocks for them: every
+        running request can always grow to its prompt + max_tokens, so none runs out of room."""
+        while self._queue and len(self._running) < self.max_running:
+            stream = self._queue[0]
+            total = min(self.n_ctx, len(stream.prompt) + stream.max_tokens + 1)
+            need = min(self.cache.blocks_for(total), self.cache.n_blocks)
+            seq, cached = self.cache.open(stream.prompt)
+            promised = sum(r.need - len(r.seq.blocks) for r in self._running)
+            if self.cache.available() - promised < need - len(seq.blocks):
+                self.cache.close(seq)
+                return
+            self._queue.popleft()
+            stream.usage.cached_tokens = cached
+            self._running.append(_Running(stream, seq, need, Sampler(stream.params),
+                                          self.model.tokenizer.decoder(), list(stream.prompt), fed=cached))
 
-    def _fits(self, stream: Stream) -> bool:
-        """Whether the KV cache of a queued request fits in the budget now (alone, it always
-        may run: a request larger than the budget is cut by its context instead of waiting forever)."""
-        need = self._tokens_needed(stream) * self.kv_bytes_per_token
-        return not self._running or self._kv_reserved + need <= self.kv_budget
-
-    def _start(self, stream: Stream) -> _Running:
-        need = self._tokens_needed(stream)
-        self._kv_reserved += need * self.kv_bytes_per_token
-        session = self.model.session(n_ctx=need)  # type: ignore[attr-defined]
-        return _Running(stream, session, Sampler(stream.params), self.model.tokenizer.decoder(),
-                        list(stream.prompt))
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._closed and not self._running and not self._queue:
+                        self._lock.wait()
+                    if self._closed:
+                        break
+                    self._admit()
+                    if not self._running:  # the head of the queue waits for blocks of requests ending
+                        self._lock.wait(0.01)
+                        continue
+                self._step()
+        except BaseException as exc:  # a failure of the engine itself ends every request with it
+            with self._lock:
+                self._closed = True
+                waiting, self._queue = list(self._queue), deque()
+            for r in list(self._running):
+                self._finish(r, None, exc)
+            for s in waiting:
+                s._push(None, None, exc)
+            raise
+        finally:
+            for r in list(self._running):
+                self._finish(r, "cancelled")
+            with self._lock:
+                waiting, self._queue = list(self._queue), deque()
+            for s in waiting:
+                s._push(None, "cancelled")
 
     def _step(self) -> None:
-        """One token boundary: a prompt chunk for requests still reading, a token for the others."""
+        """One token boundary: one batch with a token of every decoding request and prompt chunks
+        (prefill_chunk tokens in all) of those still reading, then a token sampled for each request
+        whose logits came out."""
+        work: list[tuple[CachedSequence, list[int], bool]] = []
+        owners: list[_Running] = []
+        budget = self.prefill_chunk
         for r in list(self._running):
             s = r.stream
             if s._cancelled:
                 self._finish(r, "cancelled")
                 continue
             if r.fed < len(s.prompt):
-                chunk = s.prompt[r.fed:r.fed + self.prefill_chunk]
-                r.logits = r.session.eval(chunk)
+                if budget == 0:
+                    continue
+                chunk = s.prompt[r.fed:r.fed + budget]
+                budget -= len(chunk)
                 r.fed += len(chunk)
                 self.prompt_tokens += len(chunk)
-                if r.fed < len(s.prompt):
-                    continue
-            self._emit(r)
+                work.append((r.seq, chunk, r.fed == len(s.prompt)))
+            else:
+                work.append((r.seq, r.feed, True))
+            owners.append(r)
+        if not work:
+            return
+        for r, logits in zip(owners, self.cache.forward(work)):
+            if logits is not None:
+                self._emit(r, logits)
 
-    def _emit(self, r: _Running) -> None:
+    def _emit(self, r: _Running, logits: np.ndarray) -> None:
         """Sample the next token of a request whose logits are ready, and stream its text."""
         s = r.stream
         if s.usage.completion_tokens >= s.max_tokens:
             return self._finish(r, "length")
-        logits = r.logits
         token = r.sampler(logits, r.history)
         if token in self._ends:
             return self._finish(r, "eos")
@@ -373,35 +431,31 @@ class Engine:
         if s.stop:
             cut = min((i for i in (r.pending.find(x) for x in s.stop) if i >= 0), default=-1)
             if cut >= 0:
-                r.pending, finish = r.pending[:cut], "stop"
-                ready = r.pending
+                ready, r.pending, finish = r.pending[:cut], "", "stop"
             else:
                 keep = held_back(r.pending, s.stop)
                 ready = r.pending[:len(r.pending) - keep]
                 r.pending = r.pending[len(r.pending) - keep:]
         else:
             ready, r.pending = r.pending, ""
-        if finish == "stop":
-            r.pending = ""
         s._push(Step(token, ready, logprob, top))
         if finish:
             return self._finish(r, finish)
-        if r.session.n_past >= r.session.n_ctx:
+        if len(r.seq.tokens) + 1 > self.n_ctx:
             return self._finish(r, "context")
-        r.logits = r.session.eval([token])
+        r.feed = [token]
 
     def _finish(self, r: _Running, reason: str | None, error: BaseException | None = None) -> None:
-        """End a request: flush held-back text (not after a stop string), free its cache."""
+        """End a request: flush held-back text (not after a stop string), return its cache blocks."""
         tail = ""
         if reason in ("eos", "length", "context"):
             tail = r.pending + r.decoder.flush()
         with self._lock:
             if r in self._running:
                 self._running.remove(r)
-                self._kv_reserved -= r.session.n_ctx * self.kv_bytes_per_token
+            self.cache.close(r.seq)
+            self.requests_finished += 1
             self._lock.notify()
-        r.session.close()
-        self.requests_finished += 1
         if tail:
             r.stream._push(Step(None, tail))
         r.stream._push(None, reason, error)

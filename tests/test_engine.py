@@ -83,7 +83,7 @@ def test_cancel_ends_a_stream_and_frees_its_slot(model):
         rest = list(long)
         assert long.finish_reason == "cancelled" and len(rest) < 399
         assert waiting.text() == model.complete(PROMPTS[1], max_tokens=4, temperature=0)
-        assert engine.stats().running == 0 and engine.stats().kv_bytes_used == 0
+        assert engine.stats().running == 0 and engine.stats().kv_blocks_used == 0
 
 
 def test_queue_limit_and_context_are_refused_up_front(model):

@@ -40,7 +40,7 @@ typedef void kern_dequantize_fn(const void *src, float *dst, int n);
  * d = max|x| / 127, rounding to nearest even. */
 typedef void kern_quantize_block_fn(const float *v, void *out);
 /* Attention of one query head: kern_attend's arguments with n_q = 1. */
-typedef void kern_attend_head_fn(const float *q, const float *k, const float *v, int kv_stride,
+typedef void kern_attend_head_fn(const float *q, const kern_kv_run *runs, int n_runs, int kv_stride,
                                  int n_pos, int head_dim, float scale, float *scores, float *out);
 
 /* Shared between the kernel files only: not exported from the library, and called directly
@@ -80,7 +80,7 @@ kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_
     kern_x86_matmul_q5_1_avx512, kern_x86_matmul_q4_k_avx512, kern_x86_matmul_q5_k_avx512,
     kern_x86_matmul_q6_k_avx512;
 /* n_q query heads sharing a key/value head: kern_attend's arguments */
-void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v, int kv_stride,
+void kern_x86_attend_avx512(const float *q, int n_q, const kern_kv_run *runs, int n_runs, int kv_stride,
                             int n_pos, int head_dim, float scale, float *scores, float *out);
 #endif
 

@@ -292,11 +292,11 @@ void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith,
     gated(isa, 1, gate, up, n, cols, ith, nth);
 }
 
-void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
+void kern_attend(int isa, const float *q, int n_q, const kern_kv_run *runs, int n_runs, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out) {
 #ifdef HAVE_X86_KERNELS
     if (isa == PYLLM_ISA_AVX512) {
-        kern_x86_attend_avx512(q, n_q, k, v, kv_stride, n_pos, head_dim, scale, scores, out);
+        kern_x86_attend_avx512(q, n_q, runs, n_runs, kv_stride, n_pos, head_dim, scale, scores, out);
         return;
     }
 #endif
@@ -304,11 +304,11 @@ void kern_attend(int isa, const float *q, int n_q, const float *k, const float *
         const float *qg = q + (size_t)g * head_dim;
         float *og = out + (size_t)g * head_dim;
 #ifdef HAVE_X86_KERNELS
-        if (isa == PYLLM_ISA_AVX2) { kern_x86_attend_avx2(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
+        if (isa == PYLLM_ISA_AVX2) { kern_x86_attend_avx2(qg, runs, n_runs, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
 #endif
 #ifdef HAVE_ARM_KERNELS
-        if (isa == PYLLM_ISA_NEON) { kern_arm_attend(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
+        if (isa == PYLLM_ISA_NEON) { kern_arm_attend(qg, runs, n_runs, kv_stride, n_pos, head_dim, scale, scores, og); continue; }
 #endif
-        kern_ref_attend(qg, k, v, kv_stride, n_pos, head_dim, scale, scores, og);
+        kern_ref_attend(qg, runs, n_runs, kv_stride, n_pos, head_dim, scale, scores, og);
     }
 }

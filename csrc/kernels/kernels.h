@@ -62,11 +62,20 @@ void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith,
 /* Query heads kern_attend works on at once, reading each cached key and value once for them. */
 #define KERN_ATTEND_HEADS 3
 
+/* A stretch of n cached positions of one key/value head: k and v point at the first one's key and
+ * value, successive positions kv_stride floats apart. A cache in blocks (paged) gives one run per
+ * block; a contiguous one a single run. */
+typedef struct {
+    const float *k, *v;
+    int n;
+} kern_kv_run;
+
 /* Attention for one token of n_q query heads that share a key/value head: for each g < n_q,
- * out_g = softmax(scale * K q_g) V over n_pos cached positions. q and out hold the n_q heads
- * head_dim floats apart; k and v point at position 0 of the shared head's keys/values, successive
- * positions kv_stride floats apart. scores is scratch of min(n_q, KERN_ATTEND_HEADS) * n_pos floats. */
-void kern_attend(int isa, const float *q, int n_q, const float *k, const float *v, int kv_stride,
+ * out_g = softmax(scale * K q_g) V over the n_pos cached positions of runs[0 .. n_runs) in order
+ * (their n add up to n_pos). q and out hold the n_q heads head_dim floats apart. scores is scratch
+ * of min(n_q, KERN_ATTEND_HEADS) * n_pos floats. A result depends on the runs' boundaries only
+ * where a run's length is not a multiple of 8. */
+void kern_attend(int isa, const float *q, int n_q, const kern_kv_run *runs, int n_runs, int kv_stride,
                  int n_pos, int head_dim, float scale, float *scores, float *out);
 
 /* n values (n % block size == 0) of one row of a weight type, as floats (exactly: every family

@@ -400,22 +400,24 @@ void kern_ref_matmul_q6_k(const pyllm_tensor *w, int r0, int r1, const float *x,
 /* ------------------------------------------------------------------------------------------ */
 /* Attention */
 
-void kern_ref_attend(const float *q, const float *k, const float *v, int kv_stride, int n_pos,
+void kern_ref_attend(const float *q, const kern_kv_run *runs, int n_runs, int kv_stride, int n_pos,
                      int head_dim, float scale, float *scores, float *out) {
     float max = -INFINITY;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = scale * dot_f32_ref(q, k + (size_t)j * kv_stride, head_dim);
-        max = fmaxf(max, scores[j]);
-    }
+    for (int r = 0, j = 0; r < n_runs; r++)
+        for (int jj = 0; jj < runs[r].n; jj++, j++) {
+            scores[j] = scale * dot_f32_ref(q, runs[r].k + (size_t)jj * kv_stride, head_dim);
+            max = fmaxf(max, scores[j]);
+        }
     float total = 0.0f;
     for (int j = 0; j < n_pos; j++) {
         scores[j] = expf(scores[j] - max);
         total += scores[j];
     }
     for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-    for (int j = 0; j < n_pos; j++) {
-        const float *vj = v + (size_t)j * kv_stride;
-        float p = scores[j] / total;
-        for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
-    }
+    for (int r = 0, j = 0; r < n_runs; r++)
+        for (int jj = 0; jj < runs[r].n; jj++, j++) {
+            const float *vj = runs[r].v + (size_t)jj * kv_stride;
+            float p = scores[j] / total;
+            for (int i = 0; i < head_dim; i++) out[i] += p * vj[i];
+        }
 }

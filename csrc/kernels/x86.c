@@ -599,16 +599,18 @@ AVX2_TARGET void kern_x86_geglu_avx2(float *g, const float *u, int n) {
     for (int i = 0; i < n; i += 8) avx2_geglu8(g + i, u + i);
 }
 
-/* out += sum_j p[j] * v_j for head_dim H known at compile time: the accumulators stay in registers. */
-AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const float *v, int kv_stride,
-                                   int n_pos, float *out) {
+/* out = sum_j p[j] * v_j over the runs' positions, for head_dim H known at compile time: the
+ * accumulators stay in registers. */
+AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const kern_kv_run *runs, int n_runs,
+                                   int kv_stride, float *out) {
     __m256 acc[16];
     for (int i = 0; i < H / 8; i++) acc[i] = _mm256_setzero_ps();
-    for (int j = 0; j < n_pos; j++) {
-        const __m256 pj = _mm256_set1_ps(p[j]);
-        const float *vj = v + (size_t)j * kv_stride;
-        for (int i = 0; i < H / 8; i++) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), acc[i]);
-    }
+    for (int r = 0; r < n_runs; p += runs[r].n, r++)
+        for (int j = 0; j < runs[r].n; j++) {
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            const float *vj = runs[r].v + (size_t)j * kv_stride;
+            for (int i = 0; i < H / 8; i++) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), acc[i]);
+        }
     for (int i = 0; i < H / 8; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
@@ -659,37 +661,45 @@ AVX2_INLINE void avx2_scale(float *out, int n, float factor) {
     for (; i < n; i++) out[i] *= factor;
 }
 
-AVX2_TARGET void kern_x86_attend_avx2(const float *q, const float *k, const float *v, int kv_stride,
+AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, int n_runs, int kv_stride,
                                       int n_pos, int head_dim, float scale, float *scores,
                                       float *out) {
     __m256 max8 = _mm256_set1_ps(-INFINITY);
-    int j = 0;
-    if (head_dim % 8 == 0)
-        for (; j + 8 <= n_pos; j += 8) {
-            __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx2_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
-            _mm256_storeu_ps(scores + j, s);
-            max8 = _mm256_max_ps(max8, s);
+    float max = -INFINITY;
+    float *sr = scores;
+    for (int r = 0; r < n_runs; sr += runs[r].n, r++) {
+        const float *k = runs[r].k;
+        int j = 0;
+        if (head_dim % 8 == 0)
+            for (; j + 8 <= runs[r].n; j += 8) {
+                __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx2_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
+                _mm256_storeu_ps(sr + j, s);
+                max8 = _mm256_max_ps(max8, s);
+            }
+        for (; j < runs[r].n; j++) {
+            sr[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
+            max = sr[j] > max ? sr[j] : max;
         }
-    float max = avx2_hmax(max8);
-    for (; j < n_pos; j++) {
-        scores[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
-        max = scores[j] > max ? scores[j] : max;
     }
+    const float max_8 = avx2_hmax(max8);
+    max = max_8 > max ? max_8 : max;
     float total = avx2_softmax_numerators(scores, n_pos, max);
     if (head_dim == 64) {
-        avx2_weighted_sum(64, scores, v, kv_stride, n_pos, out);
+        avx2_weighted_sum(64, scores, runs, n_runs, kv_stride, out);
     } else if (head_dim == 128) {
-        avx2_weighted_sum(128, scores, v, kv_stride, n_pos, out);
+        avx2_weighted_sum(128, scores, runs, n_runs, kv_stride, out);
     } else {
         for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-        for (int jj = 0; jj < n_pos; jj++) {
-            const float *vj = v + (size_t)jj * kv_stride;
-            int i = 0;
-            for (; i + 8 <= head_dim; i += 8)
-                _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_set1_ps(scores[jj]), _mm256_loadu_ps(vj + i),
-                                                          _mm256_loadu_ps(out + i)));
-            for (; i < head_dim; i++) out[i] += scores[jj] * vj[i];
-        }
+        const float *p = scores;
+        for (int r = 0; r < n_runs; p += runs[r].n, r++)
+            for (int jj = 0; jj < runs[r].n; jj++) {
+                const float *vj = runs[r].v + (size_t)jj * kv_stride;
+                int i = 0;
+                for (; i + 8 <= head_dim; i += 8)
+                    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_set1_ps(p[jj]), _mm256_loadu_ps(vj + i),
+                                                              _mm256_loadu_ps(out + i)));
+                for (; i < head_dim; i++) out[i] += p[jj] * vj[i];
+            }
     }
     avx2_scale(out, head_dim, 1.0f / total);
 }
@@ -1061,64 +1071,75 @@ AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const f
     for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
 }
 
-/* out_g = sum_j p_g[j] v_j (p_g n_pos floats apart, out_g H apart; G * H <= 192). Even and odd
- * keys go to separate accumulators, so that one head's multiply-adds do not wait on the previous
- * key's; every head is summed in the same order whatever G is, so a token's output does not
- * depend on whether it came in a prompt (heads grouped) or alone. */
-AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p, const float *v,
-                                       int kv_stride, int n_pos, float *out) {
+/* out_g = sum_j p_g[j] v_j over the runs' positions (p_g n_pos floats apart, out_g H apart;
+ * G * H <= 192). Even and odd keys of a run go to separate accumulators, so that one head's
+ * multiply-adds do not wait on the previous key's; every head is summed in the same order whatever
+ * G is, so a token's output does not depend on whether it came in a prompt (heads grouped) or alone. */
+AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p, const kern_kv_run *runs,
+                                       int n_runs, int kv_stride, int n_pos, int col, float *out) {
     __m512 even[3][8], odd[3][8];
     for (int g = 0; g < G; g++)
         for (int i = 0; i < H / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
-    int j = 0;
-    for (; j + 2 <= n_pos; j += 2) {
-        const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
-        for (int i = 0; i < H / 16; i++) {
-            const __m512 a = _mm512_loadu_ps(v0 + 16 * i), b = _mm512_loadu_ps(v1 + 16 * i);
-            for (int g = 0; g < G; g++) {
-                const float *pg = p + (size_t)g * n_pos + j;
-                even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[0]), a, even[g][i]);
-                odd[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[1]), b, odd[g][i]);
+    int at = 0; /* the run's first position */
+    for (int r = 0; r < n_runs; at += runs[r].n, r++) {
+        const float *v = runs[r].v + col;
+        const int n = runs[r].n;
+        int j = 0;
+        for (; j + 2 <= n; j += 2) {
+            const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
+            for (int i = 0; i < H / 16; i++) {
+                const __m512 a = _mm512_loadu_ps(v0 + 16 * i), b = _mm512_loadu_ps(v1 + 16 * i);
+                for (int g = 0; g < G; g++) {
+                    const float *pg = p + (size_t)g * n_pos + at + j;
+                    even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[0]), a, even[g][i]);
+                    odd[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(pg[1]), b, odd[g][i]);
+                }
             }
         }
+        if (j < n)
+            for (int i = 0; i < H / 16; i++) {
+                const __m512 a = _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i);
+                for (int g = 0; g < G; g++)
+                    even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + at + j]), a, even[g][i]);
+            }
     }
-    if (j < n_pos)
-        for (int i = 0; i < H / 16; i++) {
-            const __m512 a = _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i);
-            for (int g = 0; g < G; g++)
-                even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + j]), a, even[g][i]);
-        }
     for (int g = 0; g < G; g++)
         for (int i = 0; i < H / 16; i++)
             _mm512_storeu_ps(out + g * H + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
 }
 
-AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q, const float *k,
-                                       const float *v, int kv_stride, int n_pos, float scale,
+AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q, const kern_kv_run *runs,
+                                       int n_runs, int kv_stride, int n_pos, float scale,
                                        float *scores, float *out) {
     __m256 max8[3], s[3];
     float max[3], total[3];
-    for (int g = 0; g < G; g++) max8[g] = _mm256_set1_ps(-INFINITY);
-    int j = 0;
-    for (; j + 8 <= n_pos; j += 8) {
-        avx512_dot8(G, H, q, k + (size_t)j * kv_stride, kv_stride, s);
-        for (int g = 0; g < G; g++) {
-            s[g] = _mm256_mul_ps(_mm256_set1_ps(scale), s[g]);
-            _mm256_storeu_ps(scores + (size_t)g * n_pos + j, s[g]);
-            max8[g] = _mm256_max_ps(max8[g], s[g]);
+    for (int g = 0; g < G; g++) { max8[g] = _mm256_set1_ps(-INFINITY); max[g] = -INFINITY; }
+    int at = 0;
+    for (int r = 0; r < n_runs; at += runs[r].n, r++) {
+        const float *k = runs[r].k;
+        int j = 0;
+        for (; j + 8 <= runs[r].n; j += 8) {
+            avx512_dot8(G, H, q, k + (size_t)j * kv_stride, kv_stride, s);
+            for (int g = 0; g < G; g++) {
+                s[g] = _mm256_mul_ps(_mm256_set1_ps(scale), s[g]);
+                _mm256_storeu_ps(scores + (size_t)g * n_pos + at + j, s[g]);
+                max8[g] = _mm256_max_ps(max8[g], s[g]);
+            }
         }
+        for (; j < runs[r].n; j++)
+            for (int g = 0; g < G; g++) {
+                float *sg = scores + (size_t)g * n_pos + at;
+                sg[j] = scale * avx2_dot(q + g * H, k + (size_t)j * kv_stride, H);
+                max[g] = sg[j] > max[g] ? sg[j] : max[g];
+            }
     }
     for (int g = 0; g < G; g++) {
-        float *sg = scores + (size_t)g * n_pos;
-        max[g] = avx2_hmax(max8[g]);
-        for (int jj = j; jj < n_pos; jj++) {
-            sg[jj] = scale * avx2_dot(q + g * H, k + (size_t)jj * kv_stride, H);
-            max[g] = sg[jj] > max[g] ? sg[jj] : max[g];
-        }
-        total[g] = avx2_softmax_numerators(sg, n_pos, max[g]);
+        const float m8 = avx2_hmax(max8[g]);
+        max[g] = m8 > max[g] ? m8 : max[g];
+        total[g] = avx2_softmax_numerators(scores + (size_t)g * n_pos, n_pos, max[g]);
     }
     if (H == 64) {
-        avx512_weighted_sum(G, 64, scores, v, kv_stride, n_pos, out);
+        avx512_weighted_sum(G, 64, scores, runs, n_runs, kv_stride, n_pos, 0, out);
     } else { /* wider: two accumulator sets of 8 registers hold 128 columns of one head, so one head
               * at a time, in column chunks of 128 and a last one of 32, 64 or 96 */
         for (int g = 0; g < G; g++)
@@ -1126,43 +1147,36 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
                 const float *pg = scores + (size_t)g * n_pos;
                 float *og = out + g * H + col;
                 switch (H - col < 128 ? H - col : 128) {
-                case 128: avx512_weighted_sum(1, 128, pg, v + col, kv_stride, n_pos, og); break;
-                case 96: avx512_weighted_sum(1, 96, pg, v + col, kv_stride, n_pos, og); break;
-                case 64: avx512_weighted_sum(1, 64, pg, v + col, kv_stride, n_pos, og); break;
-                default: avx512_weighted_sum(1, 32, pg, v + col, kv_stride, n_pos, og); break;
+                case 128: avx512_weighted_sum(1, 128, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
+                case 96: avx512_weighted_sum(1, 96, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
+                case 64: avx512_weighted_sum(1, 64, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
+                default: avx512_weighted_sum(1, 32, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
                 }
             }
     }
     for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
 
-AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const float *k, const float *v,
+AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const kern_kv_run *runs, int n_runs,
                                           int kv_stride, int n_pos, int head_dim, float scale,
                                           float *scores, float *out) {
+#define ATTEND(G, H) avx512_attend_heads(G, H, qg, runs, n_runs, kv_stride, n_pos, scale, scores, og)
     for (int g = 0; g < n_q; g += KERN_ATTEND_HEADS) {
         const int G = n_q - g < KERN_ATTEND_HEADS ? n_q - g : KERN_ATTEND_HEADS;
         const float *qg = q + (size_t)g * head_dim;
         float *og = out + (size_t)g * head_dim;
-        if (head_dim == 64 && G == 3) avx512_attend_heads(3, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 64 && G == 2) avx512_attend_heads(2, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 64) avx512_attend_heads(1, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128 && G == 3) avx512_attend_heads(3, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128 && G == 2) avx512_attend_heads(2, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128) avx512_attend_heads(1, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256 && G == 3) avx512_attend_heads(3, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256 && G == 2) avx512_attend_heads(2, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256) avx512_attend_heads(1, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim % 32 == 0 && head_dim <= 256)
-            switch (G) { /* the scores of up to three heads fit the 32 registers at any of these widths */
-            case 3: avx512_attend_heads(3, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            case 2: avx512_attend_heads(2, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            default: avx512_attend_heads(1, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            }
-        else
+        if (head_dim == 64) { if (G == 3) ATTEND(3, 64); else if (G == 2) ATTEND(2, 64); else ATTEND(1, 64); }
+        else if (head_dim == 128) { if (G == 3) ATTEND(3, 128); else if (G == 2) ATTEND(2, 128); else ATTEND(1, 128); }
+        else if (head_dim == 256) { if (G == 3) ATTEND(3, 256); else if (G == 2) ATTEND(2, 256); else ATTEND(1, 256); }
+        else if (head_dim % 32 == 0 && head_dim <= 256) {
+            /* the scores of up to three heads fit the 32 registers at any of these widths */
+            if (G == 3) ATTEND(3, head_dim); else if (G == 2) ATTEND(2, head_dim); else ATTEND(1, head_dim);
+        } else
             for (int h = 0; h < G; h++)
-                kern_x86_attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale,
+                kern_x86_attend_avx2(qg + (size_t)h * head_dim, runs, n_runs, kv_stride, n_pos, head_dim, scale,
                                      scores, og + (size_t)h * head_dim);
     }
+#undef ATTEND
 }
 
 /* The AVX-512 matmul of each weight type (the traits table in dispatch.c points at them). */
