@@ -58,8 +58,9 @@ struct pyllm_model {
 
 /* The keys and values of the layers of one kind (0 full, 1 sliding), in blocks. */
 typedef struct {
-    float *k, *v;         /* (n_blocks, layers of the kind, block_rows, kv_dim) */
+    unsigned char *k, *v; /* (n_blocks, layers of the kind, block_rows, kv_dim) floats or halves */
     int n_blocks, block_rows;
+    size_t elem;          /* bytes of a value: 4 (PYLLM_KV_F32) or 2 (PYLLM_KV_F16) */
 } kv_pool;
 
 /* Where one sequence's positions lie in a pool (see the top of the file). */
@@ -87,6 +88,7 @@ typedef struct {
     float *scores;        /* (n_threads, attend_heads * n_ctx) attention scratch */
     kern_kv_run *runs;    /* (n_threads, max_runs) the cache stretches one attention call reads */
     int max_runs;
+    float *kv_f32;        /* (n_threads, 2, n_ctx, head_dim) a half cache's keys and values as floats, or NULL */
     int32_t *pos, *seq;   /* (n_batch) a single sequence's positions and sequence numbers (all 0) */
 } work;
 
@@ -299,9 +301,18 @@ static void store_kv(const pyllm_model *m, const work *s, const kv_pool *pools, 
     int lo, hi;
     rows_share(b->n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
-        size_t at = cache_row(m, pool, &b->maps[2 * b->seq[t] + m->layers[l].sliding], l, b->pos[t]);
-        memcpy(pool->k + at, s->k + (size_t)t * kv_dim, kv_dim * sizeof(float));
-        memcpy(pool->v + at, s->v + (size_t)t * kv_dim, kv_dim * sizeof(float));
+        size_t at = cache_row(m, pool, &b->maps[2 * b->seq[t] + m->layers[l].sliding], l, b->pos[t]) * pool->elem;
+        const float *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
+        if (pool->elem == sizeof(float)) {
+            memcpy(pool->k + at, k, kv_dim * sizeof(float));
+            memcpy(pool->v + at, v, kv_dim * sizeof(float));
+        } else {
+            uint16_t *hk = (uint16_t *)(pool->k + at), *hv = (uint16_t *)(pool->v + at);
+            for (size_t i = 0; i < kv_dim; i++) {
+                hk[i] = fp32_to_fp16(k[i]);
+                hv[i] = fp32_to_fp16(v[i]);
+            }
+        }
     }
 }
 
@@ -327,15 +338,27 @@ static void attention(const pyllm_model *m, work *s, const kv_pool *pools, const
         int t = it / items, h = it % items * per_item, kvh = h / group;
         int p = b->pos[t], seen = keys_seen(p, window), n_runs = 0;
         const kv_map *map = &b->maps[2 * b->seq[t] + kind];
-        for (int a = p + 1 - seen; a <= p; n_runs++) { /* one run per block */
-            int row = (a - map->base) % pool->block_rows, n = pool->block_rows - row;
-            n = n < p + 1 - a ? n : p + 1 - a;
-            size_t at = cache_row(m, pool, map, layer, a) + (size_t)kvh * c->head_dim;
-            runs[n_runs] = (kern_kv_run){pool->k + at, pool->v + at, n};
-            a += n;
+        int stride = kv_dim;
+        if (pool->elem == sizeof(float)) {
+            for (int a = p + 1 - seen; a <= p; n_runs++) { /* one run per block */
+                int row = (a - map->base) % pool->block_rows, n = pool->block_rows - row;
+                n = n < p + 1 - a ? n : p + 1 - a;
+                size_t at = (cache_row(m, pool, map, layer, a) + (size_t)kvh * c->head_dim) * sizeof(float);
+                runs[n_runs] = (kern_kv_run){(const float *)(pool->k + at), (const float *)(pool->v + at), n};
+                a += n;
+            }
+        } else { /* halves: this head's keys and values as floats, one run */
+            float *k = s->kv_f32 + (size_t)ith * 2 * s->n_ctx * c->head_dim, *v = k + (size_t)s->n_ctx * c->head_dim;
+            for (int a = p + 1 - seen, j = 0; a <= p; a++, j++) {
+                size_t at = (cache_row(m, pool, map, layer, a) + (size_t)kvh * c->head_dim) * pool->elem;
+                kern_dequantize_row(m->isa, PYLLM_TYPE_F16, pool->k + at, k + (size_t)j * c->head_dim, c->head_dim);
+                kern_dequantize_row(m->isa, PYLLM_TYPE_F16, pool->v + at, v + (size_t)j * c->head_dim, c->head_dim);
+            }
+            runs[n_runs++] = (kern_kv_run){k, v, seen};
+            stride = c->head_dim;
         }
         size_t head = (size_t)h * c->head_dim;
-        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, runs, n_runs, kv_dim, seen,
+        kern_attend(m->isa, s->q + (size_t)t * q_dim + head, per_item, runs, n_runs, stride, seen,
                     c->head_dim, scale, s->scores + (size_t)ith * attend_heads(c) * s->n_ctx,
                     s->xb + (size_t)t * q_dim + head);
     }
@@ -453,11 +476,12 @@ static void slide_caches(const pyllm_model *m, pyllm_seq *s, int n, int pos) {
     if (!window || !m->n_kind[1] || pos + n - map->base <= pool->block_rows) return;
     int keep_from = pos - window + 1 > map->base ? pos - window + 1 : map->base;
     size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim, skip = (size_t)(keep_from - map->base);
-    size_t keep = (size_t)(pos - keep_from), layer_floats = (size_t)pool->block_rows * kv_dim;
+    size_t keep = (size_t)(pos - keep_from), row_bytes = kv_dim * pool->elem;
+    size_t layer_bytes = (size_t)pool->block_rows * row_bytes;
     for (int i = 0; i < m->n_kind[1]; i++) {
-        float *k = pool->k + i * layer_floats, *v = pool->v + i * layer_floats;
-        memmove(k, k + skip * kv_dim, keep * kv_dim * sizeof(float));
-        memmove(v, v + skip * kv_dim, keep * kv_dim * sizeof(float));
+        unsigned char *k = pool->k + i * layer_bytes, *v = pool->v + i * layer_bytes;
+        memmove(k, k + skip * row_bytes, keep * row_bytes);
+        memmove(v, v + skip * row_bytes, keep * row_bytes);
     }
     map->base = keep_from;
 }
@@ -539,9 +563,9 @@ int pyllm_cache_copy_block(pyllm_cache *cc, int kind, int src, int dst) {
     const kv_pool *pool = &cc->pools[kind];
     if (src < 0 || dst < 0 || src >= pool->n_blocks || dst >= pool->n_blocks) return PYLLM_ERR_BLOCK;
     const pyllm_config *c = &cc->m->c;
-    size_t floats = (size_t)cc->m->n_kind[kind] * pool->block_rows * c->n_kv_heads * c->head_dim;
-    memcpy(pool->k + (size_t)dst * floats, pool->k + (size_t)src * floats, floats * sizeof(float));
-    memcpy(pool->v + (size_t)dst * floats, pool->v + (size_t)src * floats, floats * sizeof(float));
+    size_t bytes = (size_t)cc->m->n_kind[kind] * pool->block_rows * c->n_kv_heads * c->head_dim * pool->elem;
+    memcpy(pool->k + (size_t)dst * bytes, pool->k + (size_t)src * bytes, bytes);
+    memcpy(pool->v + (size_t)dst * bytes, pool->v + (size_t)src * bytes, bytes);
     return PYLLM_OK;
 }
 
@@ -647,6 +671,7 @@ static void work_free(work *s) {
     free(s->q8k);
     free(s->scores);
     free(s->runs);
+    free(s->kv_f32);
     free(s->pos);
     free(s->seq);
 }
@@ -657,7 +682,8 @@ static void *alloc_floats(size_t rows, size_t cols) {
 
 /* Scratch for passes of up to n_batch tokens over sequences of up to n_ctx positions, whose caches
  * come in blocks of at least min_block_rows rows. */
-static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int n_threads, int min_block_rows) {
+static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int n_threads, int min_block_rows,
+                     int kv_type) {
     const pyllm_config *c = &m->c;
     s->n_ctx = n_ctx;
     s->n_threads = n_threads;
@@ -685,6 +711,8 @@ static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int 
     s->runs = calloc((size_t)n_threads * s->max_runs, sizeof *s->runs);
     s->pos = calloc(nb, sizeof *s->pos);
     s->seq = calloc(nb, sizeof *s->seq);
+    if (kv_type == PYLLM_KV_F16 && !(s->kv_f32 = alloc_floats((size_t)n_threads * 2 * n_ctx, c->head_dim)))
+        return PYLLM_ERR_NOMEM;
     if (!s->rope_cos || !s->rope_sin || !s->x || !s->xb2 || !s->xb || !s->q || !s->k || !s->v || !s->hb ||
         !s->hb2 || !s->q8x || !s->q8k || !s->scores || !s->runs || !s->pos || !s->seq)
         return PYLLM_ERR_NOMEM;
@@ -692,13 +720,14 @@ static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int 
 }
 
 /* A pool of n_blocks blocks of block_rows rows for the layers of one kind (none: nothing allocated). */
-static int pool_init(const pyllm_model *m, kv_pool *pool, int kind, int n_blocks, int block_rows) {
+static int pool_init(const pyllm_model *m, kv_pool *pool, int kind, int n_blocks, int block_rows, int kv_type) {
     pool->n_blocks = n_blocks;
     pool->block_rows = block_rows;
+    pool->elem = kv_type == PYLLM_KV_F16 ? sizeof(uint16_t) : sizeof(float);
     if (!m->n_kind[kind] || !n_blocks) return PYLLM_OK;
-    size_t floats = (size_t)n_blocks * m->n_kind[kind] * block_rows * m->c.n_kv_heads * m->c.head_dim;
-    pool->k = calloc(floats, sizeof(float));
-    pool->v = calloc(floats, sizeof(float));
+    size_t values = (size_t)n_blocks * m->n_kind[kind] * block_rows * m->c.n_kv_heads * m->c.head_dim;
+    pool->k = calloc(values, pool->elem);
+    pool->v = calloc(values, pool->elem);
     return pool->k && pool->v ? PYLLM_OK : PYLLM_ERR_NOMEM;
 }
 
@@ -713,8 +742,9 @@ void pyllm_seq_free(pyllm_seq *s) {
     free(s);
 }
 
-int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **out) {
-    if (!m || !out || n_ctx < 1 || n_threads < 1) return PYLLM_ERR_ARG;
+int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, int kv_type, pyllm_seq **out) {
+    if (!m || !out || n_ctx < 1 || n_threads < 1 || (kv_type != PYLLM_KV_F32 && kv_type != PYLLM_KV_F16))
+        return PYLLM_ERR_ARG;
     *out = NULL;
     const pyllm_config *c = &m->c;
     pyllm_seq *s = calloc(1, sizeof *s);
@@ -724,9 +754,9 @@ int pyllm_seq_new(const pyllm_model *m, int n_ctx, int n_threads, pyllm_seq **ou
     /* a sliding layer keeps the window - 1 positions before a batch and the batch */
     const int swa_rows = c->sliding_window > 0 && (long)c->sliding_window - 1 + n_batch < n_ctx
                              ? c->sliding_window - 1 + n_batch : n_ctx;
-    int err = work_init(m, &s->w, n_ctx, n_batch, n_threads, swa_rows);
-    if (!err) err = pool_init(m, &s->pools[0], 0, 1, n_ctx);
-    if (!err) err = pool_init(m, &s->pools[1], 1, 1, swa_rows);
+    int err = work_init(m, &s->w, n_ctx, n_batch, n_threads, swa_rows, kv_type);
+    if (!err) err = pool_init(m, &s->pools[0], 0, 1, n_ctx, kv_type);
+    if (!err) err = pool_init(m, &s->pools[1], 1, 1, swa_rows, kv_type);
     s->rows = calloc((size_t)n_batch, sizeof *s->rows);
     if (!err && !s->rows) err = PYLLM_ERR_NOMEM;
     if (err) {
@@ -752,8 +782,8 @@ void pyllm_cache_free(pyllm_cache *cc) {
 }
 
 int pyllm_cache_new(const pyllm_model *m, int n_blocks, int n_swa_blocks, int block_rows, int n_ctx,
-                    int max_seqs, int n_batch, int n_threads, pyllm_cache **out) {
-    if (!m || !out || n_blocks < 0 || n_swa_blocks < 0 || block_rows < 1 || n_ctx < 1 || max_seqs < 1 ||
+                    int max_seqs, int n_batch, int n_threads, int kv_type, pyllm_cache **out) {
+    if (!m || !out || (kv_type != PYLLM_KV_F32 && kv_type != PYLLM_KV_F16) || n_blocks < 0 || n_swa_blocks < 0 || block_rows < 1 || n_ctx < 1 || max_seqs < 1 ||
         n_batch < 1 || n_batch > MAX_BATCH * 8 || n_threads < 1 || (m->n_kind[0] && n_blocks < 1) ||
         (m->n_kind[1] && n_swa_blocks < 1))
         return PYLLM_ERR_ARG;
@@ -763,9 +793,9 @@ int pyllm_cache_new(const pyllm_model *m, int n_blocks, int n_swa_blocks, int bl
     cc->m = m;
     cc->max_seqs = max_seqs;
     cc->table_len = (n_ctx + block_rows - 1) / block_rows;
-    int err = work_init(m, &cc->w, n_ctx, n_batch, n_threads, block_rows);
-    if (!err) err = pool_init(m, &cc->pools[0], 0, n_blocks, block_rows);
-    if (!err) err = pool_init(m, &cc->pools[1], 1, n_swa_blocks, block_rows);
+    int err = work_init(m, &cc->w, n_ctx, n_batch, n_threads, block_rows, kv_type);
+    if (!err) err = pool_init(m, &cc->pools[0], 0, n_blocks, block_rows, kv_type);
+    if (!err) err = pool_init(m, &cc->pools[1], 1, n_swa_blocks, block_rows, kv_type);
     cc->maps = calloc((size_t)max_seqs * 2, sizeof *cc->maps);
     if (!err && !cc->maps) err = PYLLM_ERR_NOMEM;
     if (err) {

@@ -26,6 +26,13 @@ enum pyllm_error {
     PYLLM_ERR_BLOCK = 7     /* a block table names a block outside the paged cache */
 };
 
+/* How a KV cache stores keys and values: as floats, or as IEEE halves (half the memory; the
+ * attention reads them back as floats). */
+enum pyllm_kv_type {
+    PYLLM_KV_F32 = 0,
+    PYLLM_KV_F16 = 1
+};
+
 /* Weight types; the numbers and block layouts are GGUF's (ggml_type). */
 enum pyllm_type {
     PYLLM_TYPE_F32 = 0,
@@ -142,10 +149,11 @@ int pyllm_model_new(const pyllm_config *config, const pyllm_weights *weights, in
                     pyllm_model **out);
 void pyllm_model_free(pyllm_model *model);
 
-/* A new, empty sequence on a model: a KV cache of n_ctx positions and scratch buffers for
- * n_threads threads. Sliding-window layers keep only the last sliding_window - 1 positions and
- * one batch in their cache, so their memory does not grow with n_ctx. */
-int pyllm_seq_new(const pyllm_model *model, int n_ctx, int n_threads, pyllm_seq **out);
+/* A new, empty sequence on a model: a KV cache of n_ctx positions (keys and values stored as
+ * kv_type, enum pyllm_kv_type) and scratch buffers for n_threads threads. Sliding-window layers
+ * keep only the last sliding_window - 1 positions and one batch in their cache, so their memory
+ * does not grow with n_ctx. */
+int pyllm_seq_new(const pyllm_model *model, int n_ctx, int n_threads, int kv_type, pyllm_seq **out);
 void pyllm_seq_free(pyllm_seq *seq);
 /* The earliest position after 0 at which pyllm_forward can continue the sequence: 0 (any
  * position) until sliding-window layers drop keys older than their window. A pass at a position
@@ -161,9 +169,9 @@ int pyllm_forward(const pyllm_model *model, pyllm_seq *seq, const int32_t *token
 /* A paged cache on a model: n_blocks blocks of block_rows positions for the full-attention layers
  * and n_swa_blocks for the sliding-window layers (each 0 when the model has no layers of that
  * kind); sequences of up to n_ctx positions, up to max_seqs of them in one batch, batches of up to
- * n_batch tokens, n_threads threads. */
+ * n_batch tokens, n_threads threads; keys and values stored as kv_type. */
 int pyllm_cache_new(const pyllm_model *model, int n_blocks, int n_swa_blocks, int block_rows, int n_ctx,
-                    int max_seqs, int n_batch, int n_threads, pyllm_cache **out);
+                    int max_seqs, int n_batch, int n_threads, int kv_type, pyllm_cache **out);
 void pyllm_cache_free(pyllm_cache *cache);
 /* Run a batch of n_tokens tokens of n_seqs sequences: token t is at position pos[t] of sequence
  * seq[t] and attends over that sequence's positions up to pos[t] (earlier ones already in the

@@ -24,6 +24,7 @@ from .tokenizer import Tokenizer
 from .types import ModelConfig
 
 MAX_CTX = 1 << 24
+KV_TYPES = {"f32": 0, "f16": 1}  # how a KV cache stores keys and values (enum pyllm_kv_type)
 MAX_THREADS = 512  # beyond any CPU pyllm runs on; thousands of threads only thrash (and can exhaust memory)
 Loaded = TypeVar("Loaded", bound="ModelCore")
 
@@ -88,14 +89,15 @@ class ModelCore:
 
     `n_threads` defaults to the physical cores, `n_ctx` (the most tokens a KV cache holds) to the
     model's training context; both are the defaults of its sessions. `kernels` picks "auto" (the
-    fastest here), "avx512", "avx2", "neon" or "portable".
+    fastest here), "avx512", "avx2", "neon" or "portable"; `kv_type` how its KV caches store keys
+    and values: "f32", or "f16" for half the memory.
     The weights stay in the mapped file: loading takes milliseconds and pages are shared between
     processes that load the same file. Nothing here changes after loading, so any number of
     sessions run on one model at once.
     """
 
     def __init__(self, path: str | os.PathLike, n_threads: int | None = None,
-                 n_ctx: int | None = None, kernels: str = "auto"):
+                 n_ctx: int | None = None, kernels: str = "auto", kv_type: str = "f32"):
         # Lifetime: C calls in flight are counted under the lock; close() frees the C model, its
         # sessions' sequences and the mapping once the count is back to zero.
         self._lock = threading.RLock()
@@ -103,6 +105,9 @@ class ModelCore:
         self._users = 0
         self._sessions: weakref.WeakSet[SequenceHolder] = weakref.WeakSet()
         self._model = self._buffer = self._file = None
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        self.kv_type = kv_type
         self._file = WeightsFile(path)
         try:
             self._build(n_threads, n_ctx, kernels)
@@ -186,7 +191,8 @@ class ModelCore:
             if self._closed:
                 raise ClosedError("the model was closed")
             out = ffi.new("pyllm_seq **")
-            check(lib.pyllm_seq_new(self._model, session.n_ctx, session.n_threads, out), "creating a session")
+            check(lib.pyllm_seq_new(self._model, session.n_ctx, session.n_threads, KV_TYPES[self.kv_type], out),
+                  "creating a session")
             session._seq = out[0]
             self._sessions.add(session)
 

@@ -206,18 +206,24 @@ class Engine:
     prompt is read; kv_budget: bytes of KV cache (full-attention layers) all requests may hold
     together (default: enough for max_running requests of n_ctx tokens); a request is admitted
     only when the blocks for its prompt and max_tokens are there, so running requests never run
-    out of room.
+    out of room. kv_type: "f32" or "f16" (half the memory), default the model's.
     """
 
     def __init__(self, model: ModelCore, *, max_running: int = 8, max_queued: int = 64,
-                 n_ctx: int | None = None, prefill_chunk: int = 256, kv_budget: int | None = None):
+                 n_ctx: int | None = None, prefill_chunk: int = 256, kv_budget: int | None = None,
+                 kv_type: str | None = None):
         self.model = model
         self.max_running = check_count("max_running", max_running, 1024)
         self.max_queued = check_count("max_queued", max_queued, 1 << 20)
         self.n_ctx = model.check_n_ctx(model.n_ctx if n_ctx is None else n_ctx)
         self.prefill_chunk = check_count("prefill_chunk", prefill_chunk, 2048)
         cfg = model.config
-        per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * 4 * (cfg.n_layers - len(model.sliding_layers))
+        kv_type = model.kv_type if kv_type is None else kv_type
+        value_bytes = {"f32": 4, "f16": 2}.get(kv_type)
+        if value_bytes is None:
+            raise ValueError(f"kv_type must be f32 or f16, got {kv_type!r}")
+        per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * value_bytes * \
+            (cfg.n_layers - len(model.sliding_layers))
         if kv_budget is None:
             n_blocks = self.max_running * -(-self.n_ctx // BLOCK_ROWS)
         else:
@@ -226,7 +232,7 @@ class Engine:
                 raise ValueError(f"kv_budget of {kv_budget} bytes holds less than two cache blocks "
                                  f"({per_block} bytes each)")
         self.cache = PagedCache(model, max(n_blocks, 1), n_ctx=self.n_ctx, max_seqs=self.max_running,
-                                n_batch=self.prefill_chunk + self.max_running)
+                                n_batch=self.prefill_chunk + self.max_running, kv_type=kv_type)
         self.kv_budget = n_blocks * per_block
         self._ends = stop_tokens(model)
         self._queue: deque[Stream] = deque()

@@ -11,13 +11,15 @@ import numpy as np
 from .core import ModelCore, default_threads
 from .errors import ContextFullError
 from .generation import Generation
+from .paged import PagedCache
 from .session import Session
 
 __all__ = ["Model", "ContextFullError", "default_threads"]
 
 
 class Model(ModelCore):
-    """A llama-family model ready to run: `Model(path, n_threads=None, n_ctx=None, kernels="auto")`.
+    """A llama-family model ready to run: `Model(path, n_threads=None, n_ctx=None, kernels="auto",
+    kv_type="f32")`.
 
     Loading options as for ModelCore. One model serves any number of sessions at once, one per
     thread; generate/eval/logits/... on the model itself run in its default session.
@@ -91,3 +93,36 @@ class Model(ModelCore):
         messages stays plain text unless special_in_messages=True (see chat_prompt)."""
         return self._session().chat(messages, stream=stream, template=template,
                                     special_in_messages=special_in_messages, **options)
+
+    def embed(self, texts: str | Sequence[str], *, max_batch: int = 512) -> np.ndarray:
+        """Unit-length embedding vectors (len(texts), dim), float32, for retrieval: the mean of each
+        text's final normed hidden states over its tokens (BOS included when the model adds one),
+        scaled to length 1. Texts go through the forward pass together, max_batch tokens at a time."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items or any(not isinstance(t, str) for t in items):
+            raise ValueError("texts must be a string or a non-empty list of strings")
+        ids = [self.tokenize(t) or [self.tokenizer.bos_id or 0] for t in items]
+        longest = max(len(t) for t in ids)
+        if longest > self.n_ctx:
+            raise ContextFullError(f"a text of {longest} tokens does not fit in the context of {self.n_ctx}")
+        max_batch = max(max_batch, longest)
+        cache = PagedCache(self, -(-max_batch // 16) + len(ids), n_ctx=longest, max_seqs=min(len(ids), 64),
+                           n_batch=max_batch, prefix_sharing=False)
+        out = np.empty((len(ids), self.config.dim), dtype=np.float32)
+        try:
+            i = 0
+            while i < len(ids):
+                group: list[int] = []
+                while i < len(ids) and len(group) < cache.max_seqs and \
+                        sum(len(ids[j]) for j in group) + len(ids[i]) <= max_batch:
+                    group.append(i)
+                    i += 1
+                seqs = [cache.open(ids[j])[0] for j in group]
+                for j, seq, hidden in zip(group, seqs, cache.forward([(s, ids[j], True) for j, s in zip(group, seqs)],
+                                                                      hidden=True)):
+                    mean = hidden.astype(np.float64).mean(axis=0)
+                    out[j] = mean / max(np.linalg.norm(mean), 1e-12)
+                    cache.close(seq)
+        finally:
+            cache.free()
+        return out

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ._native import check, ffi, lib
-from .core import MAX_THREADS, ModelCore, check_count
+from .core import KV_TYPES, MAX_THREADS, ModelCore, check_count
 from .errors import ClosedError, ContextFullError
 
 BLOCK_ROWS = 16  # positions per block (vLLM's default); a multiple of 8, as the attention kernels read keys 8 at a time
@@ -67,11 +67,12 @@ class PagedCache:
     """The paged KV cache of a model, for up to max_seqs sequences per batch of up to n_batch tokens.
 
     n_blocks blocks of BLOCK_ROWS positions each for the full-attention layers; n_ctx bounds one
-    sequence. One thread at a time may use a cache (the engine's scheduler thread).
+    sequence; kv_type ("f32" or "f16", default the model's) is how keys and values are stored. One thread at a time may use a cache (the engine's scheduler thread).
     """
 
     def __init__(self, model: ModelCore, n_blocks: int, *, n_ctx: int | None = None, max_seqs: int = 8,
-                 n_batch: int = 512, n_threads: int | None = None, prefix_sharing: bool = True):
+                 n_batch: int = 512, n_threads: int | None = None, prefix_sharing: bool = True,
+                 kv_type: str | None = None):
         self.model = model
         cfg = model.config
         self.n_ctx = model.check_n_ctx(model.n_ctx if n_ctx is None else n_ctx)
@@ -80,6 +81,9 @@ class PagedCache:
         self.n_batch = check_count("n_batch", n_batch, 4096)
         self.n_threads = check_count("n_threads", model.n_threads if n_threads is None else n_threads, MAX_THREADS)
         self.table_len = -(-self.n_ctx // BLOCK_ROWS)
+        self.kv_type = model.kv_type if kv_type is None else kv_type
+        if self.kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}")
         self.window = cfg.sliding_window if model.sliding_layers else 0
         # a sequence's live sliding blocks span at most the window before a batch and the batch
         self.swa_per_seq = -(-(self.window - 1 + self.n_batch) // BLOCK_ROWS) + 1 if self.window else 0
@@ -88,7 +92,7 @@ class PagedCache:
         self.pool = BlockPool(self.n_blocks)
         self.swa_pool = BlockPool(n_swa)
         self.prefixes: OrderedDict[bytes, int] = OrderedDict()  # prefix key -> block, least recently used first
-        self.kv_bytes_per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * 4 * \
+        self.kv_bytes_per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * (2 if self.kv_type == "f16" else 4) * \
             (cfg.n_layers - len(model.sliding_layers))
         # the C cache; the model frees it with its sessions if it is closed first
         self._seq = None
@@ -99,7 +103,8 @@ class PagedCache:
                 raise ClosedError("the model was closed")
             out = ffi.new("pyllm_cache **")
             check(lib.pyllm_cache_new(model._model, self.n_blocks, n_swa, BLOCK_ROWS, self.n_ctx, self.max_seqs,
-                                      self.n_batch, self.n_threads, out), "creating a paged KV cache")
+                                      self.n_batch, self.n_threads, KV_TYPES[self.kv_type], out),
+                  "creating a paged KV cache")
             self._seq = out[0]
             model._sessions.add(self)
 

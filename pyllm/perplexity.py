@@ -67,6 +67,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("text", help="UTF-8 text file")
     ap.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    ap.add_argument("--kv-type", default="f32", choices=["f32", "f16"], help="how the KV cache stores keys and values")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.text, encoding="utf-8") as f:
             text = f.read()
         t0 = time.perf_counter()
-        with Model(args.model, n_threads=args.threads, n_ctx=args.ctx) as model:
+        with Model(args.model, n_threads=args.threads, n_ctx=args.ctx, kv_type=args.kv_type) as model:
             tokens = model.tokenize(text)
             print(f"{len(tokens)} tokens, {len(tokens) // args.ctx} chunks of {args.ctx}", file=sys.stderr)
 

@@ -138,3 +138,39 @@ def test_hidden_states_are_the_final_normed_rows(tmp_path):
                              offset=out.offset).reshape(out.shape)
         assert hidden.shape == (10, cfg.dim)
         assert np.abs(hidden @ head.T - m.logits(tokens)).max() < 1e-4
+
+
+def test_f16_cache_is_close_to_f32_and_the_same_batched(tmp_path):
+    """Keys and values stored as halves: the logits stay within rounding of the float32 reference,
+    and a batch of sequences still gives bit for bit what each gives alone."""
+    cfg = config("gqa", ctx=96)
+    w = random_model(tmp_path / "m.bin", cfg, seed=10)
+    prompts = lengths_tokens(cfg.vocab_size, [5, 23, 40], seed=6)
+    with Model(tmp_path / "m.bin", n_threads=2, kv_type="f16") as m:
+        alone = [m.logits(p) for p in prompts]
+        cache = PagedCache(m, 16, n_ctx=96, max_seqs=3, n_batch=96)
+        assert cache.kv_type == "f16"
+        batched = cache.forward([(cache.open(p)[0], p, True) for p in prompts])
+    for p, a, b in zip(prompts, alone, batched):
+        assert np.array_equal(a[-1], b)
+        ref = forward(w, cfg, p)
+        assert 0 < np.abs(a - ref).max() < 2e-2
+
+
+def test_embeddings_are_unit_mean_hidden_states():
+    from pyllm.fetch import default_model
+    with Model(default_model(quiet=True), n_threads=2, n_ctx=128) as m:
+        texts = ["The cat sat on the mat.", "A kitten is resting on a rug.", "Stock markets fell sharply today."]
+        vectors = m.embed(texts, max_batch=20)  # more than one batch
+        assert vectors.shape == (3, m.config.dim)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+        for text, vec in zip(texts, vectors):
+            ids = m.tokenize(text)
+            cache = PagedCache(m, 8, n_ctx=64, max_seqs=1)
+            hidden = cache.forward([(cache.open(ids)[0], ids, True)], hidden=True)[0].astype(np.float64)
+            mean = hidden.mean(axis=0)
+            assert np.abs(vec - mean / np.linalg.norm(mean)).max() < 1e-6
+            cache.free()
+        assert np.array_equal(m.embed(texts[1])[0], vectors[1])
+        with pytest.raises(ValueError):
+            m.embed([])

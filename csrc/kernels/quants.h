@@ -8,6 +8,7 @@
 #ifndef PYLLM_QUANTS_H
 #define PYLLM_QUANTS_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -133,6 +134,23 @@ static inline float fp16_to_fp32(uint16_t h) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+/* float -> IEEE half, rounding to nearest even (overflow to infinity, NaN kept a quiet NaN). */
+static inline uint16_t fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint32_t sign = (x >> 16) & 0x8000u, abs = x & 0x7FFFFFFFu;
+    if (abs >= 0x7F800000u) return (uint16_t)(sign | (abs > 0x7F800000u ? 0x7E00u : 0x7C00u));
+    if (abs >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u); /* rounds to 65536 or more */
+    if (abs < 0x38800000u) { /* below 2^-14: a subnormal half, m * 2^-24 */
+        float a;
+        memcpy(&a, &abs, sizeof a);
+        return (uint16_t)(sign | (uint32_t)nearbyintf(a * 16777216.0f));
+    }
+    uint32_t h = ((abs >> 23) - 112) << 10 | (abs & 0x7FFFFFu) >> 13, rest = abs & 0x1FFFu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
 }
 
 #endif
