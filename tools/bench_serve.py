@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Serving benchmark: `pyllm serve` against llama.cpp's `llama-server` on the same GGUF, in one run.
+
+    python tools/bench_serve.py --gguf model.gguf --llama-server PATH/llama-server [--model weights.bin]
+
+For each server in turn (started here on a free loopback port with --parallel/-np set to the most
+clients, 2 threads, and stopped afterwards) and each number of concurrent clients (1, 2, 4, 8, 16
+by default), every client sends streaming /v1/completions requests with its own prompt, greedy, and
+max_tokens generated tokens (end of text banned through logit_bias, so every request generates all
+of them). Reported per server and client count:
+  - aggregate generated tokens per second (all clients' tokens over the wall time of the round);
+  - time to first token, p50 and p99 (request sent -> first chunk with text);
+  - time between tokens, p50 and p99 (gaps between a stream's successive chunks).
+pyllm's single-stream speed (`Model.generate`, in this process, the same weights) is measured too,
+for the 1-client comparison. The output is a markdown table for docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+TOPICS = ["the history of the printing press", "how bees make honey", "a walk along a winter beach",
+          "the rules of chess", "why the sky is blue", "a recipe for bread", "the life of a lighthouse keeper",
+          "how volcanoes form", "a letter to a friend abroad", "the first day at a new school",
+          "the workings of a steam engine", "a storm at sea", "the migration of birds", "a busy market square",
+          "the invention of the telephone", "a quiet library at night"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    import httpx
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("the server did not become ready")
+
+
+async def one_request(client, url: str, prompt: str, max_tokens: int, bias: dict) -> tuple[float, list[float], int]:
+    """(time to first token, gaps between chunks, chunks) of one streaming completion."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "logit_bias": bias, "model": "bench"}
+    t0 = time.perf_counter()
+    first, times = None, []
+    async with client.stream("POST", url, json=body, timeout=600) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            choices = chunk.get("choices") or []
+            if not choices or not choices[0].get("text"):
+                continue
+            now = time.perf_counter()
+            if first is None:
+                first = now - t0
+            times.append(now)
+    return first or 0.0, list(np.diff(times)), len(times)
+
+
+async def round_of(port: int, clients: int, requests_each: int, max_tokens: int, bias: dict) -> dict:
+    import httpx
+    url = f"http://127.0.0.1:{port}/v1/completions"
+    results = []
+
+    async def client_loop(i: int) -> None:
+        async with httpx.AsyncClient() as client:
+            for r in range(requests_each):
+                prompt = f"Write a short essay about {TOPICS[(i + r * clients) % len(TOPICS)]}."
+                results.append(await one_request(client, url, prompt, max_tokens, bias))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client_loop(i) for i in range(clients)))
+    wall = time.perf_counter() - t0
+    ttft = [r[0] for r in results]
+    gaps = [g for r in results for g in r[1]]
+    return {"clients": clients, "tok_s": clients * requests_each * max_tokens / wall,
+            "ttft_p50": float(np.percentile(ttft, 50)), "ttft_p99": float(np.percentile(ttft, 99)),
+            "tbt_p50": float(np.percentile(gaps, 50)) if gaps else 0.0,
+            "tbt_p99": float(np.percentile(gaps, 99)) if gaps else 0.0,
+            "chunks": sum(r[2] for r in results)}
+
+
+def serve(cmd: list[str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def single_stream(path: str, max_tokens: int, threads: int) -> float:
+    """Model.generate's tokens/s for one greedy stream of max_tokens tokens (end of text banned)."""
+    from pyllm import Model
+    with Model(path, n_threads=threads) as m:
+        eos = m.tokenizer.eos_id
+        bias = {eos: float("-inf")} if eos is not None else None
+        m.generate("Write a short essay about the sea.", max_tokens=8, temperature=0, logit_bias=bias).text()
+        best = 0.0
+        for _ in range(3):
+            m.reset()
+            t0 = time.perf_counter()
+            g = m.generate(f"Write a short essay about {TOPICS[0]}.", max_tokens=max_tokens, temperature=0,
+                           logit_bias=bias)
+            g.text()
+            best = max(best, len(g.tokens) / (time.perf_counter() - t0))
+        return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gguf", required=True, help="the GGUF both servers run (pyllm converts it)")
+    ap.add_argument("--model", help="pyllm's weights.bin of that GGUF (default: converted into the cache)")
+    ap.add_argument("--llama-server", help="llama-server binary (default: ~/.cache/llama.cpp-ref/build/bin/llama-server)")
+    ap.add_argument("--clients", default="1,2,4,8,16")
+    ap.add_argument("--requests", type=int, default=2, help="requests per client per round")
+    ap.add_argument("-n", "--max-tokens", type=int, default=128)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["pyllm", "llama.cpp"], help="run one server only")
+    args = ap.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    parallel = max(clients)
+    llama_server = args.llama_server or os.path.expanduser("~/.cache/llama.cpp-ref/build/bin/llama-server")
+    path = args.model
+    if path is None:
+        from pyllm.convert import convert
+        from pyllm.fetch import cache_dir
+        path = os.path.join(cache_dir(), os.path.basename(args.gguf).rsplit(".", 1)[0] + ".serve.bin")
+        if not os.path.exists(path):
+            convert(args.gguf, path)
+    from pyllm import Model
+    with Model(path, n_threads=1, n_ctx=16) as m:
+        eos = m.tokenizer.eos_id
+    bias = {str(eos): -100} if eos is not None else {}
+
+    servers = []
+    if args.only != "llama.cpp":
+        servers.append(("pyllm", lambda port: [sys.executable, "-m", "pyllm", "serve", path, "--port", str(port),
+                                               "--parallel", str(parallel), "-t", str(args.threads),
+                                               "--ctx", "1024", "--max-queued", "1024"]))
+    if args.only != "pyllm":
+        servers.append(("llama.cpp", lambda port: [llama_server, "-m", args.gguf, "--port", str(port),
+                                                   "-np", str(parallel), "-t", str(args.threads),
+                                                   "-c", str(1024 * parallel), "--log-disable"]))
+    rows = []
+    for name, cmd in servers:
+        port = free_port()
+        proc = serve(cmd(port), port)
+        try:
+            asyncio.run(round_of(port, 1, 1, 8, bias))  # warm up
+            for c in clients:
+                r = asyncio.run(round_of(port, c, args.requests, args.max_tokens, bias))
+                r["server"] = name
+                rows.append(r)
+                print(f"{name:10s} clients {c:2d}: {r['tok_s']:7.1f} tok/s  ttft p50 {r['ttft_p50'] * 1e3:6.0f} ms "
+                      f"p99 {r['ttft_p99'] * 1e3:6.0f} ms  tbt p50 {r['tbt_p50'] * 1e3:5.1f} ms "
+                      f"p99 {r['tbt_p99'] * 1e3:5.1f} ms", file=sys.stderr, flush=True)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    single = single_stream(path, args.max_tokens, args.threads) if args.only != "llama.cpp" else None
+
+    print("| server | clients | aggregate tok/s | TTFT p50 / p99 (ms) | time between tokens p50 / p99 (ms) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['server']} | {r['clients']} | {r['tok_s']:.1f} | {r['ttft_p50'] * 1e3:.0f} / {r['ttft_p99'] * 1e3:.0f} "
+              f"| {r['tbt_p50'] * 1e3:.1f} / {r['tbt_p99'] * 1e3:.1f} |")
+    if single is not None:
+        print(f"\npyllm Model.generate, one stream: {single:.1f} tok/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
