@@ -211,41 +211,39 @@ static void rope_angles(const pyllm_model *m, work *s, const int32_t *pos, int n
     }
 }
 
-/* Add the optional bias, normalize each head by the optional per-head RMSNorm weight (Qwen3's
- * q_norm / k_norm), and rotate adjacent pairs of each head's first rope_dim dimensions by the
- * batch's angles (the sliding layers' own set when they have one) unless the layer has no
- * positional encoding (no_rope). */
-static void bias_norm_rope(const pyllm_model *m, const work *s, float *v, const float *bias,
-                           const float *norm, const pyllm_layer *L, int n, int n_heads, int ith, int nth) {
-    const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2, no_rope = L->no_rope;
+/* Add the optional bias to head h of token t (vh: its head_dim values), normalize it by the
+ * optional per-head RMSNorm weight (Qwen3's q_norm / k_norm), and rotate adjacent pairs of its
+ * first rope_dim dimensions by the token's angles (the sliding layers' own set when they have
+ * one) unless the layer has no positional encoding (no_rope). */
+static void head_bias_norm_rope(const pyllm_model *m, const work *s, float *vh, const float *bias,
+                                const float *norm, const pyllm_layer *L, int t, int h) {
+    const int head_dim = m->c.head_dim, half = m->c.rope_dim / 2;
     const size_t set = L->sliding && m->rope_freq_swa ? (size_t)s->n_batch * half : 0;
+    if (bias)
+        for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
+    if (norm) {
+        double ss = 0.0;
+        for (int i = 0; i < head_dim; i++) ss += (double)vh[i] * vh[i];
+        float scale = 1.0f / sqrtf((float)(ss / head_dim) + m->c.norm_eps);
+        for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
+    }
+    for (int i = 0; i < half && !L->no_rope; i++) {
+        float c = s->rope_cos[set + (size_t)t * half + i], sn = s->rope_sin[set + (size_t)t * half + i];
+        float a = vh[2 * i], b = vh[2 * i + 1];
+        vh[2 * i] = a * c - b * sn;
+        vh[2 * i + 1] = a * sn + b * c;
+    }
+}
+
+/* The batch's queries: bias, norm and rotation of every head, split among threads by head. */
+static void prepare_queries(const pyllm_model *m, const work *s, const pyllm_layer *L, int n, int ith, int nth) {
+    const int n_heads = m->c.n_heads, head_dim = m->c.head_dim;
     int lo, hi;
     rows_share(n * n_heads, ith, nth, &lo, &hi);
     for (int th = lo; th < hi; th++) {
         int t = th / n_heads, h = th % n_heads;
-        float *vh = v + (size_t)t * n_heads * head_dim + (size_t)h * head_dim;
-        if (bias)
-            for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
-        if (norm) {
-            double ss = 0.0;
-            for (int i = 0; i < head_dim; i++) ss += (double)vh[i] * vh[i];
-            float scale = 1.0f / sqrtf((float)(ss / head_dim) + m->c.norm_eps);
-            for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
-        }
-        for (int i = 0; i < half && !no_rope; i++) {
-            float c = s->rope_cos[set + (size_t)t * half + i], sn = s->rope_sin[set + (size_t)t * half + i];
-            float a = vh[2 * i], b = vh[2 * i + 1];
-            vh[2 * i] = a * c - b * sn;
-            vh[2 * i + 1] = a * sn + b * c;
-        }
+        head_bias_norm_rope(m, s, s->q + (size_t)th * head_dim, L->bq, L->q_norm, L, t, h);
     }
-}
-
-static void add_bias(float *v, const float *bias, int n, int width, int ith, int nth) {
-    int lo, hi;
-    rows_share(n, ith, nth, &lo, &hi);
-    for (int t = lo; t < hi; t++)
-        for (int i = 0; i < width; i++) v[(size_t)t * width + i] += bias[i];
 }
 
 /* Query heads one kern_attend call needs scratch for: a key/value head's group, at most
@@ -293,16 +291,22 @@ static size_t cache_row(const pyllm_model *m, const kv_pool *pool, const kv_map 
             (size_t)(rel % pool->block_rows)) * kv_dim;
 }
 
-/* The batch's new keys and values (s->k, s->v) to their rows of layer l's cache. */
+/* The batch's new keys (bias, norm, rotation) and values (bias), each token's row then written to
+ * its row of layer l's cache; split among threads by token. */
 static void store_kv(const pyllm_model *m, const work *s, const kv_pool *pools, const batch *b, int l,
                      int ith, int nth) {
-    const size_t kv_dim = (size_t)m->c.n_kv_heads * m->c.head_dim;
-    const kv_pool *pool = &pools[m->layers[l].sliding];
+    const pyllm_layer *L = &m->layers[l];
+    const int n_kv_heads = m->c.n_kv_heads, head_dim = m->c.head_dim;
+    const size_t kv_dim = (size_t)n_kv_heads * head_dim;
+    const kv_pool *pool = &pools[L->sliding];
     int lo, hi;
     rows_share(b->n, ith, nth, &lo, &hi);
     for (int t = lo; t < hi; t++) {
-        size_t at = cache_row(m, pool, &b->maps[2 * b->seq[t] + m->layers[l].sliding], l, b->pos[t]) * pool->elem;
-        const float *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
+        float *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
+        for (int h = 0; h < n_kv_heads; h++) head_bias_norm_rope(m, s, k + (size_t)h * head_dim, L->bk, L->k_norm, L, t, h);
+        if (L->bv)
+            for (size_t i = 0; i < kv_dim; i++) v[i] += L->bv[i];
+        size_t at = cache_row(m, pool, &b->maps[2 * b->seq[t] + L->sliding], l, b->pos[t]) * pool->elem;
         if (pool->elem == sizeof(float)) {
             memcpy(pool->k + at, k, kv_dim * sizeof(float));
             memcpy(pool->v + at, v, kv_dim * sizeof(float));
@@ -381,7 +385,7 @@ static void embed(const pyllm_model *m, work *s, const int32_t *tokens, int n, i
 static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b) {
     const pyllm_config *c = &m->c;
     const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa, n = b->n;
-    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    const int q_dim = c->n_heads * c->head_dim;
     /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
     const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
 
@@ -403,10 +407,7 @@ static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, c
             kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
             kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
             BARRIER;
-            bias_norm_rope(m, s, s->q, L->bq, L->q_norm, L, n, c->n_heads, ith, nth);
-            bias_norm_rope(m, s, s->k, L->bk, L->k_norm, L, n, c->n_kv_heads, ith, nth);
-            if (L->bv) add_bias(s->v, L->bv, n, kv_dim, ith, nth);
-            BARRIER;
+            prepare_queries(m, s, L, n, ith, nth);
             store_kv(m, s, pools, b, l, ith, nth);
             BARRIER;
             attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
