@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .core import ModelCore, check_count
-from .errors import ClosedError, ContextFullError, QueueFullError
+from .errors import ClosedError, ContextFullError, PyllmError, QueueFullError
 from .generation import DEFAULT_MAX_TOKENS, held_back, stop_tokens
 from .paged import BLOCK_ROWS, CachedSequence, PagedCache
 from .sampling import Sampler, SamplingParams
@@ -410,7 +410,13 @@ class Engine:
             owners.append(r)
         if not work:
             return
-        for r, logits in zip(owners, self.cache.forward(work)):
+        try:
+            results = self.cache.forward(work)
+        except PyllmError as exc:  # this batch's requests end with the error; the engine goes on
+            for r in owners:
+                self._finish(r, None, exc)
+            return
+        for r, logits in zip(owners, results):
             if logits is not None:
                 self._emit(r, logits)
 
@@ -447,7 +453,7 @@ class Engine:
         s._push(Step(token, ready, logprob, top))
         if finish:
             return self._finish(r, finish)
-        if len(r.seq.tokens) + 1 > self.n_ctx:
+        if len(r.seq.tokens) + 1 > min(self.n_ctx, r.need * BLOCK_ROWS):  # its context, or all its blocks
             return self._finish(r, "context")
         r.feed = [token]
 

@@ -141,3 +141,17 @@ def test_close_cancels_running_and_queued(model):
     engine.close()
     list(a), list(b)
     assert a.finish_reason == "cancelled" and b.finish_reason == "cancelled"
+
+
+def test_request_larger_than_the_budget_is_cut_not_crashed(model):
+    cfg = model.config
+    per_block = 2 * 16 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
+    with Engine(model, max_running=2, kv_budget=per_block * 2) as engine:  # 32 positions in all
+        big = engine.submit(PROMPTS[2], max_tokens=100, temperature=0)
+        small = engine.submit(PROMPTS[1], max_tokens=4, temperature=0)
+        text = big.text()
+        assert big.finish_reason == "context"
+        n_prompt = len(model.tokenize(PROMPTS[2]))
+        assert big.usage.completion_tokens == 32 - n_prompt + 1  # the last one sampled, not run
+        assert model.complete(PROMPTS[2], max_tokens=100, temperature=0).startswith(text)
+        assert small.text() == model.complete(PROMPTS[1], max_tokens=4, temperature=0)
