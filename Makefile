@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 THREADS ?=
 
-.PHONY: install test run bench fetch clean selftest check-arm fuzz
+.PHONY: install test run bench bench-serve soak fetch clean selftest check-arm fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ FUZZ_CASES ?= 2000
 FUZZ_SEED  ?= 1
 fuzz: install
 	$(PY) tests/fuzzing.py run --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+
+# The server against llama.cpp's llama-server on the default model's GGUF (tools/bench_serve.py).
+bench-serve: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,test]'
+	$(PY) tools/bench_serve.py --gguf "$$($(VENV)/bin/pyllm fetch --gguf -q)"
+
+# 10 minutes of 16 streaming clients on `pyllm serve`, some leaving early; then no errors, every KV
+# block returned, memory flat (tools/soak.py).
+soak: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[server,test]'
+	$(PY) tools/soak.py --minutes $(or $(SOAK_MINUTES),10)
 
 clean:
 	rm -rf build dist *.egg-info pyllm/_core*.so pyllm/_core.c .pytest_cache $(VENV)
