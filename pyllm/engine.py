@@ -18,6 +18,7 @@ away) leaves at the next step and gives its cache blocks back. The KV cache is p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import time
@@ -98,6 +99,7 @@ class Stream:
         self.error: BaseException | None = None
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
+        self._followers: list[Stream] = []  # the other choices of one prompt, forked after it is read
         self._steps: deque[Step] = deque()
         self._done = False
         self._cancelled = False
@@ -178,6 +180,7 @@ class _Running:
     sampler: Sampler
     decoder: Any
     history: list[int]
+    followers: list[Stream] = field(default_factory=list)  # choices to fork when the prompt is read
     fed: int = 0          # prompt tokens already in the cache
     feed: list[int] = field(default_factory=list)  # the token to run next (decoding)
     pending: str = ""     # text held back: it could be the start of a stop string
@@ -252,6 +255,15 @@ class Engine:
         """Queue a request (text or token ids, sampling options as for Model.generate); returns
         its Stream at once. ValueError for bad options, ContextFullError when the prompt and
         max_tokens cannot fit in n_ctx, QueueFullError when too many requests wait."""
+        return self.submit_choices(prompt, 1, max_tokens=max_tokens, stop=stop, logprobs=logprobs, **options)[0]
+
+    def submit_choices(self, prompt: str | Sequence[int], n: int, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                       stop: str | Sequence[str] | None = None, logprobs: int | None = None,
+                       **options: Any) -> list[Stream]:
+        """n completions of one prompt (OpenAI's `n`), as n Streams: the prompt is read once and
+        the n continue from its cache blocks, each copying a shared block before writing into it.
+        Choice i samples with seed + i when a seed is given. Errors as for submit."""
+        n = check_count("n", n, self.max_running)
         params = SamplingParams.from_options(options)
         params.check(self.model.config.vocab_size)
         tokens = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
@@ -273,15 +285,23 @@ class Engine:
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
-        stream = Stream(tokens, params, max_tokens, stops, logprobs)
+        streams = [Stream(tokens, params if params.seed is None or i == 0 else
+                          dataclasses.replace(params, seed=params.seed + i), max_tokens, stops, logprobs)
+                   for i in range(n)]
+        if n > 1 and self.cache.window:  # no forks with sliding-window layers: n requests
+            streams[0]._followers = []
+            queued = streams
+        else:
+            streams[0]._followers = streams[1:]
+            queued = streams[:1]
         with self._lock:
             if self._closed:
                 raise ClosedError("the engine is closed")
-            if len(self._queue) >= self.max_queued:
+            if len(self._queue) + len(queued) > self.max_queued:
                 raise QueueFullError(f"{len(self._queue)} requests are already waiting")
-            self._queue.append(stream)
+            self._queue.extend(queued)
             self._lock.notify()
-        return stream
+        return streams
 
     def stats(self) -> EngineStats:
         """What runs and waits now, and the totals so far."""
@@ -328,7 +348,8 @@ class Engine:
             for r in list(self._running):
                 self._finish(r, None, exc)
             for s in waiting:
-                s._push(None, None, exc)
+                for t in [s] + s._followers:
+                    t._push(None, None, exc)
             raise
         finally:
             for r in list(self._running):
@@ -336,24 +357,27 @@ class Engine:
             with self._lock:
                 waiting, self._queue = list(self._queue), deque()
             for s in waiting:
-                s._push(None, "cancelled")
+                for t in [s] + s._followers:
+                    t._push(None, "cancelled")
 
     def _admit(self) -> None:
         """Move queued requests to running while there are slots and cache blocks for them: every
         running request can always grow to its prompt + max_tokens, so none runs out of room."""
-        while self._queue and len(self._running) < self.max_running:
+        while self._queue and len(self._running) + 1 + len(self._queue[0]._followers) <= self.max_running:
             stream = self._queue[0]
             total = min(self.n_ctx, len(stream.prompt) + stream.max_tokens + 1)
             need = min(self.cache.blocks_for(total), self.cache.n_blocks)
+            group = 1 + len(stream._followers)  # a fork may copy the prompt's last block: one more each
             seq, cached = self.cache.open(stream.prompt)
             promised = sum(r.need - len(r.seq.blocks) for r in self._running)
-            if self.cache.available() - promised < need - len(seq.blocks):
+            if self.cache.available() - promised < need * group + group - 1 - len(seq.blocks):
                 self.cache.close(seq)
                 return
             self._queue.popleft()
             stream.usage.cached_tokens = cached
-            self._running.append(_Running(stream, seq, need, Sampler(stream.params),
-                                          self.model.tokenizer.decoder(), list(stream.prompt), fed=cached))
+            self._running.append(_Running(stream, seq, need + (group > 1), Sampler(stream.params),
+                                          self.model.tokenizer.decoder(), list(stream.prompt),
+                                          followers=stream._followers, fed=cached))
 
     def _loop(self) -> None:
         try:
@@ -375,7 +399,8 @@ class Engine:
             for r in list(self._running):
                 self._finish(r, None, exc)
             for s in waiting:
-                s._push(None, None, exc)
+                for t in [s] + s._followers:
+                    t._push(None, None, exc)
             raise
         finally:
             for r in list(self._running):
@@ -383,7 +408,8 @@ class Engine:
             with self._lock:
                 waiting, self._queue = list(self._queue), deque()
             for s in waiting:
-                s._push(None, "cancelled")
+                for t in [s] + s._followers:
+                    t._push(None, "cancelled")
 
     def _step(self) -> None:
         """One token boundary: one batch with a token of every decoding request and prompt chunks
@@ -418,6 +444,14 @@ class Engine:
             return
         for r, logits in zip(owners, results):
             if logits is not None:
+                for follower in r.followers:  # the other choices start from this prompt's cache
+                    follower.usage.cached_tokens = len(follower.prompt)
+                    forked = _Running(follower, self.cache.fork(r.seq), r.need, Sampler(follower.params),
+                                      self.model.tokenizer.decoder(), list(follower.prompt), fed=len(follower.prompt))
+                    with self._lock:
+                        self._running.append(forked)
+                    self._emit(forked, logits)
+                r.followers = []
                 self._emit(r, logits)
 
     def _emit(self, r: _Running, logits: np.ndarray) -> None:
@@ -471,3 +505,6 @@ class Engine:
         if tail:
             r.stream._push(Step(None, tail))
         r.stream._push(None, reason, error)
+        for follower in r.followers:  # choices that never started: their prompt was not read
+            follower._push(None, reason if reason == "cancelled" or error else "cancelled", error)
+        r.followers = []

@@ -155,3 +155,15 @@ def test_request_larger_than_the_budget_is_cut_not_crashed(model):
         assert big.usage.completion_tokens == 32 - n_prompt + 1  # the last one sampled, not run
         assert model.complete(PROMPTS[2], max_tokens=100, temperature=0).startswith(text)
         assert small.text() == model.complete(PROMPTS[1], max_tokens=4, temperature=0)
+
+
+def test_choices_read_the_prompt_once_and_sample_apart(model):
+    prompt = PROMPTS[4]
+    with Engine(model, max_running=4) as engine:
+        streams = engine.submit_choices(prompt, 3, max_tokens=16, temperature=0.9, seed=5, top_k=0, top_p=0.95)
+        texts = [s.text() for s in streams]
+        assert engine.stats().prompt_tokens == len(model.tokenize(prompt))  # read once for the three
+        assert engine.stats().kv_blocks_used == 0
+    assert texts == [model.complete(prompt, max_tokens=16, temperature=0.9, seed=5 + i, top_k=0, top_p=0.95)
+                     for i in range(3)]
+    assert len(set(texts)) > 1
