@@ -217,6 +217,8 @@ class PagedCache:
         n = sum(len(tokens) for _, tokens, _ in work)
         if not work or n == 0 or len(work) > self.max_seqs or n > self.n_batch:
             raise ValueError(f"a batch holds 1..{self.n_batch} tokens of 1..{self.max_seqs} sequences")
+        if len({id(seq) for seq, _, _ in work}) < len(work) or any(seq.closed for seq, _, _ in work):
+            raise ValueError("a batch holds each open sequence once")
         cfg = self.model.config
         toks = np.empty(n, dtype=np.int32)
         pos = np.empty(n, dtype=np.int32)
