@@ -4,7 +4,8 @@ Sampler chains them as.
 Two kinds of step: a `LogitsProcessor` rewrites the whole vocabulary's logits in place (logit bias,
 repetition penalties; later, a constraint's mask), a `CandidateFilter` narrows a sorted list of
 candidates (top-k, top-p, min-p). Top-k uses a partial selection (argpartition), so a token costs
-O(vocab), not a sort of the vocabulary.
+O(vocab), not a sort of the vocabulary. With top-k off, these functions on the fully sorted
+vocabulary are the reference that nucleus.py reproduces while sorting only its head.
 """
 from __future__ import annotations
 
@@ -69,9 +70,14 @@ def min_p(ids: np.ndarray, logits: np.ndarray, p: float) -> tuple[np.ndarray, np
 
 
 def draw(ids: np.ndarray, logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """Sample one of the candidates from softmax(logits / temperature)."""
+    """Sample one of the candidates from softmax(logits / temperature), with one number from rng."""
+    return draw_at(ids, logits, temperature, rng.random())
+
+
+def draw_at(ids: np.ndarray, logits: np.ndarray, temperature: float, r: float) -> int:
+    """The candidate at which the cumulative softmax(logits / temperature) reaches r (uniform in [0, 1))."""
     probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
-    return int(ids[min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())), len(ids) - 1)])
+    return int(ids[min(int(np.searchsorted(np.cumsum(probs), r * probs.sum())), len(ids) - 1)])
 
 
 # ------------------------------------------------------------------------------------------------
