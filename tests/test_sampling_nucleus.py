@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pyllm.sampling import Sampler, SamplingParams, draw, min_p, top_k, top_p
-from pyllm.sampling.nucleus import SortedHead, nucleus_size, sample_untruncated
+from pyllm.sampling.head import SortedHead
+from pyllm.sampling.nucleus import nucleus_size, sample_untruncated
 
 TOP_P = [0.1, 0.5, 0.9, 0.95, 0.999, 1.0]
 MIN_P = [0.0, 0.01, 0.05, 0.3, 1.0]

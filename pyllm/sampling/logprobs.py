@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import NumericalError
-from .nucleus import SortedHead, exp_sum
+from .head import SortedHead
+from .nucleus import exp_sum
 
 
 class TokenLogprobs(NamedTuple):

@@ -3,7 +3,7 @@
 With top-k off, the candidate chain (top_k(logits, 0), top_p, min_p, draw in processors.py) sorts
 the whole vocabulary: 4 ms a token at 49,152 tokens, 26 ms at 262,144. Yet top-p, min-p and the
 draw only ever look at the most likely tokens. `sample_untruncated` picks the same token for the
-same random stream while sorting a head of the vocabulary (`SortedHead`), grown fourfold until the
+same random stream while sorting a head of the vocabulary (`SortedHead`, head.py), grown fourfold until the
 answer is settled:
 
 - min-p keeps the logits >= max + log(min_p): a threshold, counted without sorting;
@@ -22,68 +22,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from .head import SortedHead
 from .processors import draw, draw_at, top_p as top_p_filter
 
 FIRST_HEAD = 128  # tokens sorted at first; most real distributions settle within them
 SORTED_SURVIVORS = 2048  # min-p survivors sorted outright when top-p does not cut; more: grow a head
-SAMPLE_SIZE = 2048  # logits sampled (strided) to guess the threshold that keeps a head of a given size
-
-
-class SortedHead:
-    """The largest logits in the order of a full stable sort (largest first, equal logits by lower
-    token id), sorted only as far as asked: `ids` and `values` are a prefix of that order."""
-
-    def __init__(self, logits: np.ndarray):
-        self.logits = logits
-        self.top = logits.max()
-        self.ids = np.empty(0, dtype=np.int64)
-        self.values = logits[:0]
-        self._sample: np.ndarray | None = None
-
-    @property
-    def complete(self) -> bool:
-        """Whether the whole vocabulary is sorted."""
-        return len(self.ids) == self.logits.size
-
-    def extend(self, m: int) -> None:
-        """Sort at least the m largest logits (more when equal logits straddle the m-th)."""
-        n = self.logits.size
-        if len(self.ids) >= min(m, n):
-            return
-        if 4 * m < n:
-            sample = self._sorted_sample()
-            rank = 2 * m * sample.size // n + 2  # sample[-rank] leaves about 2m logits above it
-            while rank <= sample.size:
-                ids = np.flatnonzero(self.logits >= sample[-rank])
-                if ids.size >= m:
-                    self._keep(ids)
-                    return
-                rank *= 2
-        self._keep(np.arange(n))  # most of the vocabulary (or a sample that misled): sort it all
-
-    def take_down_to(self, threshold: float) -> None:
-        """Sort every logit >= threshold (a prefix of the full order: equal logits stay together)."""
-        if self.ids.size == 0 or self.values[-1] > threshold:
-            self._keep(np.flatnonzero(self.logits >= threshold))
-
-    def _keep(self, ids: np.ndarray) -> None:
-        """Make the head the given ids (ascending, a prefix of the full order as a set), sorted."""
-        order = np.argsort(-self.logits[ids], kind="stable")  # stable: equal logits keep the lower id first
-        self.ids = ids[order]
-        self.values = self.logits[self.ids]
-
-    def _sorted_sample(self) -> np.ndarray:
-        if self._sample is None:
-            self._sample = np.sort(self.logits[::max(1, self.logits.size // SAMPLE_SIZE)])
-        return self._sample
 
 
 def exp_sum(logits: np.ndarray, top: float, temperature: float = 1.0, threshold: float | None = None) -> float:
     """Sum of exp(logit / temperature - top / temperature) in float64 over the whole vocabulary (or
     over the logits >= threshold): the softmax's normaliser, computed as softmax() computes its terms."""
-    z = np.array(logits, dtype=np.float64)  # one float64 buffer, rewritten in place: no further copies
-    z /= temperature
-    z -= np.float64(top) / temperature
+    if temperature == 1.0:  # one float64 buffer, rewritten in place: a second one costs more than the exps
+        z = np.subtract(logits, np.float64(top), dtype=np.float64)
+    else:
+        z = np.divide(logits, temperature, dtype=np.float64)
+        z -= np.float64(top) / temperature
     np.exp(z, out=z)
     if threshold is not None:
         z[logits < threshold] = 0.0
