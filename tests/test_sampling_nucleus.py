@@ -1,7 +1,8 @@
-"""Sampling with top-k off (nucleus.py, sorting only a head of the vocabulary) against a full-sort
-reference written here in plain numpy, and against the processors' chain it replaces: the same
-candidates in the same order, the same count kept, the same token for the same random stream, over
-random logits of several sizes and shapes, ties, and -inf logits (logit_bias bans)."""
+"""Sampling that sorts only a head of the vocabulary (head.py; nucleus.py with top-k off) against a
+full-sort reference written here in plain numpy, and against the processors' chain it replaces:
+the same candidates in the same order, the same count kept, the same token for the same random
+stream, over random logits of several sizes and shapes, ties, and -inf logits (logit_bias bans).
+Top-k too, against the argpartition selection it replaces."""
 import numpy as np
 import pytest
 
@@ -166,3 +167,34 @@ def test_the_draw_reaches_deep_into_a_flat_tail():
     assert got == [ref.token(1.0, 0.0, 1.0, g_ref.random()) for _ in range(30)]
     ranks = [int(np.flatnonzero(ref.order == t)[0]) for t in got]
     assert max(ranks) > 10000  # the growth, not only the first head, was exercised
+
+
+def argpartition_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k as it was: argpartition, then a stable sort of the k (ties: argpartition's order)."""
+    n = logits.size
+    ids = np.argpartition(logits, n - k)[n - k:]
+    order = np.argsort(-logits[ids], kind="stable")
+    return ids[order], logits[ids[order]]
+
+
+@pytest.mark.parametrize("n", [50, 49152, 262144])
+@pytest.mark.parametrize("kind", ["spread", "peaked", "tied", "banned"])
+def test_top_k_is_the_head_of_the_full_sort(n, kind):
+    logits = make_logits(kind, n, seed=n + 1)
+    ref = FullSort(logits)
+    for k in (1, 5, 40, 49):
+        ids, values = top_k(logits, k)
+        assert list(ids) == list(ref.order[:k]) and np.array_equal(values, ref.values[:k])
+        if kind != "tied" and len(set(ref.values[:k + 1].tolist())) == k + 1:  # no equal logits: as before
+            old_ids, old_values = argpartition_top_k(logits, k)
+            assert list(ids) == list(old_ids) and np.array_equal(values, old_values)
+
+
+def test_top_k_ties_at_the_cut_go_to_the_lower_token_id():
+    logits = np.zeros(1000, dtype=np.float32)
+    logits[[900, 5, 640, 77, 300]] = 2.0
+    logits[[10, 20]] = 3.0
+    ids, _ = top_k(logits, 4)
+    assert list(ids) == [10, 20, 5, 77]
+    s = Sampler(SamplingParams(top_k=3, top_p=1.0, min_p=0.0, temperature=100.0, seed=0))
+    assert {s(logits, []) for _ in range(200)} == {10, 20, 5}
