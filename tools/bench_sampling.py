@@ -7,8 +7,8 @@ of the vocabulary, on real logits (ms per token, one core).
 Without arguments: SmolLM2-135M-Instruct (49,152 tokens) and Gemma 3 270M (262,144) from the model
 cache. The logits are those of a few prompts continued by sampling at temperature 1 without
 truncation (so the distributions are the model's, flat ones included). "before" is the candidate
-chain the Sampler ran until then (top_k(logits, k) sorts the whole vocabulary when k is 0, then
-top_p, min_p, draw), "after" the Sampler; their runs alternate and each figure is the median over
+chain the Sampler ran until then (top-k by argpartition, or a sort of the whole vocabulary when k
+is 0, then top_p, min_p, draw), "after" the Sampler; their runs alternate and each figure is the median over
 --reps of the mean over all logits. Both must pick the same tokens from the same seed; the tool
 counts any difference. The last column times token_logprobs(logits, token, 20) (OpenAI's largest
 top_logprobs).
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pyllm import Model  # noqa: E402
 from pyllm.fetch import cache_dir  # noqa: E402
-from pyllm.sampling import Sampler, SamplingParams, draw, min_p, token_logprobs, top_k, top_p  # noqa: E402
+from pyllm.sampling import Sampler, SamplingParams, draw, min_p, token_logprobs, top_p  # noqa: E402
 
 PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "Write a poem about the sea.\n"]
 SETTINGS = [  # (label, options); the rest are SamplingParams' defaults
@@ -35,12 +35,21 @@ SETTINGS = [  # (label, options); the rest are SamplingParams' defaults
     ("top-k 0, top-p 1.0, min-p 0", {"top_k": 0, "top_p": 1.0, "min_p": 0.0}),
     ("top-k 0, top-p 1.0, min-p 0.05", {"top_k": 0, "top_p": 1.0, "min_p": 0.05}),
     ("top-k 0, top-p 0.95, min-p 0.05", {"top_k": 0}),
-    ("OpenAI defaults (top-k 0, top-p 1, min-p 0, temp 1)", {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "temperature": 1.0}),
+    ("OpenAI defaults (top-k 0, top-p 1, min-p 0, temp 1)",
+     {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "temperature": 1.0}),
 ]
 
 
+def top_k_before(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k as it was: argpartition for 0 < k < vocab, else a stable sort of the whole vocabulary."""
+    n = logits.shape[0]
+    ids = np.argpartition(logits, n - k)[n - k:] if 0 < k < n else np.arange(n)
+    order = np.argsort(-logits[ids], kind="stable")
+    return ids[order], logits[ids[order]]
+
+
 class ChainBefore:
-    """The Sampler as it was: the candidate chain on top_k's sorted list (no penalties here)."""
+    """The Sampler as it was: the candidate chain on the old top-k's sorted list (no penalties here)."""
 
     def __init__(self, params: SamplingParams):
         self.params, self.rng = params, np.random.default_rng(params.seed)
@@ -49,7 +58,7 @@ class ChainBefore:
         logits = np.array(logits, dtype=np.float32)
         top = logits.max()
         assert not np.isnan(top) and top > -np.inf
-        ids, cand = top_k(logits, self.params.top_k)
+        ids, cand = top_k_before(logits, self.params.top_k)
         if self.params.top_p < 1.0:
             ids, cand = top_p(ids, cand, self.params.top_p)
         if self.params.min_p > 0.0:

@@ -3,8 +3,8 @@
 With top-k off, the candidate chain (top_k(logits, 0), top_p, min_p, draw in processors.py) sorts
 the whole vocabulary: 4 ms a token at 49,152 tokens, 26 ms at 262,144. Yet top-p, min-p and the
 draw only ever look at the most likely tokens. `sample_untruncated` picks the same token for the
-same random stream while sorting a head of the vocabulary (`SortedHead`, head.py), grown fourfold until the
-answer is settled:
+same random stream while sorting a head of the vocabulary (`SortedHead`, head.py), grown fourfold
+until the answer is settled:
 
 - min-p keeps the logits >= max + log(min_p): a threshold, counted without sorting;
 - top-p keeps the shortest prefix whose probability reaches top_p: settled once the head's
