@@ -49,14 +49,19 @@ def log_normalizer(logits: np.ndarray) -> float:
 
 
 def _log_normalizer(x: np.ndarray) -> float:
+    """log_normalizer of logits already checked."""
     top = x.max()
     return float(np.float64(top) + np.log(exp_sum(x, top)))
 
 
+def _check_n(n: int, vocab_size: int) -> None:
+    """ValueError unless n is a count of top log-probabilities the vocabulary can give."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= vocab_size:
+        raise ValueError(f"n (the number of top log-probabilities) must be an integer in [0, {vocab_size}], got {n!r}")
+
+
 def _top(x: np.ndarray, n: int, lse: float) -> tuple[np.ndarray, np.ndarray]:
     """The n largest logits' ids (largest first, equal logits by lower id) and log-probabilities."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= x.size:
-        raise ValueError(f"n (the number of top log-probabilities) must be an integer in [0, {x.size}], got {n!r}")
     head = SortedHead(x)
     head.extend(n)
     return head.ids[:n], np.asarray(head.values[:n], dtype=np.float64) - lse
@@ -65,6 +70,7 @@ def _top(x: np.ndarray, n: int, lse: float) -> tuple[np.ndarray, np.ndarray]:
 def top_logprobs(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The n most likely token ids (largest first, equal logits by lower id) and their log-probabilities."""
     x = _checked(logits)
+    _check_n(n, x.size)
     return _top(x, n, _log_normalizer(x))
 
 
@@ -73,6 +79,7 @@ def token_logprobs(logits: np.ndarray, token: int, n: int = 0) -> TokenLogprobs:
     x = _checked(logits)
     if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < x.size:
         raise ValueError(f"token must be a token id in [0, {x.size}), got {token!r}")
+    _check_n(n, x.size)
     lse = _log_normalizer(x)
     ids, logprobs = _top(x, n, lse)
     return TokenLogprobs(int(token), float(np.float64(x[token]) - lse), ids, logprobs)
