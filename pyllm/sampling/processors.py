@@ -3,14 +3,18 @@ Sampler chains them as.
 
 Two kinds of step: a `LogitsProcessor` rewrites the whole vocabulary's logits in place (logit bias,
 repetition penalties; later, a constraint's mask), a `CandidateFilter` narrows a sorted list of
-candidates (top-k, top-p, min-p). Top-k uses a partial selection (argpartition), so a token costs
-O(vocab), not a sort of the vocabulary.
+candidates (top-k, top-p, min-p). Top-k sorts only the head of the vocabulary (head.py), so a token
+costs O(vocab), not a sort of the vocabulary; equal logits go by lower token id, at the k-th place
+too. With top-k off, these functions on the fully sorted vocabulary are the reference that
+nucleus.py reproduces while sorting only its head.
 """
 from __future__ import annotations
 
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
+
+from .head import SortedHead
 
 
 def apply_logit_bias(logits: np.ndarray, bias: Mapping[int, float]) -> None:
@@ -34,14 +38,13 @@ def apply_penalties(logits: np.ndarray, recent: Sequence[int], repeat_penalty: f
 
 
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest logits and their token ids, largest first (k <= 0 keeps all)."""
+    """The k largest logits and their token ids, largest first, equal logits by lower token id
+    (k <= 0 keeps all)."""
     n = logits.shape[0]
-    if 0 < k < n:
-        ids = np.argpartition(logits, n - k)[n - k:]
-    else:
-        ids = np.arange(n)
-    order = np.argsort(-logits[ids], kind="stable")
-    return ids[order], logits[ids[order]]
+    k = k if 0 < k < n else n
+    head = SortedHead(logits)
+    head.extend(k)
+    return head.ids[:k], head.values[:k]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -69,9 +72,14 @@ def min_p(ids: np.ndarray, logits: np.ndarray, p: float) -> tuple[np.ndarray, np
 
 
 def draw(ids: np.ndarray, logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """Sample one of the candidates from softmax(logits / temperature)."""
+    """Sample one of the candidates from softmax(logits / temperature), with one number from rng."""
+    return draw_at(ids, logits, temperature, rng.random())
+
+
+def draw_at(ids: np.ndarray, logits: np.ndarray, temperature: float, r: float) -> int:
+    """The candidate at which the cumulative softmax(logits / temperature) reaches r (uniform in [0, 1))."""
     probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
-    return int(ids[min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())), len(ids) - 1)])
+    return int(ids[min(int(np.searchsorted(np.cumsum(probs), r * probs.sum())), len(ids) - 1)])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The order is llama.cpp's: logits processors over the whole vocabulary (logit bias, repetition
 penalties, then any added later, such as a constraint's mask), then top-k and the candidate filters
 (top-p, min-p) on the probabilities at temperature 1, then temperature over the survivors and a draw.
+With top-k off, top-p, min-p and the draw run in nucleus.py, which sorts only the head of the
+vocabulary and picks the same token.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NumericalError
+from .nucleus import sample_untruncated
 from .options import SamplingParams
 from .processors import (CandidateFilter, LogitBias, LogitsProcessor, MinP, RepetitionPenalties, TopP, draw,
                          top_k)
@@ -51,6 +54,9 @@ class Sampler:
             raise ValueError("every token is banned (logit_bias of -inf, or logits of -inf): nothing can be sampled")
         if self.params.temperature == 0:
             return int(np.argmax(logits))
+        if not 0 < self.params.top_k < logits.size:
+            return sample_untruncated(logits, self.params.top_p, self.params.min_p, self.params.temperature,
+                                      self.rng)
         ids, cand = top_k(logits, self.params.top_k)
         for narrow in self.filters:
             ids, cand = narrow(ids, cand)
