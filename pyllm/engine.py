@@ -32,25 +32,9 @@ from .core import ModelCore, check_count
 from .errors import ClosedError, ContextFullError, PyllmError, QueueFullError
 from .generation import DEFAULT_MAX_TOKENS, held_back, stop_tokens
 from .paged import BLOCK_ROWS, CachedSequence, PagedCache
-from .sampling import Sampler, SamplingParams
+from .sampling import Sampler, SamplingParams, token_logprobs
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities of the model's distribution (before the sampler's filters), in float64."""
-    x = logits.astype(np.float64)
-    top = x.max()
-    return x - top - np.log(np.exp(x - top).sum())
-
-
-def top_logprobs(logp: np.ndarray, n: int) -> list[tuple[int, float]]:
-    """The n most likely tokens with their log-probabilities, most likely first (ties: lower id
-    first), found by partial selection rather than a sort of the vocabulary."""
-    n = min(n, logp.size)
-    ids = np.argpartition(-logp, n - 1)[:n]
-    ids = ids[np.lexsort((ids, -logp[ids]))]
-    return [(int(i), float(logp[i])) for i in ids]
 
 
 @dataclass
@@ -468,10 +452,10 @@ class Engine:
             s.first_token_at = time.perf_counter()
         r.history.append(token)
         logprob = top = None
-        if s.logprobs is not None:
-            logp = log_softmax(logits)
-            logprob = float(logp[token])
-            top = top_logprobs(logp, s.logprobs) if s.logprobs else []
+        if s.logprobs is not None:  # the model's distribution, before bias, penalties and filters
+            lp = token_logprobs(logits, token, s.logprobs)
+            logprob = lp.logprob
+            top = [(int(t), float(v)) for t, v in zip(lp.top_ids, lp.top_logprobs)]
         r.pending += r.decoder.feed(token)
         finish = None
         if s.stop:
