@@ -363,3 +363,33 @@ def test_sigterm_lets_running_requests_finish(busy_server):
     assert json.loads(events[-2])["choices"][0]["finish_reason"] in ("stop", "length")
     code, err = busy_server.stop()
     assert code == 0 and "Traceback" not in err, err[-3000:]
+
+
+# ------------------------------------------------------------------------------------ the command line
+
+def test_kv_type_reaches_the_engine_or_is_refused():
+    from pyllm.cli import parser
+    from pyllm.errors import PyllmError
+    from pyllm.server.command import engine_options
+
+    class EngineWithoutKvType:
+        def __init__(self, model, *, max_running=8, max_queued=64, kv_budget=None): ...
+
+    class EngineWithKvType:
+        def __init__(self, model, *, max_running=8, max_queued=64, kv_budget=None, kv_type="f32"): ...
+
+    args = parser().parse_args(["serve", "--kv-type", "f16", "--kv-budget", "1.5", "--parallel", "3"])
+    with pytest.raises(PyllmError, match="--kv-type f16: not yet"):
+        engine_options(args, EngineWithoutKvType)
+    assert engine_options(args, EngineWithKvType) == {"max_running": 3, "max_queued": 64,
+                                                      "kv_budget": 3 << 19, "kv_type": "f16"}
+    assert "kv_type" not in engine_options(parser().parse_args(["serve"]), EngineWithoutKvType)
+
+
+def test_bad_command_lines_are_one_line_errors(tmp_path):
+    for args, part in (([str(tmp_path / "missing.bin")], "no such file"),
+                       ([NAME, "--port", "70000"], "--port"),
+                       ([NAME, "--kv-budget", "-1"], "--kv-budget")):
+        r = subprocess.run([sys.executable, "-m", "pyllm", "serve", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and part in r.stderr, r.stderr

@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             uvicorn.Server(config).run()
         except (KeyboardInterrupt, _Stopped):
             pass
+        except SystemExit as exc:  # uvicorn could not start (it logged why: the port in use, ...)
+            if exc.code:
+                print(f"pyllm serve: could not serve on {args.host}:{args.port}", file=sys.stderr)
+                return 1
         finally:
             signal.signal(signal.SIGTERM, previous)
             engine.close()
