@@ -281,6 +281,7 @@ def test_bad_requests_are_400_in_openai_shape(server, model):
     assert_error(httpx.post(server.url + "/detokenize", json={"tokens": [10 ** 9]}, timeout=10), 400, "tokens")
     assert_error(httpx.post(url, json={**ok, "model": "gpt-4o"}, timeout=10), 404, "model", "model_not_found")
     assert_error(httpx.get(server.url + "/v1/nothing", timeout=10), 404)
+    assert_error(httpx.post(url, content=b" " * (9 << 20), timeout=10), 413)
 
 
 def test_prompt_longer_than_the_context_is_400(client, server):
@@ -308,6 +309,21 @@ def test_disconnect_mid_stream_cancels_the_request(server, model):
         assert time.monotonic() < deadline, "the request still runs after its client went away"
         time.sleep(0.05)
     assert m["pyllm_kv_cache_used_bytes"] == 0
+    assert m['pyllm_requests_finished_total{reason="cancelled"}'] - \
+        before['pyllm_requests_finished_total{reason="cancelled"}'] == 1
+    assert m["pyllm_generation_tokens_total"] - before["pyllm_generation_tokens_total"] < CTX - 16
+
+
+def test_disconnect_while_waiting_for_a_whole_answer_cancels_it(server, model):
+    body = {"model": NAME, "prompt": PROMPTS[0], "max_tokens": CTX - 16, "temperature": 0,
+            "logit_bias": no_end(model)}
+    before = server.metrics()
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(10, read=1.0))
+    deadline = time.monotonic() + 10
+    while (m := server.metrics())["pyllm_requests_running"] != 0:
+        assert time.monotonic() < deadline, "the request still runs after its client went away"
+        time.sleep(0.05)
     assert m['pyllm_requests_finished_total{reason="cancelled"}'] - \
         before['pyllm_requests_finished_total{reason="cancelled"}'] == 1
     assert m["pyllm_generation_tokens_total"] - before["pyllm_generation_tokens_total"] < CTX - 16
