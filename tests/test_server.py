@@ -172,6 +172,9 @@ def test_n_choices_use_seed_plus_index(client, model):
     expected = [model.complete(PROMPTS[2], seed=s, top_k=0, top_p=1.0, min_p=0.0, **sampling) for s in (5, 6)]
     assert [c.text for c in r.choices] == expected
     assert r.usage.completion_tokens == 16
+    # OpenAI's seeds are any int64; the sampler's are non-negative: they wrap around 2**64
+    r = client.completions.create(model=NAME, prompt=PROMPTS[2], seed=-1, **sampling)
+    assert r.choices[0].text == model.complete(PROMPTS[2], seed=2**64 - 1, top_k=0, top_p=1.0, min_p=0.0, **sampling)
 
 
 def test_completion_logprobs_are_the_models_distribution(client, model):

@@ -83,6 +83,8 @@ class Server:
         if isinstance(exc, TemplateError):
             return ApiError(400, f"The chat template failed on these messages: {exc}", param="messages")
         if isinstance(exc, ClosedError):
+            if self.ready:  # the engine stopped on its own: it failed
+                self.engine_failed = exc
             return ApiError(503, "The server is shutting down.", type="server_error")
         if isinstance(exc, ValueError):  # an option out of range: the engine's message names it
             first = str(exc).split(" ", 1)[0]

@@ -65,7 +65,7 @@ class Sampling(Strict):
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     logit_bias: Optional[dict[str, float]] = None
     n: Optional[int] = Field(None, ge=1, le=MAX_N)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-(1 << 63), lt=1 << 63)
     stop: Union[str, list[str], None] = None
     stream: Optional[bool] = None
     stream_options: Optional[StreamOptions] = None
@@ -111,8 +111,8 @@ class Sampling(Strict):
             opts["repeat_penalty"] = self.repeat_penalty
         if self.repeat_last_n is not None:
             opts["repeat_last_n"] = self.repeat_last_n
-        if self.seed is not None:
-            opts["seed"] = self.seed + index
+        if self.seed is not None:  # the sampler's seeds are non-negative: any int64, wrapped
+            opts["seed"] = (self.seed + index) % (1 << 64)
         return opts
 
     @property
@@ -213,10 +213,11 @@ def validation_error(exc: ValidationError) -> ApiError:
         return ApiError(400, f"Unrecognized request argument supplied: {'.'.join(loc)}", param=param)
     if err["type"] == "missing":
         return ApiError(400, f"Missing required parameter: '{'.'.join(loc)}'", param=param)
-    shape = next((SHAPES[name] for name in reversed(loc) if name in SHAPES), None)
-    where = ".".join(x for x in loc if not any(c in x for c in "[]'"))  # without union member names
-    if shape is not None and err["type"].endswith("_type"):
-        return ApiError(400, f"{where}: must be {shape}", param=param)
+    # a field of several shapes (a union): pydantic's location goes on with the member it tried
+    k = max((i for i, name in enumerate(loc[:-1]) if name in SHAPES), default=None)
+    if k is not None and err["type"].endswith("_type"):
+        return ApiError(400, f"{'.'.join(loc[:k + 1])}: must be {SHAPES[loc[k]]}", param=param)
+    where = ".".join(loc)
     return ApiError(400, f"{where}: {err['msg']}", param=param)
 
 
