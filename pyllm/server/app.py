@@ -78,7 +78,7 @@ class Server:
                             code="rate_limit_exceeded", headers={"Retry-After": "1"})
         if isinstance(exc, ContextFullError):
             self.metrics.rejected["context_full"] += 1
-            return ApiError(400, f"This model's context holds {self.engine.n_ctx} tokens: {exc}.",
+            return ApiError(400, f"The prompt does not fit in the context: {exc}.",
                             param=prompt_param, code="context_length_exceeded")
         if isinstance(exc, TemplateError):
             return ApiError(400, f"The chat template failed on these messages: {exc}", param="messages")
@@ -199,6 +199,7 @@ class Server:
         return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(b)}
 
     def token_text(self, token: int) -> str:
+        """A token's text as completions logprobs show it (as token_entry's)."""
         return self.model.tokenizer.token_bytes(token).decode("utf-8", errors="replace")
 
     def chat_logprobs(self, step: Step) -> dict[str, Any]:
@@ -297,20 +298,24 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.get("/metrics", dependencies=auth)
     async def metrics() -> PlainTextResponse:
+        """Prometheus text: the engine's counters now and the server's histograms."""
         return PlainTextResponse(server.metrics.render(engine.stats(), model_name),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---------------------------------------------------------------------------------- models
 
     def model_card() -> dict[str, Any]:
+        """The served model as /v1/models lists it."""
         return {"id": model_name, "object": "model", "created": server.created, "owned_by": "pyllm"}
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict[str, Any]:
+        """OpenAI's model list: the one model served."""
         return {"object": "list", "data": [model_card()]}
 
     @app.get("/v1/models/{name:path}", dependencies=auth)
     async def one_model(name: str) -> dict[str, Any]:
+        """One model by name; 404 for any other name."""
         server.check_model(name)
         return model_card()
 
@@ -318,6 +323,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(request: Request) -> Any:
+        """A chat reply (n of them), streamed as server-sent events or whole."""
         req: ChatRequest = parse(ChatRequest, await body(request))
         server.check_model(req.model)
         req.check_supported()
@@ -350,6 +356,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     async def chat_events(head: dict[str, Any], streams: list[Stream], logprobs: bool, include_usage: bool,
                           n_prompt: int) -> AsyncIterator[dict[str, Any]]:
+        """The chunks of a streamed chat: the role, content deltas, each choice's finish, usage."""
         head = {**head, "object": "chat.completion.chunk"}
         extra = {"usage": None} if include_usage else {}
 
@@ -373,6 +380,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.post("/v1/completions", dependencies=auth)
     async def completions(request: Request) -> Any:
+        """Completions of a prompt or a list of prompts (n each), streamed or whole."""
         req: CompletionRequest = parse(CompletionRequest, await body(request))
         server.check_model(req.model)
         req.check_supported()
@@ -413,6 +421,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     async def completion_events(head: dict[str, Any], streams: list[Stream], logprobs: int | None,
                                 include_usage: bool, n_prompt: int, echoed: list[str]) -> AsyncIterator[dict[str, Any]]:
+        """The chunks of streamed completions: echoed prompts, text pieces, finishes, usage."""
         extra = {"usage": None} if include_usage else {}
         offsets = [0] * len(streams)
 
@@ -439,6 +448,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.post("/v1/embeddings", dependencies=auth)
     async def embeddings(request: Request) -> dict[str, Any]:
+        """Model.embed's vectors of the input texts, as floats or base64."""
         req: protocol.EmbeddingRequest = parse(protocol.EmbeddingRequest, await body(request))
         server.check_model(req.model)
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
@@ -471,6 +481,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.post("/tokenize", dependencies=auth)
     async def tokenize(request: Request) -> dict[str, Any]:
+        """Token ids of a text (with their pieces if asked), as llama.cpp's server answers."""
         req: protocol.TokenizeRequest = parse(protocol.TokenizeRequest, await body(request))
         add_bos = None if req.add_special else False  # None: BOS as the model's own rule says
         ids = await run_in_threadpool(model.tokenize, req.content, add_bos, req.parse_special)
@@ -488,6 +499,7 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
 
     @app.post("/detokenize", dependencies=auth)
     async def detokenize(request: Request) -> dict[str, Any]:
+        """The text of token ids (control tokens as their text)."""
         req: protocol.DetokenizeRequest = parse(protocol.DetokenizeRequest, await body(request))
         try:
             return {"content": model.detokenize(req.tokens, special=True)}

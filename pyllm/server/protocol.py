@@ -53,6 +53,8 @@ class Strict(BaseModel):
 
 
 class StreamOptions(Strict):
+    """`stream_options`: whether a stream ends with a usage chunk."""
+
     include_usage: Optional[bool] = None
     include_obfuscation: Optional[bool] = None  # OpenAI's padding against side channels: not needed here
 
@@ -117,6 +119,7 @@ class Sampling(Strict):
 
     @property
     def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def check_supported(self) -> None:
@@ -128,11 +131,15 @@ class Sampling(Strict):
 
 
 class TextPart(Strict):
+    """A text part of a message's content (the only kind a text model reads)."""
+
     type: Literal["text"]
     text: str
 
 
 class Message(Strict):
+    """One chat message."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[TextPart], None] = None
     name: Optional[str] = None
@@ -145,6 +152,8 @@ class Message(Strict):
 
 
 class ChatRequest(Sampling):
+    """The body of /v1/chat/completions."""
+
     messages: list[Message] = Field(min_length=1)
     max_tokens: Optional[int] = Field(None, ge=0)
     max_completion_tokens: Optional[int] = Field(None, ge=0)
@@ -166,6 +175,8 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
+    """The body of /v1/completions."""
+
     prompt: Union[str, list[str], list[int], list[list[int]]]
     max_tokens: Optional[int] = Field(16, ge=0)  # OpenAI's default for completions
     logprobs: Optional[int] = Field(None, ge=0, le=20)
@@ -174,6 +185,8 @@ class CompletionRequest(Sampling):
 
 
 class EmbeddingRequest(Strict):
+    """The body of /v1/embeddings."""
+
     model: str
     input: Union[str, list[str], list[int], list[list[int]]]
     encoding_format: Optional[Literal["float", "base64"]] = None
@@ -182,6 +195,8 @@ class EmbeddingRequest(Strict):
 
 
 class TokenizeRequest(Strict):
+    """The body of /tokenize (llama.cpp's server's fields)."""
+
     content: str
     add_special: bool = False    # llama.cpp's defaults: no BOS, control-token text parsed
     parse_special: bool = True
@@ -189,6 +204,8 @@ class TokenizeRequest(Strict):
 
 
 class DetokenizeRequest(Strict):
+    """The body of /detokenize."""
+
     tokens: list[int]
 
 
