@@ -5,6 +5,7 @@
     pyllm perplexity weights.bin text.txt [--ctx 512]   perplexity as llama.cpp computes it
     pyllm fetch [MODEL] [--type ...]                    fetch and convert a known model (default SmolLM2)
     pyllm bench [weights.bin ...]                       prompt and generation speed
+    pyllm serve [MODEL] [--port 8080] ...               an OpenAI-compatible HTTP server (pyllm[server])
 
 `python -m pyllm` is the same command; `pyllm COMMAND --help` lists a command's options.
 """
@@ -16,6 +17,7 @@ import sys
 from . import __version__, bench, fetch, perplexity, run
 from .convert import cli as convert_cli
 from .errors import PyllmError, describe
+from .server import command as serve
 
 COMMANDS = {  # name -> the module that defines its DESCRIPTION, add_arguments(parser) and run(args)
     "run": run,
@@ -23,6 +25,7 @@ COMMANDS = {  # name -> the module that defines its DESCRIPTION, add_arguments(p
     "perplexity": perplexity,
     "fetch": fetch,
     "bench": bench,
+    "serve": serve,
 }
 
 

@@ -1,6 +1,7 @@
 """The installed package works without the source checkout: `pip install .` (not editable) into a
 fresh virtual environment, then, from a directory outside the checkout, the `pyllm` command's
-fetch, convert, run and perplexity, and the `python -m` spellings of the same commands."""
+fetch, convert, run and perplexity, and the `python -m` spellings of the same commands; `pyllm serve`
+without the server extra names the extra."""
 import os
 import shutil
 import subprocess
@@ -70,4 +71,8 @@ def test_installed_commands_work_outside_the_checkout(installed, tmp_path):
     assert 1.0 < ppl < 1000.0
 
     usage = run([pyllm, "--help"], tmp_path, env)
-    assert all(c in usage for c in ("run", "convert", "perplexity", "fetch", "bench"))
+    assert all(c in usage for c in ("run", "convert", "perplexity", "fetch", "bench", "serve"))
+
+    # without the server extra, `pyllm serve` says what to install (one line, no traceback)
+    r = subprocess.run([pyllm, "serve", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "pip install 'pyllm[server]'" in r.stderr, r.stderr

@@ -30,6 +30,7 @@ LAYERS: list[tuple[int, str]] = [
     (6, "pyllm.model"),
     (7, "pyllm"), (7, "pyllm.__main__"), (7, "pyllm.cli"), (7, "pyllm.run"), (7, "pyllm.perplexity"),
     (7, "pyllm.fetch"), (7, "pyllm.bench"), (7, "pyllm.convert.cli"), (7, "pyllm.convert.__main__"),
+    (7, "pyllm.server"),
 ]
 NOT_PART_OF_THE_PACKAGE = {"pyllm._build"}  # the cffi build script, run by setup.py only
 COMPILED = {"pyllm._core"}  # the C core, built from csrc/ (no Python source)
