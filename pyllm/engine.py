@@ -270,7 +270,7 @@ class Engine:
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
         streams = [Stream(tokens, params if params.seed is None or i == 0 else
-                          dataclasses.replace(params, seed=params.seed + i), max_tokens, stops, logprobs)
+                          dataclasses.replace(params, seed=(params.seed + i) % (1 << 64)), max_tokens, stops, logprobs)
                    for i in range(n)]
         if n > 1 and self.cache.window:  # no forks with sliding-window layers: n requests
             streams[0]._followers = []

@@ -97,15 +97,15 @@ class Server:
 
     def submit(self, prompts: Sequence[Sequence[int]], req: Sampling, max_tokens: int | None,
                logprobs: int | None) -> list[Stream]:
-        """n engine requests per prompt (seed + i for choice i), all or none: if one is refused
+        """n engine requests per prompt (seed + i for choice i; the prompt read once), all or none: if one is refused
         (queue full, too long), the ones already queued are cancelled. Runs in a worker thread."""
         streams: list[Stream] = []
         try:
             for prompt in prompts:
                 room = max(0, self.engine.n_ctx - len(prompt))  # no max_tokens: the rest of the context
-                for i in range(req.n or 1):
-                    streams.append(self.engine.submit(prompt, max_tokens=room if max_tokens is None else max_tokens,
-                                                      logprobs=logprobs, **req.options(i)))
+                streams.extend(self.engine.submit_choices(  # n choices read the prompt once
+                    prompt, req.n or 1, max_tokens=room if max_tokens is None else max_tokens,
+                    logprobs=logprobs, **req.options(0)))
         except BaseException:
             for s in streams:
                 s.cancel()

@@ -10,7 +10,6 @@ cancels the rest and exits. Needs the server extra: pip install 'pyllm[server]'.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import signal
 import sys
@@ -57,18 +56,13 @@ def served_name(known: str | None, path: str) -> str:
     return name[:-4] if name.endswith(".bin") else name
 
 
-def engine_options(args: argparse.Namespace, engine_cls: Any) -> dict[str, Any]:
-    """The Engine's keyword arguments from the command line; --kv-type f16 is refused while the
-    engine has no kv_type parameter."""
-    opts: dict[str, Any] = dict(max_running=args.parallel, max_queued=args.max_queued)
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Engine's keyword arguments from the command line."""
+    opts: dict[str, Any] = dict(max_running=args.parallel, max_queued=args.max_queued, kv_type=args.kv_type)
     if args.kv_budget is not None:
         if not args.kv_budget > 0:
             raise PyllmError(f"--kv-budget must be a positive number of MiB, got {args.kv_budget}")
         opts["kv_budget"] = int(args.kv_budget * (1 << 20))
-    if "kv_type" in inspect.signature(engine_cls).parameters:
-        opts["kv_type"] = args.kv_type
-    elif args.kv_type != "f32":
-        raise PyllmError(f"--kv-type {args.kv_type}: not yet supported; this engine keeps its KV cache in f32")
     return opts
 
 
@@ -95,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.port < 65536:
             raise PyllmError(f"--port must be in 0..65535, got {args.port}")
         api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
-        opts = engine_options(args, Engine)
+        opts = engine_options(args)
         model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
     except (PyllmError, ValueError, OSError) as exc:
         print(f"pyllm serve: {describe(exc)}", file=sys.stderr)

@@ -74,9 +74,14 @@ class Metrics:
         out += one("pyllm_requests_queued", "gauge", "Requests waiting to be admitted.", stats.queued)
         out += one("pyllm_prompt_tokens_total", "counter", "Prompt tokens read.", stats.prompt_tokens)
         out += one("pyllm_generation_tokens_total", "counter", "Tokens generated.", stats.generated_tokens)
+        out += one("pyllm_kv_blocks_used", "gauge", "KV cache blocks held by running requests.",
+                   stats.kv_blocks_used)
+        out += one("pyllm_kv_blocks_free", "gauge", "KV cache blocks free (or holding a prefix no request uses).",
+                   stats.kv_blocks_free)
         out += one("pyllm_kv_cache_used_bytes", "gauge", "KV cache memory held by running requests.",
-                   stats.kv_bytes_used)
-        out += one("pyllm_kv_cache_free_bytes", "gauge", "KV cache memory left in the budget.", stats.kv_bytes_free)
+                   stats.kv_blocks_used * stats.kv_block_bytes)
+        out += one("pyllm_kv_cache_free_bytes", "gauge", "KV cache memory left in the budget.",
+                   stats.kv_blocks_free * stats.kv_block_bytes)
         out += ["# HELP pyllm_requests_finished_total Generation requests ended, by finish reason.",
                 "# TYPE pyllm_requests_finished_total counter"]
         out += [f'pyllm_requests_finished_total{{reason="{r}"}} {self.finished[r]}'
