@@ -287,6 +287,11 @@ class Engine:
             self._lock.notify()
         return streams
 
+    @property
+    def alive(self) -> bool:
+        """Whether the scheduler runs (False once the engine is closed or has failed)."""
+        return self._thread.is_alive() and not self._closed
+
     def stats(self) -> EngineStats:
         """What runs and waits now, and the totals so far."""
         with self._lock:

@@ -42,6 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def served_model(port: int) -> str:
+    """The name a server answers to (its /v1/models' first entry)."""
+    import httpx
+    return httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"][0]["id"]
+
+
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     import httpx
     deadline = time.time() + timeout
@@ -57,10 +63,11 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> Non
     raise RuntimeError("the server did not become ready")
 
 
-async def one_request(client, url: str, prompt: str, max_tokens: int, bias: dict) -> tuple[float, list[float], int]:
+async def one_request(client, url: str, prompt: str, max_tokens: int, bias: dict,
+                      model: str) -> tuple[float, list[float], int]:
     """(time to first token, gaps between chunks, chunks) of one streaming completion."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "logit_bias": bias, "model": "bench"}
+            "logit_bias": bias, "model": model}
     t0 = time.perf_counter()
     first, times = None, []
     async with client.stream("POST", url, json=body, timeout=600) as resp:
@@ -82,13 +89,14 @@ async def one_request(client, url: str, prompt: str, max_tokens: int, bias: dict
 async def round_of(port: int, clients: int, requests_each: int, max_tokens: int, bias: dict) -> dict:
     import httpx
     url = f"http://127.0.0.1:{port}/v1/completions"
+    model = served_model(port)
     results = []
 
     async def client_loop(i: int) -> None:
         async with httpx.AsyncClient() as client:
             for r in range(requests_each):
                 prompt = f"Write a short essay about {TOPICS[(i + r * clients) % len(TOPICS)]}."
-                results.append(await one_request(client, url, prompt, max_tokens, bias))
+                results.append(await one_request(client, url, prompt, max_tokens, bias, model))
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client_loop(i) for i in range(clients)))

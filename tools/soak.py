@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench_serve import free_port, wait_ready  # noqa: E402
+from bench_serve import free_port, served_model, wait_ready  # noqa: E402
 
 WORDS = ("the river runs past an old mill where children play and the baker sells warm bread to "
          "travellers who stop on their way to the city by the sea").split()
@@ -50,11 +50,12 @@ def metric(text: str, name: str) -> float:
 async def client(i: int, port: int, deadline: float, stats: dict) -> None:
     import httpx
     rng = random.Random(i)
+    model = served_model(port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
         while time.time() < deadline:
             words = " ".join(rng.choice(WORDS) for _ in range(rng.choice([3, 20, 80, 300])))
             chat = rng.random() < 0.5
-            body = {"model": "soak", "max_tokens": rng.choice([8, 32, 96]), "stream": True,
+            body = {"model": model, "max_tokens": rng.choice([8, 32, 96]), "stream": True,
                     "temperature": rng.choice([0, 0.8]), "seed": rng.randrange(1 << 30)}
             if chat:
                 body["messages"] = [{"role": "user", "content": words}]
@@ -66,6 +67,7 @@ async def client(i: int, port: int, deadline: float, stats: dict) -> None:
                 async with http.stream("POST", path, json=body) as resp:
                     if resp.status_code != 200:
                         stats["errors"].append(f"{resp.status_code}: {(await resp.aread())[:200]!r}")
+                        await asyncio.sleep(1)
                         continue
                     chunks, done = 0, False
                     async for line in resp.aiter_lines():
@@ -85,6 +87,7 @@ async def client(i: int, port: int, deadline: float, stats: dict) -> None:
                         stats["requests"] += 1
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
                 stats["errors"].append(repr(exc))
+                await asyncio.sleep(1)
 
 
 async def soak(port: int, pid: int, minutes: float, clients: int) -> dict:

@@ -126,7 +126,8 @@ class Server:
                 outcome = finish_reason(stream.finish_reason)
         except Exception as exc:
             outcome = "error"
-            self.engine_failed = exc
+            if not self.engine.alive:  # the engine itself stopped; otherwise only this batch failed
+                self.engine_failed = exc
             raise ApiError(500, f"The engine failed: {type(exc).__name__}: {exc}", type="server_error") from exc
         finally:
             stream.cancel()
