@@ -66,8 +66,8 @@ kern_matmul_fn kern_x86_matmul_f32_avx2, kern_x86_matmul_f16_avx2, kern_x86_matm
     kern_x86_matmul_q4_0_avx2, kern_x86_matmul_q4_1_avx2, kern_x86_matmul_q5_0_avx2,
     kern_x86_matmul_q5_1_avx2, kern_x86_matmul_q4_k_avx2, kern_x86_matmul_q5_k_avx2,
     kern_x86_matmul_q6_k_avx2;
-kern_dequantize_fn kern_x86_dequantize_row_q4_k_avx2, kern_x86_dequantize_row_q5_k_avx2,
-    kern_x86_dequantize_row_q6_k_avx2;
+kern_dequantize_fn kern_x86_dequantize_row_f16_avx2, kern_x86_dequantize_row_q4_k_avx2,
+    kern_x86_dequantize_row_q5_k_avx2, kern_x86_dequantize_row_q6_k_avx2;
 kern_quantize_block_fn kern_x86_quantize_block_avx2, kern_x86_quantize_block_q8k_avx2;
 kern_attend_head_fn kern_x86_attend_avx2;
 /* silu(g) * u in place over n values, n % 8 == 0 */

@@ -46,7 +46,9 @@ static const struct kern_type_traits type_traits[] = {
     },
     [PYLLM_TYPE_F16] = {
         .blck_size = 1, .type_size = sizeof(uint16_t), .act = KERN_ACT_F32,
-        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_f16},
+        .dequantize_row = {[PYLLM_ISA_PORTABLE] = kern_ref_dequantize_row_f16,
+                           [PYLLM_ISA_AVX2] = X86(kern_x86_dequantize_row_f16_avx2),
+                           [PYLLM_ISA_AVX512] = X86(kern_x86_dequantize_row_f16_avx2)},
         .matmul = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f16,
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f16_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f16_avx512),

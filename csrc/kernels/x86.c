@@ -413,6 +413,14 @@ AVX2_TARGET void kern_x86_matmul_q6_k_avx2(const pyllm_tensor *w, int r0, int r1
     avx2_matmul_type(PYLLM_TYPE_Q6_K, w, r0, r1, x, xq, n, y, accumulate);
 }
 
+/* n halves as floats (exactly: every half is a float), 8 at a time. */
+AVX2_TARGET void kern_x86_dequantize_row_f16_avx2(const void *src, float *dst, int n) {
+    const uint16_t *h = src;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(h[i]);
+}
+
 /* 8 bytes 0..63 at q as floats ds * q - dm: multiply, then subtract, each rounded as the reference does. */
 AVX2_INLINE void avx2_dequantize8(const uint8_t *q, __m256 ds, __m256 dm, float *dst) {
     __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)q)));
