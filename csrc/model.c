@@ -797,6 +797,15 @@ int pyllm_cache_new(const pyllm_model *m, int n_blocks, int n_swa_blocks, int bl
     int err = work_init(m, &cc->w, n_ctx, n_batch, n_threads, block_rows, kv_type);
     if (!err) err = pool_init(m, &cc->pools[0], 0, n_blocks, block_rows, kv_type);
     if (!err) err = pool_init(m, &cc->pools[1], 1, n_swa_blocks, block_rows, kv_type);
+    /* a paged cache is a server's memory budget: take all of it now, so that the process's memory
+     * stays what it was configured to be rather than growing as blocks are first used */
+    for (int kind = 0; !err && kind < 2; kind++)
+        if (cc->pools[kind].k) {
+            size_t bytes = (size_t)cc->pools[kind].n_blocks * m->n_kind[kind] * block_rows * m->c.n_kv_heads *
+                           m->c.head_dim * cc->pools[kind].elem;
+            memset(cc->pools[kind].k, 0, bytes);
+            memset(cc->pools[kind].v, 0, bytes);
+        }
     cc->maps = calloc((size_t)max_seqs * 2, sizeof *cc->maps);
     if (!err && !cc->maps) err = PYLLM_ERR_NOMEM;
     if (err) {
