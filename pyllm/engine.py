@@ -35,6 +35,7 @@ from .paged import BLOCK_ROWS, CachedSequence, PagedCache
 from .sampling import Sampler, SamplingParams, token_logprobs
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
+DEFAULT_KV_BUDGET = 1 << 30  # bytes of KV cache when the caller sets none (at most max_running full contexts)
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Engine:
     QueueFullError); n_ctx: the longest prompt + completion of one request (default the model's);
     prefill_chunk: prompt tokens read per step, so that running streams keep flowing while a long
     prompt is read; kv_budget: bytes of KV cache (full-attention layers) all requests may hold
-    together (default: enough for max_running requests of n_ctx tokens); a request is admitted
+    together (default: max_running requests of n_ctx tokens, at most 1 GiB); a request is admitted
     only when the blocks for its prompt and max_tokens are there, so running requests never run
     out of room. kv_type: "f32" or "f16" (half the memory), default the model's.
     """
@@ -212,7 +213,7 @@ class Engine:
         per_block = 2 * BLOCK_ROWS * cfg.n_kv_heads * cfg.head_dim * value_bytes * \
             (cfg.n_layers - len(model.sliding_layers))
         if kv_budget is None:
-            n_blocks = self.max_running * -(-self.n_ctx // BLOCK_ROWS)
+            n_blocks = min(self.max_running * -(-self.n_ctx // BLOCK_ROWS), max(2, DEFAULT_KV_BUDGET // per_block))
         else:
             n_blocks = check_count("kv_budget", kv_budget, 1 << 50) // max(per_block, 1)
             if n_blocks < 2:

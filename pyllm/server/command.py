@@ -39,7 +39,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ctx", type=int, default=None,
                     help="context of one request in tokens, prompt and completion (default: the model's own)")
     ap.add_argument("--kv-budget", type=float, default=None, metavar="MIB",
-                    help="KV cache memory all running requests share, in MiB (default: --parallel full contexts)")
+                    help="KV cache memory all running requests share, in MiB, taken at start "
+                         "(default: --parallel full contexts, at most 1024)")
     ap.add_argument("--kv-type", choices=KV_TYPES, default="f32", help="KV cache element type (default f32)")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--api-key", default=None,
