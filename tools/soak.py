@@ -51,7 +51,7 @@ async def client(i: int, port: int, deadline: float, stats: dict) -> None:
     import httpx
     rng = random.Random(i)
     model = served_model(port)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as http:
         while time.time() < deadline:
             words = " ".join(rng.choice(WORDS) for _ in range(rng.choice([3, 20, 80, 300])))
             chat = rng.random() < 0.5
