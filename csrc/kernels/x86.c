@@ -10,6 +10,7 @@
 #ifdef HAVE_X86_KERNELS
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -836,6 +837,266 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
     }
 }
 
+/* Q5_0 on AVX-512: one order of float operations for prompts and for decoding, so that a token's
+ * result does not depend on the batch it came in. Per weight row and token, block b's exact
+ * integer dot I_b = (q - 16) . x is multiplied by the product of the two blocks' scales and added
+ * into one of four float sums, A_j with j = (b / 2) % 4, in block order from +0 (one fused
+ * multiply-add per block); the result is (A_0 + A_2) + (A_1 + A_3).
+ *   Prompts (avx512_q5_0_prompt) put 16 weight rows in the 16 lanes: the rows' blocks are unpacked
+ * once per matmul to 5-bit bytes laid out by 4-byte group (lane r holds row r's bytes 4k..4k+3 of
+ * block b), and each vpdpbusd multiplies them by 4 activation bytes broadcast to every lane, so an
+ * instruction does 64 useful products and I_b comes out whole in each lane, one conversion and one
+ * multiply-add per block and row for 4 tokens at once.
+ *   Decoding (avx512_q5_0_row) reads a row front to back two blocks per register as the other types
+ * do, sums each block's lanes exactly in integers (avx512_block_sums16), and adds the blocks four
+ * at a time into the four sums, one per 128-bit lane. */
+
+/* The integer sums of 16 blocks from 8 registers of block pairs (v[p]: 8 lanes of partial sums of
+ * block 2p, then 8 of block 2p + 1): lane 4q + i holds block Q5_LANE_BLOCK(q, i). */
+#define Q5_LANE_BLOCK(q, i) (8 * ((q) / 2) + 2 * (i) + (q) % 2)
+AVX512_INLINE __m512i avx512_block_sums16(const __m512i *v) {
+    __m512i w[4], x[2];
+    for (int i = 0; i < 4; i++) /* 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] */
+        w[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 2; i++) /* 128-bit lane j: the sums of lane j of v[4i] .. v[4i + 3] */
+        x[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(w[2 * i], w[2 * i + 1]),
+                                _mm512_unpackhi_epi64(w[2 * i], w[2 * i + 1]));
+    /* 128-bit lanes 0 + 1 of a pair register are its first block, 2 + 3 its second */
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The lane order of avx512_block_sums16 as indexes, times `stride` (bytes between blocks). */
+AVX512_INLINE __m512i avx512_lane_blocks(int stride) {
+    const __m512i block = _mm512_setr_epi32(Q5_LANE_BLOCK(0, 0), Q5_LANE_BLOCK(0, 1), Q5_LANE_BLOCK(0, 2), Q5_LANE_BLOCK(0, 3),
+                                            Q5_LANE_BLOCK(1, 0), Q5_LANE_BLOCK(1, 1), Q5_LANE_BLOCK(1, 2), Q5_LANE_BLOCK(1, 3),
+                                            Q5_LANE_BLOCK(2, 0), Q5_LANE_BLOCK(2, 1), Q5_LANE_BLOCK(2, 2), Q5_LANE_BLOCK(2, 3),
+                                            Q5_LANE_BLOCK(3, 0), Q5_LANE_BLOCK(3, 1), Q5_LANE_BLOCK(3, 2), Q5_LANE_BLOCK(3, 3));
+    return _mm512_mullo_epi32(block, _mm512_set1_epi32(stride));
+}
+
+/* The activation scales of one token's blocks in the lane order of avx512_block_sums16, 16 per
+ * group of 16 blocks, 0 past the last block (xd: ceil(nb / 16) * 16 floats). */
+AVX512_INLINE void avx512_q5_0_scales(const block_q8x *x, int nb, float *xd) {
+    for (int c0 = 0; c0 < nb; c0 += 16)
+        for (int l = 0; l < 16; l++) {
+            const int b = c0 + Q5_LANE_BLOCK(l / 4, l % 4);
+            xd[c0 + l] = b < nb ? x[b].d : 0.0f;
+        }
+}
+
+/* The f16 scales of the 16 blocks from blk0 (0 for those past the first `left`) as floats in the lane
+ * order of avx512_block_sums16: the 352 bytes read as three 128-byte windows, each scale word
+ * picked out by a two-register permute (vpermt2w); what lies past the blocks is not read. */
+AVX512_INLINE __m512 avx512_q5_0_scales16(const uint8_t *blk0, int left) {
+    const int bytes = (left < 16 ? left : 16) * (int)sizeof(block_q5_0);
+    __m512i win[6];
+    for (int i = 0; i < 6; i++) {
+        const int n = bytes - 64 * i;
+        const __mmask64 m = n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
+        win[i] = _mm512_maskz_loadu_epi8(m, blk0 + 64 * i);
+    }
+#define Q5_WORD(l) (11 * Q5_LANE_BLOCK((l) / 4, (l) % 4)) /* a block is 11 words */
+    const __m512i idx = _mm512_and_si512(_mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        Q5_WORD(15), Q5_WORD(14), Q5_WORD(13), Q5_WORD(12), Q5_WORD(11), Q5_WORD(10), Q5_WORD(9), Q5_WORD(8),
+        Q5_WORD(7), Q5_WORD(6), Q5_WORD(5), Q5_WORD(4), Q5_WORD(3), Q5_WORD(2), Q5_WORD(1), Q5_WORD(0)), _mm512_set1_epi16(63));
+    __mmask32 in1 = 0, in2 = 0; /* lanes whose word lies in the second, third window */
+    for (int l = 0; l < 16; l++) {
+        in1 |= (__mmask32)(Q5_WORD(l) / 64 == 1) << l;
+        in2 |= (__mmask32)(Q5_WORD(l) / 64 == 2) << l;
+    }
+#undef Q5_WORD
+    __m512i d = _mm512_permutex2var_epi16(win[0], idx, win[1]);
+    d = _mm512_mask_mov_epi16(d, in1, _mm512_permutex2var_epi16(win[2], idx, win[3]));
+    d = _mm512_mask_mov_epi16(d, in2, _mm512_permutex2var_epi16(win[4], idx, win[5]));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+}
+
+/* One token's activations as avx512_q5_0_row reads them, per pair of blocks: the two blocks' 64
+ * bytes, and per 4-byte lane -16 times their sum (the offset of Q5_0's q - 16). */
+typedef struct {
+    __m512i x, fix;
+} q5_0_xpair;
+
+AVX512_INLINE q5_0_xpair avx512_q5_0_xpair(const block_q8x *x, int b, int nb) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m256i xhi = b + 1 < nb ? _mm256_loadu_si256((const __m256i *)x[b + 1].qs) : _mm256_setzero_si256();
+    q5_0_xpair p;
+    p.x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[b].qs)), xhi, 1);
+    p.fix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(16), p.x));
+    return p;
+}
+
+/* Blocks c0 .. c0 + 15 of a row times one token (all 16 there if `full`, else those below nb), added
+ * into the four sums in acc. xp, xd: as in avx512_q5_0_row. */
+AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const uint8_t *row, const block_q8x *x,
+                                       const q5_0_xpair *xp, const float *xd, int c0, int nb, __m128 acc) {
+    const size_t bsize = sizeof(block_q5_0);
+    const uint8_t *blk0 = row + (size_t)c0 * bsize;
+    __m512i v[8];
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) {
+        const int b = c0 + 2 * p;
+        if (!full && b >= nb) { v[p] = _mm512_setzero_si512(); continue; }
+        const uint8_t *blk = blk0 + (size_t)2 * p * bsize;
+        PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+        const q5_0_xpair xb = xp ? xp[b / 2] : avx512_q5_0_xpair(x, b, nb);
+        v[p] = _mm512_dpbusd_epi32(xb.fix, avx512_weights(PYLLM_TYPE_Q5_0, blk, bsize, full || b + 1 < nb), xb.x);
+    }
+    const int left = full ? 16 : nb - c0;
+    const __m512 xs = xd ? _mm512_loadu_ps(xd + c0) /* x[b].d, gathered where xd is NULL */
+        : _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
+                                   _mm512_cmplt_epi32_mask(avx512_lane_blocks(1), _mm512_set1_epi32(left)),
+                                   avx512_lane_blocks((int)sizeof(block_q8x)), x + c0, 1);
+    const __m512 s = _mm512_mul_ps(avx512_q5_0_scales16(blk0, left), xs);
+    const __m512 f = _mm512_cvtepi32_ps(avx512_block_sums16(v));
+    acc = _mm_fmadd_ps(_mm512_castps512_ps128(f), _mm512_castps512_ps128(s), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(s, 1), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(s, 2), acc);
+    return _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 3), _mm512_extractf32x4_ps(s, 3), acc);
+}
+
+/* One row times one token: xp its pairs from avx512_q5_0_xpair (or NULL: made here), xd its scales
+ * from avx512_q5_0_scales (or NULL: gathered here). */
+AVX512_INLINE float avx512_q5_0_row(const uint8_t *row, const block_q8x *x, const q5_0_xpair *xp,
+                                    const float *xd, int nb) {
+    __m128 acc = _mm_setzero_ps();
+    int c0 = 0;
+    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_q5_0_chunk(1, row, x, xp, xd, c0, nb, acc);
+    if (c0 < nb) acc = avx512_q5_0_chunk(0, row, x, xp, xd, c0, nb, acc);
+    const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* A0 + A2, A1 + A3 */
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+}
+
+/* 16 rows (nr of them real, the others zero) unpacked for avx512_q5_0_prompt: wq[(b * 8 + k) * 16 + r]
+ * holds bytes 4k..4k+3 of row r's block b as 5-bit values 0..31, wd[b * 16 + r] its scale. */
+AVX512_INLINE void avx512_q5_0_unpack16(const uint8_t *w, size_t rb, int nr, int nb, uint32_t *wq, float *wd) {
+    const size_t bsize = sizeof(block_q5_0);
+    for (int b = 0; b < nb; b++) {
+        uint32_t q[16][8];
+        for (int r = 0; r < 16; r++) {
+            if (r >= nr) { memset(q[r], 0, sizeof q[r]); wd[b * 16 + r] = 0.0f; continue; }
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 6));
+            const __m128i m4 = _mm_set1_epi8(0x0F);
+            __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+            uint32_t qh;
+            memcpy(&qh, blk + 2, sizeof qh);
+            v = _mm256_or_si256(v, _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+            _mm256_storeu_si256((__m256i *)q[r], v);
+            wd[b * 16 + r] = avx2_half(blk);
+        }
+        for (int k = 0; k < 8; k++)
+            for (int r = 0; r < 16; r++) wq[((size_t)b * 8 + k) * 16 + r] = q[r][k];
+    }
+}
+
+/* C tokens (x, x + nb, ...) times the 16 unpacked rows; nx16[t * nb + b] = -16 * sum of token t's
+ * block b. Writes (or adds to) y[t * y_stride + r] for the nr real rows. */
+AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const float *wd, int nr,
+                                      const block_q8x *x, const int32_t *nx16, int nb, float *y,
+                                      int y_stride, int accumulate) {
+    __m512 acc[4][4];
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < 4; j++) acc[c][j] = _mm512_setzero_ps();
+    for (int b0 = 0; b0 < nb; b0 += 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const int b = b0 + i;
+            if (b >= nb) break;
+            __m512i wv[8];
+            for (int k = 0; k < 8; k++) wv[k] = _mm512_loadu_si512((const void *)(wq + ((size_t)b * 8 + k) * 16));
+            const __m512 wdv = _mm512_loadu_ps(wd + (size_t)b * 16);
+            for (int c = 0; c < C; c++) {
+                const block_q8x *xb = x + (size_t)c * nb + b;
+                int32_t xs[8];
+                memcpy(xs, xb->qs, sizeof xs);
+                __m512i dot = _mm512_set1_epi32(nx16[(size_t)c * nb + b]);
+                for (int k = 0; k < 8; k++) dot = _mm512_dpbusd_epi32(dot, wv[k], _mm512_set1_epi32(xs[k]));
+                const __m512 s = _mm512_mul_ps(wdv, _mm512_set1_ps(xb->d));
+                acc[c][i / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[c][i / 2]);
+            }
+        }
+    }
+    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    for (int c = 0; c < C; c++) {
+        __m512 v = _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][2]), _mm512_add_ps(acc[c][1], acc[c][3]));
+        float *dst = y + (size_t)c * y_stride;
+        if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(rows, dst), v);
+        _mm512_mask_storeu_ps(dst, rows, v);
+    }
+}
+
+/* -16 times the sum of each of n * nb activation blocks (the offset of Q5_0's q - 16). */
+AVX512_INLINE void avx512_q5_0_offsets(const block_q8x *x, size_t count, int32_t *nx16) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (size_t i = 0; i < count; i++) {
+        const __m256i s16 = _mm256_maddubs_epi16(ones, _mm256_loadu_si256((const __m256i *)x[i].qs));
+        nx16[i] = -16 * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    }
+}
+
+/* Prompts of at least this many tokens go through avx512_q5_0_prompt; shorter ones a token at a time. */
+#define Q5_0_PROMPT_MIN 8
+
+AVX512_INLINE void avx512_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, const block_q8x *xq, int n,
+                                      float *y, int accumulate) {
+    const int nb = w->cols / QK5_0;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q5_0, w->cols);
+    void *scratch = NULL;
+    if (n >= Q5_0_PROMPT_MIN) {
+        /* wq (nb * 512 bytes), wd (nb * 64), nx16 (n * nb * 4) */
+        const size_t bytes = (size_t)nb * (512 + 64) + (size_t)n * nb * 4;
+        scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    }
+    if (scratch) {
+        uint32_t *wq = scratch;
+        float *wd = (float *)(wq + (size_t)nb * 128);
+        int32_t *nx16 = (int32_t *)(wd + (size_t)nb * 16);
+        avx512_q5_0_offsets(xq, (size_t)n * nb, nx16);
+        for (int r = r0; r < r1; r += 16) {
+            const int nr = r1 - r < 16 ? r1 - r : 16;
+            avx512_q5_0_unpack16((const uint8_t *)w->data + (size_t)r * rb, rb, nr, nb, wq, wd);
+            int t = 0;
+            for (; t + 4 <= n; t += 4)
+                avx512_q5_0_prompt(4, wq, wd, nr, xq + (size_t)t * nb, nx16 + (size_t)t * nb, nb,
+                                   y + (size_t)t * w->rows + r, w->rows, accumulate);
+            const block_q8x *xt = xq + (size_t)t * nb;
+            const int32_t *nt = nx16 + (size_t)t * nb;
+            float *yt = y + (size_t)t * w->rows + r;
+            switch (n - t) {
+            case 3: avx512_q5_0_prompt(3, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 2: avx512_q5_0_prompt(2, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 1: avx512_q5_0_prompt(1, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            default: break;
+            }
+        }
+        free(scratch);
+        return;
+    }
+    /* a token at a time (also where the scratch could not be had: the same result, slower) */
+    /* rows of up to 8192 values: the token's pairs and scales made once for all rows (longer ones
+     * make them per row) */
+    q5_0_xpair xp[128];
+    float xd[256];
+    for (int t = 0; t < n; t++) {
+        const block_q8x *xt = xq + (size_t)t * nb;
+        const int prep = nb <= 256;
+        if (prep) {
+            avx512_q5_0_scales(xt, nb, xd);
+            for (int b = 0; b < nb; b += 2) xp[b / 2] = avx512_q5_0_xpair(xt, b, nb);
+        }
+        for (int r = r0; r < r1; r++) {
+            float v = avx512_q5_0_row((const uint8_t *)w->data + (size_t)r * rb, xt, prep ? xp : NULL,
+                                      prep ? xd : NULL, nb);
+            float *dst = y + (size_t)t * w->rows + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
+}
+
 /* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
  * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
  * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
@@ -1199,7 +1460,7 @@ AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, in
 AVX512_TARGET void kern_x86_matmul_q5_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_q5_0(w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
