@@ -38,6 +38,7 @@
 /* Weight rows per prompt tile of the K-quants (by 4 activation rows), AVX2 and AVX-512. */
 #define KTILE_ROWS 2
 #define KTILE_ROWS_AVX512 2
+#define KTILE_COLS_AVX512 4 /* AVX-512 only: activation rows per prompt tile (1x8, 1x6, 2x5, 3x3, 4x2 no faster) */
 
 /* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
  * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
@@ -1097,15 +1098,89 @@ AVX512_INLINE void avx512_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, con
     }
 }
 
+/* A K-quant super-block's scales: d, dmin (Q4_K, Q5_K), mins16 (Q4_K/Q5_K: min[s] in int16 lanes 2s,
+ * 2s+1, as bsums; Q6_K: the 16 scales) and scales (Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16). */
+AVX512_INLINE void avx512_kscales(const int type, const uint8_t *blk, float *d, float *dmin, __m256i *mins16,
+                                  __m512i *scales) {
+    if (type == PYLLM_TYPE_Q6_K) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        *d = _cvtsh_ss(q->d);
+        *dmin = 0.0f;
+        *mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+        *scales = _mm512_castsi256_si512(*mins16);
+    } else {
+        const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
+        uint64_t sc, mn;
+        *d = _cvtsh_ss(q->d);
+        *dmin = _cvtsh_ss(q->dmin);
+        kquant_scales_packed(q->scales, &sc, &mn);
+        const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+        *mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        *scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+    }
+}
+
+/* Values 64j .. 64j + 63 of a K-quant super-block as bytes (*wq), and the scales of their sub-blocks
+ * in the int16 lanes of maddubs's pair sums (*scale), from avx512_kscales's scales. */
+AVX512_INLINE void avx512_kvalues(const int type, const uint8_t *blk, int j, __m512i scales, __m512i *wq,
+                                  __m512i *scale) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i lane = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                          15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    if (type == PYLLM_TYPE_Q6_K) {
+        /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
+        const block_q6_K *q = (const block_q6_K *)blk;
+        const int h = j / 2;
+        const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+        const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
+        /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
+        const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
+                                  : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
+                                                       _mm256_slli_epi16(qh, 2), 1);
+        *wq = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
+        /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
+        *scale = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)), _mm512_srli_epi16(lane, 3)), scales);
+    } else {
+        const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs : ((const block_q5_K *)blk)->qs;
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+        __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+        v = _mm512_and_si512(v, m4);
+        if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+            const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
+                                                _mm_cvtsi32_si128(2 * j));
+            const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+            v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
+        }
+        *wq = v;
+        /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
+        *scale = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)), _mm512_srli_epi16(lane, 4)), scales);
+    }
+}
+
+/* A super-block unpacked once for every token of a prompt: what avx512_ktile computes from it. */
+typedef struct {
+    __m512i wq[4], scale[4]; /* avx512_kvalues, j = 0 .. 3 */
+    __m256i mins16;
+    float d, dmin;
+} kquant_unpacked;
+
+AVX512_INLINE void avx512_kunpack(const int type, const uint8_t *blk, kquant_unpacked *u) {
+    __m512i scales;
+    avx512_kscales(type, blk, &u->d, &u->dmin, &u->mins16, &scales);
+    for (int j = 0; j < 4; j++) avx512_kvalues(type, blk, j, scales, &u->wq[j], &u->scale[j]);
+}
+
 /* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
  * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
  * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
- * (VNNI). */
+ * (VNNI). The weights come from the rows w, w + rb, ..., or, if pre is not NULL, from their
+ * super-blocks unpacked there (row r's at pre + r * nb): the same vectors either way. */
 AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
-                                const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
+                                const kquant_unpacked *pre, const block_q8k *xk, int nb, float *y,
+                                int y_stride, int accumulate) {
     const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
                        : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[4][4];
     __m256 accm[4][4]; /* the min (Q4_K, Q5_K) or 32 (Q6_K) terms, 8 lanes */
     for (int r = 0; r < R; r++)
@@ -1114,71 +1189,34 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
     for (int b = 0; b < nb; b++) {
         __m512i isum[4][4];
         float wd[4], wmin[4];
-        __m256i mins16[4]; /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
-        __m512i scales[4]; /* Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16 */
+        __m256i mins16[4];
+        __m512i scales[4];
         for (int r = 0; r < R; r++) {
+            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
+            if (pre) {
+                const kquant_unpacked *u = pre + (size_t)r * nb + b;
+                wd[r] = u->d;
+                wmin[r] = u->dmin;
+                mins16[r] = u->mins16;
+                continue;
+            }
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) {
                 PREFETCH_AHEAD(blk, PREFETCH_BYTES);
                 PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
                 PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
             }
-            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
-            if (type == PYLLM_TYPE_Q6_K) {
-                const block_q6_K *q = (const block_q6_K *)blk;
-                wd[r] = _cvtsh_ss(q->d);
-                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
-                scales[r] = _mm512_castsi256_si512(mins16[r]);
-            } else {
-                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
-                uint64_t sc, mn;
-                wd[r] = _cvtsh_ss(q->d);
-                wmin[r] = _cvtsh_ss(q->dmin);
-                kquant_scales_packed(q->scales, &sc, &mn);
-                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-            }
+            avx512_kscales(type, blk, &wd[r], &wmin[r], &mins16[r], &scales[r]);
         }
         for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 */
             __m512i wq[4], scale[4];
             for (int r = 0; r < R; r++) {
-                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-                if (type == PYLLM_TYPE_Q6_K) {
-                    /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
-                    const block_q6_K *q = (const block_q6_K *)blk;
-                    const int h = j / 2;
-                    const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
-                    const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
-                    /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
-                    const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
-                                              : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
-                                                                   _mm256_slli_epi16(qh, 2), 1);
-                    wq[r] = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
-                    /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
-                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
-                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
-                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 3));
-                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                if (pre) {
+                    const kquant_unpacked *u = pre + (size_t)r * nb + b;
+                    wq[r] = u->wq[j];
+                    scale[r] = u->scale[j];
                 } else {
-                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
-                                                                : ((const block_q5_K *)blk)->qs;
-                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-                    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-                    v = _mm512_and_si512(v, m4);
-                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
-                        const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
-                                                            _mm_cvtsi32_si128(2 * j));
-                        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
-                        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
-                    }
-                    wq[r] = v;
-                    /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
-                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)),
-                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
-                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4));
-                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                    avx512_kvalues(type, w + (size_t)r * rb + (size_t)b * bsize, j, scales[r], &wq[r], &scale[r]);
                 }
             }
             for (int c = 0; c < C; c++) {
@@ -1206,28 +1244,44 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
         }
 }
 
+/* Rows of a prompt's tiles unpacked at a time (avx512_matmul_k): their super-blocks stay in L2
+ * while every token passes over them. */
+#define KTILE_CHUNK_AVX512 16
+
 AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
                                    const block_q8k *xk, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
-    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512;
-    const int chunk = n == 1 ? r1 - r0 : 64 / TR * TR;
+    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512, TC = KTILE_COLS_AVX512;
+    const uint8_t *data = w->data;
+    if (n == 1) {
+        for (int r = r0; r < r1; r++)
+            avx512_ktile(type, 1, 1, data + (size_t)r * rb, rb, NULL, xk, nb, y + r, w->rows, accumulate);
+        return;
+    }
+    /* a prompt: each chunk of rows unpacked once for all tokens (or, without the memory for it, in
+     * every tile: the same result) */
+    const int chunk = KTILE_CHUNK_AVX512;
+    const size_t bsize = rb / (size_t)nb;
+    kquant_unpacked *pre = aligned_alloc(64, (size_t)chunk * nb * sizeof(kquant_unpacked));
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        if (pre)
+            for (int r = c0; r < c1; r++)
+                for (int b = 0; b < nb; b++)
+                    avx512_kunpack(type, data + (size_t)r * rb + (size_t)b * bsize, pre + (size_t)(r - c0) * nb + b);
+#define KTILE_AT(R_, C_) avx512_ktile(type, R_, C_, data + (size_t)r * rb, rb, pre ? pre + (size_t)(r - c0) * nb : NULL, \
+                                      xk + (size_t)t * nb, nb, y + (size_t)t * w->rows + r, w->rows, accumulate)
         int t = 0;
-        for (; t + 4 <= n; t += 4) {
+        for (; t + TC <= n; t += TC) {
             int r = c0;
-            for (; r + TR <= c1; r += TR)
-                avx512_ktile(type, TR, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
-            for (; r < c1; r++)
-                avx512_ktile(type, 1, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (; r + TR <= c1; r += TR) KTILE_AT(TR, TC);
+            for (; r < c1; r++) KTILE_AT(1, TC);
         }
         for (; t < n; t++)
-            for (int r = c0; r < c1; r++)
-                avx512_ktile(type, 1, 1, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (int r = c0; r < c1; r++) KTILE_AT(1, 1);
+#undef KTILE_AT
     }
+    free(pre);
 }
 
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row (cols % 16) is scalar. */
