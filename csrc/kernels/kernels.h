@@ -60,7 +60,7 @@ void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith
 void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth);
 
 /* Query heads kern_attend works on at once, reading each cached key and value once for them. */
-#define KERN_ATTEND_HEADS 3
+#define KERN_ATTEND_HEADS 4
 
 /* Attention for one token of n_q query heads that share a key/value head: for each g < n_q,
  * out_g = softmax(scale * K q_g) V over n_pos cached positions. q and out hold the n_q heads

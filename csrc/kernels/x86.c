@@ -1346,9 +1346,10 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
 }
 
 /* Attention with 16-wide vectors for head sizes that are multiples of 32 up to 256 (others go
- * through the AVX2 code; 64, 128 and 256 are instantiated with constant sizes), up to three (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value is loaded
- * once for all of them, so a prompt reads the cache from L2 a third as often. Scores as in
- * avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
+ * through the AVX2 code; 64, 128 and 256 are instantiated with constant sizes), up to four
+ * (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value
+ * is loaded once for all of them, so a prompt reads the cache from L2 a quarter as often. Scores
+ * as in avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
 AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
     __m256 half[8];
     for (int r = 0; r < 8; r++)
@@ -1359,36 +1360,63 @@ AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-/* s[g] = scores of query head g (G <= 3, H floats apart in q) against 8 consecutive keys. */
-AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const float *k, int kv_stride,
-                               __m256 *s) {
-    __m512 acc[3][8];
+/* avx512_reduce8 for 4 keys: each key's sum by the same tree of additions. */
+AVX512_INLINE __m128 avx512_reduce4(const __m512 *acc) {
+    __m256 half[4];
+    for (int r = 0; r < 4; r++)
+        half[r] = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(half[0], half[1]), _mm256_hadd_ps(half[2], half[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* s[g] = scores of query head g (G <= 4, H floats apart in q) against K (8 or 4) consecutive keys
+ * from k, per key the same additions whatever G and K are. */
+AVX512_INLINE void avx512_dot_keys(const int G, const int K, const int H, const float *q, const float *k,
+                                   int kv_stride, __m512 acc[][8]) {
     for (int g = 0; g < G; g++)
-        for (int r = 0; r < 8; r++) acc[g][r] = _mm512_setzero_ps();
+        for (int r = 0; r < K; r++) acc[g][r] = _mm512_setzero_ps();
     for (int i = 0; i < H; i += 16) {
-        __m512 qv[3];
+        __m512 qv[4];
         for (int g = 0; g < G; g++) qv[g] = _mm512_loadu_ps(q + g * H + i);
-        for (int r = 0; r < 8; r++) {
+        for (int r = 0; r < K; r++) {
             const __m512 kv = _mm512_loadu_ps(k + (size_t)r * kv_stride + i);
             for (int g = 0; g < G; g++) acc[g][r] = _mm512_fmadd_ps(qv[g], kv, acc[g][r]);
         }
     }
-    for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
 }
 
-/* out_g = sum_j p_g[j] v_j (p_g n_pos floats apart, out_g H apart; G * H <= 192). Even and odd
- * keys go to separate accumulators, so that one head's multiply-adds do not wait on the previous
- * key's; every head is summed in the same order whatever G is, so a token's output does not
- * depend on whether it came in a prompt (heads grouped) or alone. */
-AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p, const float *v,
-                                       int kv_stride, int n_pos, float *out) {
-    __m512 even[3][8], odd[3][8];
+/* Scores of 8 keys for G heads: 8 at once for up to three heads, two steps of 4 for four (whose
+ * 32 accumulators would not fit the registers). */
+AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const float *k, int kv_stride,
+                               __m256 *s) {
+    __m512 acc[4][8];
+    if (G <= 3) {
+        avx512_dot_keys(G, 8, H, q, k, kv_stride, acc);
+        for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
+        return;
+    }
+    __m128 lo[4];
+    avx512_dot_keys(G, 4, H, q, k, kv_stride, acc);
+    for (int g = 0; g < G; g++) lo[g] = avx512_reduce4(acc[g]);
+    avx512_dot_keys(G, 4, H, q, k + (size_t)4 * kv_stride, kv_stride, acc);
+    for (int g = 0; g < G; g++) s[g] = _mm256_set_m128(avx512_reduce4(acc[g]), lo[g]);
+}
+
+/* out_g = sum_j p_g[j] v_j over W columns (p_g n_pos floats apart, out_g `ostride` apart;
+ * G * W <= 192). Even and odd keys go to separate accumulators, so that one head's multiply-adds
+ * do not wait on the previous key's; every head is summed in the same order whatever G and the
+ * column chunk are, so a token's output does not depend on whether it came in a prompt (heads
+ * grouped) or alone. */
+AVX512_INLINE void avx512_weighted_sum(const int G, const int W, const float *p, const float *v,
+                                       int kv_stride, int n_pos, float *out, int ostride) {
+    __m512 even[4][8], odd[4][8];
     for (int g = 0; g < G; g++)
-        for (int i = 0; i < H / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
+        for (int i = 0; i < W / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
     int j = 0;
     for (; j + 2 <= n_pos; j += 2) {
         const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
-        for (int i = 0; i < H / 16; i++) {
+        for (int i = 0; i < W / 16; i++) {
             const __m512 a = _mm512_loadu_ps(v0 + 16 * i), b = _mm512_loadu_ps(v1 + 16 * i);
             for (int g = 0; g < G; g++) {
                 const float *pg = p + (size_t)g * n_pos + j;
@@ -1398,21 +1426,21 @@ AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p,
         }
     }
     if (j < n_pos)
-        for (int i = 0; i < H / 16; i++) {
+        for (int i = 0; i < W / 16; i++) {
             const __m512 a = _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i);
             for (int g = 0; g < G; g++)
                 even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + j]), a, even[g][i]);
         }
     for (int g = 0; g < G; g++)
-        for (int i = 0; i < H / 16; i++)
-            _mm512_storeu_ps(out + g * H + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
+        for (int i = 0; i < W / 16; i++)
+            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
 }
 
 AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q, const float *k,
                                        const float *v, int kv_stride, int n_pos, float scale,
                                        float *scores, float *out) {
-    __m256 max8[3], s[3];
-    float max[3], total[3];
+    __m256 max8[4], s[4];
+    float max[4], total[4];
     for (int g = 0; g < G; g++) max8[g] = _mm256_set1_ps(-INFINITY);
     int j = 0;
     for (; j + 8 <= n_pos; j += 8) {
@@ -1432,21 +1460,29 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
         }
         total[g] = avx2_softmax_numerators(sg, n_pos, max[g]);
     }
-    if (H == 64) {
-        avx512_weighted_sum(G, 64, scores, v, kv_stride, n_pos, out);
-    } else { /* wider: two accumulator sets of 8 registers hold 128 columns of one head, so one head
-              * at a time, in column chunks of 128 and a last one of 32, 64 or 96 */
-        for (int g = 0; g < G; g++)
-            for (int col = 0; col < H; col += 128) {
-                const float *pg = scores + (size_t)g * n_pos;
-                float *og = out + g * H + col;
-                switch (H - col < 128 ? H - col : 128) {
-                case 128: avx512_weighted_sum(1, 128, pg, v + col, kv_stride, n_pos, og); break;
-                case 96: avx512_weighted_sum(1, 96, pg, v + col, kv_stride, n_pos, og); break;
-                case 64: avx512_weighted_sum(1, 64, pg, v + col, kv_stride, n_pos, og); break;
-                default: avx512_weighted_sum(1, 32, pg, v + col, kv_stride, n_pos, og); break;
-                }
+    /* the value sum in column chunks whose accumulators (two per 16 columns and head) fit the
+     * registers with room to spare: 128 columns of one head, 64 of two or three, 32 of four */
+    const int chunk = G == 1 ? 128 : G <= 3 ? 64 : 32;
+    for (int col = 0; col < H; col += chunk) {
+        const int w = H - col < chunk ? H - col : chunk;
+        const float *vc = v + col;
+        float *oc = out + col;
+#define WSUM(G_, W_) avx512_weighted_sum(G_, W_, scores, vc, kv_stride, n_pos, oc, H)
+        if (G == 1) {
+            switch (w) {
+            case 128: WSUM(1, 128); break;
+            case 96: WSUM(1, 96); break;
+            case 64: WSUM(1, 64); break;
+            default: WSUM(1, 32); break;
             }
+        } else if (G == 2) {
+            if (w == 64) WSUM(2, 64); else WSUM(2, 32);
+        } else if (G == 3) {
+            if (w == 64) WSUM(3, 64); else WSUM(3, 32);
+        } else {
+            WSUM(4, 32);
+        }
+#undef WSUM
     }
     for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
@@ -1458,25 +1494,19 @@ AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const float *
         const int G = n_q - g < KERN_ATTEND_HEADS ? n_q - g : KERN_ATTEND_HEADS;
         const float *qg = q + (size_t)g * head_dim;
         float *og = out + (size_t)g * head_dim;
-        if (head_dim == 64 && G == 3) avx512_attend_heads(3, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 64 && G == 2) avx512_attend_heads(2, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 64) avx512_attend_heads(1, 64, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128 && G == 3) avx512_attend_heads(3, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128 && G == 2) avx512_attend_heads(2, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 128) avx512_attend_heads(1, 128, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256 && G == 3) avx512_attend_heads(3, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256 && G == 2) avx512_attend_heads(2, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim == 256) avx512_attend_heads(1, 256, qg, k, v, kv_stride, n_pos, scale, scores, og);
-        else if (head_dim % 32 == 0 && head_dim <= 256)
-            switch (G) { /* the scores of up to three heads fit the 32 registers at any of these widths */
-            case 3: avx512_attend_heads(3, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            case 2: avx512_attend_heads(2, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            default: avx512_attend_heads(1, head_dim, qg, k, v, kv_stride, n_pos, scale, scores, og); break;
-            }
+#define ATTEND(G_, H_) avx512_attend_heads(G_, H_, qg, k, v, kv_stride, n_pos, scale, scores, og)
+#define ATTEND_G(H_) switch (G) { case 4: ATTEND(4, H_); break; case 3: ATTEND(3, H_); break; \
+                                  case 2: ATTEND(2, H_); break; default: ATTEND(1, H_); break; }
+        if (head_dim == 64) { ATTEND_G(64) }
+        else if (head_dim == 128) { ATTEND_G(128) }
+        else if (head_dim == 256) { ATTEND_G(256) }
+        else if (head_dim % 32 == 0 && head_dim <= 256) { ATTEND_G(head_dim) }
         else
             for (int h = 0; h < G; h++)
                 kern_x86_attend_avx2(qg + (size_t)h * head_dim, k, v, kv_stride, n_pos, head_dim, scale,
                                      scores, og + (size_t)h * head_dim);
+#undef ATTEND_G
+#undef ATTEND
     }
 }
 
