@@ -852,17 +852,19 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
  * do, sums each block's lanes exactly in integers (avx512_block_sums16), and adds the blocks four
  * at a time into the four sums, one per 128-bit lane. */
 
-/* The integer sums of 16 blocks from 8 registers of block pairs (v[p]: 8 lanes of partial sums of
- * block 2p, then 8 of block 2p + 1): lane 4q + i holds block Q5_LANE_BLOCK(q, i). */
+/* The integer sums of 16 blocks from NP (8, or 4: the last 8 blocks are 0) registers of block pairs
+ * (v[p]: 8 lanes of partial sums of block 2p, then 8 of block 2p + 1): lane 4q + i holds block
+ * Q5_LANE_BLOCK(q, i). */
 #define Q5_LANE_BLOCK(q, i) (8 * ((q) / 2) + 2 * (i) + (q) % 2)
-AVX512_INLINE __m512i avx512_block_sums16(const __m512i *v) {
+AVX512_INLINE __m512i avx512_block_sums16(const int NP, const __m512i *v) {
     __m512i w[4], x[2];
-    for (int i = 0; i < 4; i++) /* 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] */
+    for (int i = 0; i < NP / 2; i++) /* 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] */
         w[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
                                 _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-    for (int i = 0; i < 2; i++) /* 128-bit lane j: the sums of lane j of v[4i] .. v[4i + 3] */
+    for (int i = 0; i < NP / 4; i++) /* 128-bit lane j: the sums of lane j of v[4i] .. v[4i + 3] */
         x[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(w[2 * i], w[2 * i + 1]),
                                 _mm512_unpackhi_epi64(w[2 * i], w[2 * i + 1]));
+    if (NP == 4) x[1] = _mm512_setzero_si512();
     /* 128-bit lanes 0 + 1 of a pair register are its first block, 2 + 3 its second */
     return _mm512_add_epi32(_mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0)),
                             _mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1)));
@@ -887,13 +889,15 @@ AVX512_INLINE void avx512_q5_0_scales(const block_q8x *x, int nb, float *xd) {
         }
 }
 
-/* The f16 scales of the 16 blocks from blk0 (0 for those past the first `left`) as floats in the lane
- * order of avx512_block_sums16: the 352 bytes read as three 128-byte windows, each scale word
- * picked out by a two-register permute (vpermt2w); what lies past the blocks is not read. */
-AVX512_INLINE __m512 avx512_q5_0_scales16(const uint8_t *blk0, int left) {
-    const int bytes = (left < 16 ? left : 16) * (int)sizeof(block_q5_0);
+/* The f16 scales of the 16 blocks from blk0 (0 for those past the first `left`, at most NB: 16 or
+ * 8) as floats in the lane order of avx512_block_sums16: the 352 (176) bytes read as three (two)
+ * 128-byte windows, each scale word picked out by a two-register permute (vpermt2w); what lies
+ * past the blocks is not read. */
+AVX512_INLINE __m512 avx512_q5_0_scales16(const int NB, const uint8_t *blk0, int left) {
+    const int bytes = (left < NB ? left : NB) * (int)sizeof(block_q5_0);
     __m512i win[6];
     for (int i = 0; i < 6; i++) {
+        if (NB == 8 && i >= 4) { win[i] = _mm512_setzero_si512(); continue; }
         const int n = bytes - 64 * i;
         const __mmask64 m = n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
         win[i] = _mm512_maskz_loadu_epi8(m, blk0 + 64 * i);
@@ -911,7 +915,7 @@ AVX512_INLINE __m512 avx512_q5_0_scales16(const uint8_t *blk0, int left) {
 #undef Q5_WORD
     __m512i d = _mm512_permutex2var_epi16(win[0], idx, win[1]);
     d = _mm512_mask_mov_epi16(d, in1, _mm512_permutex2var_epi16(win[2], idx, win[3]));
-    d = _mm512_mask_mov_epi16(d, in2, _mm512_permutex2var_epi16(win[4], idx, win[5]));
+    if (NB == 16) d = _mm512_mask_mov_epi16(d, in2, _mm512_permutex2var_epi16(win[4], idx, win[5]));
     return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
 }
 
@@ -930,15 +934,15 @@ AVX512_INLINE q5_0_xpair avx512_q5_0_xpair(const block_q8x *x, int b, int nb) {
     return p;
 }
 
-/* Blocks c0 .. c0 + 15 of a row times one token (all 16 there if `full`, else those below nb), added
- * into the four sums in acc. xp, xd: as in avx512_q5_0_row. */
-AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const uint8_t *row, const block_q8x *x,
+/* Blocks c0 .. c0 + 15 of a row times one token (all 16 there if `full`, else those below nb; NP = 4:
+ * at most 8 of them), added into the four sums in acc. xp, xd: as in avx512_q5_0_row. */
+AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const int NP, const uint8_t *row, const block_q8x *x,
                                        const q5_0_xpair *xp, const float *xd, int c0, int nb, __m128 acc) {
     const size_t bsize = sizeof(block_q5_0);
     const uint8_t *blk0 = row + (size_t)c0 * bsize;
     __m512i v[8];
 #pragma GCC unroll 8
-    for (int p = 0; p < 8; p++) {
+    for (int p = 0; p < NP; p++) {
         const int b = c0 + 2 * p;
         if (!full && b >= nb) { v[p] = _mm512_setzero_si512(); continue; }
         const uint8_t *blk = blk0 + (size_t)2 * p * bsize;
@@ -951,10 +955,11 @@ AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const uint8_t *row, const
         : _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
                                    _mm512_cmplt_epi32_mask(avx512_lane_blocks(1), _mm512_set1_epi32(left)),
                                    avx512_lane_blocks((int)sizeof(block_q8x)), x + c0, 1);
-    const __m512 s = _mm512_mul_ps(avx512_q5_0_scales16(blk0, left), xs);
-    const __m512 f = _mm512_cvtepi32_ps(avx512_block_sums16(v));
+    const __m512 s = _mm512_mul_ps(avx512_q5_0_scales16(2 * NP, blk0, left), xs);
+    const __m512 f = _mm512_cvtepi32_ps(avx512_block_sums16(NP, v));
     acc = _mm_fmadd_ps(_mm512_castps512_ps128(f), _mm512_castps512_ps128(s), acc);
     acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(s, 1), acc);
+    if (NP == 4) return acc; /* blocks 8 .. 15 absent: adding their 0 would change no sum */
     acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(s, 2), acc);
     return _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 3), _mm512_extractf32x4_ps(s, 3), acc);
 }
@@ -965,8 +970,9 @@ AVX512_INLINE float avx512_q5_0_row(const uint8_t *row, const block_q8x *x, cons
                                     const float *xd, int nb) {
     __m128 acc = _mm_setzero_ps();
     int c0 = 0;
-    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_q5_0_chunk(1, row, x, xp, xd, c0, nb, acc);
-    if (c0 < nb) acc = avx512_q5_0_chunk(0, row, x, xp, xd, c0, nb, acc);
+    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_q5_0_chunk(1, 8, row, x, xp, xd, c0, nb, acc);
+    if (c0 + 8 < nb) acc = avx512_q5_0_chunk(0, 8, row, x, xp, xd, c0, nb, acc);
+    else if (c0 < nb) acc = avx512_q5_0_chunk(0, 4, row, x, xp, xd, c0, nb, acc);
     const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* A0 + A2, A1 + A3 */
     return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
