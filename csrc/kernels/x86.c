@@ -1018,10 +1018,12 @@ AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const flo
             const __m512 wdv = _mm512_loadu_ps(wd + (size_t)b * 16);
             for (int c = 0; c < C; c++) {
                 const block_q8x *xb = x + (size_t)c * nb + b;
-                int32_t xs[8];
-                memcpy(xs, xb->qs, sizeof xs);
                 __m512i dot = _mm512_set1_epi32(nx16[(size_t)c * nb + b]);
-                for (int k = 0; k < 8; k++) dot = _mm512_dpbusd_epi32(dot, wv[k], _mm512_set1_epi32(xs[k]));
+                for (int k = 0; k < 8; k++) { /* 4 activation bytes, broadcast straight from memory */
+                    int32_t xs;
+                    memcpy(&xs, xb->qs + 4 * k, sizeof xs);
+                    dot = _mm512_dpbusd_epi32(dot, wv[k], _mm512_set1_epi32(xs));
+                }
                 const __m512 s = _mm512_mul_ps(wdv, _mm512_set1_ps(xb->d));
                 acc[c][i / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[c][i / 2]);
             }
