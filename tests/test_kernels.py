@@ -56,7 +56,8 @@ def random_case(rng, type_name, rows, cols, n):
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("type_name", SMALL_BLOCKS)
 @pytest.mark.parametrize("rows,cols,n", [(1, 32, 1), (7, 64, 1), (37, 96, 3), (67, 576, 1),
-                                         (67, 576, 9), (130, 160, 4), (5, 1536, 13)])
+                                         (67, 576, 9), (130, 160, 4), (5, 1536, 13), (21, 640, 19),
+                                         (40, 1088, 8), (9, 416, 11)])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
     rng = np.random.default_rng(rows * 1000 + cols + n)
@@ -65,6 +66,24 @@ def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
     ref = reference(raw, type_name, rows, cols, x)
     tol = 2e-5 * np.sqrt(cols) * np.abs(ref).max()
     np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", [name for name in TYPES if name not in ("f32", "f16")])
+@pytest.mark.parametrize("rows,cols,n", [(37, 768, 19), (21, 1536, 9), (11, 416, 10)])
+def test_token_result_does_not_depend_on_its_batch(kernels, type_name, rows, cols, n):
+    """Bit for bit: a token multiplied alone (decoding) gives what it gives inside a batch of n
+    (a prompt's tiles, or a prompt kernel of its own), whatever the thread split."""
+    rng = np.random.default_rng(rows + n)
+    if type_name in K_QUANTS:
+        cols = -(-cols // QK_K) * QK_K  # whole super-blocks
+    raw = (random_k_blocks(rng, type_name, rows, cols) if type_name in K_QUANTS
+           else random_case(rng, type_name, rows, cols, n)[0])
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    batch = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, 2)
+    for t in range(n):
+        alone = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x[t:t + 1], kernels, 1 + t % 2)
+        np.testing.assert_array_equal(alone[0].view(np.uint32), batch[t].view(np.uint32))
 
 
 # Relative to the largest |result|, per sqrt(cols): float32 rounding of the per-super-block sums

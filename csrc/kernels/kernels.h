@@ -60,7 +60,7 @@ void kern_swiglu(int isa, float *gate, const float *up, int n, int cols, int ith
 void kern_geglu(int isa, float *gate, const float *up, int n, int cols, int ith, int nth);
 
 /* Query heads kern_attend works on at once, reading each cached key and value once for them. */
-#define KERN_ATTEND_HEADS 3
+#define KERN_ATTEND_HEADS 4
 
 /* A stretch of n cached positions of one key/value head: k and v point at the first one's key and
  * value, successive positions kv_stride floats apart. A cache in blocks (paged) gives one run per

@@ -10,6 +10,7 @@
 #ifdef HAVE_X86_KERNELS
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -37,6 +38,7 @@
 /* Weight rows per prompt tile of the K-quants (by 4 activation rows), AVX2 and AVX-512. */
 #define KTILE_ROWS 2
 #define KTILE_ROWS_AVX512 2
+#define KTILE_COLS_AVX512 4 /* AVX-512 only: activation rows per prompt tile (1x8, 1x6, 2x5, 3x3, 4x2 no faster) */
 
 /* Ask for the cache line `ahead` bytes past p. The address is formed as an integer: near the end
  * of the weights it lies outside them, where pointer arithmetic would be undefined (a prefetch
@@ -854,15 +856,357 @@ AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int
     }
 }
 
+/* Q5_0 on AVX-512: one order of float operations for prompts and for decoding, so that a token's
+ * result does not depend on the batch it came in. Per weight row and token, block b's exact
+ * integer dot I_b = (q - 16) . x is multiplied by the product of the two blocks' scales and added
+ * into one of four float sums, A_j with j = (b / 2) % 4, in block order from +0 (one fused
+ * multiply-add per block); the result is (A_0 + A_2) + (A_1 + A_3).
+ *   Prompts (avx512_q5_0_prompt) put 16 weight rows in the 16 lanes: the rows' blocks are unpacked
+ * once per matmul to 5-bit bytes laid out by 4-byte group (lane r holds row r's bytes 4k..4k+3 of
+ * block b), and each vpdpbusd multiplies them by 4 activation bytes broadcast to every lane, so an
+ * instruction does 64 useful products and I_b comes out whole in each lane, one conversion and one
+ * multiply-add per block and row for 4 tokens at once.
+ *   Decoding (avx512_q5_0_row) reads a row front to back two blocks per register as the other types
+ * do, sums each block's lanes exactly in integers (avx512_block_sums16), and adds the blocks four
+ * at a time into the four sums, one per 128-bit lane. */
+
+/* The integer sums of 16 blocks from NP (8, or 4: the last 8 blocks are 0) registers of block pairs
+ * (v[p]: 8 lanes of partial sums of block 2p, then 8 of block 2p + 1): lane 4q + i holds block
+ * Q5_LANE_BLOCK(q, i). */
+#define Q5_LANE_BLOCK(q, i) (8 * ((q) / 2) + 2 * (i) + (q) % 2)
+AVX512_INLINE __m512i avx512_block_sums16(const int NP, const __m512i *v) {
+    __m512i w[4], x[2];
+    for (int i = 0; i < NP / 2; i++) /* 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] */
+        w[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < NP / 4; i++) /* 128-bit lane j: the sums of lane j of v[4i] .. v[4i + 3] */
+        x[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(w[2 * i], w[2 * i + 1]),
+                                _mm512_unpackhi_epi64(w[2 * i], w[2 * i + 1]));
+    if (NP == 4) x[1] = _mm512_setzero_si512();
+    /* 128-bit lanes 0 + 1 of a pair register are its first block, 2 + 3 its second */
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The lane order of avx512_block_sums16 as indexes, times `stride` (bytes between blocks). */
+AVX512_INLINE __m512i avx512_lane_blocks(int stride) {
+    const __m512i block = _mm512_setr_epi32(Q5_LANE_BLOCK(0, 0), Q5_LANE_BLOCK(0, 1), Q5_LANE_BLOCK(0, 2), Q5_LANE_BLOCK(0, 3),
+                                            Q5_LANE_BLOCK(1, 0), Q5_LANE_BLOCK(1, 1), Q5_LANE_BLOCK(1, 2), Q5_LANE_BLOCK(1, 3),
+                                            Q5_LANE_BLOCK(2, 0), Q5_LANE_BLOCK(2, 1), Q5_LANE_BLOCK(2, 2), Q5_LANE_BLOCK(2, 3),
+                                            Q5_LANE_BLOCK(3, 0), Q5_LANE_BLOCK(3, 1), Q5_LANE_BLOCK(3, 2), Q5_LANE_BLOCK(3, 3));
+    return _mm512_mullo_epi32(block, _mm512_set1_epi32(stride));
+}
+
+/* The activation scales of one token's blocks in the lane order of avx512_block_sums16, 16 per
+ * group of 16 blocks, 0 past the last block (xd: ceil(nb / 16) * 16 floats). */
+AVX512_INLINE void avx512_q5_0_scales(const block_q8x *x, int nb, float *xd) {
+    for (int c0 = 0; c0 < nb; c0 += 16)
+        for (int l = 0; l < 16; l++) {
+            const int b = c0 + Q5_LANE_BLOCK(l / 4, l % 4);
+            xd[c0 + l] = b < nb ? x[b].d : 0.0f;
+        }
+}
+
+/* The f16 scales of the 16 blocks from blk0 (0 for those past the first `left`, at most NB: 16 or
+ * 8) as floats in the lane order of avx512_block_sums16: the 352 (176) bytes read as three (two)
+ * 128-byte windows, each scale word picked out by a two-register permute (vpermt2w); what lies
+ * past the blocks is not read. */
+AVX512_INLINE __m512 avx512_q5_0_scales16(const int NB, const uint8_t *blk0, int left) {
+    const int bytes = (left < NB ? left : NB) * (int)sizeof(block_q5_0);
+    __m512i win[6];
+    for (int i = 0; i < 6; i++) {
+        if (NB == 8 && i >= 4) { win[i] = _mm512_setzero_si512(); continue; }
+        const int n = bytes - 64 * i;
+        const __mmask64 m = n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
+        win[i] = _mm512_maskz_loadu_epi8(m, blk0 + 64 * i);
+    }
+#define Q5_WORD(l) (11 * Q5_LANE_BLOCK((l) / 4, (l) % 4)) /* a block is 11 words */
+    const __m512i idx = _mm512_and_si512(_mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        Q5_WORD(15), Q5_WORD(14), Q5_WORD(13), Q5_WORD(12), Q5_WORD(11), Q5_WORD(10), Q5_WORD(9), Q5_WORD(8),
+        Q5_WORD(7), Q5_WORD(6), Q5_WORD(5), Q5_WORD(4), Q5_WORD(3), Q5_WORD(2), Q5_WORD(1), Q5_WORD(0)), _mm512_set1_epi16(63));
+    __mmask32 in1 = 0, in2 = 0; /* lanes whose word lies in the second, third window */
+    for (int l = 0; l < 16; l++) {
+        in1 |= (__mmask32)(Q5_WORD(l) / 64 == 1) << l;
+        in2 |= (__mmask32)(Q5_WORD(l) / 64 == 2) << l;
+    }
+#undef Q5_WORD
+    __m512i d = _mm512_permutex2var_epi16(win[0], idx, win[1]);
+    d = _mm512_mask_mov_epi16(d, in1, _mm512_permutex2var_epi16(win[2], idx, win[3]));
+    if (NB == 16) d = _mm512_mask_mov_epi16(d, in2, _mm512_permutex2var_epi16(win[4], idx, win[5]));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+}
+
+/* One token's activations as avx512_q5_0_row reads them, per pair of blocks: the two blocks' 64
+ * bytes, and per 4-byte lane -16 times their sum (the offset of Q5_0's q - 16). */
+typedef struct {
+    __m512i x, fix;
+} q5_0_xpair;
+
+AVX512_INLINE q5_0_xpair avx512_q5_0_xpair(const block_q8x *x, int b, int nb) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m256i xhi = b + 1 < nb ? _mm256_loadu_si256((const __m256i *)x[b + 1].qs) : _mm256_setzero_si256();
+    q5_0_xpair p;
+    p.x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[b].qs)), xhi, 1);
+    p.fix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(16), p.x));
+    return p;
+}
+
+/* Blocks c0 .. c0 + 15 of a row times one token (all 16 there if `full`, else those below nb; NP = 4:
+ * at most 8 of them), added into the four sums in acc. xp, xd: as in avx512_q5_0_row. */
+AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const int NP, const uint8_t *row, const block_q8x *x,
+                                       const q5_0_xpair *xp, const float *xd, int c0, int nb, __m128 acc) {
+    const size_t bsize = sizeof(block_q5_0);
+    const uint8_t *blk0 = row + (size_t)c0 * bsize;
+    __m512i v[8];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; p++) {
+        const int b = c0 + 2 * p;
+        if (!full && b >= nb) { v[p] = _mm512_setzero_si512(); continue; }
+        const uint8_t *blk = blk0 + (size_t)2 * p * bsize;
+        PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+        const q5_0_xpair xb = xp ? xp[b / 2] : avx512_q5_0_xpair(x, b, nb);
+        v[p] = _mm512_dpbusd_epi32(xb.fix, avx512_weights(PYLLM_TYPE_Q5_0, blk, bsize, full || b + 1 < nb), xb.x);
+    }
+    const int left = full ? 16 : nb - c0;
+    const __m512 xs = xd ? _mm512_loadu_ps(xd + c0) /* x[b].d, gathered where xd is NULL */
+        : _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
+                                   _mm512_cmplt_epi32_mask(avx512_lane_blocks(1), _mm512_set1_epi32(left)),
+                                   avx512_lane_blocks((int)sizeof(block_q8x)), x + c0, 1);
+    const __m512 s = _mm512_mul_ps(avx512_q5_0_scales16(2 * NP, blk0, left), xs);
+    const __m512 f = _mm512_cvtepi32_ps(avx512_block_sums16(NP, v));
+    acc = _mm_fmadd_ps(_mm512_castps512_ps128(f), _mm512_castps512_ps128(s), acc);
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(s, 1), acc);
+    if (NP == 4) return acc; /* blocks 8 .. 15 absent: adding their 0 would change no sum */
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(s, 2), acc);
+    return _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 3), _mm512_extractf32x4_ps(s, 3), acc);
+}
+
+/* One row times one token: xp its pairs from avx512_q5_0_xpair (or NULL: made here), xd its scales
+ * from avx512_q5_0_scales (or NULL: gathered here). */
+AVX512_INLINE float avx512_q5_0_row(const uint8_t *row, const block_q8x *x, const q5_0_xpair *xp,
+                                    const float *xd, int nb) {
+    __m128 acc = _mm_setzero_ps();
+    int c0 = 0;
+    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_q5_0_chunk(1, 8, row, x, xp, xd, c0, nb, acc);
+    if (c0 + 8 < nb) acc = avx512_q5_0_chunk(0, 8, row, x, xp, xd, c0, nb, acc);
+    else if (c0 < nb) acc = avx512_q5_0_chunk(0, 4, row, x, xp, xd, c0, nb, acc);
+    const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* A0 + A2, A1 + A3 */
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+}
+
+/* 16 rows (nr of them real, the others zero) unpacked for avx512_q5_0_prompt: wq[(b * 8 + k) * 16 + r]
+ * holds bytes 4k..4k+3 of row r's block b as 5-bit values 0..31, wd[b * 16 + r] its scale. */
+AVX512_INLINE void avx512_q5_0_unpack16(const uint8_t *w, size_t rb, int nr, int nb, uint32_t *wq, float *wd) {
+    const size_t bsize = sizeof(block_q5_0);
+    for (int b = 0; b < nb; b++) {
+        uint32_t q[16][8];
+        for (int r = 0; r < 16; r++) {
+            if (r >= nr) { memset(q[r], 0, sizeof q[r]); wd[b * 16 + r] = 0.0f; continue; }
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 6));
+            const __m128i m4 = _mm_set1_epi8(0x0F);
+            __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+            uint32_t qh;
+            memcpy(&qh, blk + 2, sizeof qh);
+            v = _mm256_or_si256(v, _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+            _mm256_storeu_si256((__m256i *)q[r], v);
+            wd[b * 16 + r] = avx2_half(blk);
+        }
+        for (int k = 0; k < 8; k++)
+            for (int r = 0; r < 16; r++) wq[((size_t)b * 8 + k) * 16 + r] = q[r][k];
+    }
+}
+
+/* C tokens (x, x + nb, ...) times the 16 unpacked rows; nx16[t * nb + b] = -16 * sum of token t's
+ * block b. Writes (or adds to) y[t * y_stride + r] for the nr real rows. */
+AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const float *wd, int nr,
+                                      const block_q8x *x, const int32_t *nx16, int nb, float *y,
+                                      int y_stride, int accumulate) {
+    __m512 acc[4][4];
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < 4; j++) acc[c][j] = _mm512_setzero_ps();
+    for (int b0 = 0; b0 < nb; b0 += 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const int b = b0 + i;
+            if (b >= nb) break;
+            __m512i wv[8];
+            for (int k = 0; k < 8; k++) wv[k] = _mm512_loadu_si512((const void *)(wq + ((size_t)b * 8 + k) * 16));
+            const __m512 wdv = _mm512_loadu_ps(wd + (size_t)b * 16);
+            for (int c = 0; c < C; c++) {
+                const block_q8x *xb = x + (size_t)c * nb + b;
+                __m512i dot = _mm512_set1_epi32(nx16[(size_t)c * nb + b]);
+                for (int k = 0; k < 8; k++) { /* 4 activation bytes, broadcast straight from memory */
+                    int32_t xs;
+                    memcpy(&xs, xb->qs + 4 * k, sizeof xs);
+                    dot = _mm512_dpbusd_epi32(dot, wv[k], _mm512_set1_epi32(xs));
+                }
+                const __m512 s = _mm512_mul_ps(wdv, _mm512_set1_ps(xb->d));
+                acc[c][i / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[c][i / 2]);
+            }
+        }
+    }
+    const __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    for (int c = 0; c < C; c++) {
+        __m512 v = _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][2]), _mm512_add_ps(acc[c][1], acc[c][3]));
+        float *dst = y + (size_t)c * y_stride;
+        if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(rows, dst), v);
+        _mm512_mask_storeu_ps(dst, rows, v);
+    }
+}
+
+/* -16 times the sum of each of n * nb activation blocks (the offset of Q5_0's q - 16). */
+AVX512_INLINE void avx512_q5_0_offsets(const block_q8x *x, size_t count, int32_t *nx16) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (size_t i = 0; i < count; i++) {
+        const __m256i s16 = _mm256_maddubs_epi16(ones, _mm256_loadu_si256((const __m256i *)x[i].qs));
+        nx16[i] = -16 * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    }
+}
+
+/* Prompts of at least this many tokens go through avx512_q5_0_prompt; shorter ones a token at a time. */
+#define Q5_0_PROMPT_MIN 8
+
+AVX512_INLINE void avx512_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, const block_q8x *xq, int n,
+                                      float *y, int accumulate) {
+    const int nb = w->cols / QK5_0;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q5_0, w->cols);
+    void *scratch = NULL;
+    if (n >= Q5_0_PROMPT_MIN) {
+        /* wq (nb * 512 bytes), wd (nb * 64), nx16 (n * nb * 4) */
+        const size_t bytes = (size_t)nb * (512 + 64) + (size_t)n * nb * 4;
+        scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    }
+    if (scratch) {
+        uint32_t *wq = scratch;
+        float *wd = (float *)(wq + (size_t)nb * 128);
+        int32_t *nx16 = (int32_t *)(wd + (size_t)nb * 16);
+        avx512_q5_0_offsets(xq, (size_t)n * nb, nx16);
+        for (int r = r0; r < r1; r += 16) {
+            const int nr = r1 - r < 16 ? r1 - r : 16;
+            avx512_q5_0_unpack16((const uint8_t *)w->data + (size_t)r * rb, rb, nr, nb, wq, wd);
+            int t = 0;
+            for (; t + 4 <= n; t += 4)
+                avx512_q5_0_prompt(4, wq, wd, nr, xq + (size_t)t * nb, nx16 + (size_t)t * nb, nb,
+                                   y + (size_t)t * w->rows + r, w->rows, accumulate);
+            const block_q8x *xt = xq + (size_t)t * nb;
+            const int32_t *nt = nx16 + (size_t)t * nb;
+            float *yt = y + (size_t)t * w->rows + r;
+            switch (n - t) {
+            case 3: avx512_q5_0_prompt(3, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 2: avx512_q5_0_prompt(2, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 1: avx512_q5_0_prompt(1, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            default: break;
+            }
+        }
+        free(scratch);
+        return;
+    }
+    /* a token at a time (also where the scratch could not be had: the same result, slower) */
+    /* rows of up to 8192 values: the token's pairs and scales made once for all rows (longer ones
+     * make them per row) */
+    q5_0_xpair xp[128];
+    float xd[256];
+    for (int t = 0; t < n; t++) {
+        const block_q8x *xt = xq + (size_t)t * nb;
+        const int prep = nb <= 256;
+        if (prep) {
+            avx512_q5_0_scales(xt, nb, xd);
+            for (int b = 0; b < nb; b += 2) xp[b / 2] = avx512_q5_0_xpair(xt, b, nb);
+        }
+        for (int r = r0; r < r1; r++) {
+            float v = avx512_q5_0_row((const uint8_t *)w->data + (size_t)r * rb, xt, prep ? xp : NULL,
+                                      prep ? xd : NULL, nb);
+            float *dst = y + (size_t)t * w->rows + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
+}
+
+/* A K-quant super-block's scales: d, dmin (Q4_K, Q5_K), mins16 (Q4_K/Q5_K: min[s] in int16 lanes 2s,
+ * 2s+1, as bsums; Q6_K: the 16 scales) and scales (Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16). */
+AVX512_INLINE void avx512_kscales(const int type, const uint8_t *blk, float *d, float *dmin, __m256i *mins16,
+                                  __m512i *scales) {
+    if (type == PYLLM_TYPE_Q6_K) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        *d = _cvtsh_ss(q->d);
+        *dmin = 0.0f;
+        *mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+        *scales = _mm512_castsi256_si512(*mins16);
+    } else {
+        const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
+        uint64_t sc, mn;
+        *d = _cvtsh_ss(q->d);
+        *dmin = _cvtsh_ss(q->dmin);
+        kquant_scales_packed(q->scales, &sc, &mn);
+        const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+        *mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        *scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+    }
+}
+
+/* Values 64j .. 64j + 63 of a K-quant super-block as bytes (*wq), and the scales of their sub-blocks
+ * in the int16 lanes of maddubs's pair sums (*scale), from avx512_kscales's scales. */
+AVX512_INLINE void avx512_kvalues(const int type, const uint8_t *blk, int j, __m512i scales, __m512i *wq,
+                                  __m512i *scale) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i lane = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                          15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    if (type == PYLLM_TYPE_Q6_K) {
+        /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
+        const block_q6_K *q = (const block_q6_K *)blk;
+        const int h = j / 2;
+        const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+        const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
+        /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
+        const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
+                                  : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
+                                                       _mm256_slli_epi16(qh, 2), 1);
+        *wq = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
+        /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
+        *scale = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)), _mm512_srli_epi16(lane, 3)), scales);
+    } else {
+        const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs : ((const block_q5_K *)blk)->qs;
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+        __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+        v = _mm512_and_si512(v, m4);
+        if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+            const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
+                                                _mm_cvtsi32_si128(2 * j));
+            const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+            v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
+        }
+        *wq = v;
+        /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
+        *scale = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)), _mm512_srli_epi16(lane, 4)), scales);
+    }
+}
+
+/* A super-block unpacked once for every token of a prompt: what avx512_ktile computes from it. */
+typedef struct {
+    __m512i wq[4], scale[4]; /* avx512_kvalues, j = 0 .. 3 */
+    __m256i mins16;
+    float d, dmin;
+} kquant_unpacked;
+
+AVX512_INLINE void avx512_kunpack(const int type, const uint8_t *blk, kquant_unpacked *u) {
+    __m512i scales;
+    avx512_kscales(type, blk, &u->d, &u->dmin, &u->mins16, &scales);
+    for (int j = 0; j < 4; j++) avx512_kvalues(type, blk, j, scales, &u->wq[j], &u->scale[j]);
+}
+
 /* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
  * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
  * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
- * (VNNI). */
+ * (VNNI). The weights come from the rows w, w + rb, ..., or, if pre is not NULL, from their
+ * super-blocks unpacked there (row r's at pre + r * nb): the same vectors either way. */
 AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
-                                const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
+                                const kquant_unpacked *pre, const block_q8k *xk, int nb, float *y,
+                                int y_stride, int accumulate) {
     const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
                        : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[4][4];
     __m256 accm[4][4]; /* the min (Q4_K, Q5_K) or 32 (Q6_K) terms, 8 lanes */
     for (int r = 0; r < R; r++)
@@ -871,71 +1215,34 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
     for (int b = 0; b < nb; b++) {
         __m512i isum[4][4];
         float wd[4], wmin[4];
-        __m256i mins16[4]; /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
-        __m512i scales[4]; /* Q4_K/Q5_K: the 8 scales as int16; Q6_K: the 16 */
+        __m256i mins16[4];
+        __m512i scales[4];
         for (int r = 0; r < R; r++) {
+            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
+            if (pre) {
+                const kquant_unpacked *u = pre + (size_t)r * nb + b;
+                wd[r] = u->d;
+                wmin[r] = u->dmin;
+                mins16[r] = u->mins16;
+                continue;
+            }
             const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             if (C == 1) {
                 PREFETCH_AHEAD(blk, PREFETCH_BYTES);
                 PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
                 PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
             }
-            for (int c = 0; c < C; c++) isum[r][c] = _mm512_setzero_si512();
-            if (type == PYLLM_TYPE_Q6_K) {
-                const block_q6_K *q = (const block_q6_K *)blk;
-                wd[r] = _cvtsh_ss(q->d);
-                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
-                scales[r] = _mm512_castsi256_si512(mins16[r]);
-            } else {
-                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
-                uint64_t sc, mn;
-                wd[r] = _cvtsh_ss(q->d);
-                wmin[r] = _cvtsh_ss(q->dmin);
-                kquant_scales_packed(q->scales, &sc, &mn);
-                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-                scales[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-            }
+            avx512_kscales(type, blk, &wd[r], &wmin[r], &mins16[r], &scales[r]);
         }
         for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 */
             __m512i wq[4], scale[4];
             for (int r = 0; r < R; r++) {
-                const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-                if (type == PYLLM_TYPE_Q6_K) {
-                    /* half h = j / 2; j even: k = 0, 1 (low nibbles of ql[0..63]), j odd: k = 2, 3 (high) */
-                    const block_q6_K *q = (const block_q6_K *)blk;
-                    const int h = j / 2;
-                    const __m512i ql = _mm512_loadu_si512((const void *)(q->ql + 64 * h));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
-                    const __m512i lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(ql, 4) : ql, m4);
-                    /* bits 2k, 2k+1 of qh to bits 4, 5: k = 0, 1 or k = 2, 3 in the two halves */
-                    const __m512i qh2 = j % 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1)
-                                              : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
-                                                                   _mm256_slli_epi16(qh, 2), 1);
-                    wq[r] = _mm512_or_si512(lo, _mm512_and_si512(qh2, m30));
-                    /* sub-blocks 4j .. 4j+3, 16 values (8 int16 lanes of pair sums) each */
-                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
-                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
-                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 3));
-                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                if (pre) {
+                    const kquant_unpacked *u = pre + (size_t)r * nb + b;
+                    wq[r] = u->wq[j];
+                    scale[r] = u->scale[j];
                 } else {
-                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
-                                                                : ((const block_q5_K *)blk)->qs;
-                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-                    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-                    v = _mm512_and_si512(v, m4);
-                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
-                        const __m256i qh = _mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh),
-                                                            _mm_cvtsi32_si128(2 * j));
-                        const __m512i bits = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
-                        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(bits, _mm512_set1_epi8(1)), 4));
-                    }
-                    wq[r] = v;
-                    /* sub-block 2j in the low 16 int16 lanes, 2j+1 in the high */
-                    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * j)),
-                        _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
-                                                           15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4));
-                    scale[r] = _mm512_permutexvar_epi16(idx, scales[r]);
+                    avx512_kvalues(type, w + (size_t)r * rb + (size_t)b * bsize, j, scales[r], &wq[r], &scale[r]);
                 }
             }
             for (int c = 0; c < C; c++) {
@@ -963,28 +1270,44 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
         }
 }
 
+/* Rows of a prompt's tiles unpacked at a time (avx512_matmul_k): their super-blocks stay in L2
+ * while every token passes over them. */
+#define KTILE_CHUNK_AVX512 16
+
 AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
                                    const block_q8k *xk, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
-    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512;
-    const int chunk = n == 1 ? r1 - r0 : 64 / TR * TR;
+    const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512, TC = KTILE_COLS_AVX512;
+    const uint8_t *data = w->data;
+    if (n == 1) {
+        for (int r = r0; r < r1; r++)
+            avx512_ktile(type, 1, 1, data + (size_t)r * rb, rb, NULL, xk, nb, y + r, w->rows, accumulate);
+        return;
+    }
+    /* a prompt: each chunk of rows unpacked once for all tokens (or, without the memory for it, in
+     * every tile: the same result) */
+    const int chunk = KTILE_CHUNK_AVX512;
+    const size_t bsize = rb / (size_t)nb;
+    kquant_unpacked *pre = aligned_alloc(64, (size_t)chunk * nb * sizeof(kquant_unpacked));
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        if (pre)
+            for (int r = c0; r < c1; r++)
+                for (int b = 0; b < nb; b++)
+                    avx512_kunpack(type, data + (size_t)r * rb + (size_t)b * bsize, pre + (size_t)(r - c0) * nb + b);
+#define KTILE_AT(R_, C_) avx512_ktile(type, R_, C_, data + (size_t)r * rb, rb, pre ? pre + (size_t)(r - c0) * nb : NULL, \
+                                      xk + (size_t)t * nb, nb, y + (size_t)t * w->rows + r, w->rows, accumulate)
         int t = 0;
-        for (; t + 4 <= n; t += 4) {
+        for (; t + TC <= n; t += TC) {
             int r = c0;
-            for (; r + TR <= c1; r += TR)
-                avx512_ktile(type, TR, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
-            for (; r < c1; r++)
-                avx512_ktile(type, 1, 4, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (; r + TR <= c1; r += TR) KTILE_AT(TR, TC);
+            for (; r < c1; r++) KTILE_AT(1, TC);
         }
         for (; t < n; t++)
-            for (int r = c0; r < c1; r++)
-                avx512_ktile(type, 1, 1, (const uint8_t *)w->data + (size_t)r * rb, rb, xk + (size_t)t * nb, nb,
-                             y + (size_t)t * w->rows + r, w->rows, accumulate);
+            for (int r = c0; r < c1; r++) KTILE_AT(1, 1);
+#undef KTILE_AT
     }
+    free(pre);
 }
 
 /* R x C tile over F32 or F16 weights, 16 values per step; the tail of a row (cols % 16) is scalar. */
@@ -1049,9 +1372,10 @@ AVX512_INLINE void avx512_matmul_float(const int type, const pyllm_tensor *w, in
 }
 
 /* Attention with 16-wide vectors for head sizes that are multiples of 32 up to 256 (others go
- * through the AVX2 code; 64, 128 and 256 are instantiated with constant sizes), up to three (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value is loaded
- * once for all of them, so a prompt reads the cache from L2 a third as often. Scores as in
- * avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
+ * through the AVX2 code; 64, 128 and 256 are instantiated with constant sizes), up to four
+ * (KERN_ATTEND_HEADS) query heads that share a key/value head at once: each cached key and value
+ * is loaded once for all of them, so a prompt reads the cache from L2 a quarter as often. Scores
+ * as in avx2_dot8, each 512-bit accumulator folded to 256 bits before the horizontal adds. */
 AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
     __m256 half[8];
     for (int r = 0; r < 8; r++)
@@ -1062,32 +1386,59 @@ AVX512_INLINE __m256 avx512_reduce8(const __m512 *acc) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-/* s[g] = scores of query head g (G <= 3, H floats apart in q) against 8 consecutive keys. */
-AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const float *k, int kv_stride,
-                               __m256 *s) {
-    __m512 acc[3][8];
+/* avx512_reduce8 for 4 keys: each key's sum by the same tree of additions. */
+AVX512_INLINE __m128 avx512_reduce4(const __m512 *acc) {
+    __m256 half[4];
+    for (int r = 0; r < 4; r++)
+        half[r] = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(half[0], half[1]), _mm256_hadd_ps(half[2], half[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* s[g] = scores of query head g (G <= 4, H floats apart in q) against K (8 or 4) consecutive keys
+ * from k, per key the same additions whatever G and K are. */
+AVX512_INLINE void avx512_dot_keys(const int G, const int K, const int H, const float *q, const float *k,
+                                   int kv_stride, __m512 acc[][8]) {
     for (int g = 0; g < G; g++)
-        for (int r = 0; r < 8; r++) acc[g][r] = _mm512_setzero_ps();
+        for (int r = 0; r < K; r++) acc[g][r] = _mm512_setzero_ps();
     for (int i = 0; i < H; i += 16) {
-        __m512 qv[3];
+        __m512 qv[4];
         for (int g = 0; g < G; g++) qv[g] = _mm512_loadu_ps(q + g * H + i);
-        for (int r = 0; r < 8; r++) {
+        for (int r = 0; r < K; r++) {
             const __m512 kv = _mm512_loadu_ps(k + (size_t)r * kv_stride + i);
             for (int g = 0; g < G; g++) acc[g][r] = _mm512_fmadd_ps(qv[g], kv, acc[g][r]);
         }
     }
-    for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
 }
 
-/* out_g = sum_j p_g[j] v_j over the runs' positions (p_g n_pos floats apart, out_g H apart;
- * G * H <= 192). Even and odd keys of a run go to separate accumulators, so that one head's
- * multiply-adds do not wait on the previous key's; every head is summed in the same order whatever
- * G is, so a token's output does not depend on whether it came in a prompt (heads grouped) or alone. */
-AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p, const kern_kv_run *runs,
-                                       int n_runs, int kv_stride, int n_pos, int col, float *out) {
-    __m512 even[3][8], odd[3][8];
+/* Scores of 8 keys for G heads: 8 at once for up to three heads, two steps of 4 for four (whose
+ * 32 accumulators would not fit the registers). */
+AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const float *k, int kv_stride,
+                               __m256 *s) {
+    __m512 acc[4][8];
+    if (G <= 3) {
+        avx512_dot_keys(G, 8, H, q, k, kv_stride, acc);
+        for (int g = 0; g < G; g++) s[g] = avx512_reduce8(acc[g]);
+        return;
+    }
+    __m128 lo[4];
+    avx512_dot_keys(G, 4, H, q, k, kv_stride, acc);
+    for (int g = 0; g < G; g++) lo[g] = avx512_reduce4(acc[g]);
+    avx512_dot_keys(G, 4, H, q, k + (size_t)4 * kv_stride, kv_stride, acc);
+    for (int g = 0; g < G; g++) s[g] = _mm256_set_m128(avx512_reduce4(acc[g]), lo[g]);
+}
+
+/* out_g = sum_j p_g[j] v_j over W columns from `col`, over the runs' positions (p_g n_pos floats
+ * apart, out_g `ostride` apart; G * W <= 192). Even and odd keys of a run go to separate
+ * accumulators, so that one head's multiply-adds do not wait on the previous key's; every head is
+ * summed in the same order whatever G and the column chunk are, so a token's output does not
+ * depend on whether it came in a prompt (heads grouped) or alone. */
+AVX512_INLINE void avx512_weighted_sum(const int G, const int W, const float *p, const kern_kv_run *runs,
+                                       int n_runs, int kv_stride, int n_pos, int col, float *out, int ostride) {
+    __m512 even[4][8], odd[4][8];
     for (int g = 0; g < G; g++)
-        for (int i = 0; i < H / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
+        for (int i = 0; i < W / 16; i++) even[g][i] = odd[g][i] = _mm512_setzero_ps();
     int at = 0; /* the run's first position */
     for (int r = 0; r < n_runs; at += runs[r].n, r++) {
         const float *v = runs[r].v + col;
@@ -1095,7 +1446,7 @@ AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p,
         int j = 0;
         for (; j + 2 <= n; j += 2) {
             const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
-            for (int i = 0; i < H / 16; i++) {
+            for (int i = 0; i < W / 16; i++) {
                 const __m512 a = _mm512_loadu_ps(v0 + 16 * i), b = _mm512_loadu_ps(v1 + 16 * i);
                 for (int g = 0; g < G; g++) {
                     const float *pg = p + (size_t)g * n_pos + at + j;
@@ -1105,22 +1456,22 @@ AVX512_INLINE void avx512_weighted_sum(const int G, const int H, const float *p,
             }
         }
         if (j < n)
-            for (int i = 0; i < H / 16; i++) {
+            for (int i = 0; i < W / 16; i++) {
                 const __m512 a = _mm512_loadu_ps(v + (size_t)j * kv_stride + 16 * i);
                 for (int g = 0; g < G; g++)
                     even[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + at + j]), a, even[g][i]);
             }
     }
     for (int g = 0; g < G; g++)
-        for (int i = 0; i < H / 16; i++)
-            _mm512_storeu_ps(out + g * H + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
+        for (int i = 0; i < W / 16; i++)
+            _mm512_storeu_ps(out + (size_t)g * ostride + 16 * i, _mm512_add_ps(even[g][i], odd[g][i]));
 }
 
 AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q, const kern_kv_run *runs,
                                        int n_runs, int kv_stride, int n_pos, float scale,
                                        float *scores, float *out) {
-    __m256 max8[3], s[3];
-    float max[3], total[3];
+    __m256 max8[4], s[4];
+    float max[4], total[4];
     for (int g = 0; g < G; g++) { max8[g] = _mm256_set1_ps(-INFINITY); max[g] = -INFINITY; }
     int at = 0;
     for (int r = 0; r < n_runs; at += runs[r].n, r++) {
@@ -1146,21 +1497,28 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
         max[g] = m8 > max[g] ? m8 : max[g];
         total[g] = avx2_softmax_numerators(scores + (size_t)g * n_pos, n_pos, max[g]);
     }
-    if (H == 64) {
-        avx512_weighted_sum(G, 64, scores, runs, n_runs, kv_stride, n_pos, 0, out);
-    } else { /* wider: two accumulator sets of 8 registers hold 128 columns of one head, so one head
-              * at a time, in column chunks of 128 and a last one of 32, 64 or 96 */
-        for (int g = 0; g < G; g++)
-            for (int col = 0; col < H; col += 128) {
-                const float *pg = scores + (size_t)g * n_pos;
-                float *og = out + g * H + col;
-                switch (H - col < 128 ? H - col : 128) {
-                case 128: avx512_weighted_sum(1, 128, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
-                case 96: avx512_weighted_sum(1, 96, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
-                case 64: avx512_weighted_sum(1, 64, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
-                default: avx512_weighted_sum(1, 32, pg, runs, n_runs, kv_stride, n_pos, col, og); break;
-                }
+    /* the value sum in column chunks whose accumulators (two per 16 columns and head) fit the
+     * registers with room to spare: 128 columns of one head, 64 of two or three, 32 of four */
+    const int chunk = G == 1 ? 128 : G <= 3 ? 64 : 32;
+    for (int col = 0; col < H; col += chunk) {
+        const int w = H - col < chunk ? H - col : chunk;
+        float *oc = out + col;
+#define WSUM(G_, W_) avx512_weighted_sum(G_, W_, scores, runs, n_runs, kv_stride, n_pos, col, oc, H)
+        if (G == 1) {
+            switch (w) {
+            case 128: WSUM(1, 128); break;
+            case 96: WSUM(1, 96); break;
+            case 64: WSUM(1, 64); break;
+            default: WSUM(1, 32); break;
             }
+        } else if (G == 2) {
+            if (w == 64) WSUM(2, 64); else WSUM(2, 32);
+        } else if (G == 3) {
+            if (w == 64) WSUM(3, 64); else WSUM(3, 32);
+        } else {
+            WSUM(4, 32);
+        }
+#undef WSUM
     }
     for (int g = 0; g < G; g++) avx2_scale(out + g * H, H, 1.0f / total[g]);
 }
@@ -1168,23 +1526,24 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
 AVX512_TARGET void kern_x86_attend_avx512(const float *q, int n_q, const kern_kv_run *runs, int n_runs,
                                           int kv_stride, int n_pos, int head_dim, float scale,
                                           float *scores, float *out) {
-#define ATTEND(G, H) avx512_attend_heads(G, H, qg, runs, n_runs, kv_stride, n_pos, scale, scores, og)
     for (int g = 0; g < n_q; g += KERN_ATTEND_HEADS) {
         const int G = n_q - g < KERN_ATTEND_HEADS ? n_q - g : KERN_ATTEND_HEADS;
         const float *qg = q + (size_t)g * head_dim;
         float *og = out + (size_t)g * head_dim;
-        if (head_dim == 64) { if (G == 3) ATTEND(3, 64); else if (G == 2) ATTEND(2, 64); else ATTEND(1, 64); }
-        else if (head_dim == 128) { if (G == 3) ATTEND(3, 128); else if (G == 2) ATTEND(2, 128); else ATTEND(1, 128); }
-        else if (head_dim == 256) { if (G == 3) ATTEND(3, 256); else if (G == 2) ATTEND(2, 256); else ATTEND(1, 256); }
-        else if (head_dim % 32 == 0 && head_dim <= 256) {
-            /* the scores of up to three heads fit the 32 registers at any of these widths */
-            if (G == 3) ATTEND(3, head_dim); else if (G == 2) ATTEND(2, head_dim); else ATTEND(1, head_dim);
-        } else
+#define ATTEND(G_, H_) avx512_attend_heads(G_, H_, qg, runs, n_runs, kv_stride, n_pos, scale, scores, og)
+#define ATTEND_G(H_) switch (G) { case 4: ATTEND(4, H_); break; case 3: ATTEND(3, H_); break; \
+                                  case 2: ATTEND(2, H_); break; default: ATTEND(1, H_); break; }
+        if (head_dim == 64) { ATTEND_G(64) }
+        else if (head_dim == 128) { ATTEND_G(128) }
+        else if (head_dim == 256) { ATTEND_G(256) }
+        else if (head_dim % 32 == 0 && head_dim <= 256) { ATTEND_G(head_dim) }
+        else
             for (int h = 0; h < G; h++)
                 kern_x86_attend_avx2(qg + (size_t)h * head_dim, runs, n_runs, kv_stride, n_pos, head_dim, scale,
                                      scores, og + (size_t)h * head_dim);
-    }
+#undef ATTEND_G
 #undef ATTEND
+    }
 }
 
 /* The AVX-512 matmul of each weight type (the traits table in dispatch.c points at them). */
@@ -1221,7 +1580,7 @@ AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, in
 AVX512_TARGET void kern_x86_matmul_q5_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_q5_0(w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
