@@ -248,9 +248,13 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(PyllmError)
-    @app.exception_handler(ValueError)
     async def pyllm_error(request: Request, exc: Exception) -> JSONResponse:
         return await api_error(request, server.error(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # a bug: 500, and logged
+        return await api_error(request, ApiError(500, f"Internal error: {type(exc).__name__}: {exc}",
+                                                 type="server_error"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
                   f"kernels): {engine.max_running} requests at a time, {engine.n_ctx} tokens each, "
                   f"{engine.kv_budget / (1 << 20):.0f} MiB of KV cache; "
                   f"{'API key required' if api_key else 'no API key'}", file=sys.stderr, flush=True)
+        if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"pyllm serve: warning: listening on {args.host} without an API key: anyone who reaches "
+                  f"this port can use the model (--api-key)", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=GRACE_SECONDS,
                                 log_level="warning" if args.quiet else "info", access_log=not args.quiet)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
