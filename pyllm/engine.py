@@ -85,6 +85,7 @@ class Stream:
         self.submitted = time.perf_counter()
         self.first_token_at: float | None = None
         self._followers: list[Stream] = []  # the other choices of one prompt, forked after it is read
+        self._sampler: Sampler | None = None
         self._steps: deque[Step] = deque()
         self._done = False
         self._cancelled = False
@@ -273,6 +274,8 @@ class Engine:
         streams = [Stream(tokens, params if params.seed is None or i == 0 else
                           dataclasses.replace(params, seed=(params.seed + i) % (1 << 64)), max_tokens, stops, logprobs)
                    for i in range(n)]
+        for stream in streams:  # made here, so that a bad seed is the caller's error
+            stream._sampler = Sampler(stream.params)
         if n > 1 and self.cache.window:  # no forks with sliding-window layers: n requests
             streams[0]._followers = []
             queued = streams
@@ -365,7 +368,7 @@ class Engine:
                 return
             self._queue.popleft()
             stream.usage.cached_tokens = cached
-            self._running.append(_Running(stream, seq, need + (group > 1), Sampler(stream.params),
+            self._running.append(_Running(stream, seq, need + (group > 1), stream._sampler,
                                           self.model.tokenizer.decoder(), list(stream.prompt),
                                           followers=stream._followers, fed=cached))
 
@@ -436,7 +439,7 @@ class Engine:
             if logits is not None:
                 for follower in r.followers:  # the other choices start from this prompt's cache
                     follower.usage.cached_tokens = len(follower.prompt)
-                    forked = _Running(follower, self.cache.fork(r.seq), r.need, Sampler(follower.params),
+                    forked = _Running(follower, self.cache.fork(r.seq), r.need, follower._sampler,
                                       self.model.tokenizer.decoder(), list(follower.prompt), fed=len(follower.prompt))
                     with self._lock:
                         self._running.append(forked)

@@ -94,6 +94,8 @@ def test_queue_limit_and_context_are_refused_up_front(model):
             engine.submit(PROMPTS[0], temperature=-1)
         with pytest.raises(ValueError, match="logprobs"):
             engine.submit(PROMPTS[0], logprobs=21)
+        with pytest.raises(ValueError, match="seed"):  # in the caller's thread, not the scheduler's
+            engine.submit(PROMPTS[0], seed=-1)
 
 
 def test_kv_budget_admits_only_what_fits(model):
