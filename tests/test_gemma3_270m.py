@@ -98,6 +98,20 @@ def test_greedy_past_the_window_follows_llama_cpp_and_transformers(native, refs)
     assert gen.tokens == hf
 
 
+def test_engine_past_the_window_equals_a_session(native, refs):
+    """Through the engine's paged cache (sliding layers in their own blocks, returned once out of
+    the window; the prompt read in chunks of 128), the 601-token prompt and a shorter one running
+    together give the same greedy tokens as the model alone."""
+    from pyllm import Engine
+    prompt = refs["greedy_prompt"].tolist()
+    with Engine(native, max_running=2, prefill_chunk=128, n_ctx=1024) as engine:
+        long, short = engine.submit(prompt, max_tokens=16, temperature=0), \
+            engine.submit(prompt[:300], max_tokens=16, temperature=0)
+        texts = long.text(), short.text()
+    assert texts == (native.complete(prompt, max_tokens=16, temperature=0),
+                     native.complete(prompt[:300], max_tokens=16, temperature=0))
+
+
 def test_perplexity_within_1_percent_of_llama_cpp(capsys):
     assert perplexity_main([str(model_path(GEMMA3_270M.name, quiet=True)), TEXT, "--ctx", "512"]) == 0
     ppl = float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])
