@@ -718,9 +718,10 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
 /* AVX-512 kernels: matmuls and attention (activation quantization and softmax use the AVX2 code,
  * which every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
  * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; prompts use 4x4
- * tiles (32 vector registers leave room for 16 accumulators), decoding reads one weight row at a
- * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads:
- * F16 +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
+ * tiles (32 vector registers leave room for 16 accumulators; Q5_0 has a kernel of its own with 16
+ * weight rows in the lanes, avx512_matmul_q5_0), decoding reads one weight row at a time front to
+ * back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads: F16 +30%, Q4_1
+ * +15%, Q4_0 +22%, Q8_0 +28%). */
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
