@@ -75,8 +75,7 @@ class Constraint:
 
     def __init__(self, spec: ConstraintSpec, tokenizer: Any, n_vocab: int, end_ids: Sequence[int]):
         llg = llguidance_module()
-        self.spec = spec
-        self.n_vocab = n_vocab
+        self.spec, self.tokenizer, self.n_vocab = spec, tokenizer, n_vocab
         self.end_ids = frozenset(end_ids)
         self.matcher = llg.LLMatcher(vocabulary(tokenizer, n_vocab, end_ids), spec.grammar, log_level=0)
         if self.matcher.is_error():
