@@ -28,7 +28,7 @@ pytest.importorskip("llguidance")
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SCHEMA_FILES = sorted(glob.glob(os.path.join(DATA, "schemas", "*", "*.json")))
-CORPUS_MAX_TOKENS = 48
+CORPUS_MAX_TOKENS = 40
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
                                            "age": {"type": "integer", "minimum": 0, "maximum": 120}},
           "required": ["name", "age"], "additionalProperties": False}
@@ -64,7 +64,7 @@ def corpus(model):
     """Every schema of the corpus, refused (with the error) or run twice through the Engine: at
     temperature 0 and sampling (seeded); (path, schema, error, {mode: (stream, text)})."""
     results = []
-    with pyllm.Engine(model, max_running=16, max_queued=1024, n_ctx=512) as engine:
+    with pyllm.Engine(model, max_running=32, max_queued=1024, n_ctx=256) as engine:
         for path in SCHEMA_FILES:
             with open(path, encoding="utf-8") as f:
                 schema = json.load(f)
@@ -119,8 +119,8 @@ def test_completed_outputs_validate_and_cut_ones_are_not_claimed(corpus):
                     stream.parsed
     accepted = sum(1 for _, _, e, _ in corpus if e is None)
     print(f"\nschemas {len(corpus)}, refused {len(corpus) - accepted}, outcomes {dict(counts)}")
-    for mode in ("greedy", "sampled"):  # most short schemas finish within the budget
-        assert counts[mode, "eos"] >= accepted // 3, counts
+    for mode in ("greedy", "sampled"):  # enough finish within the short budget for the check to mean something
+        assert counts[mode, "eos"] >= accepted // 8, counts
 
 
 # ------------------------------------------------------------------------------------------------

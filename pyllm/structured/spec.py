@@ -32,6 +32,34 @@ def llguidance_module() -> Any:
     return llguidance
 
 
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")  # name -> schema
+SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems", "items")
+SCHEMA_VALUES = ("items", "additionalProperties", "additionalItems", "not", "if", "then", "else", "contains",
+                 "propertyNames", "unevaluatedProperties")
+
+
+def closed_objects(schema: Any) -> Any:
+    """A copy of a schema in which every object schema that does not say otherwise allows no
+    properties beyond those it lists. For a Pydantic class: pydantic drops unknown fields anyway
+    (unless the class says extra="allow", which its schema then states), so nothing is lost, and
+    the output ends when the model's fields are written instead of running on."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: closed_objects(sub) for name, sub in value.items()}
+        elif key in SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [closed_objects(sub) for sub in value]
+        elif key in SCHEMA_VALUES:
+            out[key] = closed_objects(value)
+        else:  # keywords whose values are data (enum, const, default, required, ...)
+            out[key] = value
+    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def is_pydantic_model(obj: object) -> bool:
     """Whether obj is a Pydantic model class (checked by its methods: pydantic is never imported here)."""
     return isinstance(obj, type) and callable(getattr(obj, "model_json_schema", None)) and \
@@ -74,7 +102,7 @@ def spec_from_options(json_schema: Any = None, regex: str | None = None, grammar
     if json_schema is not None:
         model_class = None
         if is_pydantic_model(json_schema):
-            model_class, schema = json_schema, json_schema.model_json_schema()
+            model_class, schema = json_schema, closed_objects(json_schema.model_json_schema())
         elif isinstance(json_schema, (str, bytes)):
             try:
                 schema = json.loads(json_schema)
