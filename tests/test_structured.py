@@ -341,7 +341,7 @@ def test_pydantic_model(model):
     class City(pydantic.BaseModel):
         name: str = pydantic.Field(max_length=30)
         country: str = pydantic.Field(max_length=30)
-        population: int = pydantic.Field(ge=0)
+        population: int = pydantic.Field(ge=0, le=100_000_000)
 
     city = model.parse([{"role": "user", "content": "Tell me about Paris as JSON."}], City, temperature=0,
                        max_tokens=64)
@@ -374,7 +374,7 @@ def test_command_line_json_schema_and_grammar(model, tmp_path, capsys):
     from pyllm.run import main
     schema_file = tmp_path / "person.json"
     schema_file.write_text(json.dumps(PERSON))
-    path = pyllm.fetch.default_model(quiet=True)
+    path = str(pyllm.fetch.default_model(quiet=True))
     assert main([path, "-q", "-p", "A person as JSON:", "--temp", "0", "-n", "48", "--json-schema",
                  str(schema_file)]) == 0
     jsonschema.validate(json.loads(capsys.readouterr().out), PERSON)
