@@ -174,14 +174,14 @@ class Generation:
                 if ready:
                     yield ready
                     session._resume(claim)  # raises if the session was taken over or closed meanwhile
+                if constraint is not None and constraint.done:  # complete: only an end token could follow
+                    self.finish_reason = "eos"
+                    break
                 if session.n_past >= session.n_ctx:
                     self.finish_reason = "context"
                     break
                 if self._stop_requested:  # close() from another thread while the piece was made
                     return
-                if constraint is not None and constraint.done:  # complete: only an end token could follow
-                    self.finish_reason = "eos"
-                    break
                 logits = session._eval(batch)  # a token and the tokens it forced: one batch
             if self.finish_reason != "stop":
                 pending += decoder.flush()

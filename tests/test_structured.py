@@ -389,7 +389,7 @@ def test_command_line_json_schema_and_grammar(model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("data", [b'{"name": "Zo\xc3\xab"}', "héllo wörld <|im_start|> 日本".encode(),
-                                  b"\xc3", b"abc\xff\xfe def", b" \n\t  {", b""])
+                                  b"\xc3", b"abc\xe6\x97 def", b" \n\t  {", b""])
 def test_encode_bytes_joins_to_the_bytes(model, data):
     tok = model.tokenizer
     ids = tok.encode_bytes(data)
