@@ -1,6 +1,7 @@
 """pyllm: a small, fast LLM inference engine for CPUs — a C core driven by a thin Python package."""
-from .errors import (ClosedError, ContextFullError, EngineError, FormatError, GenerationCancelledError,
-                     NumericalError, PyllmError, QueueFullError, SessionBusyError, TemplateError)
+from .errors import (ClosedError, ConstraintError, ContextFullError, EngineError, FormatError,
+                     GenerationCancelledError, IncompleteOutputError, NumericalError, PyllmError, QueueFullError,
+                     SessionBusyError, TemplateError)
 from .engine import Engine, Stream
 from .model import Model
 from .session import Session
@@ -8,7 +9,7 @@ from .tokenizer import Tokenizer
 
 __all__ = ["Model", "Session", "Engine", "Stream", "Tokenizer", "fetch", "QueueFullError", "PyllmError", "FormatError", "EngineError",
            "ContextFullError", "SessionBusyError", "ClosedError", "GenerationCancelledError", "TemplateError",
-           "NumericalError"]
+           "NumericalError", "ConstraintError", "IncompleteOutputError"]
 __version__ = "0.1.0"
 
 

@@ -29,10 +29,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .core import ModelCore, check_count
-from .errors import ClosedError, ContextFullError, PyllmError, QueueFullError
+from .errors import ClosedError, ContextFullError, IncompleteOutputError, PyllmError, QueueFullError
 from .generation import DEFAULT_MAX_TOKENS, held_back, stop_tokens
 from .paged import BLOCK_ROWS, CachedSequence, PagedCache
 from .sampling import Sampler, SamplingParams, token_logprobs
+from .structured import CONSTRAINT_OPTIONS, Constraint, ConstraintSpec, spec_from_options
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
 DEFAULT_KV_BUDGET = 1 << 30  # bytes of KV cache when the caller sets none (at most max_running full contexts)
@@ -75,9 +76,11 @@ class Stream:
     _ids = itertools.count()
 
     def __init__(self, prompt: list[int], params: SamplingParams, max_tokens: int, stop: list[str],
-                 logprobs: int | None):
+                 logprobs: int | None, constraint: Constraint | None = None):
         self.id = next(self._ids)
         self.prompt = prompt
+        self.constraint = constraint  # its own parser state: json_schema=, regex=, grammar=, choices=
+        self.tokens: list[int] = []   # the generated ids
         self.params, self.max_tokens, self.stop, self.logprobs = params, max_tokens, stop, logprobs
         self.usage = Usage(prompt_tokens=len(prompt))
         self.finish_reason: str | None = None
@@ -149,6 +152,17 @@ class Stream:
     def text(self) -> str:
         """Run to the end (blocking) and return all the text."""
         return "".join(step.text for step in self)
+
+    @property
+    def parsed(self) -> object:
+        """The constrained output as a value (as Generation.parsed): IncompleteOutputError unless
+        the request has ended with its structure complete."""
+        if self.constraint is None:
+            raise ValueError("this request has no constraint (json_schema=, regex=, grammar=, choices=)")
+        if not self._done or self.finish_reason != "eos" or not self.constraint.complete:
+            raise IncompleteOutputError(f"the output ended (finish_reason {self.finish_reason!r}) before its "
+                                        f"{self.constraint.spec.kind} was complete; it is not valid")
+        return self.constraint.spec.parse(self.constraint.tokenizer.decode(self.tokens))
 
 
 def _wake(fut: asyncio.Future) -> None:
@@ -248,8 +262,12 @@ class Engine:
                        **options: Any) -> list[Stream]:
         """n completions of one prompt (OpenAI's `n`), as n Streams: the prompt is read once and
         the n continue from its cache blocks, each copying a shared block before writing into it.
-        Choice i samples with seed + i when a seed is given. Errors as for submit."""
+        Choice i samples with seed + i when a seed is given. A constraint (json_schema, regex,
+        grammar, grammar_format, choices: as for Model.generate) holds every choice; tokens it
+        forces are sampled here like any other (the check passes at once). Errors as for submit;
+        ConstraintError for an unsupported constraint."""
         n = check_count("n", n, self.max_running)
+        spec = spec_from_options(**{k: options.pop(k) for k in list(options) if k in CONSTRAINT_OPTIONS})
         params = SamplingParams.from_options(options)
         params.check(self.model.config.vocab_size)
         tokens = self.model.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
@@ -272,10 +290,11 @@ class Engine:
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
         streams = [Stream(tokens, params if params.seed is None or i == 0 else
-                          dataclasses.replace(params, seed=(params.seed + i) % (1 << 64)), max_tokens, stops, logprobs)
+                          dataclasses.replace(params, seed=(params.seed + i) % (1 << 64)), max_tokens, stops, logprobs,
+                          self._constraint(spec))
                    for i in range(n)]
         for stream in streams:  # made here, so that a bad seed is the caller's error
-            stream._sampler = Sampler(stream.params)
+            stream._sampler = Sampler(stream.params, stream.constraint)
         if n > 1 and self.cache.window:  # no forks with sliding-window layers: n requests
             streams[0]._followers = []
             queued = streams
@@ -295,6 +314,11 @@ class Engine:
     def alive(self) -> bool:
         """Whether the scheduler runs (False once the engine is closed or has failed)."""
         return self._thread.is_alive() and not self._closed
+
+    def _constraint(self, spec: ConstraintSpec | None) -> Constraint | None:
+        if spec is None:
+            return None
+        return Constraint(spec, self.model.tokenizer, self.model.config.vocab_size, sorted(self._ends))
 
     def stats(self) -> EngineStats:
         """What runs and waits now, and the totals so far."""
@@ -455,6 +479,9 @@ class Engine:
         token = r.sampler(logits, r.history)
         if token in self._ends:
             return self._finish(r, "eos")
+        if s.constraint is not None:
+            s.constraint.accept(token)
+        s.tokens.append(token)
         s.usage.completion_tokens += 1
         self.generated_tokens += 1
         if s.first_token_at is None:
@@ -480,6 +507,8 @@ class Engine:
         s._push(Step(token, ready, logprob, top))
         if finish:
             return self._finish(r, finish)
+        if s.constraint is not None and s.constraint.done:  # complete: only an end token could follow
+            return self._finish(r, "eos")
         if len(r.seq.tokens) + 1 > min(self.n_ctx, r.need * BLOCK_ROWS):  # its context, or all its blocks
             return self._finish(r, "context")
         r.feed = [token]

@@ -38,6 +38,16 @@ class NumericalError(PyllmError, ValueError):
     """The model computed logits that cannot be sampled (NaN): its weights hold NaN or infinity."""
 
 
+class ConstraintError(PyllmError, ValueError):
+    """A JSON Schema, regex, grammar or choice list is invalid or uses a construct structured output
+    does not support; raised before generation, naming the construct."""
+
+
+class IncompleteOutputError(PyllmError, ValueError):
+    """A constrained generation ended before its structure was complete (max_tokens, a stop string,
+    a full context), so its text is not claimed to be valid."""
+
+
 class TemplateError(PyllmError, ValueError):
     """A chat template failed to render, or tried something the sandbox forbids."""
 

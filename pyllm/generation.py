@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from .chat import END_OF_TURN
 from .core import ModelCore
-from .errors import SessionBusyError
+from .errors import IncompleteOutputError, SessionBusyError
 from .sampling import Sampler, SamplingParams
+from .structured import Constraint, ConstraintSpec
 
 if TYPE_CHECKING:  # the session makes generations and they drive it: a type-only back-reference
     from .session import Claim, Session
@@ -47,10 +48,15 @@ class Generation:
     From its first piece until it ends (or close()), the generation holds its session: another
     thread's call on the session raises SessionBusyError, and a later call of the same thread
     cancels it (its next piece raises GenerationCancelledError).
+
+    With a constraint (json_schema=, regex=, grammar=, choices=), every token fits the grammar,
+    tokens the grammar forces are appended without sampling (and go through the forward pass
+    together, as one batch), and the generation ends with "eos" when the structure is complete;
+    `parsed` is then the output as a value, and `constraint.stats` says how the constraint worked.
     """
 
     def __init__(self, session: "Session", prompt_tokens: Sequence[int], params: SamplingParams,
-                 max_tokens: int, stop: Sequence[str]):
+                 max_tokens: int, stop: Sequence[str], spec: ConstraintSpec | None = None):
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         if any(not isinstance(s, str) or not s for s in stop):
@@ -60,6 +66,9 @@ class Generation:
         params.check(self.model.config.vocab_size)
         self.params, self.max_tokens, self.stop = params, max_tokens, list(stop)
         self.prompt_tokens = list(prompt_tokens)
+        # the constraint is compiled now, so that an unsupported schema is refused before generation
+        self.constraint = None if spec is None else \
+            Constraint(spec, self.model.tokenizer, self.model.config.vocab_size, sorted(stop_tokens(self.model)))
         self.tokens: list[int] = []
         self.finish_reason: str | None = None
         self.n_prompt = len(self.prompt_tokens)
@@ -83,6 +92,21 @@ class Generation:
     def text(self) -> str:
         """Run to the end and return all the text."""
         return "".join(self)
+
+    @property
+    def parsed(self) -> object:
+        """The constrained output as a value: an instance of the Pydantic model class given as
+        json_schema, the JSON value of any other schema, else the text. IncompleteOutputError unless
+        the generation has ended with its structure complete (max_tokens, a stop string or a full
+        context cut it: the text is then not claimed to be valid)."""
+        if self.constraint is None:
+            raise ValueError("this generation has no constraint (json_schema=, regex=, grammar=, choices=)")
+        if self.finish_reason is None:
+            raise IncompleteOutputError("the generation has not ended yet: iterate it, or call text(), first")
+        if self.finish_reason != "eos" or not self.constraint.complete:
+            raise IncompleteOutputError(f"the output ended (finish_reason {self.finish_reason!r}) before its "
+                                        f"{self.constraint.spec.kind} was complete; it is not valid")
+        return self.constraint.spec.parse(self.model.tokenizer.decode(self.tokens))
 
     def close(self) -> None:
         """Stop the generation and release its session (what was generated stays in `tokens`).
@@ -112,7 +136,8 @@ class Generation:
         self.n_evaluated_prompt = session.n_evaluated - before
         self.prompt_seconds = time.perf_counter() - t0
 
-        sampler, ends = Sampler(self.params), stop_tokens(model)
+        constraint = self.constraint
+        sampler, ends = Sampler(self.params, constraint), stop_tokens(model)
         decoder = model.tokenizer.decoder()
         history = list(self.prompt_tokens)
         pending = ""  # text held back because it could be the start of a stop string
@@ -126,9 +151,16 @@ class Generation:
                 if token in ends:
                     self.finish_reason = "eos"
                     break
-                self.tokens.append(token)
-                history.append(token)
-                pending += decoder.feed(token)
+                batch = [token]
+                if constraint is not None:
+                    constraint.accept(token)
+                    # forced tokens, as many as max_tokens and the context leave room for
+                    room = min(self.max_tokens - len(self.tokens), session.n_ctx - session.n_past) - 1
+                    batch += constraint.forced(room)
+                for t in batch:
+                    self.tokens.append(t)
+                    history.append(t)
+                    pending += decoder.feed(t)
                 if self.stop:
                     cut = min((i for i in (pending.find(s) for s in self.stop) if i >= 0), default=-1)
                     if cut >= 0:
@@ -142,12 +174,15 @@ class Generation:
                 if ready:
                     yield ready
                     session._resume(claim)  # raises if the session was taken over or closed meanwhile
+                if constraint is not None and constraint.done:  # complete: only an end token could follow
+                    self.finish_reason = "eos"
+                    break
                 if session.n_past >= session.n_ctx:
                     self.finish_reason = "context"
                     break
                 if self._stop_requested:  # close() from another thread while the piece was made
                     return
-                logits = session._eval([token])
+                logits = session._eval(batch)  # a token and the tokens it forced: one batch
             if self.finish_reason != "stop":
                 pending += decoder.flush()
             if pending:

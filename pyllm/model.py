@@ -78,7 +78,8 @@ class Model(ModelCore):
 
     def generate(self, prompt: str | Sequence[int], **options: Any) -> Generation:
         """Generate from a prompt in the default session; iterate the result for text pieces.
-        Options (max_tokens, temperature, top_k, ..., stop, logit_bias) as for Session.generate."""
+        Options (max_tokens, temperature, top_k, ..., stop, logit_bias, and one constraint:
+        json_schema, regex, grammar, choices) as for Session.generate."""
         return self._session().generate(prompt, **options)
 
     def complete(self, prompt: str | Sequence[int], **options: Any) -> str:
@@ -93,6 +94,12 @@ class Model(ModelCore):
         messages stays plain text unless special_in_messages=True (see chat_prompt)."""
         return self._session().chat(messages, stream=stream, template=template,
                                     special_in_messages=special_in_messages, **options)
+
+    def parse(self, messages: Sequence[Mapping[str, str]], schema: Any, **options: Any) -> Any:
+        """The reply to a conversation held to a JSON Schema (a dict, its JSON text, or a Pydantic
+        model class), as a value: an instance of the class, or the JSON value; IncompleteOutputError
+        if max_tokens cut it before it was complete. Options as for chat (default session)."""
+        return self._session().parse(messages, schema, **options)
 
     def embed(self, texts: str | Sequence[str], *, max_batch: int = 512) -> np.ndarray:
         """Unit-length embedding vectors (len(texts), dim), float32, for retrieval: the mean of each

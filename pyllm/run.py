@@ -10,12 +10,13 @@ Ctrl-C stops a generation (in chat, back to the prompt); a second Ctrl-C exits.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from typing import Any
 
-from .errors import PyllmError, describe
+from .errors import ConstraintError, PyllmError, describe
 from .fetch import DEFAULT_MODEL, KNOWN_MODELS, model_path
 from .generation import DEFAULT_MAX_TOKENS
 from .sampling import options as sampling_options
@@ -37,6 +38,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ctx", type=int, default=None,
                     help="context length in tokens (default: the model's own, within its sliding window)")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    shape = ap.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", metavar="FILE", help="hold the output to the JSON Schema in FILE")
+    shape.add_argument("--grammar", metavar="FILE", help="hold the output to the grammar in FILE (Lark, or "
+                                                         "llama.cpp's GBNF, e.g. its grammars/json.gbnf)")
     ap.add_argument("--chat", action="store_true", help="interactive chat with the model's template")
     ap.add_argument("--system", help="system message for --chat")
     ap.add_argument("--template", help="chat template: chatml, llama2, llama3, mistral (default: the model's)")
@@ -122,6 +127,22 @@ def chat(model: Any, args: argparse.Namespace, options: dict) -> int:
         messages.append({"role": "assistant", "content": reply})
 
 
+def constraint_options(args: argparse.Namespace) -> dict:
+    """The json_schema= or grammar= option from --json-schema / --grammar FILE (read now, so that a
+    missing or malformed file is reported before the model loads)."""
+    if args.json_schema:
+        with open(args.json_schema, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            return {"json_schema": json.loads(text)}
+        except ValueError as exc:
+            raise ConstraintError(f"{args.json_schema}: not valid JSON: {exc}") from None
+    if args.grammar:
+        with open(args.grammar, encoding="utf-8") as f:
+            return {"grammar": f.read()}
+    return {}
+
+
 def run(args: argparse.Namespace) -> int:
     """The command, on parsed arguments; returns the exit status."""
     from .model import Model
@@ -136,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if args.file:
             with open(args.file, encoding="utf-8") as f:
                 prompt = f.read()
+        shape = constraint_options(args)  # a missing or malformed file fails before the model loads
         chat_mode = args.chat or (prompt is None and sys.stdin.isatty())
         if prompt is None and not chat_mode:
             prompt = sys.stdin.read()
@@ -145,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
         say(args, f"[loaded {os.path.basename(path)} in {(time.perf_counter() - t0) * 1000:.0f} ms: "
                   f"{model.config.n_layers} layers, {model.n_threads} threads, {model.kernels} kernels]")
-        options = dict(max_tokens=args.max_tokens, stop=args.stop, **sampling_options.from_arguments(args))
+        options = dict(max_tokens=args.max_tokens, stop=args.stop, **sampling_options.from_arguments(args),
+                       **shape)
         with model:
             return chat(model, args, options) if chat_mode else complete(model, args, prompt, options)
     except KeyboardInterrupt:

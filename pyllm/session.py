@@ -20,6 +20,7 @@ from .core import MAX_THREADS, ModelCore, check_count
 from .errors import ClosedError, ContextFullError, GenerationCancelledError, SessionBusyError
 from .generation import DEFAULT_MAX_TOKENS, Generation
 from .sampling import SamplingParams
+from .structured import spec_from_options
 
 BUSY = "this session is in use by another thread; use model.session() for one per thread"
 
@@ -213,7 +214,9 @@ class Session:
         return self._tokens(prompt).tolist()
 
     def generate(self, prompt: str | Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 stop: str | Sequence[str] | None = None, **options: Any) -> Generation:
+                 stop: str | Sequence[str] | None = None, json_schema: Any = None, regex: str | None = None,
+                 grammar: str | None = None, grammar_format: str | None = None,
+                 choices: Sequence[str] | None = None, **options: Any) -> Generation:
         """Generate from a prompt (text or token ids); iterate the result for text pieces as they come.
 
         `options` are the sampling options (pyllm.sampling.SamplingParams: temperature, top_k,
@@ -222,6 +225,12 @@ class Session:
         end token, a stop string (never emitted), max_tokens, or a full context;
         `result.finish_reason` says which. The generation holds the session from its first piece
         until it ends or is closed.
+
+        One constraint may hold the output to a structure: `json_schema` (a dict, its JSON text, or
+        a Pydantic model class), `regex`, `grammar` (Lark, or llama.cpp's GBNF: detected, or say
+        grammar_format="lark"/"gbnf") or `choices` (a list of strings). An invalid or unsupported
+        one raises ConstraintError (a ValueError) here, before generation; `result.parsed` is the
+        finished output as a value.
         """
         with self._lock:  # fail early; the generation claims the session when it starts
             self.model._check_open(self)
@@ -229,7 +238,8 @@ class Session:
                 raise SessionBusyError(BUSY)
         params = SamplingParams.from_options(options)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops)
+        spec = spec_from_options(json_schema, regex, grammar, grammar_format, choices)
+        return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops, spec)
 
     def complete(self, prompt: str | Sequence[int], **options: Any) -> str:
         """The whole completion of a prompt as one string (options as for generate)."""
@@ -249,6 +259,16 @@ class Session:
         prompt = self.chat_prompt(messages, template, special_in_messages=special_in_messages)
         result = self.generate(prompt, **options)
         return result if stream else result.text()
+
+    def parse(self, messages: Sequence[Mapping[str, str]], schema: Any, **options: Any) -> Any:
+        """The reply to a conversation held to a JSON Schema (a dict, its JSON text, or a Pydantic
+        model class), as a value: an instance of the class, or the JSON value. IncompleteOutputError
+        if max_tokens (or a stop string, or the context) cut it before it was complete. Options as
+        for chat."""
+        result = self.chat(messages, stream=True, json_schema=schema, **options)
+        assert isinstance(result, Generation)
+        result.text()
+        return result.parsed
 
     # --------------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 under TYPE_CHECKING alike) are read with `ast`, and the test fails on an import of a higher layer
 or on any import cycle, naming the modules.
 
-    entry points -> model -> session/generation/engine -> core, paged, tokenizer, sampling, chat, convert
+    entry points -> model -> session/generation/engine -> core, paged, tokenizer, sampling, structured,
+        chat, convert
         -> architectures -> file formats -> quant -> types, errors, native
 
 Modules of one layer may import each other as long as no cycle forms. A type-only import (under
@@ -25,7 +26,7 @@ LAYERS: list[tuple[int, str]] = [
     (1, "pyllm.quant"),
     (2, "pyllm.formats"),
     (3, "pyllm.arch"),
-    (4, "pyllm.core"), (4, "pyllm.paged"), (4, "pyllm.tokenizer"), (4, "pyllm.sampling"), (4, "pyllm.chat"), (4, "pyllm.convert"),
+    (4, "pyllm.core"), (4, "pyllm.paged"), (4, "pyllm.tokenizer"), (4, "pyllm.sampling"), (4, "pyllm.structured"), (4, "pyllm.chat"), (4, "pyllm.convert"),
     (5, "pyllm.session"), (5, "pyllm.generation"), (5, "pyllm.engine"),
     (6, "pyllm.model"),
     (7, "pyllm"), (7, "pyllm.__main__"), (7, "pyllm.cli"), (7, "pyllm.run"), (7, "pyllm.perplexity"),

@@ -111,7 +111,11 @@ async def round_of(port: int, clients: int, requests_each: int, max_tokens: int,
 
 
 def serve(cmd: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start a server, its output to a log file (llama-server with its output on /dev/null
+    streamed a token every few seconds here), and wait until it answers /health."""
+    import tempfile
+    log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(port, proc)
     except BaseException:
@@ -172,7 +176,7 @@ def main() -> int:
     if args.only != "pyllm":
         servers.append(("llama.cpp", lambda port: [llama_server, "-m", args.gguf, "--port", str(port),
                                                    "-np", str(parallel), "-t", str(args.threads),
-                                                   "-c", str(1024 * parallel), "--log-disable"]))
+                                                   "-c", str(1024 * parallel)]))
     rows = []
     for name, cmd in servers:
         port = free_port()

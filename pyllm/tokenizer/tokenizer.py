@@ -135,6 +135,42 @@ class Tokenizer:
             ids.append(self.eos_id)
         return ids
 
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Token ids whose bytes join to exactly `data` (no BOS, no space prefix, control-token text
+        kept plain): how a grammar engine tokenizes text it forces in the middle of an output.
+        Bytes that are not UTF-8 become single-byte tokens."""
+        text = data.decode("utf-8", errors="surrogateescape")
+        ids: list[int] = []
+        for run in re.split(r"([\udc80-\udcff]+)", text):
+            if not run:
+                continue
+            if "\udc80" <= run[0] <= "\udcff":  # undecodable bytes, escaped as lone surrogates
+                ids.extend(self._byte_token(b) for b in run.encode("utf-8", errors="surrogateescape"))
+                continue
+            pos = 0
+            for m in self._user_re.finditer(run) if self._user_re is not None else ():
+                if m.start() > pos:
+                    ids.extend(self._algo.encode(run[pos:m.start()], False))
+                ids.append(self.special[m.group()])
+                pos = m.end()
+            if pos < len(run):
+                ids.extend(self._algo.encode(run[pos:], False))
+        return ids
+
+    def _byte_token(self, byte: int) -> int:
+        """The token that stands for one byte (byte-level BPE's byte symbols, SentencePiece's <0xXX>)."""
+        if not hasattr(self, "_byte_tokens"):
+            found: dict[int, int] = {}
+            for i in range(len(self.tokens)):
+                if not (self.types and self.types[i] in (CONTROL, USER_DEFINED)):
+                    b = self.token_bytes(i)
+                    if len(b) == 1:
+                        found.setdefault(b[0], i)
+            self._byte_tokens = found
+        if byte not in self._byte_tokens:
+            raise ValueError(f"the vocabulary has no token for the byte 0x{byte:02x}")
+        return self._byte_tokens[byte]
+
     def _special_matches(self, pattern: re.Pattern[str], text: str,
                          plain_spans: Sequence[tuple[int, int]]) -> Iterator[re.Match[str]]:
         """The matches of pattern (special tokens) in text, but for control tokens that overlap one
