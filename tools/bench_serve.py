@@ -182,7 +182,12 @@ def main() -> int:
         port = free_port()
         proc = serve(cmd(port), port)
         try:
-            asyncio.run(round_of(port, 1, 1, 8, bias))  # warm up
+            for attempt in range(10):  # warm up (llama-server may drop the first connections after /health is ok)
+                try:
+                    asyncio.run(round_of(port, 1, 1, 8, bias))
+                    break
+                except Exception:
+                    time.sleep(1)
             for c in clients:
                 r = asyncio.run(round_of(port, c, args.requests, args.max_tokens, bias))
                 r["server"] = name
