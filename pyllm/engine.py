@@ -346,37 +346,6 @@ class Engine:
     # --------------------------------------------------------------------------------------------
     # The scheduler thread
 
-    def _loop(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    while not self._closed and not self._queue and not self._running:
-                        self._lock.wait()
-                    if self._closed:
-                        break
-                    while self._queue and len(self._running) < self.max_running and \
-                            self._fits(self._queue[0]):
-                        self._running.append(self._start(self._queue.popleft()))
-                self._step()
-        except BaseException as exc:  # a failure of the engine itself ends every request with it
-            with self._lock:
-                self._closed = True
-                waiting, self._queue = list(self._queue), deque()
-            for r in list(self._running):
-                self._finish(r, None, exc)
-            for s in waiting:
-                for t in [s] + s._followers:
-                    t._push(None, None, exc)
-            raise
-        finally:
-            for r in list(self._running):
-                self._finish(r, "cancelled")
-            with self._lock:
-                waiting, self._queue = list(self._queue), deque()
-            for s in waiting:
-                for t in [s] + s._followers:
-                    t._push(None, "cancelled")
-
     def _admit(self) -> None:
         """Move queued requests to running while there are slots and cache blocks for them: every
         running request can always grow to its prompt + max_tokens, so none runs out of room."""
@@ -412,21 +381,20 @@ class Engine:
         except BaseException as exc:  # a failure of the engine itself ends every request with it
             with self._lock:
                 self._closed = True
-                waiting, self._queue = list(self._queue), deque()
-            for r in list(self._running):
-                self._finish(r, None, exc)
-            for s in waiting:
-                for t in [s] + s._followers:
-                    t._push(None, None, exc)
+            self._end_all(None, exc)
             raise
         finally:
-            for r in list(self._running):
-                self._finish(r, "cancelled")
-            with self._lock:
-                waiting, self._queue = list(self._queue), deque()
-            for s in waiting:
-                for t in [s] + s._followers:
-                    t._push(None, "cancelled")
+            self._end_all("cancelled")
+
+    def _end_all(self, reason: str | None, error: BaseException | None = None) -> None:
+        """End every running and queued request (and the choices waiting on them)."""
+        for r in list(self._running):
+            self._finish(r, reason, error)
+        with self._lock:
+            waiting, self._queue = list(self._queue), deque()
+        for s in waiting:
+            for t in [s] + s._followers:
+                t._push(None, reason, error)
 
     def _step(self) -> None:
         """One token boundary: one batch with a token of every decoding request and prompt chunks

@@ -124,6 +124,15 @@ def serve(cmd: list[str], port: int) -> subprocess.Popen:
     return proc
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server: SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def single_stream(path: str, max_tokens: int, threads: int) -> float:
     """Model.generate's tokens/s for one greedy stream of max_tokens tokens (end of text banned)."""
     from pyllm import Model
@@ -196,11 +205,7 @@ def main() -> int:
                       f"p99 {r['ttft_p99'] * 1e3:6.0f} ms  tbt p50 {r['tbt_p50'] * 1e3:5.1f} ms "
                       f"p99 {r['tbt_p99'] * 1e3:5.1f} ms", file=sys.stderr, flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
     single = single_stream(path, args.max_tokens, args.threads) if args.only != "llama.cpp" else None
 
     print("| server | clients | aggregate tok/s | TTFT p50 / p99 (ms) | time between tokens p50 / p99 (ms) |")

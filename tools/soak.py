@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench_serve import free_port, served_model, wait_ready  # noqa: E402
+from bench_serve import free_port, served_model, stop, wait_ready  # noqa: E402
 
 WORDS = ("the river runs past an old mill where children play and the baker sells warm bread to "
          "travellers who stop on their way to the city by the sea").split()
@@ -124,11 +124,7 @@ def main() -> int:
                                  ("pyllm_kv_blocks_used", "pyllm_requests_running", "pyllm_requests_queued"))
         rss = stats["rss"] + [rss_bytes(proc.pid)]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     warm, end = rss[0], rss[-1]
     flat = end <= warm * 1.10 or end - warm <= 64 * 2**20
     print(f"requests {stats['requests']}, disconnects {stats['disconnects']}, errors {len(stats['errors'])}; "
