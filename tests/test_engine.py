@@ -164,3 +164,24 @@ def test_choices_read_the_prompt_once_and_sample_apart(model):
     assert texts == [model.complete(prompt, max_tokens=16, temperature=0.9, seed=5 + i, top_k=0, top_p=0.95)
                      for i in range(3)]
     assert len(set(texts)) > 1
+
+
+def test_call_runs_on_the_scheduler_thread_between_steps(model):
+    """Engine.call runs work on the engine's own thread (so one thread drives the model's core):
+    embeddings made there while requests decode equal Model.embed's, the requests' text is what
+    it is alone, errors reach the caller, and a closed engine refuses more work."""
+    texts = ["a sentence to embed", "another one, a little longer than the first"]
+    expected_vectors = model.embed(texts)
+    expected_text = model.complete(PROMPTS[2], max_tokens=24, temperature=0)
+    with Engine(model, max_running=2) as engine:
+        stream = engine.submit(PROMPTS[2], max_tokens=24, temperature=0)
+        where = engine.call(lambda: threading.current_thread().name).result(timeout=60)
+        vectors = engine.call(lambda: model.embed(texts)).result(timeout=60)
+        failing = engine.call(lambda: model.embed([]))
+        with pytest.raises(ValueError):
+            failing.result(timeout=60)
+        assert stream.text() == expected_text
+    assert where == engine._thread.name and where != threading.current_thread().name
+    np.testing.assert_array_equal(vectors, expected_vectors)
+    with pytest.raises(Exception, match="closed"):
+        engine.call(lambda: None)

@@ -47,7 +47,6 @@ class Server:
         self.created = int(os.path.getmtime(model.path))
         self.ready = False          # set once the application has started, cleared at shutdown
         self.engine_failed: BaseException | None = None  # the engine's own failure: /health turns 503
-        self.embed_lock = asyncio.Lock()  # Model.embed runs in the model's default session, one at a time
 
     # --------------------------------------------------------------------------------------------
     # Checks shared by the routes
@@ -468,12 +467,11 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
         dim = model.config.dim
         if req.dimensions is not None and req.dimensions != dim:
             raise ApiError(400, f"dimensions: this model's embeddings have {dim}", param="dimensions")
-        async with server.embed_lock:
-            try:
-                vectors = await run_in_threadpool(model.embed, texts)
-                n_tokens = await run_in_threadpool(lambda: sum(len(model.tokenize(t)) for t in texts))
-            except Exception as exc:
-                raise server.error(exc, "input") from None
+        try:  # on the engine's thread, between two of its steps: one thread drives the model
+            vectors = await asyncio.wrap_future(engine.call(lambda: model.embed(texts)))
+            n_tokens = await run_in_threadpool(lambda: sum(len(model.tokenize(t)) for t in texts))
+        except Exception as exc:
+            raise server.error(exc, "input") from None
         data = []
         for i, v in enumerate(np.asarray(vectors, dtype=np.float32)):
             emb: Any = base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") \
