@@ -216,7 +216,8 @@ class Session:
     def generate(self, prompt: str | Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS,
                  stop: str | Sequence[str] | None = None, json_schema: Any = None, regex: str | None = None,
                  grammar: str | None = None, grammar_format: str | None = None,
-                 choices: Sequence[str] | None = None, **options: Any) -> Generation:
+                 choices: Sequence[str] | None = None, constraint_prefix: str | None = None,
+                 **options: Any) -> Generation:
         """Generate from a prompt (text or token ids); iterate the result for text pieces as they come.
 
         `options` are the sampling options (pyllm.sampling.SamplingParams: temperature, top_k,
@@ -230,7 +231,9 @@ class Session:
         a Pydantic model class), `regex`, `grammar` (Lark, or llama.cpp's GBNF: detected, or say
         grammar_format="lark"/"gbnf") or `choices` (a list of strings). An invalid or unsupported
         one raises ConstraintError (a ValueError) here, before generation; `result.parsed` is the
-        finished output as a value.
+        finished output as a value. When the prompt already ends with the start of the output (an
+        assistant turn begun by the caller, or a cut generation continued), pass that text as
+        `constraint_prefix`: the constraint starts after it, and `parsed` reads it with the rest.
         """
         with self._lock:  # fail early; the generation claims the session when it starts
             self.model._check_open(self)
@@ -238,7 +241,7 @@ class Session:
                 raise SessionBusyError(BUSY)
         params = SamplingParams.from_options(options)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        spec = spec_from_options(json_schema, regex, grammar, grammar_format, choices)
+        spec = spec_from_options(json_schema, regex, grammar, grammar_format, choices, constraint_prefix)
         return Generation(self, self._prompt_tokens(prompt), params, max_tokens, stops, spec)
 
     def complete(self, prompt: str | Sequence[int], **options: Any) -> str:

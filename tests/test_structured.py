@@ -333,6 +333,62 @@ def test_stop_string_cut_is_never_claimed_valid(model):
 
 
 # ------------------------------------------------------------------------------------------------
+# Prompts that end inside the structure
+
+def test_cut_generation_continued_mid_structure_equals_the_uncut_one(model):
+    """A generation cut by max_tokens in the middle of its JSON, continued with the prompt plus the
+    tokens it made and that text as constraint_prefix (the session reuses the prompt's cache),
+    gives the uncut generation's tokens exactly, and `parsed` reads prefix and continuation as one
+    value."""
+    prompt = ask(model, "Describe a person as JSON.")
+    whole = model.generate(prompt, json_schema=PERSON, temperature=0, max_tokens=40)
+    whole.text()
+    assert whole.finish_reason == "eos"
+    for cut in (3, 7):
+        first = model.generate(prompt, json_schema=PERSON, temperature=0, max_tokens=cut)
+        written = first.text()
+        assert first.finish_reason == "length" and first.tokens == whole.tokens[:cut]
+        rest = model.generate(prompt + first.tokens, json_schema=PERSON, constraint_prefix=written,
+                              temperature=0, max_tokens=40)
+        rest.text()
+        # from the cache: all but the last tokens the first generation made and never ran
+        assert 1 <= rest.n_evaluated_prompt < cut
+        assert first.tokens + rest.tokens == whole.tokens
+        assert rest.parsed == whole.parsed
+        jsonschema.validate(rest.parsed, PERSON)
+
+
+def test_assistant_turn_begun_by_the_caller(model):
+    """The caller writes the opening of the JSON into the assistant's turn; the constraint starts
+    after it (the model cannot repeat or undo it), through Model.generate and through the Engine."""
+    begun = '{"name": "Ada'
+    prompt = ask(model, "Describe a person as JSON.") + model.tokenize(begun)
+    gen = model.generate(prompt, json_schema=PERSON, constraint_prefix=begun, temperature=0, max_tokens=40)
+    text = gen.text()
+    value = gen.parsed
+    jsonschema.validate(value, PERSON)
+    assert value["name"].startswith("Ada") and json.loads(begun + text) == value
+    with pyllm.Engine(model, max_running=2) as engine:
+        stream = engine.submit(prompt, json_schema=PERSON, constraint_prefix=begun, temperature=0, max_tokens=40)
+        assert stream.text() == text
+        assert stream.parsed == value
+
+
+@pytest.mark.parametrize("prefix, message", [
+    ('{"nickname": ', "is not the start of any output of the json_schema"),
+    ("[", "is not the start of any output"),
+    (7, "constraint_prefix must be a string"),
+])
+def test_prefix_that_cannot_start_the_structure_is_refused(model, prefix, message):
+    before = model.n_evaluated
+    with pytest.raises(ConstraintError, match=re.escape(message)):
+        model.generate("Hello", json_schema=PERSON, constraint_prefix=prefix)
+    with pytest.raises(ConstraintError, match="without a constraint"):
+        model.generate("Hello", constraint_prefix="{")
+    assert model.n_evaluated == before
+
+
+# ------------------------------------------------------------------------------------------------
 # Pydantic, the engine, the command line, the tokenizer's bytes
 
 def test_pydantic_model(model):

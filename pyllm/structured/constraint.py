@@ -80,6 +80,13 @@ class Constraint:
         self.matcher = llg.LLMatcher(vocabulary(tokenizer, n_vocab, end_ids), spec.grammar, log_level=0)
         if self.matcher.is_error():
             raise ConstraintError(f"{spec.kind} is not supported: {self.matcher.get_error().strip()}")
+        if spec.prefix:  # the prompt ends inside the output: the parser starts after what it holds
+            ids = tokenizer.encode_bytes(spec.prefix.encode("utf-8"))
+            if self.matcher.validate_tokens(ids) != len(ids):
+                raise ConstraintError(f"constraint_prefix {spec.prefix!r} is not the start of any output "
+                                      f"of the {spec.kind}")
+            self.matcher.consume_tokens(ids)
+            self._check()
         self._fill = llg.numpy.fill_next_token_bitmask
         self._bits = llg.numpy.allocate_token_bitmask(1, n_vocab)
         self.stats = ConstraintStats()

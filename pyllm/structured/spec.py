@@ -7,13 +7,14 @@ Constraint is made, which is still before the first token.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConstraintError
 
-CONSTRAINT_OPTIONS = ("json_schema", "regex", "grammar", "grammar_format", "choices")
+CONSTRAINT_OPTIONS = ("json_schema", "regex", "grammar", "grammar_format", "choices", "constraint_prefix")
 # JSON is written on one line with Python's separators (", " and ": "): fewer tokens than pretty
 # printing, and the separators after each value are forced rather than sampled
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -75,9 +76,12 @@ class ConstraintSpec:
     schema: Mapping[str, Any] | None = None  # json_schema: the schema as a dict
     model_class: type | None = None   # json_schema given as a Pydantic model class
     choices: tuple[str, ...] | None = None
+    prefix: str = ""                  # the output's start, already written at the end of the prompt
 
     def parse(self, text: str) -> Any:
-        """The finished output as a value: a Pydantic instance, the JSON value, or the text itself."""
+        """The finished output (the generated text after the prefix) as a value: a Pydantic
+        instance, the JSON value, or the text itself."""
+        text = self.prefix + text
         if self.kind != "json_schema":
             return text
         if self.model_class is not None:
@@ -86,9 +90,24 @@ class ConstraintSpec:
 
 
 def spec_from_options(json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
-                      grammar_format: str | None = None, choices: Sequence[str] | None = None) -> ConstraintSpec | None:
+                      grammar_format: str | None = None, choices: Sequence[str] | None = None,
+                      constraint_prefix: str | None = None) -> ConstraintSpec | None:
     """The constraint the options ask for (None for none); ConstraintError naming the option if
-    more than one is given or one is malformed."""
+    more than one is given or one is malformed. constraint_prefix: text the prompt ends with that
+    is already the start of the constrained output (an assistant turn begun by the caller, or a
+    generation cut short and continued): the constraint starts after it."""
+    spec = _spec(json_schema, regex, grammar, grammar_format, choices)
+    if constraint_prefix is None:
+        return spec
+    if not isinstance(constraint_prefix, str):
+        raise ConstraintError(f"constraint_prefix must be a string, got {type(constraint_prefix).__name__}")
+    if spec is None:
+        raise ConstraintError("constraint_prefix is given without a constraint (json_schema=, regex=, grammar=, choices=)")
+    return dataclasses.replace(spec, prefix=constraint_prefix)
+
+
+def _spec(json_schema: Any, regex: str | None, grammar: str | None, grammar_format: str | None,
+          choices: Sequence[str] | None) -> ConstraintSpec | None:
     given = [name for name, v in (("json_schema", json_schema), ("regex", regex), ("grammar", grammar),
                                   ("choices", choices)) if v is not None]
     if len(given) > 1:
