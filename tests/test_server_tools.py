@@ -279,7 +279,7 @@ def test_bad_tools_are_400(server):
 def test_templates_that_render_tools_get_them_as_transformers_passes_them():
     """A conversation with tools, two past calls and their results, in OpenAI's request shape,
     rendered as `pyllm serve` renders it, against transformers' rendering of the same conversation
-    (tools/make_tool_template_fixture.py) for three templates that render tools themselves."""
+    (tools/make_tool_template_fixture.py) for two templates that render tools themselves."""
     from pyllm.chat import render
     from pyllm.server.protocol import Message
     from pyllm.server.structured import history, renders_tools

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Make tests/data/templates/tool_templates.json: chat templates that render tools themselves
-(Qwen2.5-7B-Instruct, Qwen3-0.6B, Hermes-2-Pro-Llama-3-8B tool_use; copied from the llama.cpp
-reference tree's models/templates, which holds them as their Hugging Face repositories publish
-them), a conversation with tools, past tool calls and their results, and the prompt text each
+(Qwen2.5-7B-Instruct and Qwen3-0.6B, copied from the llama.cpp reference tree's models/templates,
+which holds them as their Hugging Face repositories publish them), a conversation with tools, past tool calls and their results, and the prompt text each
 template renders for it with transformers' own renderer (`render_jinja_template`, what
 `apply_chat_template(tools=...)` runs), with the messages in the shape transformers documents.
 tests/test_server_tools.py renders the same conversation, given in OpenAI's request shape, the
@@ -19,7 +18,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 TREE = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cache/llama.cpp-ref")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "templates",
                    "tool_templates.json")
-TEMPLATES = ["Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B", "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use"]
+TEMPLATES = ["Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B"]  # both Apache-2.0 (tests/data/templates/SOURCES.md)
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
