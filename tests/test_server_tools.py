@@ -11,7 +11,6 @@ import os
 
 import httpx
 import jsonschema
-import openai
 import pytest
 from pydantic import BaseModel
 
@@ -298,3 +297,5 @@ def test_a_template_without_tools_gets_the_generic_format(smollm2):
     from pyllm.server.structured import renders_tools
 
     assert not renders_tools(smollm2.chat_template) and not renders_tools(None)
+    # a template that renders tools with another call syntax (Qwen3-Coder's) gets the generic format too
+    assert not renders_tools("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>\n<function=NAME>")

@@ -68,7 +68,7 @@ class Metrics:
         def one(name: str, kind: str, help: str, value: float) -> list[str]:
             return [f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name} {value}"]
 
-        out = [f"# HELP pyllm_model_info The model this server runs.", "# TYPE pyllm_model_info gauge",
+        out = ["# HELP pyllm_model_info The model this server runs.", "# TYPE pyllm_model_info gauge",
                f'pyllm_model_info{{model="{_label(model_name)}"}} 1']
         out += one("pyllm_requests_running", "gauge", "Requests being generated now.", stats.running)
         out += one("pyllm_requests_queued", "gauge", "Requests waiting to be admitted.", stats.queued)

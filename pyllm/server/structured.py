@@ -12,6 +12,7 @@ writes them, and results as a user turn of `<tool_response>` blocks.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -48,9 +49,14 @@ def response_constraint(fmt: ResponseFormat | None) -> dict[str, Any]:
     return {"json_schema": {"type": "object"} if schema is None else schema}
 
 
+JSON_CALL = re.compile(r'\\?"arguments\\?"')  # a call taught as a {"name", "arguments"} object
+
+
 def renders_tools(template: str | None) -> bool:
-    """Whether a chat template shows tools itself, in the call format pyllm reads."""
-    return bool(template) and "tools" in template and CALL_OPEN in template  # type: ignore[operator]
+    """Whether a chat template shows tools itself and teaches the call format pyllm reads: it uses
+    `tools`, writes `<tool_call>` and a JSON object with "arguments" (Qwen 2.5 and 3, Hermes; not
+    the `<function=...>` calls of Qwen3-Coder or Qwen 3.5)."""
+    return bool(template and "tools" in template and CALL_OPEN in template and JSON_CALL.search(template))
 
 
 def plan_chat(req: ChatRequest, template: str | None) -> ChatPlan:
