@@ -151,12 +151,19 @@ def test_required_tool_call_whole_and_streamed(client):
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     calls = calls_of(choice.message)
     assert_valid_calls(calls)
-    chunks = list(client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True}))
+    chunks = list(client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True},
+                                                 logprobs=True))
     content, streamed, finish = assembled(chunks)
     assert content == "" and finish == "tool_calls"
     assert [(c["name"], c["arguments"]) for c in streamed] == [(c["name"], c["arguments"]) for c in calls]
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.tool_calls) > 2  # arguments come in pieces
     assert chunks[-1].usage == r.usage
+    # every generated token's logprob is streamed once, whichever delta its text went to
+    tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert len(tokens) == r.usage.completion_tokens
+    assert "".join(bytes(t.bytes).decode() for t in tokens) == \
+        "<tool_call>" + json.dumps({"name": calls[0]["name"], "arguments": json.loads(calls[0]["arguments"])}) + \
+        "</tool_call>"
 
 
 def test_named_function_is_the_one_called(client):

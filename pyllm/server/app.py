@@ -32,7 +32,7 @@ from ..model import Model
 from . import protocol
 from .metrics import Metrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, Sampling, finish_reason, parse, usage
-from .structured import ReplyReader, plan_chat, response_constraint
+from .structured import TextReply, plan_chat, response_constraint
 
 DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streaming request checks that its client is still there
 MAX_EMBEDDING_INPUTS = 2048     # OpenAI's limit on inputs per /v1/embeddings request
@@ -350,28 +350,25 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
             streams = await run_in_threadpool(server.submit, [prompt], req, max_tokens, logprobs, plan.constraint)
         except Exception as exc:
             raise server.error(exc, "messages", plan.param) from None
-        readers = [ReplyReader() if plan.reads_calls else None for _ in streams]
+        replies = [plan.reply() for _ in streams]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
                 "system_fingerprint": f"pyllm-{__version__}"}
 
         if req.stream:
-            return sse(chat_events(head, streams, readers, logprobs is not None, req.include_usage, len(prompt)))
+            return sse(chat_events(head, streams, replies, logprobs is not None, req.include_usage, len(prompt)))
 
         steps = await server.collect(request, streams)
         choices = []
-        for i, (stream, st, reader) in enumerate(zip(streams, steps, readers)):
+        for i, (stream, st, reply) in enumerate(zip(streams, steps, replies)):
             lp = {"content": [server.chat_logprobs(s) for s in st if s.token is not None]} \
                 if logprobs is not None else None
-            text = "".join(s.text for s in st)
-            message = reader.message(text) if reader else {"role": "assistant", "content": text}
-            choices.append({"index": i, "message": message, "logprobs": lp,
-                            "finish_reason": reader.finish_reason(stream.finish_reason) if reader
-                            else finish_reason(stream.finish_reason)})
+            choices.append({"index": i, "message": reply.message("".join(s.text for s in st)), "logprobs": lp,
+                            "finish_reason": reply.finish_reason(stream.finish_reason)})
         return {**head, "choices": choices,
                 "usage": usage(len(prompt), sum(s.usage.completion_tokens for s in streams))}
 
-    async def chat_events(head: dict[str, Any], streams: list[Stream], readers: list[ReplyReader | None],
+    async def chat_events(head: dict[str, Any], streams: list[Stream], replies: list[TextReply],
                           logprobs: bool, include_usage: bool, n_prompt: int) -> AsyncIterator[dict[str, Any]]:
         """The chunks of a streamed chat: the role, content or tool-call deltas, each choice's
         finish, usage."""
@@ -386,15 +383,13 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
             yield chunk(i, {"role": "assistant", "content": ""})
         async with contextlib.aclosing(server.merged(streams)) as merged:
             async for i, step in merged:
-                reader = readers[i]
                 if step is None:
-                    for delta in reader.deltas(None) if reader else []:
+                    for delta in replies[i].deltas(None):  # text held back to the end
                         yield chunk(i, delta)
-                    reason = streams[i].finish_reason
-                    yield chunk(i, {}, finish=reader.finish_reason(reason) if reader else finish_reason(reason))
+                    yield chunk(i, {}, finish=replies[i].finish_reason(streams[i].finish_reason))
                 elif step.text or (logprobs and step.token is not None):
                     lp = {"content": [server.chat_logprobs(step)]} if logprobs and step.token is not None else None
-                    deltas = reader.deltas(step.text) if reader else [{"content": step.text}]
+                    deltas = replies[i].deltas(step.text)
                     for k, delta in enumerate(deltas or ([{}] if lp else [])):  # logprobs go with the first delta
                         yield chunk(i, delta, lp if k == 0 else None)
         if include_usage:

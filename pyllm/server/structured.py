@@ -35,6 +35,10 @@ class ChatPlan:
     param: str | None = None
     reads_calls: bool = False
 
+    def reply(self) -> TextReply:
+        """A reader for one choice's reply: tool calls and text, or text."""
+        return ToolCallReply() if self.reads_calls else TextReply()
+
 
 def response_constraint(fmt: ResponseFormat | None) -> dict[str, Any]:
     """The engine options `response_format` asks for: none for text, a JSON Schema otherwise."""
@@ -168,7 +172,23 @@ def call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-class ReplyReader:
+class TextReply:
+    """One choice's reply as text: every piece is content."""
+
+    def deltas(self, text: str | None) -> list[dict[str, Any]]:
+        """The stream deltas of a piece of text (None: the end of the reply, nothing held back)."""
+        return [] if text is None else [{"content": text}]
+
+    def message(self, text: str) -> dict[str, Any]:
+        """The whole reply as OpenAI's assistant message."""
+        return {"role": "assistant", "content": text}
+
+    def finish_reason(self, engine_reason: str | None) -> str:
+        """OpenAI's finish reason for the engine's."""
+        return finish_reason(engine_reason)
+
+
+class ToolCallReply(TextReply):
     """One choice's reply read for tool calls: the parser, and the ids given to its calls."""
 
     def __init__(self) -> None:
