@@ -70,9 +70,10 @@ def calls_of(message) -> list[dict]:
     return [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or []]
 
 
-def assert_valid_calls(calls: list[dict]) -> None:
-    """Every call names a given function and its arguments validate against that function's parameters."""
-    assert calls
+def assert_valid_calls(calls: list[dict], allow_none: bool = False) -> None:
+    """There are calls (unless allow_none), each names a given function, and its arguments validate
+    against that function's parameters."""
+    assert calls or allow_none
     for call in calls:
         assert call["id"].startswith("call_")
         jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
@@ -164,6 +165,18 @@ def test_required_tool_call_whole_and_streamed(client):
     assert "".join(bytes(t.bytes).decode() for t in tokens) == \
         "<tool_call>" + json.dumps({"name": calls[0]["name"], "arguments": json.loads(calls[0]["arguments"])}) + \
         "</tool_call>"
+
+
+def test_sampled_tool_calls_fit_their_schemas(client):
+    options = dict(model=NAME, messages=WEATHER_ASK, tools=TOOLS, tool_choice="required", temperature=1.0, seed=11,
+                   n=4, max_tokens=80)
+    for choice in client.chat.completions.create(**options, parallel_tool_calls=False).choices:
+        assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1, choice
+        assert_valid_calls(calls_of(choice.message))
+    for choice in client.chat.completions.create(**options).choices:  # several calls may come; the last may be cut
+        calls = calls_of(choice.message)
+        assert calls and choice.finish_reason in ("tool_calls", "length")
+        assert_valid_calls(calls if choice.finish_reason == "tool_calls" else calls[:-1], allow_none=True)
 
 
 def test_named_function_is_the_one_called(client):
