@@ -213,6 +213,19 @@ def test_auto_answers_in_text_when_no_call_is_needed(client):
     content, calls, finish = assembled(client.chat.completions.create(model=NAME, messages=messages, tools=TOOLS,
                                                                        temperature=0, max_tokens=60, stream=True))
     assert (content, calls, finish) == (r.choices[0].message.content, [], "stop")
+    # with a response_format, the reply is JSON of its schema or calls, never free text (here: a call,
+    # as the reply can no longer start with "2 + 2")
+    answer = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
+              "additionalProperties": False}
+    r = client.chat.completions.create(model=NAME, messages=messages, tools=TOOLS, temperature=0, max_tokens=60,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "a", "schema": answer}})
+    if r.choices[0].finish_reason == "tool_calls":
+        assert r.choices[0].message.content is None
+        assert_valid_calls(calls_of(r.choices[0].message))
+    else:
+        assert r.choices[0].finish_reason == "stop" and not r.choices[0].message.tool_calls
+        jsonschema.validate(json.loads(r.choices[0].message.content), answer)
 
 
 def test_follow_up_turn_with_the_tool_result(client, smollm2):
@@ -289,6 +302,9 @@ def test_bad_tools_are_400(server):
             ({"tools": None, "tool_choice": "required"}, "tool_choice", []),
             ({"messages": WEATHER_ASK + [{"role": "tool", "content": "18C"}]}, "messages", ["tool_call_id"]),
             ({"messages": [{"role": "user", "content": "hi", "tool_calls": SHOWN[1]["tool_calls"]}]}, "messages", []),
+            ({"tools": [WEATHER, SEARCH, WEATHER]}, "tools", ["get_weather", "twice"]),
+            ({"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "strng"}}}},
+             "response_format", ["strng"]),  # with tools under auto: the answer's schema is still named
             ({"functions": [fn]}, "functions", [])):
         assert_400(httpx.post(url, json={**ok, **change}, timeout=30), param, *words)
 

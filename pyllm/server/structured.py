@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ..errors import ConstraintError
 from ..structured.tools import (CALL_OPEN, Function, ToolCallParser, call_text, make_function, response_text,
-                                system_section, tool_call_grammar)
+                                schema_error, system_section, tool_call_grammar)
 from .protocol import ApiError, ChatRequest, Message, ResponseFormat, finish_reason
 
 
@@ -68,6 +68,10 @@ def plan_chat(req: ChatRequest, template: str | None) -> ChatPlan:
     a bad history."""
     native = renders_tools(template)
     functions = [function_of(i, t.function) for i, t in enumerate(req.tools or [])]
+    names = [f.name for f in functions]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ApiError(400, f"tools: function names must differ; {twice!r} is given twice", param="tools")
     choice = req.tool_choice if req.tool_choice is not None else ("auto" if functions else "none")
     if choice != "none" and not functions:
         raise ApiError(400, "tool_choice: there are no tools to choose from", param="tool_choice")
@@ -81,15 +85,16 @@ def plan_chat(req: ChatRequest, template: str | None) -> ChatPlan:
     answer = response_constraint(req.response_format)
     if choice == "none":
         return ChatPlan(messages, constraint=answer, param="response_format" if answer else None)
+    if choice == "auto" and answer:  # the answer's schema goes into the tools' grammar: check it on its own
+        error = schema_error(answer["json_schema"])
+        if error:
+            raise ApiError(400, f"response_format: json_schema is not supported: {error}", param="response_format")
     parallel = req.parallel_tool_calls is not False
     tools = [f.declaration() for f in functions]
     if not native:
         messages = with_system_section(messages, system_section(functions, parallel))
-    try:
-        lark = tool_call_grammar(functions, text=choice == "auto", parallel=parallel,
-                                 answer_schema=answer.get("json_schema"), line_breaks=native)
-    except ImportError as exc:
-        raise ApiError(400, f"tools: {exc}", param="tools") from None
+    lark = tool_call_grammar(functions, text=choice == "auto", parallel=parallel,
+                             answer_schema=answer.get("json_schema"), line_breaks=native)
     return ChatPlan(messages, tools if native else None, {"grammar": lark, "grammar_format": "lark"},
                     "tools", reads_calls=True)
 

@@ -3,12 +3,14 @@ system-prompt section that describes the functions to a model whose chat templat
 parser that splits a reply, as it streams, into text and calls.
 
 A call is written `<tool_call>{"name": "<function>", "arguments": {...}}</tool_call>` (the Hermes /
-Qwen format), several calls one after another with nothing between them (with a line break
-between calls, SmolLM2-135M goes on repeating its call until max_tokens; without one it ends). The grammar is one llguidance Lark grammar: a choice of the
-functions, each `{"name": <its name as a constant>, "arguments": <its parameters schema>}`. When
-the reply may also be text (tool_choice "auto"), the text is a lazy rule that ends at the first
-`<tool_call>`: the model writes freely until it opens a call, and from there on the call is held
-to the grammar; a reply that never opens one may end anywhere.
+Qwen format), several calls one after another with nothing between them: with a line break
+between calls, SmolLM2-135M repeats its call until max_tokens; without one, it ends. (For a chat
+template that teaches the format with line breaks, the grammar follows its layout.) The grammar is
+one llguidance Lark grammar: a choice of the functions, each `{"name": <its name as a constant>,
+"arguments": <its parameters schema>}`. When the reply may also be text (tool_choice "auto"), the
+text is a lazy rule that ends at the first `<tool_call>`: the model writes freely until it opens a
+call, and from there on the call is held to the grammar; a reply that never opens one may end
+anywhere.
 """
 from __future__ import annotations
 
