@@ -255,22 +255,24 @@ class ModelCore:
         """Text of token ids (control tokens left out unless special=True)."""
         return self.tokenizer.decode(ids, special=special)
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]], template: str | None = None, *,
-                    special_in_messages: bool = False) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Mapping[str, Any]], template: str | None = None, *,
+                    special_in_messages: bool = False, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """Token ids of a conversation formatted with the model's chat template (or a built-in
         one by name: chatml, llama2, llama3, mistral), ready for the assistant's reply.
 
         Only text the template writes becomes control tokens: "<|im_end|>" inside a message is
         read as plain text, so a message cannot end its turn or start another role's. Pass
         special_in_messages=True to read control tokens in messages too (as Hugging Face and
-        llama.cpp do), for messages you wrote yourself.
+        llama.cpp do), for messages you wrote yourself. `tools` (OpenAI's function declarations) is
+        given to the template as its `tools` variable, as transformers' apply_chat_template does.
         """
         tok = self.tokenizer
         bos = tok.tokens[tok.bos_id] if tok.bos_id is not None else ""
         eos = tok.tokens[tok.eos_id] if tok.eos_id is not None else ""
         controls = None if special_in_messages else tok.control_pattern
+        extra = {} if tools is None else {"tools": [dict(t) for t in tools]}
         text, plain = render_marked(template or self.chat_template or "chatml", messages, controls,
-                                    bos_token=bos, eos_token=eos)
+                                    bos_token=bos, eos_token=eos, **extra)
         starts_with_bos = bos and text.startswith(bos) and not (plain and plain[0][0] == 0)
         ids = tok.encode(text, add_bos=tok.add_bos and not starts_with_bos, special=True, plain_spans=plain)
         if not ids:

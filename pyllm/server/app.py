@@ -27,11 +27,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..engine import Engine, Step, Stream
-from ..errors import ClosedError, ContextFullError, PyllmError, QueueFullError, TemplateError
+from ..errors import ClosedError, ConstraintError, ContextFullError, PyllmError, QueueFullError, TemplateError
 from ..model import Model
 from . import protocol
 from .metrics import Metrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, Sampling, finish_reason, parse, usage
+from .structured import TextReply, plan_chat, response_constraint
 
 DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streaming request checks that its client is still there
 MAX_EMBEDDING_INPUTS = 2048     # OpenAI's limit on inputs per /v1/embeddings request
@@ -67,10 +68,15 @@ class Server:
             raise ApiError(404, f"The model '{name}' does not exist; this server runs '{self.model_name}'.",
                            param="model", code="model_not_found")
 
-    def error(self, exc: BaseException, prompt_param: str = "prompt") -> ApiError:
-        """A pyllm or argument error as the HTTP error it stands for."""
+    def error(self, exc: BaseException, prompt_param: str = "prompt", constraint_param: str | None = None) -> ApiError:
+        """A pyllm or argument error as the HTTP error it stands for (a constraint that cannot be
+        enforced: 400 naming `constraint_param`, the field it came from)."""
         if isinstance(exc, ApiError):
             return exc
+        if isinstance(exc, ConstraintError):
+            return ApiError(400, f"{constraint_param}: {exc}" if constraint_param else str(exc), param=constraint_param)
+        if isinstance(exc, ImportError):  # structured output without its optional extra
+            return ApiError(400, f"{constraint_param}: {exc}", param=constraint_param)
         if isinstance(exc, QueueFullError):
             self.metrics.rejected["queue_full"] += 1
             return ApiError(429, f"The server is busy: {exc}. Retry later.", type="rate_limit_error",
@@ -95,16 +101,18 @@ class Server:
     # Generation: submit one engine request per choice, follow their streams
 
     def submit(self, prompts: Sequence[Sequence[int]], req: Sampling, max_tokens: int | None,
-               logprobs: int | None) -> list[Stream]:
+               logprobs: int | None, constraint: dict[str, Any] | None = None) -> list[Stream]:
         """n engine requests per prompt (seed + i for choice i; the prompt read once), all or none: if one is refused
-        (queue full, too long), the ones already queued are cancelled. Runs in a worker thread."""
+        (queue full, too long, a constraint that cannot be enforced), the ones already queued are
+        cancelled. `constraint`: the engine's constraint options (json_schema=, grammar=). Runs in a
+        worker thread."""
         streams: list[Stream] = []
         try:
             for prompt in prompts:
                 room = max(0, self.engine.n_ctx - len(prompt))  # no max_tokens: the rest of the context
                 streams.extend(self.engine.submit_choices(  # n choices read the prompt once
                     prompt, req.n or 1, max_tokens=room if max_tokens is None else max_tokens,
-                    logprobs=logprobs, **req.options(0)))
+                    logprobs=logprobs, **req.options(0), **(constraint or {})))
         except BaseException:
             for s in streams:
                 s.cancel()
@@ -335,32 +343,34 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-        messages = [m.as_dict() for m in req.messages]
+        plan = plan_chat(req, model.chat_template)
         try:
-            prompt = await run_in_threadpool(model.chat_prompt, messages)
-            streams = await run_in_threadpool(server.submit, [prompt], req, max_tokens, logprobs)
+            prompt = await run_in_threadpool(lambda: model.chat_prompt(plan.messages, tools=plan.template_tools))
+            streams = await run_in_threadpool(server.submit, [prompt], req, max_tokens, logprobs, plan.constraint)
         except Exception as exc:
-            raise server.error(exc, "messages") from None
+            raise server.error(exc, "messages", plan.param) from None
+        replies = [plan.reply() for _ in streams]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
                 "system_fingerprint": f"pyllm-{__version__}"}
 
         if req.stream:
-            return sse(chat_events(head, streams, logprobs is not None, req.include_usage, len(prompt)))
+            return sse(chat_events(head, streams, replies, logprobs is not None, req.include_usage, len(prompt)))
 
         steps = await server.collect(request, streams)
         choices = []
-        for i, (stream, st) in enumerate(zip(streams, steps)):
+        for i, (stream, st, reply) in enumerate(zip(streams, steps, replies)):
             lp = {"content": [server.chat_logprobs(s) for s in st if s.token is not None]} \
                 if logprobs is not None else None
-            choices.append({"index": i, "message": {"role": "assistant", "content": "".join(s.text for s in st)},
-                            "logprobs": lp, "finish_reason": finish_reason(stream.finish_reason)})
+            choices.append({"index": i, "message": reply.message("".join(s.text for s in st)), "logprobs": lp,
+                            "finish_reason": reply.finish_reason(stream.finish_reason)})
         return {**head, "choices": choices,
                 "usage": usage(len(prompt), sum(s.usage.completion_tokens for s in streams))}
 
-    async def chat_events(head: dict[str, Any], streams: list[Stream], logprobs: bool, include_usage: bool,
-                          n_prompt: int) -> AsyncIterator[dict[str, Any]]:
-        """The chunks of a streamed chat: the role, content deltas, each choice's finish, usage."""
+    async def chat_events(head: dict[str, Any], streams: list[Stream], replies: list[TextReply],
+                          logprobs: bool, include_usage: bool, n_prompt: int) -> AsyncIterator[dict[str, Any]]:
+        """The chunks of a streamed chat: the role, content or tool-call deltas, each choice's
+        finish, usage."""
         head = {**head, "object": "chat.completion.chunk"}
         extra = {"usage": None} if include_usage else {}
 
@@ -373,10 +383,14 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
         async with contextlib.aclosing(server.merged(streams)) as merged:
             async for i, step in merged:
                 if step is None:
-                    yield chunk(i, {}, finish=finish_reason(streams[i].finish_reason))
+                    for delta in replies[i].deltas(None):  # text held back to the end
+                        yield chunk(i, delta)
+                    yield chunk(i, {}, finish=replies[i].finish_reason(streams[i].finish_reason))
                 elif step.text or (logprobs and step.token is not None):
                     lp = {"content": [server.chat_logprobs(step)]} if logprobs and step.token is not None else None
-                    yield chunk(i, {"content": step.text}, lp)
+                    deltas = replies[i].deltas(step.text)
+                    for k, delta in enumerate(deltas or ([{}] if lp else [])):  # logprobs go with the first delta
+                        yield chunk(i, delta, lp if k == 0 else None)
         if include_usage:
             yield {**head, "choices": [], "usage": usage(n_prompt, sum(s.usage.completion_tokens for s in streams))}
 
@@ -402,9 +416,10 @@ def create_app(model: Model, engine: Engine, *, model_name: str, api_key: str | 
             raise ApiError(400, "prompt: must not be empty", param="prompt")
         n = req.n or 1
         try:
-            streams = await run_in_threadpool(server.submit, prompts, req, req.max_tokens, req.logprobs)
+            streams = await run_in_threadpool(server.submit, prompts, req, req.max_tokens, req.logprobs,
+                                              response_constraint(req.response_format))
         except Exception as exc:
-            raise server.error(exc, "prompt") from None
+            raise server.error(exc, "prompt", "response_format") from None
         echoed = [model.detokenize(x) if req.echo else "" for x in prompts for _ in range(n)]
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": model_name,

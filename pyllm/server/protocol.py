@@ -2,8 +2,8 @@
 belongs is an error, not a conversion), and the error shape every failure is answered in.
 
 Fields OpenAI defines that change nothing here (`user`, `metadata`, `store`, ...) are accepted and
-ignored; fields whose meaning pyllm cannot honour (`tools`, `response_format` other than text,
-`suffix`, ...) are refused with 400 rather than silently dropped; any other field is refused as
+ignored; fields whose meaning pyllm cannot honour (the deprecated `functions`, `audio`, `suffix`,
+...) are refused with 400 rather than silently dropped; any other field is refused as
 OpenAI refuses it ("Unrecognized request argument"). Beyond OpenAI, the llama.cpp-style sampling
 options `top_k`, `min_p`, `repeat_penalty` and `repeat_last_n` are accepted.
 """
@@ -18,8 +18,7 @@ MAX_STOP = 16         # stop strings per request
 MAX_BODY_BYTES = 8 << 20  # a request body larger than this is refused (413) before it is parsed
 
 # OpenAI fields pyllm cannot honour: refused unless they ask for nothing (None, [], or the value given)
-UNSUPPORTED_UNLESS = {"tools": [], "tool_choice": "none", "functions": [], "function_call": "none",
-                      "response_format": {"type": "text"}, "audio": None, "prediction": None,
+UNSUPPORTED_UNLESS = {"functions": [], "function_call": "none", "audio": None, "prediction": None,
                       "web_search_options": None, "modalities": ["text"], "suffix": "", "best_of": 1}
 
 # what a field of several shapes must be, for error messages (pydantic lists every union member)
@@ -29,6 +28,7 @@ SHAPES = {
     "stop": "a string or a list of strings",
     "content": "a string or a list of text parts",
     "messages": "a list of {role, content} messages",
+    "tool_choice": '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
 }
 
 
@@ -137,18 +137,89 @@ class TextPart(Strict):
     text: str
 
 
+class FunctionCall(Strict):
+    """The function a past tool call called, and its arguments (JSON text)."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(Strict):
+    """A tool call in an assistant message of the history."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(Strict):
-    """One chat message."""
+    """One chat message: a system, user or assistant turn, an assistant turn's tool calls, or a
+    tool's result (role "tool", with the id of the call it answers)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[TextPart], None] = None
     name: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+    # what OpenAI's own reply messages carry, when a client sends one back: accepted, ignored if empty
+    refusal: Any = None
+    annotations: Any = None
+    audio: Any = None
+    function_call: Any = None
+
+    @property
+    def text(self) -> str:
+        """The content as one string."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
 
     def as_dict(self) -> dict[str, str]:
         """The message as a chat template reads it (OpenAI's "developer" is the system role)."""
-        content = self.content if isinstance(self.content, str) else \
-            "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text}
+
+
+class JsonSchemaFormat(Strict):
+    """`response_format.json_schema`: the schema the reply must fit, with its name."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(Strict):
+    """`response_format`: free text, any JSON object, or JSON that fits a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+
+class FunctionDefinition(Strict):
+    """A function the model may call: its name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    strict: Optional[bool] = None
+
+
+class Tool(Strict):
+    """One entry of `tools` (functions are the only kind)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Strict):
+    """The function `tool_choice` names."""
+
+    name: str
+
+
+class NamedToolChoice(Strict):
+    """`tool_choice` naming one function the reply must call."""
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatRequest(Sampling):
@@ -159,17 +230,17 @@ class ChatRequest(Sampling):
     max_completion_tokens: Optional[int] = Field(None, ge=0)
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    response_format: Optional[ResponseFormat] = None
+    tools: Optional[list[Tool]] = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: Optional[bool] = None
     # refused unless they ask for nothing (UNSUPPORTED_UNLESS), or ignored
-    tools: Any = None
-    tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
     audio: Any = None
     prediction: Any = None
     web_search_options: Any = None
     modalities: Any = None
-    parallel_tool_calls: Any = None
     verbosity: Any = None
     reasoning_effort: Any = None
 
@@ -181,6 +252,7 @@ class CompletionRequest(Sampling):
     max_tokens: Optional[int] = Field(16, ge=0)  # OpenAI's default for completions
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     echo: Optional[bool] = None
+    response_format: Optional[ResponseFormat] = None
     suffix: Any = None
 
 
@@ -232,7 +304,8 @@ def validation_error(exc: ValidationError) -> ApiError:
         return ApiError(400, f"Missing required parameter: '{'.'.join(loc)}'", param=param)
     # a field of several shapes (a union): pydantic's location goes on with the member it tried
     k = max((i for i, name in enumerate(loc[:-1]) if name in SHAPES), default=None)
-    if k is not None and err["type"].endswith("_type"):
+    member = k is not None and k + 1 < len(loc) and loc[k + 1].startswith("literal[")  # a union's literal member
+    if k is not None and (err["type"].endswith("_type") or member):
         return ApiError(400, f"{'.'.join(loc[:k + 1])}: must be {SHAPES[loc[k]]}", param=param)
     where = ".".join(loc)
     return ApiError(400, f"{where}: {err['msg']}", param=param)
