@@ -33,6 +33,7 @@ void team_free(pyllm_team *t) { free(t); }
 #else
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 /* How long a thread spins before it sleeps. Between jobs: IDLE_SPINS pauses (~0.2-0.5 ms; the next
  * token's pass usually comes sooner). At a barrier the team adapts: a wait that ends while spinning
@@ -72,7 +73,8 @@ struct pyllm_team {
     pthread_cond_t passed_cv;    /* a barrier was passed */
     pthread_t *threads;
     worker *workers;
-    int started;                 /* workers 1..started run */
+    int started;                 /* workers 1..started run (in process pid) */
+    pid_t pid;
 };
 
 void team_barrier(pyllm_team *t) {
@@ -126,6 +128,36 @@ static void *worker_main(void *arg) {
     }
 }
 
+/* Start workers 1..n-1 from a clean state (in a new team, or in a child after fork()). */
+static int start_workers(pyllm_team *t) {
+    atomic_init(&t->job, 0);
+    atomic_init(&t->arrived, 0);
+    atomic_init(&t->passed, 0);
+    atomic_init(&t->barrier_sleepers, 0);
+    atomic_init(&t->spin_budget, MAX_BARRIER_SPINS);
+    t->quit = t->job_sleepers = t->started = 0;
+    t->pid = getpid();
+    for (int i = 1; i < t->n; i++) {
+        t->workers[i] = (worker){t, i};
+        if (pthread_create(&t->threads[i], NULL, worker_main, &t->workers[i])) return -1;
+        t->started = i;
+    }
+    return 0;
+}
+
+/* In a child made by fork() the workers do not exist (fork copies only the calling thread), and
+ * the locks may have been held by one of them: make both anew. 0, or -1 if that fails. */
+static int after_fork(pyllm_team *t) {
+    if (pthread_mutex_init(&t->mu, NULL) || pthread_cond_init(&t->wake, NULL) ||
+        pthread_cond_init(&t->passed_cv, NULL))
+        return -1;
+    if (start_workers(t)) {
+        t->n = t->started + 1; /* run with the workers that could be started */
+        return -1;
+    }
+    return 0;
+}
+
 int team_new(int n_threads, pyllm_team **out) {
     *out = NULL;
     if (n_threads < 1) return -1;
@@ -138,18 +170,9 @@ int team_new(int n_threads, pyllm_team **out) {
     if (pthread_mutex_init(&t->mu, NULL)) goto fail;
     if (pthread_cond_init(&t->wake, NULL)) goto fail_mu;
     if (pthread_cond_init(&t->passed_cv, NULL)) goto fail_wake;
-    atomic_init(&t->job, 0);
-    atomic_init(&t->arrived, 0);
-    atomic_init(&t->passed, 0);
-    atomic_init(&t->barrier_sleepers, 0);
-    atomic_init(&t->spin_budget, MAX_BARRIER_SPINS);
-    for (int i = 1; i < n_threads; i++) {
-        t->workers[i] = (worker){t, i};
-        if (pthread_create(&t->threads[i], NULL, worker_main, &t->workers[i])) {
-            team_free(t); /* stops the workers started so far */
-            return -1;
-        }
-        t->started = i;
+    if (start_workers(t)) {
+        team_free(t); /* stops the workers started so far */
+        return -1;
     }
     *out = t;
     return 0;
@@ -165,6 +188,7 @@ fail:
 }
 
 void team_run(pyllm_team *t, team_fn *fn, void *arg) {
+    if (t->pid != getpid()) after_fork(t); /* on failure: fewer threads (at least the caller) */
     if (t->n == 1) {
         fn(arg, 0, 1);
         return;
@@ -181,6 +205,7 @@ void team_run(pyllm_team *t, team_fn *fn, void *arg) {
 
 void team_free(pyllm_team *t) {
     if (!t) return;
+    if (t->pid != getpid()) t->started = 0; /* a forked child's copy: its workers are the parent's */
     pthread_mutex_lock(&t->mu);
     t->quit = 1;
     pthread_cond_broadcast(&t->wake);
