@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # The C core's sources, as pyllm/_build.py lists them.
-CSRC := csrc/model.c csrc/ops.c $(addprefix csrc/kernels/,dispatch.c ref.c x86.c arm.c)
+CSRC := csrc/model.c csrc/team.c csrc/ops.c $(addprefix csrc/kernels/,dispatch.c ref.c x86.c arm.c)
 
 # (Re)build the C extension whenever a source or the build script changes.
 $(STAMP): $(PY) setup.py pyproject.toml pyllm/_build.py $(CSRC) $(wildcard csrc/*.h csrc/kernels/*.h)
@@ -61,10 +61,10 @@ clean:
 # needs gcc-aarch64-linux-gnu and qemu-user).
 selftest:
 	mkdir -p build
-	$(CC) -O2 -std=c11 -fopenmp -Wall -Wextra tests/c/kernel_selftest.c $(CSRC) -lm -o build/selftest
+	$(CC) -O2 -std=c11 -pthread -Wall -Wextra tests/c/kernel_selftest.c $(CSRC) -lm -o build/selftest
 	build/selftest
 
 check-arm:
 	mkdir -p build
-	aarch64-linux-gnu-gcc -O2 -std=c11 -fopenmp -Wall -Wextra -static tests/c/kernel_selftest.c $(CSRC) -lm -o build/selftest-arm
+	aarch64-linux-gnu-gcc -O2 -std=c11 -pthread -Wall -Wextra -static tests/c/kernel_selftest.c $(CSRC) -lm -o build/selftest-arm
 	qemu-aarch64 build/selftest-arm

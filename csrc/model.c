@@ -15,9 +15,10 @@
  *
  * A batch of tokens goes through together (matrix x matrix), from one sequence or from several:
  * each token carries its position and its sequence, the matmuls read every weight once for the
- * whole batch, and each token attends over its own sequence's cache. All threads run the whole pass
- * inside one OpenMP parallel region and meet at a barrier between steps, so a batch costs one
- * region entry, not one per matmul. Weights are never copied: they stay where the caller mapped them.
+ * whole batch, and each token attends over its own sequence's cache. All threads of the sequence's
+ * team (team.h) run the whole pass and meet at a barrier between steps, so a batch costs one
+ * hand-over to the team, not one per matmul. Weights are never copied: they stay where the caller
+ * mapped them.
  *
  * The model (weights, config, rope frequencies) is read-only once built; everything a pass
  * writes - the KV cache and the scratch buffers - belongs to a sequence (pyllm_seq: one
@@ -36,7 +37,7 @@
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
-#include "threads.h"
+#include "team.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -72,6 +73,7 @@ typedef struct {
 /* Scratch of the forward pass: buffers for up to n_batch tokens, and per-thread attention space. */
 typedef struct {
     int n_batch, n_threads;
+    pyllm_team *team;     /* the n_threads threads every pass runs on */
     int n_ctx;            /* the most positions a sequence may hold */
     const float *rope_freq; /* the model's frequencies for a context of n_ctx (LongRoPE: short or long) */
     float *rope_cos;      /* (2, n_batch, rope_dim / 2) cos and sin of each token's angles, */
@@ -381,20 +383,29 @@ static void embed(const pyllm_model *m, work *s, const int32_t *tokens, int n, i
     }
 }
 
-/* One batch of b->n <= n_batch tokens through every layer; the output rows it asks for. */
-static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b) {
+typedef struct {
+    const pyllm_model *m;
+    work *s;
+    const kv_pool *pools;
+    const batch *b;
+} pass;
+
+/* Thread ith of nth's part of one batch through every layer (see forward_batch). */
+static void forward_thread(void *arg, int ith, int nth) {
+    const pass *p = arg;
+    const pyllm_model *m = p->m;
+    work *s = p->s;
+    const kv_pool *pools = p->pools;
+    const batch *b = p->b;
     const pyllm_config *c = &m->c;
     const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa, n = b->n;
     const int q_dim = c->n_heads * c->head_dim;
     /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
     const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
-
-#pragma omp parallel num_threads(s->n_threads)
     {
-        const int ith = thread_id(), nth = thread_count();
         embed(m, s, b->tokens, n, ith, nth);
         rope_angles(m, s, b->pos, n, ith, nth);
-        BARRIER;
+        team_barrier(s->team);
         for (int l = 0; l < c->n_layers; l++) {
             const pyllm_layer *L = &m->layers[l];
             const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
@@ -402,50 +413,50 @@ static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, c
 
             /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
             rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
-            BARRIER;
+            team_barrier(s->team);
             kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
             kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
             kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
-            BARRIER;
+            team_barrier(s->team);
             prepare_queries(m, s, L, n, ith, nth);
             store_kv(m, s, pools, b, l, ith, nth);
-            BARRIER;
+            team_barrier(s->team);
             attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
-            BARRIER;
+            team_barrier(s->team);
             if (acts_o & QUANTIZED_ACTS) {
                 quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
-                BARRIER;
+                team_barrier(s->team);
             }
             if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
                 kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
-                BARRIER;
+                team_barrier(s->team);
                 add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
             } else {
                 kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
             }
-            BARRIER;
+            team_barrier(s->team);
 
             /* feed-forward block: SwiGLU or GeGLU */
             rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
-            BARRIER;
+            team_barrier(s->team);
             kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
             kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
-            BARRIER;
+            team_barrier(s->team);
             if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
             else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
-            BARRIER;
+            team_barrier(s->team);
             if (acts_down & QUANTIZED_ACTS) {
                 quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
-                BARRIER;
+                team_barrier(s->team);
             }
             if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
                 kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
-                BARRIER;
+                team_barrier(s->team);
                 add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
             } else {
                 kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
             }
-            BARRIER;
+            team_barrier(s->team);
         }
 
         /* the rows whose output is wanted: normed, then through the classifier unless the
@@ -455,16 +466,23 @@ static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, c
             rows_share(b->n_out, ith, nth, &lo, &hi);
             for (int i = lo; i < hi; i++)
                 memcpy(s->xb2 + (size_t)i * dim, s->x + (size_t)b->out_rows[i] * dim, (size_t)dim * sizeof(float));
-            BARRIER;
+            team_barrier(s->team);
             float *normed = b->hidden ? b->out : s->xb;
             rmsnorm_rows(isa, s, normed, s->xb2, m->w.output_norm, b->n_out, dim, c->norm_eps,
                          b->hidden ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
             if (!b->hidden) {
-                BARRIER;
+                team_barrier(s->team);
                 kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
             }
         }
     }
+}
+
+/* One batch of b->n <= n_batch tokens through every layer; the output rows it asks for. All threads
+ * of the sequence's team run the whole pass and meet at a barrier between steps. */
+static void forward_batch(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b) {
+    pass p = {m, s, pools, b};
+    team_run(s->team, forward_thread, &p);
 }
 
 /* Make room in a sequence's sliding layers for n positions from pos: when they would run past
@@ -658,6 +676,7 @@ int pyllm_model_new(const pyllm_config *c, const pyllm_weights *w, int isa, pyll
 }
 
 static void work_free(work *s) {
+    team_free(s->team);
     free(s->rope_cos);
     free(s->rope_sin);
     free(s->x);
@@ -712,6 +731,7 @@ static int work_init(const pyllm_model *m, work *s, int n_ctx, int n_batch, int 
     s->runs = calloc((size_t)n_threads * s->max_runs, sizeof *s->runs);
     s->pos = calloc(nb, sizeof *s->pos);
     s->seq = calloc(nb, sizeof *s->seq);
+    if (team_new(n_threads, &s->team)) return PYLLM_ERR_NOMEM;
     if (kv_type == PYLLM_KV_F16 && !(s->kv_f32 = alloc_floats((size_t)n_threads * 2 * n_ctx, c->head_dim)))
         return PYLLM_ERR_NOMEM;
     if (!s->rope_cos || !s->rope_sin || !s->x || !s->xb2 || !s->xb || !s->q || !s->k || !s->v || !s->hb ||

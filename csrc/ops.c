@@ -4,7 +4,7 @@
  */
 #include "pyllm.h"
 #include "kernels/kernels.h"
-#include "threads.h"
+#include "team.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -23,6 +23,46 @@ const char *pyllm_isa_name(int isa) {
     }
 }
 
+/* fn on a team of n_threads made for this one call (these calls are for tests and benchmarks); the
+ * team is stored in *team for the job's barriers. */
+static int run_on_team(int n_threads, team_fn *fn, void *arg, pyllm_team **team) {
+    if (team_new(n_threads, team)) return PYLLM_ERR_NOMEM;
+    team_run(*team, fn, arg);
+    team_free(*team);
+    return PYLLM_OK;
+}
+
+typedef struct {
+    int isa;
+    const pyllm_tensor *w;
+    const kern_input *in;
+    const float *x;
+    void *xq;
+    int act, n;
+    float *y;
+    pyllm_team *team;
+} matmul_job;
+
+static void matmul_thread(void *arg, int ith, int nth) {
+    const matmul_job *j = arg;
+    if (j->xq) kern_quantize_rows(j->isa, j->act, j->x, j->n, j->w->cols, j->xq, ith, nth);
+    team_barrier(j->team);
+    kern_matmul(j->isa, j->w, j->in, j->n, j->y, 0, ith, nth);
+}
+
+typedef struct {
+    int isa, gelu;
+    float *gate;
+    const float *up;
+    int n, cols;
+} gated_job;
+
+static void gated_thread(void *arg, int ith, int nth) {
+    const gated_job *j = arg;
+    if (j->gelu) kern_geglu(j->isa, j->gate, j->up, j->n, j->cols, ith, nth);
+    else kern_swiglu(j->isa, j->gate, j->up, j->n, j->cols, ith, nth);
+}
+
 int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
     if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
@@ -34,33 +74,28 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
         if (!xq) return PYLLM_ERR_NOMEM;
     }
     const kern_input in = {x, act == KERN_ACT_Q8X ? xq : NULL, act == KERN_ACT_Q8K ? xq : NULL};
-#pragma omp parallel num_threads(n_threads)
-    {
-        const int ith = thread_id(), nth = thread_count();
-        if (xq) kern_quantize_rows(isa, act, x, n, w->cols, xq, ith, nth);
-        BARRIER;
-        kern_matmul(isa, w, &in, n, y, 0, ith, nth);
-    }
+    matmul_job job = {isa, w, &in, x, xq, act, n, y, NULL};
+    int err = run_on_team(n_threads, matmul_thread, &job, &job.team);
     free(xq);
-    return PYLLM_OK;
+    return err;
 }
 
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
     if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
     if (cols > INT_MAX - 7 || n > INT_MAX / ((cols + 7) / 8)) return PYLLM_ERR_ARG; /* kern_swiglu counts groups of 8 in int */
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-#pragma omp parallel num_threads(n_threads)
-    kern_swiglu(isa, gate, up, n, cols, thread_id(), thread_count());
-    return PYLLM_OK;
+    gated_job job = {isa, 0, gate, up, n, cols};
+    pyllm_team *team;
+    return run_on_team(n_threads, gated_thread, &job, &team);
 }
 
 int pyllm_geglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {
     if (!gate || !up || n < 1 || cols < 1 || n_threads < 1) return PYLLM_ERR_ARG;
     if (cols > INT_MAX - 7 || n > INT_MAX / ((cols + 7) / 8)) return PYLLM_ERR_ARG; /* as pyllm_swiglu */
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-#pragma omp parallel num_threads(n_threads)
-    kern_geglu(isa, gate, up, n, cols, thread_id(), thread_count());
-    return PYLLM_OK;
+    gated_job job = {isa, 1, gate, up, n, cols};
+    pyllm_team *team;
+    return run_on_team(n_threads, gated_thread, &job, &team);
 }
 
 int pyllm_dequantize_row(int isa, int type, const void *src, float *dst, int n) {

@@ -10,7 +10,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
-SOURCES = ["model.c", "ops.c", "kernels/dispatch.c", "kernels/ref.c", "kernels/x86.c",
+SOURCES = ["model.c", "team.c", "ops.c", "kernels/dispatch.c", "kernels/ref.c", "kernels/x86.c",
            "kernels/arm.c"]
 
 
@@ -23,10 +23,11 @@ def read_cdef(header: str) -> str:
 
 
 def compile_args() -> list[str]:
-    """-O3 and OpenMP; SIMD is enabled per function in kernels/x86.c, so no -march flag is needed."""
+    """-O3 and POSIX threads (team.c; OpenMP on Windows); SIMD is enabled per function in
+    kernels/x86.c, so no -march flag is needed."""
     if sys.platform == "win32":
         return ["/O2", "/openmp"]
-    args = ["-O3", "-std=c11", "-fopenmp", "-Wall", "-Wextra"]
+    args = ["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra"]
     return args + os.environ.get("PYLLM_CFLAGS", "").split()
 
 
@@ -38,7 +39,7 @@ ffibuilder.set_source(
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=compile_args(),
-    extra_link_args=[] if sys.platform == "win32" else ["-fopenmp"],
+    extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
     libraries=[] if sys.platform == "win32" else ["m"],
 )
 

@@ -316,10 +316,8 @@ class Engine:
 
     def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run fn() on the scheduler thread between two steps; returns a Future of its result. Other
-        work on the model's C core (Model.embed in a server) goes through here so that one thread
-        drives the model: each thread that calls into the core gets its own OpenMP worker team,
-        and with more workers than cores every barrier sleeps instead of spinning (decoding 2.4x
-        slower on two cores once a second thread had run the model)."""
+        work on the model's C core (Model.embed in a server) goes through here, so that it waits
+        for the batch in progress instead of running beside it on the same cores."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if self._closed:

@@ -293,3 +293,39 @@ def test_close_from_another_thread_mid_generation_never_crashes():
     assert lines[4] == "session: the session is closed"
     assert lines[5] == "model still runs: True"
     assert int(lines[6].split()[1]) >= 1  # at least one close() came while a forward pass ran
+
+
+def test_threads_taking_turns_and_a_forked_child_get_the_same_logits():
+    """The C core's worker threads belong to each session (csrc/team.c), not to the thread that
+    calls: a model used in turn by several threads gives the same logits as from one, and so does a
+    child made by fork() after the model has run (fork copies only the calling thread, so the child
+    starts the session's workers anew instead of waiting on the parent's)."""
+    import os
+    import time
+    with Model(default_model(quiet=True), n_threads=2, n_ctx=256) as m:
+        tokens = m.tokenize(PROMPTS[3])
+        expected = m.logits(tokens)
+        results = []
+        for _ in range(3):
+            t = threading.Thread(target=lambda: results.append(m.logits(tokens)))
+            t.start()
+            t.join()
+        for got in results:
+            np.testing.assert_array_equal(got, expected)
+        pid = os.fork()
+        if pid == 0:  # the child: any failure is its exit status
+            try:
+                os._exit(0 if np.array_equal(m.logits(tokens), expected) else 1)
+            except BaseException:
+                os._exit(2)
+        deadline = time.monotonic() + 120
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child did not finish its forward pass in 120 s")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -2,8 +2,8 @@
  * (this directory: the reference kernels in ref.c, the SIMD ones of each CPU family in x86.c and
  * arm.c, chosen by dispatch.c). Every function takes the kernel family (enum pyllm_isa) chosen
  * once per model; SIMD code never leaks out of the kernel files. Functions taking (ith, nth) do
- * thread ith's share of the work out of nth threads and are called from inside one OpenMP
- * parallel region.
+ * thread ith's share of the work out of nth threads and are called by every thread of a team
+ * (team.h) running one pass.
  */
 #ifndef PYLLM_KERNELS_H
 #define PYLLM_KERNELS_H

@@ -1,0 +1,221 @@
+/* team.c - see team.h. POSIX threads and C11 atomics; on Windows the same interface over OpenMP. */
+#define _POSIX_C_SOURCE 200809L
+#include "team.h"
+
+#include <stdlib.h>
+
+#ifdef _WIN32
+#include <omp.h>
+
+struct pyllm_team {
+    int n;
+};
+
+int team_new(int n_threads, pyllm_team **out) {
+    *out = calloc(1, sizeof **out);
+    if (!*out) return -1;
+    (*out)->n = n_threads;
+    return 0;
+}
+
+void team_run(pyllm_team *t, team_fn *fn, void *arg) {
+#pragma omp parallel num_threads(t->n)
+    fn(arg, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void team_barrier(pyllm_team *t) {
+    (void)t;
+#pragma omp barrier
+}
+
+void team_free(pyllm_team *t) { free(t); }
+
+#else
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+/* How long a thread spins before it sleeps. Between jobs: IDLE_SPINS pauses (~0.2-0.5 ms; the next
+ * token's pass usually comes sooner). At a barrier the team adapts: a wait that ends while spinning
+ * in the second half of the budget doubles the budget, a wait that outlasts it (the thread sleeps,
+ * to be woken by the last to arrive) halves it. On idle cores waits are short and spinning wins; on
+ * cores shared with other work a waiting thread may be waiting for one that is not running, and
+ * sleeping at once leaves the core to it. */
+#define IDLE_SPINS (1 << 14)
+#define MIN_BARRIER_SPINS (1 << 6)
+#define MAX_BARRIER_SPINS (1 << 17)
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+typedef struct {
+    pyllm_team *team;
+    int ith;
+} worker;
+
+struct pyllm_team {
+    int n;
+    team_fn *fn;
+    void *arg;
+    atomic_int job;              /* incremented for each job (under mu: a sleeper cannot miss it) */
+    atomic_int arrived;          /* threads at the current barrier */
+    atomic_int passed;           /* barriers passed so far */
+    atomic_int barrier_sleepers; /* threads asleep in a barrier */
+    atomic_int spin_budget;      /* pauses a barrier wait spins before it sleeps */
+    int quit, job_sleepers;      /* under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;         /* a job, or quit */
+    pthread_cond_t passed_cv;    /* a barrier was passed */
+    pthread_t *threads;
+    worker *workers;
+    int started;                 /* workers 1..started run (in process pid) */
+    pid_t pid;
+};
+
+void team_barrier(pyllm_team *t) {
+    if (t->n == 1) return;
+    const int phase = atomic_load(&t->passed);
+    if (atomic_fetch_add(&t->arrived, 1) == t->n - 1) { /* the last to arrive lets the others go */
+        atomic_store(&t->arrived, 0);
+        atomic_fetch_add(&t->passed, 1);
+        if (atomic_load(&t->barrier_sleepers)) { /* read after passed moved: no sleeper is missed */
+            pthread_mutex_lock(&t->mu);
+            pthread_cond_broadcast(&t->passed_cv);
+            pthread_mutex_unlock(&t->mu);
+        }
+        return;
+    }
+    const int budget = atomic_load_explicit(&t->spin_budget, memory_order_relaxed);
+    for (int spins = 0; spins < budget; spins++) {
+        if (atomic_load(&t->passed) != phase) {
+            if (spins > budget / 2 && budget < MAX_BARRIER_SPINS)
+                atomic_store_explicit(&t->spin_budget, 2 * budget, memory_order_relaxed);
+            return;
+        }
+        cpu_relax();
+    }
+    if (budget > MIN_BARRIER_SPINS) atomic_store_explicit(&t->spin_budget, budget / 2, memory_order_relaxed);
+    pthread_mutex_lock(&t->mu);
+    atomic_fetch_add(&t->barrier_sleepers, 1);
+    while (atomic_load(&t->passed) == phase) pthread_cond_wait(&t->passed_cv, &t->mu);
+    atomic_fetch_sub(&t->barrier_sleepers, 1);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void *worker_main(void *arg) {
+    const worker *w = arg;
+    pyllm_team *t = w->team;
+    int seen = 0;
+    for (;;) {
+        for (int spins = 0; atomic_load(&t->job) == seen && spins < IDLE_SPINS; spins++) cpu_relax();
+        if (atomic_load(&t->job) == seen) {
+            pthread_mutex_lock(&t->mu);
+            t->job_sleepers++;
+            while (atomic_load(&t->job) == seen && !t->quit) pthread_cond_wait(&t->wake, &t->mu);
+            t->job_sleepers--;
+            const int quit = t->quit;
+            pthread_mutex_unlock(&t->mu);
+            if (quit) return NULL;
+        }
+        seen = atomic_load(&t->job);
+        t->fn(t->arg, w->ith, t->n);
+        team_barrier(t); /* the job's end: the caller returns once every thread is past it */
+    }
+}
+
+/* Start workers 1..n-1 from a clean state (in a new team, or in a child after fork()). */
+static int start_workers(pyllm_team *t) {
+    atomic_init(&t->job, 0);
+    atomic_init(&t->arrived, 0);
+    atomic_init(&t->passed, 0);
+    atomic_init(&t->barrier_sleepers, 0);
+    atomic_init(&t->spin_budget, MAX_BARRIER_SPINS);
+    t->quit = t->job_sleepers = t->started = 0;
+    t->pid = getpid();
+    for (int i = 1; i < t->n; i++) {
+        t->workers[i] = (worker){t, i};
+        if (pthread_create(&t->threads[i], NULL, worker_main, &t->workers[i])) return -1;
+        t->started = i;
+    }
+    return 0;
+}
+
+/* In a child made by fork() the workers do not exist (fork copies only the calling thread), and
+ * the locks may have been held by one of them: make both anew. 0, or -1 if that fails. */
+static int after_fork(pyllm_team *t) {
+    if (pthread_mutex_init(&t->mu, NULL) || pthread_cond_init(&t->wake, NULL) ||
+        pthread_cond_init(&t->passed_cv, NULL))
+        return -1;
+    if (start_workers(t)) {
+        t->n = t->started + 1; /* run with the workers that could be started */
+        return -1;
+    }
+    return 0;
+}
+
+int team_new(int n_threads, pyllm_team **out) {
+    *out = NULL;
+    if (n_threads < 1) return -1;
+    pyllm_team *t = calloc(1, sizeof *t);
+    if (!t) return -1;
+    t->n = n_threads;
+    t->threads = calloc((size_t)n_threads, sizeof *t->threads);
+    t->workers = calloc((size_t)n_threads, sizeof *t->workers);
+    if (!t->threads || !t->workers) goto fail;
+    if (pthread_mutex_init(&t->mu, NULL)) goto fail;
+    if (pthread_cond_init(&t->wake, NULL)) goto fail_mu;
+    if (pthread_cond_init(&t->passed_cv, NULL)) goto fail_wake;
+    if (start_workers(t)) {
+        team_free(t); /* stops the workers started so far */
+        return -1;
+    }
+    *out = t;
+    return 0;
+fail_wake:
+    pthread_cond_destroy(&t->wake);
+fail_mu:
+    pthread_mutex_destroy(&t->mu);
+fail:
+    free(t->threads);
+    free(t->workers);
+    free(t);
+    return -1;
+}
+
+void team_run(pyllm_team *t, team_fn *fn, void *arg) {
+    if (t->pid != getpid()) after_fork(t); /* on failure: fewer threads (at least the caller) */
+    if (t->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    pthread_mutex_lock(&t->mu);
+    atomic_fetch_add(&t->job, 1);
+    if (t->job_sleepers) pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->mu);
+    fn(arg, 0, t->n);
+    team_barrier(t);
+}
+
+void team_free(pyllm_team *t) {
+    if (!t) return;
+    if (t->pid != getpid()) t->started = 0; /* a forked child's copy: its workers are the parent's */
+    pthread_mutex_lock(&t->mu);
+    t->quit = 1;
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->mu);
+    for (int i = 1; i <= t->started; i++) pthread_join(t->threads[i], NULL);
+    pthread_cond_destroy(&t->wake);
+    pthread_cond_destroy(&t->passed_cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t->threads);
+    free(t->workers);
+    free(t);
+}
+#endif
