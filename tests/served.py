@@ -18,7 +18,7 @@ CTX = 1024
 
 class Served:
     """A `pyllm serve` process on a free loopback port, up once /health answers 200. One thread:
-    the server shares the cores with this process, and a busy machine stalls a second OpenMP thread."""
+    the server shares the cores with this process."""
 
     def __init__(self, *args: str):
         with socket.socket() as s:
