@@ -23,7 +23,8 @@ const char *pyllm_isa_name(int isa) {
     }
 }
 
-int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                 int n_threads) {
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
     if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
@@ -39,7 +40,7 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
         const int ith = thread_id(), nth = thread_count();
         if (xq) kern_quantize_rows(isa, act, x, n, w->cols, xq, ith, nth);
         BARRIER;
-        kern_matmul(isa, w, &in, n, y, 0, ith, nth);
+        kern_matmul(isa, w, &in, n, y, accumulate != 0, ith, nth);
     }
     free(xq);
     return PYLLM_OK;
