@@ -38,7 +38,7 @@ typedef struct {
     const kern_input *in;
     const float *x;
     void *xq;
-    int act, n;
+    int act, n, accumulate;
     float *y;
     pyllm_team *team;
 } matmul_job;
@@ -47,7 +47,7 @@ static void matmul_thread(void *arg, int ith, int nth) {
     const matmul_job *j = arg;
     if (j->xq) kern_quantize_rows(j->isa, j->act, j->x, j->n, j->w->cols, j->xq, ith, nth);
     team_barrier(j->team);
-    kern_matmul(j->isa, j->w, j->in, j->n, j->y, 0, ith, nth);
+    kern_matmul(j->isa, j->w, j->in, j->n, j->y, j->accumulate, ith, nth);
 }
 
 typedef struct {
@@ -63,7 +63,8 @@ static void gated_thread(void *arg, int ith, int nth) {
     else kern_swiglu(j->isa, j->gate, j->up, j->n, j->cols, ith, nth);
 }
 
-int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads) {
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                 int n_threads) {
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
     if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
@@ -74,7 +75,7 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
         if (!xq) return PYLLM_ERR_NOMEM;
     }
     const kern_input in = {x, act == KERN_ACT_Q8X ? xq : NULL, act == KERN_ACT_Q8K ? xq : NULL};
-    matmul_job job = {isa, w, &in, x, xq, act, n, y, NULL};
+    matmul_job job = {isa, w, &in, x, xq, act, n, accumulate != 0, y, NULL};
     int err = run_on_team(n_threads, matmul_thread, &job, &job.team);
     free(xq);
     return err;

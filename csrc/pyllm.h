@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* cdef begin */
-#define PYLLM_API_VERSION 9
+#define PYLLM_API_VERSION 10
 
 /* Error codes returned by every function that can fail (0 = success). */
 enum pyllm_error {
@@ -188,8 +188,10 @@ int pyllm_cache_forward(const pyllm_model *model, pyllm_cache *cache, int n_toke
 int pyllm_cache_copy_block(pyllm_cache *cache, int kind, int src, int dst);
 
 /* y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa`: the matmul the forward pass uses,
- * exposed for tests and benchmarks. */
-int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int n_threads);
+ * exposed for tests and benchmarks. With accumulate set, the product is added to y (as the forward
+ * pass adds into the residual stream). */
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                 int n_threads);
 /* gate (n, cols) = silu(gate) * up with the kernels of `isa`: the SwiGLU step of the forward
  * pass, exposed for tests. */
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);

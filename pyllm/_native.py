@@ -13,7 +13,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "(or `pip install -e .` in a checkout)"
     ) from exc
 
-API_VERSION = 9
+API_VERSION = 10
 if lib.PYLLM_API_VERSION != API_VERSION:  # pragma: no cover - only with a stale build
     raise ImportError(
         f"pyllm's C core is API version {lib.PYLLM_API_VERSION} but the Python package expects "
@@ -76,10 +76,13 @@ def _gated(fn, what: str, gate: np.ndarray, up: np.ndarray, kernels: str, n_thre
 
 
 def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
-           kernels: str = "auto", n_threads: int = 1) -> np.ndarray:
-    """y = x @ W.T with the forward pass's kernels; W is `rows` rows of encoded bytes `raw`.
+           kernels: str = "auto", n_threads: int = 1, add_to: np.ndarray | None = None) -> np.ndarray:
+    """y = x @ W.T (or add_to + x @ W.T) with the forward pass's kernels; W is `rows` rows of encoded
+    bytes `raw`.
 
-    Exposed for tests and benchmarks: x (n, cols) float32 is quantized on the fly for quantized W.
+    Exposed for tests and benchmarks: x (n, cols) float32 is quantized on the fly for quantized W;
+    with add_to (n, rows) the kernels add into a copy of it, as the forward pass adds into the
+    residual stream.
     """
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -87,11 +90,16 @@ def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
         raise ValueError(f"x must have shape (n, {cols}), got {x.shape}")
     if raw.size != rows * lib.pyllm_row_bytes(type_id, cols):
         raise ValueError("weight bytes do not match rows, cols and type")
-    y = np.empty((x.shape[0], rows), dtype=np.float32)
+    if add_to is None:
+        y = np.empty((x.shape[0], rows), dtype=np.float32)
+    else:
+        if np.shape(add_to) != (x.shape[0], rows):
+            raise ValueError(f"add_to must have shape ({x.shape[0]}, {rows}), got {np.shape(add_to)}")
+        y = np.array(add_to, dtype=np.float32, order="C")
     w = ffi.new("pyllm_tensor *", {"type": type_id, "rows": rows, "cols": cols,
                                    "data": ffi.from_buffer(raw)})
     code = lib.pyllm_matmul(kernel_id(kernels), w, ffi.from_buffer("float[]", x), x.shape[0],
-                            ffi.from_buffer("float[]", y), n_threads)
+                            ffi.from_buffer("float[]", y), int(add_to is not None), n_threads)
     check(code, "matmul")
     return y
 

@@ -46,6 +46,19 @@ def random_k_blocks(rng, type_name, rows, cols):
     return raw.reshape(-1)
 
 
+def random_blocks(rng, type_name, rows, cols):
+    """Rows of random bytes in 32-value blocks with small f16 scales (and offsets): blocks a file may
+    hold but our quantizer never writes (every nibble and fifth-bit value, Q8_0's -128: its first
+    block is all -128)."""
+    raw = rng.integers(0, 256, (rows, cols // 32, TYPES[type_name].block_bytes), dtype=np.uint8)
+    n_scales = 2 if type_name in WITH_MIN else 1
+    scales = (rng.standard_normal((rows, cols // 32, n_scales)) * 0.01).astype(np.float16)
+    raw[..., : 2 * n_scales] = scales.view(np.uint8).reshape(rows, cols // 32, 2 * n_scales)
+    if type_name == "q8_0":
+        raw[0, 0, 2:] = 0x80
+    return raw.reshape(-1)
+
+
 def random_case(rng, type_name, rows, cols, n):
     w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.5
     w[:, : cols // 3] += 0.3  # blocks with an offset, so the m term of Q4_1 and Q5_1 matters
@@ -84,6 +97,42 @@ def test_token_result_does_not_depend_on_its_batch(kernels, type_name, rows, col
     for t in range(n):
         alone = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x[t:t + 1], kernels, 1 + t % 2)
         np.testing.assert_array_equal(alone[0].view(np.uint32), batch[t].view(np.uint32))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", QUANTIZED)
+@pytest.mark.parametrize("rows,cols", [(16, 32), (33, 288), (45, 544), (70, 1120)])
+@pytest.mark.parametrize("blocks", ["quantized", "any bytes"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+def test_small_batches_match_numpy_and_single_tokens(kernels, type_name, rows, cols, blocks, accumulate):
+    """Batches of 2 to 9 tokens (AVX-512 puts 2 and more through its lane kernels, 4 tokens per pass)
+    against numpy and, bit for bit, against each token alone; rows leaving a partial group of 16
+    (also per thread), 1, 9, 17 and 35 blocks a row (partial groups of 16 and of 8 blocks); the
+    product stored, or added to the output as the residual connections do."""
+    rng = np.random.default_rng(rows * 1000 + cols)
+    raw = (random_case(rng, type_name, rows, cols, 1)[0] if blocks == "quantized"
+           else random_blocks(rng, type_name, rows, cols))
+    x = rng.standard_normal((9, cols)).astype(np.float32)
+    base = rng.standard_normal((9, rows)).astype(np.float32) * 4 if accumulate else None
+
+    def matmul(t0, t1, n_threads):
+        add_to = base[t0:t1] if accumulate else None
+        return _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x[t0:t1], kernels, n_threads, add_to)
+
+    alone = [matmul(t, t + 1, 1 + t % 2)[0] for t in range(9)]
+    for n in (2, 3, 4, 5, 8, 9):
+        batch = matmul(0, n, 2)
+        product = reference(raw, type_name, rows, cols, x[:n])
+        tol = 2e-5 * np.sqrt(cols) * np.abs(product).max()
+        if accumulate:
+            np.testing.assert_allclose(batch, base[:n] + product, rtol=0, atol=tol + 1e-6 * np.abs(base).max())
+            # the sum is the stored product plus add_to, rounded once
+            stored = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x[:n], kernels, 2)
+            np.testing.assert_array_equal((base[:n] + stored).view(np.uint32), batch.view(np.uint32))
+        else:
+            np.testing.assert_allclose(batch, product, rtol=0, atol=tol)
+        for t in range(n):
+            np.testing.assert_array_equal(alone[t].view(np.uint32), batch[t].view(np.uint32))
 
 
 # Relative to the largest |result|, per sqrt(cols): float32 rounding of the per-super-block sums
@@ -176,14 +225,7 @@ def test_any_block_bytes(kernels, type_name):
     odd number of blocks per row, tiles with partial rows and columns) multiply exactly too."""
     rng = np.random.default_rng(7)
     rows, cols, n = 9, 96, 6
-    block = TYPES[type_name].block_bytes
-    raw = rng.integers(0, 256, (rows, cols // 32, block), dtype=np.uint8)
-    n_scales = 2 if type_name in WITH_MIN else 1
-    scales = (rng.standard_normal((rows, cols // 32, n_scales)) * 0.01).astype(np.float16)
-    raw[..., : 2 * n_scales] = scales.view(np.uint8).reshape(rows, cols // 32, 2 * n_scales)
-    if type_name == "q8_0":
-        raw[0, 0, 2:] = 0x80  # a whole block of -128
-    raw = raw.reshape(-1)
+    raw = random_blocks(rng, type_name, rows, cols)
     x = rng.standard_normal((n, cols)).astype(np.float32)
     y = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, 2)
     ref = reference(raw, type_name, rows, cols, x)

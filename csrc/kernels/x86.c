@@ -9,6 +9,7 @@
 
 #ifdef HAVE_X86_KERNELS
 #include <immintrin.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -716,23 +717,24 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
 
 /* ------------------------------------------------------------------------------------------ */
 /* AVX-512 kernels: matmuls and attention (activation quantization and softmax use the AVX2 code,
- * which every AVX-512 CPU runs). For quantized weights a 512-bit register holds two 32-value blocks and
- * vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in one instruction; prompts use 4x4
- * tiles (32 vector registers leave room for 16 accumulators; Q5_0 has a kernel of its own with 16
- * weight rows in the lanes, avx512_matmul_q5_0), decoding reads one weight row at a time front to
- * back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads: F16 +30%, Q4_1
- * +15%, Q4_0 +22%, Q8_0 +28%). */
+ * which every AVX-512 CPU runs). vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in
+ * one instruction. The 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) share the lane
+ * kernels below: 16 weight rows in the 16 lanes for batches, a row at a time for single tokens,
+ * with one order of float operations. The K-quants use 2x4 tiles for prompts and float weights
+ * 4x6 (32 vector registers leave room for their accumulators). Decoding reads one weight row at a
+ * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads: F16
+ * +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-/* Blocks b and b+1 (only b when `pair` is 0, the other half then zero) of a quantized row as 64
- * bytes in element order: Q8_0's signed values, Q4_0's and Q4_1's unsigned nibbles, Q5_0's and
- * Q5_1's unsigned 5-bit values. */
+/* Blocks b and b+1 (only b when `pair` is 0, the other half then zero, Q8_0's 128) of a quantized
+ * row as 64 unsigned bytes in element order: Q4_0's and Q4_1's nibbles, Q5_0's and Q5_1's 5-bit
+ * values, Q8_0's values plus 128. */
 AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t bsize, int pair) {
     if (type == PYLLM_TYPE_Q8_0) {
         __m256i lo = _mm256_loadu_si256((const __m256i *)(blk + 2));
         __m256i hi = pair ? _mm256_loadu_si256((const __m256i *)(blk + bsize + 2)) : _mm256_setzero_si256();
-        return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8((char)0x80));
     }
     const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : type == PYLLM_TYPE_Q4_1 ? 4
                      : type == PYLLM_TYPE_Q5_0 ? 6 : 8; /* the nibbles follow d, m and qh */
@@ -755,126 +757,41 @@ AVX512_INLINE __m512i avx512_weights(const int type, const uint8_t *blk, size_t 
     return v;
 }
 
-/* The f16 at p in the 8 lanes of block b, the one at p + stride in those of block b + 1 (0 if
- * `pair` is 0): both converted by one instruction rather than one by one. */
-AVX512_INLINE __m512 avx512_half_pair(const uint8_t *p, size_t stride, int pair) {
-    uint16_t a, c = 0;
-    memcpy(&a, p, sizeof a);
-    if (pair) memcpy(&c, p + stride, sizeof c);
-    const uint32_t both = a | (uint32_t)c << 16;
-    int32_t bits;
-    memcpy(&bits, &both, sizeof bits); /* the same 32 bits as a signed int, without a conversion */
-    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-    return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                                 _mm512_castps128_ps512(f));
-}
+/* The lane kernels: Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 with one order of float operations for batches
+ * and for single tokens, so that a token's result does not depend on the batch it came in.
+ * vpdpbusd multiplies unsigned by signed bytes: each type's weights become unsigned bytes u (as
+ * avx512_weights gives them) with an exact integer offset o, folded into the sum it starts from:
+ *   Q4_0  u = q (0..15), o = 8:    (q - 8) . x = u . x - 8 sum(x)
+ *   Q5_0  u = q (0..31), o = 16:   (q - 16) . x = u . x - 16 sum(x)
+ *   Q8_0  u = q + 128,   o = 128:  q . x = u . x - 128 sum(x)
+ *   Q4_1, Q5_1  u = q,   o = 0; value d q + m: (d q + m) . x = d (q . x) + m sum(x)
+ * Per weight row and token, block b's exact integer dot I_b = u . x - o sum(x) times the product of
+ * the two blocks' scales is added by one fused multiply-add into one of four float sums A_j,
+ * j = (b / 2) % 4, in block order from +0; Q4_1 and Q5_1 then add m_b s_b (s_b: the activation
+ * block's d sum(x)) into the same sum by a second one. The result is (A_0 + A_2) + (A_1 + A_3).
+ *   Batches of LANES_PROMPT_MIN tokens and more (avx512_lanes_prompt) put 16 weight rows in the 16
+ * lanes: the rows' blocks are unpacked once per matmul, by a transpose in registers, to bytes laid
+ * out by 4-byte group (lane r holds row r's bytes 4k..4k+3 of block b), and each vpdpbusd
+ * multiplies them by 4 activation bytes broadcast to every lane, so an instruction does 64 useful
+ * products and I_b comes out whole in each lane: one conversion and one multiply-add (two with m)
+ * per block, 16 rows and token.
+ *   Single tokens (avx512_lanes_row) read a row front to back two blocks per register, sum each
+ * block's lanes exactly in integers (avx512_block_sums16), get the 16 blocks' f16 scales in lane
+ * order with a few vpermt2w over the row's bytes, and add the blocks four at a time into the four
+ * sums, one per 128-bit lane.
+ *   Against the 4x4 tiles these replaced (SmolLM2, 2 threads, docs/performance.md): a decode step
+ * of 8 sequences 19.2 -> 9.9 ms (Q4_1), pp512 2.5x (Q4_1), 2.1x (Q4_0), 1.9x (Q8_0); decoding Q4_1
+ * +11%, Q4_0 +6%, but Q8_0 -6%: its 16 scales per chunk cost five permutes over 544 bytes. */
 
-/* a in the 8 int32 lanes of block b, c in those of block b + 1 */
-AVX512_INLINE __m512 avx512_pair(float a, float c) {
-    return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(c));
+/* The offset o of a type's unsigned weights (above). */
+AVX512_INLINE int lanes_offset(const int type) {
+    return type == PYLLM_TYPE_Q8_0 ? 128 : type == PYLLM_TYPE_Q4_0 ? 8 : type == PYLLM_TYPE_Q5_0 ? 16 : 0;
 }
-
-/* R x C tile over quantized weights: rows w, w + rb, ...; activation rows xq, xq + nb, ...
- * vpdpbusd multiplies unsigned by signed bytes, so each type is brought to that form with an exact
- * integer correction folded into the accumulator it starts from:
- *   Q4_0  (q - 8) . x = q . x - 8 sum(x)         (per activation block, shared by the R rows)
- *   Q8_0  w . x = (x + 128) . w - 128 sum(w)      (per weight block, shared by the C columns)
- *   Q4_1  (d q + m) . x = d q . x + m sum(x)      (m sum(x) added in float, an eighth per lane)
- *   Q5_0  (q - 16) . x = q . x - 16 sum(x)        (as Q4_0)
- *   Q5_1  as Q4_1
- * Per block pair and tile cell that leaves one vpdpbusd, a conversion, and a multiply-add by the
- * product of the two blocks' scales. */
-AVX512_INLINE void avx512_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
-                                const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
-    const size_t bsize = x86_block_bytes(type);
-    const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[4][4];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b += 2) {
-        const int pair = b + 1 < nb;
-        __m512i wq[4], wfix[4];
-        __m512 wd[4], wm[4];
-        for (int r = 0; r < R; r++) {
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-            wq[r] = avx512_weights(type, blk, bsize, pair);
-            wd[r] = avx512_half_pair(blk, bsize, pair);
-            if (x86_has_min(type))
-                wm[r] = avx512_half_pair(blk + 2, bsize, pair);
-            if (type == PYLLM_TYPE_Q8_0)
-                wfix[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)0x80), wq[r]));
-        }
-        for (int c = 0; c < C; c++) {
-            const block_q8x *x0 = xq + (size_t)c * nb + b, *x1 = x0 + 1;
-            __m256i xhi = pair ? _mm256_loadu_si256((const __m256i *)x1->qs) : _mm256_setzero_si256();
-            __m512i xv = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)), xhi, 1);
-            const __m512 xd = avx512_pair(x0->d, pair ? x1->d : 0.0f);
-            __m512i xfix = zero;
-            __m512 xs = _mm512_setzero_ps();
-            if (type == PYLLM_TYPE_Q8_0) xv = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
-            if (type == PYLLM_TYPE_Q4_0) xfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(8), xv));
-            if (type == PYLLM_TYPE_Q5_0) xfix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(16), xv));
-            if (x86_has_min(type)) xs = avx512_pair(0.125f * x0->s, pair ? 0.125f * x1->s : 0.0f);
-            for (int r = 0; r < R; r++) {
-                __m512i dot = type == PYLLM_TYPE_Q8_0 ? _mm512_dpbusd_epi32(wfix[r], xv, wq[r])
-                                                      : _mm512_dpbusd_epi32(xfix, wq[r], xv);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd[r], xd), acc[r][c]);
-                if (x86_has_min(type)) acc[r][c] = _mm512_fmadd_ps(wm[r], xs, acc[r][c]);
-            }
-        }
-    }
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][c]);
-            float *dst = y + (size_t)c * y_stride + r;
-            *dst = accumulate ? *dst + v : v;
-        }
-}
-
-AVX512_INLINE void avx512_tile(const int type, const int R, const int C, const pyllm_tensor *w,
-                               size_t rb, int r, const block_q8x *xq, int t, float *y, int accumulate) {
-    int nb = w->cols / QK8X;
-    avx512_qtile(type, R, C, (const uint8_t *)w->data + (size_t)r * rb, rb, xq + (size_t)t * nb, nb,
-                 y + (size_t)t * w->rows + r, w->rows, accumulate);
-}
-
-AVX512_INLINE void avx512_matmul_type(const int type, const pyllm_tensor *w, int r0, int r1,
-                                      const void *xq, int n, float *y, int accumulate) {
-    const size_t rb = kern_row_bytes(type, w->cols);
-    const int chunk = n == 1 ? r1 - r0 : 64;
-    for (int c0 = r0; c0 < r1; c0 += chunk) {
-        int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
-        int t = 0;
-        for (; t + 4 <= n; t += 4) {
-            int r = c0;
-            for (; r + 4 <= c1; r += 4) avx512_tile(type, 4, 4, w, rb, r, xq, t, y, accumulate);
-            for (; r < c1; r++) avx512_tile(type, 1, 4, w, rb, r, xq, t, y, accumulate);
-        }
-        for (; t < n; t++)
-            for (int r = c0; r < c1; r++) avx512_tile(type, 1, 1, w, rb, r, xq, t, y, accumulate);
-    }
-}
-
-/* Q5_0 on AVX-512: one order of float operations for prompts and for decoding, so that a token's
- * result does not depend on the batch it came in. Per weight row and token, block b's exact
- * integer dot I_b = (q - 16) . x is multiplied by the product of the two blocks' scales and added
- * into one of four float sums, A_j with j = (b / 2) % 4, in block order from +0 (one fused
- * multiply-add per block); the result is (A_0 + A_2) + (A_1 + A_3).
- *   Prompts (avx512_q5_0_prompt) put 16 weight rows in the 16 lanes: the rows' blocks are unpacked
- * once per matmul to 5-bit bytes laid out by 4-byte group (lane r holds row r's bytes 4k..4k+3 of
- * block b), and each vpdpbusd multiplies them by 4 activation bytes broadcast to every lane, so an
- * instruction does 64 useful products and I_b comes out whole in each lane, one conversion and one
- * multiply-add per block and row for 4 tokens at once.
- *   Decoding (avx512_q5_0_row) reads a row front to back two blocks per register as the other types
- * do, sums each block's lanes exactly in integers (avx512_block_sums16), and adds the blocks four
- * at a time into the four sums, one per 128-bit lane. */
 
 /* The integer sums of 16 blocks from NP (8, or 4: the last 8 blocks are 0) registers of block pairs
  * (v[p]: 8 lanes of partial sums of block 2p, then 8 of block 2p + 1): lane 4q + i holds block
- * Q5_LANE_BLOCK(q, i). */
-#define Q5_LANE_BLOCK(q, i) (8 * ((q) / 2) + 2 * (i) + (q) % 2)
+ * LANE_BLOCK(q, i). */
+#define LANE_BLOCK(q, i) (8 * ((q) / 2) + 2 * (i) + (q) % 2)
 AVX512_INLINE __m512i avx512_block_sums16(const int NP, const __m512i *v) {
     __m512i w[4], x[2];
     for (int i = 0; i < NP / 2; i++) /* 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] */
@@ -891,73 +808,86 @@ AVX512_INLINE __m512i avx512_block_sums16(const int NP, const __m512i *v) {
 
 /* The lane order of avx512_block_sums16 as indexes, times `stride` (bytes between blocks). */
 AVX512_INLINE __m512i avx512_lane_blocks(int stride) {
-    const __m512i block = _mm512_setr_epi32(Q5_LANE_BLOCK(0, 0), Q5_LANE_BLOCK(0, 1), Q5_LANE_BLOCK(0, 2), Q5_LANE_BLOCK(0, 3),
-                                            Q5_LANE_BLOCK(1, 0), Q5_LANE_BLOCK(1, 1), Q5_LANE_BLOCK(1, 2), Q5_LANE_BLOCK(1, 3),
-                                            Q5_LANE_BLOCK(2, 0), Q5_LANE_BLOCK(2, 1), Q5_LANE_BLOCK(2, 2), Q5_LANE_BLOCK(2, 3),
-                                            Q5_LANE_BLOCK(3, 0), Q5_LANE_BLOCK(3, 1), Q5_LANE_BLOCK(3, 2), Q5_LANE_BLOCK(3, 3));
+    const __m512i block = _mm512_setr_epi32(LANE_BLOCK(0, 0), LANE_BLOCK(0, 1), LANE_BLOCK(0, 2), LANE_BLOCK(0, 3),
+                                            LANE_BLOCK(1, 0), LANE_BLOCK(1, 1), LANE_BLOCK(1, 2), LANE_BLOCK(1, 3),
+                                            LANE_BLOCK(2, 0), LANE_BLOCK(2, 1), LANE_BLOCK(2, 2), LANE_BLOCK(2, 3),
+                                            LANE_BLOCK(3, 0), LANE_BLOCK(3, 1), LANE_BLOCK(3, 2), LANE_BLOCK(3, 3));
     return _mm512_mullo_epi32(block, _mm512_set1_epi32(stride));
 }
 
-/* The activation scales of one token's blocks in the lane order of avx512_block_sums16, 16 per
- * group of 16 blocks, 0 past the last block (xd: ceil(nb / 16) * 16 floats). */
-AVX512_INLINE void avx512_q5_0_scales(const block_q8x *x, int nb, float *xd) {
+/* The activation scales d (and, for Q4_1 and Q5_1, the sums s) of one token's blocks in the lane
+ * order of avx512_block_sums16, 16 per group of 16 blocks, 0 past the last block (xd, xs:
+ * ceil(nb / 16) * 16 floats). */
+AVX512_INLINE void avx512_lanes_xscales(const int type, const block_q8x *x, int nb, float *xd, float *xs) {
     for (int c0 = 0; c0 < nb; c0 += 16)
         for (int l = 0; l < 16; l++) {
-            const int b = c0 + Q5_LANE_BLOCK(l / 4, l % 4);
+            const int b = c0 + LANE_BLOCK(l / 4, l % 4);
             xd[c0 + l] = b < nb ? x[b].d : 0.0f;
+            if (x86_has_min(type)) xs[c0 + l] = b < nb ? x[b].s : 0.0f;
         }
 }
 
-/* The f16 scales of the 16 blocks from blk0 (0 for those past the first `left`, at most NB: 16 or
- * 8) as floats in the lane order of avx512_block_sums16: the 352 (176) bytes read as three (two)
- * 128-byte windows, each scale word picked out by a two-register permute (vpermt2w); what lies
- * past the blocks is not read. */
-AVX512_INLINE __m512 avx512_q5_0_scales16(const int NB, const uint8_t *blk0, int left) {
-    const int bytes = (left < NB ? left : NB) * (int)sizeof(block_q5_0);
-    __m512i win[6];
-    for (int i = 0; i < 6; i++) {
-        if (NB == 8 && i >= 4) { win[i] = _mm512_setzero_si512(); continue; }
+/* The f16 scales d (and, for Q4_1 and Q5_1, offsets m) of the 16 blocks from blk0 (0 for those
+ * past the first `left`, at most NB: 16 or 8) as floats in the lane order of avx512_block_sums16:
+ * the blocks' bytes read as 128-byte windows, each word picked out by a two-register permute
+ * (vpermt2w), d into the low 16 words and m into the high 16 (a block's m follows its d in the same
+ * window: both types' blocks are a whole number of 4-byte words); what lies past the blocks is not
+ * read. */
+AVX512_INLINE void avx512_lanes_scales16(const int type, const int NB, const uint8_t *blk0, int left,
+                                         __m512 *d, __m512 *m) {
+    const int bsize = (int)x86_block_bytes(type), wpb = bsize / 2; /* words per block */
+    const int bytes = (left < NB ? left : NB) * bsize;
+    const int NW = (NB * bsize + 127) / 128;
+    __m512i win[10];
+    for (int i = 0; i < 2 * NW; i++) {
         const int n = bytes - 64 * i;
-        const __mmask64 m = n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
-        win[i] = _mm512_maskz_loadu_epi8(m, blk0 + 64 * i);
+        const __mmask64 mk = n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
+        win[i] = _mm512_maskz_loadu_epi8(mk, blk0 + 64 * i);
     }
-#define Q5_WORD(l) (11 * Q5_LANE_BLOCK((l) / 4, (l) % 4)) /* a block is 11 words */
+#define LANE_WORD(l) (wpb * LANE_BLOCK((l) / 4, (l) % 4))
+#define LANE_M(l) (x86_has_min(type) ? LANE_WORD(l) + 1 : 0)
     const __m512i idx = _mm512_and_si512(_mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        Q5_WORD(15), Q5_WORD(14), Q5_WORD(13), Q5_WORD(12), Q5_WORD(11), Q5_WORD(10), Q5_WORD(9), Q5_WORD(8),
-        Q5_WORD(7), Q5_WORD(6), Q5_WORD(5), Q5_WORD(4), Q5_WORD(3), Q5_WORD(2), Q5_WORD(1), Q5_WORD(0)), _mm512_set1_epi16(63));
-    __mmask32 in1 = 0, in2 = 0; /* lanes whose word lies in the second, third window */
-    for (int l = 0; l < 16; l++) {
-        in1 |= (__mmask32)(Q5_WORD(l) / 64 == 1) << l;
-        in2 |= (__mmask32)(Q5_WORD(l) / 64 == 2) << l;
+        LANE_M(15), LANE_M(14), LANE_M(13), LANE_M(12), LANE_M(11), LANE_M(10), LANE_M(9), LANE_M(8),
+        LANE_M(7), LANE_M(6), LANE_M(5), LANE_M(4), LANE_M(3), LANE_M(2), LANE_M(1), LANE_M(0),
+        LANE_WORD(15), LANE_WORD(14), LANE_WORD(13), LANE_WORD(12), LANE_WORD(11), LANE_WORD(10), LANE_WORD(9), LANE_WORD(8),
+        LANE_WORD(7), LANE_WORD(6), LANE_WORD(5), LANE_WORD(4), LANE_WORD(3), LANE_WORD(2), LANE_WORD(1), LANE_WORD(0)),
+        _mm512_set1_epi16(63));
+    __m512i v = _mm512_permutex2var_epi16(win[0], idx, win[1]);
+    for (int p = 1; p < NW; p++) { /* the lanes whose words lie in window p */
+        __mmask32 in = 0;
+        for (int l = 0; l < 16; l++) in |= (__mmask32)(LANE_WORD(l) / 64 == p) << l;
+        if (x86_has_min(type)) in |= in << 16;
+        v = _mm512_mask_mov_epi16(v, in, _mm512_permutex2var_epi16(win[2 * p], idx, win[2 * p + 1]));
     }
-#undef Q5_WORD
-    __m512i d = _mm512_permutex2var_epi16(win[0], idx, win[1]);
-    d = _mm512_mask_mov_epi16(d, in1, _mm512_permutex2var_epi16(win[2], idx, win[3]));
-    if (NB == 16) d = _mm512_mask_mov_epi16(d, in2, _mm512_permutex2var_epi16(win[4], idx, win[5]));
-    return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+#undef LANE_M
+#undef LANE_WORD
+    *d = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+    *m = x86_has_min(type) ? _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)) : _mm512_setzero_ps();
 }
 
-/* One token's activations as avx512_q5_0_row reads them, per pair of blocks: the two blocks' 64
- * bytes, and per 4-byte lane -16 times their sum (the offset of Q5_0's q - 16). */
+/* One token's activations as avx512_lanes_row reads them, per pair of blocks: the two blocks' 64
+ * bytes, and per 4-byte lane -o times their sum. */
 typedef struct {
     __m512i x, fix;
-} q5_0_xpair;
+} lanes_xpair;
 
-AVX512_INLINE q5_0_xpair avx512_q5_0_xpair(const block_q8x *x, int b, int nb) {
+AVX512_INLINE lanes_xpair avx512_lanes_xpair(const int type, const block_q8x *x, int b, int nb) {
     const __m512i zero = _mm512_setzero_si512();
     const __m256i xhi = b + 1 < nb ? _mm256_loadu_si256((const __m256i *)x[b + 1].qs) : _mm256_setzero_si256();
-    q5_0_xpair p;
+    lanes_xpair p;
     p.x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[b].qs)), xhi, 1);
-    p.fix = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(16), p.x));
+    p.fix = lanes_offset(type)
+        ? _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)lanes_offset(type)), p.x))
+        : zero;
     return p;
 }
 
 /* Blocks c0 .. c0 + 15 of a row times one token (all 16 there if `full`, else those below nb; NP = 4:
- * at most 8 of them), added into the four sums in acc. xp, xd: as in avx512_q5_0_row. */
-AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const int NP, const uint8_t *row, const block_q8x *x,
-                                       const q5_0_xpair *xp, const float *xd, int c0, int nb, __m128 acc) {
-    const size_t bsize = sizeof(block_q5_0);
+ * at most 8 of them), added into the four sums in acc. xp, xd, xs: as in avx512_lanes_row. */
+AVX512_INLINE __m128 avx512_lanes_chunk(const int type, const int full, const int NP, const uint8_t *row,
+                                        const block_q8x *x, const lanes_xpair *xp, const float *xd,
+                                        const float *xs, int c0, int nb, __m128 acc) {
+    const size_t bsize = x86_block_bytes(type);
     const uint8_t *blk0 = row + (size_t)c0 * bsize;
     __m512i v[8];
 #pragma GCC unroll 8
@@ -966,64 +896,131 @@ AVX512_INLINE __m128 avx512_q5_0_chunk(const int full, const int NP, const uint8
         if (!full && b >= nb) { v[p] = _mm512_setzero_si512(); continue; }
         const uint8_t *blk = blk0 + (size_t)2 * p * bsize;
         PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-        const q5_0_xpair xb = xp ? xp[b / 2] : avx512_q5_0_xpair(x, b, nb);
-        v[p] = _mm512_dpbusd_epi32(xb.fix, avx512_weights(PYLLM_TYPE_Q5_0, blk, bsize, full || b + 1 < nb), xb.x);
+        const lanes_xpair xb = xp ? xp[b / 2] : avx512_lanes_xpair(type, x, b, nb);
+        v[p] = _mm512_dpbusd_epi32(xb.fix, avx512_weights(type, blk, bsize, full || b + 1 < nb), xb.x);
     }
     const int left = full ? 16 : nb - c0;
-    const __m512 xs = xd ? _mm512_loadu_ps(xd + c0) /* x[b].d, gathered where xd is NULL */
-        : _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
-                                   _mm512_cmplt_epi32_mask(avx512_lane_blocks(1), _mm512_set1_epi32(left)),
-                                   avx512_lane_blocks((int)sizeof(block_q8x)), x + c0, 1);
-    const __m512 s = _mm512_mul_ps(avx512_q5_0_scales16(2 * NP, blk0, left), xs);
+    const __mmask16 in = _mm512_cmplt_epi32_mask(avx512_lane_blocks(1), _mm512_set1_epi32(left));
+    const __m512i at = avx512_lane_blocks((int)sizeof(block_q8x));
+    /* x[b].d and x[b].s, gathered where xd, xs are NULL */
+    const __m512 xdv = xd ? _mm512_loadu_ps(xd + c0) : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, &x[c0].d, 1);
+    __m512 xsv = _mm512_setzero_ps();
+    if (x86_has_min(type))
+        xsv = xs ? _mm512_loadu_ps(xs + c0) : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, &x[c0].s, 1);
+    __m512 wd, wm;
+    avx512_lanes_scales16(type, 2 * NP, blk0, left, &wd, &wm);
+    const __m512 s = _mm512_mul_ps(wd, xdv);
     const __m512 f = _mm512_cvtepi32_ps(avx512_block_sums16(NP, v));
-    acc = _mm_fmadd_ps(_mm512_castps512_ps128(f), _mm512_castps512_ps128(s), acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(s, 1), acc);
-    if (NP == 4) return acc; /* blocks 8 .. 15 absent: adding their 0 would change no sum */
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(s, 2), acc);
-    return _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 3), _mm512_extractf32x4_ps(s, 3), acc);
+    /* quarter q: the blocks of 128-bit lane q, one per sum */
+#define LANES_QUARTER(q)                                                                               \
+    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, q), _mm512_extractf32x4_ps(s, q), acc);              \
+    if (x86_has_min(type)) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(wm, q), _mm512_extractf32x4_ps(xsv, q), acc);
+    LANES_QUARTER(0)
+    LANES_QUARTER(1)
+    if (NP == 8) { /* else blocks 8 .. 15 are absent: adding their 0 would change no sum */
+        LANES_QUARTER(2)
+        LANES_QUARTER(3)
+    }
+#undef LANES_QUARTER
+    return acc;
 }
 
-/* One row times one token: xp its pairs from avx512_q5_0_xpair (or NULL: made here), xd its scales
- * from avx512_q5_0_scales (or NULL: gathered here). */
-AVX512_INLINE float avx512_q5_0_row(const uint8_t *row, const block_q8x *x, const q5_0_xpair *xp,
-                                    const float *xd, int nb) {
+/* One row times one token: xp its pairs from avx512_lanes_xpair (or NULL: made here), xd and xs its
+ * scales and sums from avx512_lanes_xscales (or NULL: gathered here). */
+AVX512_INLINE float avx512_lanes_row(const int type, const uint8_t *row, const block_q8x *x, const lanes_xpair *xp,
+                                     const float *xd, const float *xs, int nb) {
     __m128 acc = _mm_setzero_ps();
     int c0 = 0;
-    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_q5_0_chunk(1, 8, row, x, xp, xd, c0, nb, acc);
-    if (c0 + 8 < nb) acc = avx512_q5_0_chunk(0, 8, row, x, xp, xd, c0, nb, acc);
-    else if (c0 < nb) acc = avx512_q5_0_chunk(0, 4, row, x, xp, xd, c0, nb, acc);
+    for (; c0 + 16 <= nb; c0 += 16) acc = avx512_lanes_chunk(type, 1, 8, row, x, xp, xd, xs, c0, nb, acc);
+    if (c0 + 8 < nb) acc = avx512_lanes_chunk(type, 0, 8, row, x, xp, xd, xs, c0, nb, acc);
+    else if (c0 < nb) acc = avx512_lanes_chunk(type, 0, 4, row, x, xp, xd, xs, c0, nb, acc);
     const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* A0 + A2, A1 + A3 */
     return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
-/* 16 rows (nr of them real, the others zero) unpacked for avx512_q5_0_prompt: wq[(b * 8 + k) * 16 + r]
- * holds bytes 4k..4k+3 of row r's block b as 5-bit values 0..31, wd[b * 16 + r] its scale. */
-AVX512_INLINE void avx512_q5_0_unpack16(const uint8_t *w, size_t rb, int nr, int nb, uint32_t *wq, float *wd) {
-    const size_t bsize = sizeof(block_q5_0);
+/* 16 bytes at p, p + rb, p + 2 rb, p + 3 rb in the four 128-bit lanes (zero for rows past the first n). */
+AVX512_INLINE __m512i avx512_rows4(const uint8_t *p, size_t rb, int n) {
+    __m512i v = _mm512_castsi128_si512(n > 0 ? _mm_loadu_si128((const __m128i *)p) : _mm_setzero_si128());
+    v = _mm512_inserti32x4(v, n > 1 ? _mm_loadu_si128((const __m128i *)(p + rb)) : _mm_setzero_si128(), 1);
+    v = _mm512_inserti32x4(v, n > 2 ? _mm_loadu_si128((const __m128i *)(p + 2 * rb)) : _mm_setzero_si128(), 2);
+    return _mm512_inserti32x4(v, n > 3 ? _mm_loadu_si128((const __m128i *)(p + 3 * rb)) : _mm_setzero_si128(), 3);
+}
+
+/* Four registers of 4 rows' 4 dwords (z[j]: 128-bit lane q holds row 4j + q) to four of 16 rows
+ * (out[k]: lane r holds dword k of row r): a dword permute within each register puts dword k of
+ * its rows in lane k, then a 4 x 4 transpose of 128-bit lanes. */
+AVX512_INLINE void avx512_transpose16x4(const __m512i *z, __m512i *out) {
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i t[4];
+    for (int j = 0; j < 4; j++) t[j] = _mm512_permutexvar_epi32(idx, z[j]);
+    const __m512i a = _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i b = _mm512_shuffle_i32x4(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i c = _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i d = _mm512_shuffle_i32x4(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2));
+    out[0] = _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    out[1] = _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    out[2] = _mm512_shuffle_i32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0));
+    out[3] = _mm512_shuffle_i32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/* 16 rows (nr of them real, the others zero) unpacked for avx512_lanes_prompt: wq[(b * 8 + k) * 16 + r]
+ * holds bytes 4k..4k+3 of row r's block b as avx512_weights's unsigned bytes, wd[b * 16 + r] its
+ * scale d, wm[b * 16 + r] its offset m (Q4_1, Q5_1). The scales are gathered with int32 offsets:
+ * 16 rb must fit an int. */
+AVX512_INLINE void avx512_lanes_unpack16(const int type, const uint8_t *w, size_t rb, int nr, int nb,
+                                         uint32_t *wq, float *wd, float *wm, const uint8_t *next) {
+    const size_t bsize = x86_block_bytes(type);
+    const __mmask16 real = (__mmask16)((1u << nr) - 1);
+    const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32((int)rb));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), zero = _mm512_setzero_si512();
     for (int b = 0; b < nb; b++) {
-        uint32_t q[16][8];
-        for (int r = 0; r < 16; r++) {
-            if (r >= nr) { memset(q[r], 0, sizeof q[r]); wd[b * 16 + r] = 0.0f; continue; }
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 6));
-            const __m128i m4 = _mm_set1_epi8(0x0F);
-            __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-            uint32_t qh;
-            memcpy(&qh, blk + 2, sizeof qh);
-            v = _mm256_or_si256(v, _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
-            _mm256_storeu_si256((__m256i *)q[r], v);
-            wd[b * 16 + r] = avx2_half(blk);
+        const uint8_t *blk = w + (size_t)b * bsize;
+        __m512i z[4], u[4], out[8];
+        if (next) /* a block's share of the next 16 rows (16 bsize of their 16 rb bytes) */
+            for (size_t o = (size_t)b * 16 * bsize; o < (size_t)(b + 1) * 16 * bsize; o += 64)
+                PREFETCH_AHEAD(next, o);
+        /* each row's first 4 bytes: d, then m (or the first quants) */
+        const __m512i h = _mm512_mask_i32gather_epi32(zero, real, at, blk, 1);
+        _mm512_storeu_ps(wd + (size_t)b * 16, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)));
+        if (x86_has_min(type))
+            _mm512_storeu_ps(wm + (size_t)b * 16, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))));
+        if (type == PYLLM_TYPE_Q8_0) {
+            for (int half = 0; half < 2; half++) { /* bytes 16 half .. 16 half + 15 */
+                for (int j = 0; j < 4; j++) z[j] = avx512_rows4(blk + (size_t)4 * j * rb + 2 + 16 * half, rb, nr - 4 * j);
+                avx512_transpose16x4(z, u);
+                for (int k = 0; k < 4; k++) out[4 * half + k] = _mm512_xor_si512(u[k], _mm512_set1_epi8((char)0x80));
+            }
+        } else {
+            const size_t off = type == PYLLM_TYPE_Q4_0 ? 2 : type == PYLLM_TYPE_Q4_1 ? 4
+                             : type == PYLLM_TYPE_Q5_0 ? 6 : 8;
+            for (int j = 0; j < 4; j++) z[j] = avx512_rows4(blk + (size_t)4 * j * rb + off, rb, nr - 4 * j);
+            avx512_transpose16x4(z, u);
+            for (int k = 0; k < 4; k++) { /* byte i of a block: element i low, i + 16 high */
+                out[k] = _mm512_and_si512(u[k], m4);
+                out[k + 4] = _mm512_and_si512(_mm512_srli_epi32(u[k], 4), m4);
+            }
+            if (type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1) {
+                /* bits 4k .. 4k + 3 of each row's qh (byte k / 2, nibble k % 2) over its 4 bytes */
+                const __m512i qh = _mm512_mask_i32gather_epi32(zero, real, at, blk + off - 4, 1);
+                for (int k = 0; k < 8; k++) {
+                    const __m512i spread = _mm512_shuffle_epi8(qh, _mm512_add_epi8(
+                        _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0), _mm512_set1_epi8((char)(k / 2))));
+                    const __mmask64 bits = _mm512_test_epi8_mask(spread, _mm512_set1_epi32(k % 2 ? (int)0x80402010 : 0x08040201));
+                    out[k] = _mm512_or_si512(out[k], _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)));
+                }
+            }
         }
-        for (int k = 0; k < 8; k++)
-            for (int r = 0; r < 16; r++) wq[((size_t)b * 8 + k) * 16 + r] = q[r][k];
+        for (int k = 0; k < 8; k++) _mm512_storeu_si512((void *)(wq + ((size_t)b * 8 + k) * 16), out[k]);
     }
 }
 
-/* C tokens (x, x + nb, ...) times the 16 unpacked rows; nx16[t * nb + b] = -16 * sum of token t's
- * block b. Writes (or adds to) y[t * y_stride + r] for the nr real rows. */
-AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const float *wd, int nr,
-                                      const block_q8x *x, const int32_t *nx16, int nb, float *y,
-                                      int y_stride, int accumulate) {
+/* C tokens (x, x + nb, ...) times the 16 unpacked rows; nx[t * nb + b] = -o times the sum of token
+ * t's block b (unused where o is 0). Writes (or adds to) y[t * y_stride + r] for the nr real rows. */
+AVX512_INLINE void avx512_lanes_prompt(const int type, const int C, const uint32_t *wq, const float *wd,
+                                       const float *wm, int nr, const block_q8x *x, const int32_t *nx, int nb,
+                                       float *y, int y_stride, int accumulate, const uint8_t *next) {
+    const size_t bsize = x86_block_bytes(type);
     __m512 acc[4][4];
     for (int c = 0; c < C; c++)
         for (int j = 0; j < 4; j++) acc[c][j] = _mm512_setzero_ps();
@@ -1032,12 +1029,16 @@ AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const flo
         for (int i = 0; i < 8; i++) {
             const int b = b0 + i;
             if (b >= nb) break;
+            if (next) /* a block's share of the next 16 rows (16 bsize of their 16 rb bytes) */
+                for (size_t o = (size_t)b * 16 * bsize; o < (size_t)(b + 1) * 16 * bsize; o += 64)
+                    PREFETCH_AHEAD(next, o);
             __m512i wv[8];
             for (int k = 0; k < 8; k++) wv[k] = _mm512_loadu_si512((const void *)(wq + ((size_t)b * 8 + k) * 16));
             const __m512 wdv = _mm512_loadu_ps(wd + (size_t)b * 16);
+            const __m512 wmv = x86_has_min(type) ? _mm512_loadu_ps(wm + (size_t)b * 16) : _mm512_setzero_ps();
             for (int c = 0; c < C; c++) {
                 const block_q8x *xb = x + (size_t)c * nb + b;
-                __m512i dot = _mm512_set1_epi32(nx16[(size_t)c * nb + b]);
+                __m512i dot = lanes_offset(type) ? _mm512_set1_epi32(nx[(size_t)c * nb + b]) : _mm512_setzero_si512();
                 for (int k = 0; k < 8; k++) { /* 4 activation bytes, broadcast straight from memory */
                     int32_t xs;
                     memcpy(&xs, xb->qs + 4 * k, sizeof xs);
@@ -1045,6 +1046,7 @@ AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const flo
                 }
                 const __m512 s = _mm512_mul_ps(wdv, _mm512_set1_ps(xb->d));
                 acc[c][i / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[c][i / 2]);
+                if (x86_has_min(type)) acc[c][i / 2] = _mm512_fmadd_ps(wmv, _mm512_set1_ps(xb->s), acc[c][i / 2]);
             }
         }
     }
@@ -1057,47 +1059,60 @@ AVX512_INLINE void avx512_q5_0_prompt(const int C, const uint32_t *wq, const flo
     }
 }
 
-/* -16 times the sum of each of n * nb activation blocks (the offset of Q5_0's q - 16). */
-AVX512_INLINE void avx512_q5_0_offsets(const block_q8x *x, size_t count, int32_t *nx16) {
+/* -o times the sum of each of `count` activation blocks. */
+AVX512_INLINE void avx512_lanes_offsets(const int type, const block_q8x *x, size_t count, int32_t *nx) {
     const __m256i ones = _mm256_set1_epi8(1);
     for (size_t i = 0; i < count; i++) {
         const __m256i s16 = _mm256_maddubs_epi16(ones, _mm256_loadu_si256((const __m256i *)x[i].qs));
-        nx16[i] = -16 * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+        nx[i] = -lanes_offset(type) * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
     }
 }
 
-/* Prompts of at least this many tokens go through avx512_q5_0_prompt; shorter ones a token at a time. */
-#define Q5_0_PROMPT_MIN 8
+/* Batches of at least this many tokens go through avx512_lanes_prompt, single tokens through
+ * avx512_lanes_row. One threshold serves every type: from 2 tokens the rows unpacked once beat
+ * reading them once per token for all five (SmolLM2's matmul shapes, 1 thread, CPU time, 2 tokens:
+ * Q4_1 110 against 207 us, Q4_0 104 / 176, Q8_0 124 / 165, Q5_0 162 / 220, Q5_1 149 / 244), and
+ * single tokens through the lanes decode at half the speed (SmolLM2 Q4_1 tg128, 1 thread: 51
+ * against 113 tok/s). */
+#define LANES_PROMPT_MIN 2
 
-AVX512_INLINE void avx512_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, const block_q8x *xq, int n,
-                                      float *y, int accumulate) {
-    const int nb = w->cols / QK5_0;
-    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q5_0, w->cols);
+AVX512_INLINE void avx512_matmul_lanes(const int type, const pyllm_tensor *w, int r0, int r1,
+                                       const block_q8x *xq, int n, float *y, int accumulate) {
+    const int nb = w->cols / QK8X;
+    const size_t rb = kern_row_bytes(type, w->cols);
     void *scratch = NULL;
-    if (n >= Q5_0_PROMPT_MIN) {
-        /* wq (nb * 512 bytes), wd (nb * 64), nx16 (n * nb * 4) */
-        const size_t bytes = (size_t)nb * (512 + 64) + (size_t)n * nb * 4;
+    if (n >= LANES_PROMPT_MIN && rb <= INT_MAX / 16) {
+        /* wq (nb * 512 bytes), wd and wm (nb * 64 each), nx (n * nb * 4) */
+        const size_t bytes = (size_t)nb * (512 + 128) + (size_t)n * nb * 4;
         scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
     }
     if (scratch) {
         uint32_t *wq = scratch;
-        float *wd = (float *)(wq + (size_t)nb * 128);
-        int32_t *nx16 = (int32_t *)(wd + (size_t)nb * 16);
-        avx512_q5_0_offsets(xq, (size_t)n * nb, nx16);
+        float *wd = (float *)(wq + (size_t)nb * 128), *wm = wd + (size_t)nb * 16;
+        int32_t *nx = (int32_t *)(wm + (size_t)nb * 16);
+        if (lanes_offset(type)) avx512_lanes_offsets(type, xq, (size_t)n * nb, nx);
         for (int r = r0; r < r1; r += 16) {
             const int nr = r1 - r < 16 ? r1 - r : 16;
-            avx512_q5_0_unpack16((const uint8_t *)w->data + (size_t)r * rb, rb, nr, nb, wq, wd);
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
+            /* the unpack reads 16 rows at once, which the hardware prefetcher does not follow: the
+             * first pass of 4 tokens asks for the next 16 rows, or with fewer tokens the unpack
+             * (SmolLM2 Q4_1, 1 thread, CPU time, a step of 2 sequences: 10.6-11.9 ms, against 12.9
+             * asking in its only pass; 4 and 8 sequences within the noise either way) */
+            const uint8_t *next = r + 16 < r1 ? wr + 16 * rb : NULL;
+            if (nr == 16) avx512_lanes_unpack16(type, wr, rb, 16, nb, wq, wd, wm, n < 4 ? next : NULL);
+            else avx512_lanes_unpack16(type, wr, rb, nr, nb, wq, wd, wm, NULL);
             int t = 0;
             for (; t + 4 <= n; t += 4)
-                avx512_q5_0_prompt(4, wq, wd, nr, xq + (size_t)t * nb, nx16 + (size_t)t * nb, nb,
-                                   y + (size_t)t * w->rows + r, w->rows, accumulate);
+                avx512_lanes_prompt(type, 4, wq, wd, wm, nr, xq + (size_t)t * nb, nx + (size_t)t * nb, nb,
+                                    y + (size_t)t * w->rows + r, w->rows, accumulate, t == 0 ? next : NULL);
             const block_q8x *xt = xq + (size_t)t * nb;
-            const int32_t *nt = nx16 + (size_t)t * nb;
+            const int32_t *nt = nx + (size_t)t * nb;
             float *yt = y + (size_t)t * w->rows + r;
+            next = t == 0 ? next : NULL;
             switch (n - t) {
-            case 3: avx512_q5_0_prompt(3, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
-            case 2: avx512_q5_0_prompt(2, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
-            case 1: avx512_q5_0_prompt(1, wq, wd, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 3: avx512_lanes_prompt(type, 3, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate, next); break;
+            case 2: avx512_lanes_prompt(type, 2, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate, next); break;
+            case 1: avx512_lanes_prompt(type, 1, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate, next); break;
             default: break;
             }
         }
@@ -1107,18 +1122,18 @@ AVX512_INLINE void avx512_matmul_q5_0(const pyllm_tensor *w, int r0, int r1, con
     /* a token at a time (also where the scratch could not be had: the same result, slower) */
     /* rows of up to 8192 values: the token's pairs and scales made once for all rows (longer ones
      * make them per row) */
-    q5_0_xpair xp[128];
-    float xd[256];
+    lanes_xpair xp[128];
+    float xd[256], xs[256];
     for (int t = 0; t < n; t++) {
         const block_q8x *xt = xq + (size_t)t * nb;
         const int prep = nb <= 256;
         if (prep) {
-            avx512_q5_0_scales(xt, nb, xd);
-            for (int b = 0; b < nb; b += 2) xp[b / 2] = avx512_q5_0_xpair(xt, b, nb);
+            avx512_lanes_xscales(type, xt, nb, xd, xs);
+            for (int b = 0; b < nb; b += 2) xp[b / 2] = avx512_lanes_xpair(type, xt, b, nb);
         }
         for (int r = r0; r < r1; r++) {
-            float v = avx512_q5_0_row((const uint8_t *)w->data + (size_t)r * rb, xt, prep ? xp : NULL,
-                                      prep ? xd : NULL, nb);
+            float v = avx512_lanes_row(type, (const uint8_t *)w->data + (size_t)r * rb, xt, prep ? xp : NULL,
+                                       prep ? xd : NULL, prep ? xs : NULL, nb);
             float *dst = y + (size_t)t * w->rows + r;
             *dst = accumulate ? *dst + v : v;
         }
@@ -1563,31 +1578,31 @@ AVX512_TARGET void kern_x86_matmul_f16_avx512(const pyllm_tensor *w, int r0, int
 AVX512_TARGET void kern_x86_matmul_q8_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_lanes(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_lanes(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_lanes(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_q5_0(w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_lanes(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q5_1_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_lanes(PYLLM_TYPE_Q5_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX512_TARGET void kern_x86_matmul_q4_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,

@@ -79,7 +79,7 @@ int main(void) {
                 fill(types[ti], w, rows * rb, &seed);
                 for (int i = 0; i < n * cols; i++) x[i] = frand(&seed);
                 pyllm_tensor t = {types[ti], rows, cols, w};
-                if (pyllm_matmul(PYLLM_ISA_PORTABLE, &t, x, n, a, 2) || pyllm_matmul(isa, &t, x, n, b, 2)) return 3;
+                if (pyllm_matmul(PYLLM_ISA_PORTABLE, &t, x, n, a, 0, 2) || pyllm_matmul(isa, &t, x, n, b, 0, 2)) return 3;
                 float worst = 0, scale = 1e-6f;
                 for (int i = 0; i < n * rows; i++) {
                     worst = fmaxf(worst, fabsf(a[i] - b[i]));
