@@ -109,6 +109,24 @@ def test_sliding_window_layers_return_their_blocks(tmp_path, window):
     assert np.abs(np.stack(got_b) - ref_b[9:250]).max() < 1e-4
 
 
+@pytest.mark.parametrize("kernels", available_kernels())
+def test_paged_cache_past_the_window_equals_a_session_bit_for_bit(tmp_path, kernels):
+    """Past the window a session's sliding cache and a paged one cut the visible positions into
+    different runs (the session's slides, the paged one's blocks of 16, each starting anywhere in
+    the window); attention gives every key the same arithmetic wherever its run starts, so the
+    logits are identical, token by token, in every kernel family."""
+    cfg = gemma_like(37, ctx=256, dim=64, hidden_dim=64, n_heads=4, n_kv_heads=2, head_dim=32)
+    random_model(tmp_path / "m.bin", cfg, seed=5)
+    tokens = lengths_tokens(cfg.vocab_size, [200], seed=5)[0]
+    with Model(tmp_path / "m.bin", n_threads=2, kernels=kernels) as m:
+        expected = m.logits(tokens)
+        cache = PagedCache(m, 32, n_ctx=256, max_seqs=1, n_batch=16)
+        seq = cache.open(tokens[:1])[0]
+        got = [cache.forward([(seq, tokens[:9], True)])[0]]
+        got += [cache.forward([(seq, [t], True)])[0] for t in tokens[9:]]
+    np.testing.assert_array_equal(np.stack(got), expected[8:])
+
+
 def test_full_pool_and_bad_tables_are_errors(tmp_path):
     cfg = config("gqa", ctx=128)
     random_model(tmp_path / "m.bin", cfg, seed=8)

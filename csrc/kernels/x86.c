@@ -625,6 +625,18 @@ AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const kern_kv_ru
     for (int i = 0; i < H / 8; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
+/* Keys of up to this size are padded to a group of 8 at the end of a run (see attend_pad_keys). */
+#define ATTEND_PAD_MAX_DIM 256
+
+/* The last n < 8 keys of a run copied to pad (head_dim floats apart) and zeros after them, so that
+ * they go through the 8-key dot product like every other key; returns n. */
+static inline int attend_pad_keys(const float *k, int n, int kv_stride, int head_dim, float *pad) {
+    for (int t = 0; t < 8; t++)
+        if (t < n) memcpy(pad + (size_t)t * head_dim, k + (size_t)t * kv_stride, (size_t)head_dim * sizeof(float));
+        else memset(pad + (size_t)t * head_dim, 0, (size_t)head_dim * sizeof(float));
+    return n;
+}
+
 /* Scores of 8 consecutive keys at once: eight independent accumulators (a single one would make
  * every key wait on a chain of dependent FMAs), reduced together by a tree of horizontal adds. */
 AVX2_INLINE __m256 avx2_dot8(const float *q, const float *k, int kv_stride, int head_dim) {
@@ -681,12 +693,24 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
     for (int r = 0; r < n_runs; sr += runs[r].n, r++) {
         const float *k = runs[r].k;
         int j = 0;
-        if (head_dim % 8 == 0)
+        if (head_dim % 8 == 0) {
             for (; j + 8 <= runs[r].n; j += 8) {
                 __m256 s = _mm256_mul_ps(_mm256_set1_ps(scale), avx2_dot8(q, k + (size_t)j * kv_stride, kv_stride, head_dim));
                 _mm256_storeu_ps(sr + j, s);
                 max8 = _mm256_max_ps(max8, s);
             }
+            if (j < runs[r].n && head_dim <= ATTEND_PAD_MAX_DIM) {
+                /* the run's last keys, padded to 8, by the same arithmetic: a key's score does not
+                 * depend on where its run starts (a session's cache and a paged one differ there) */
+                float pad[8 * ATTEND_PAD_MAX_DIM], s8[8];
+                const int left = attend_pad_keys(k + (size_t)j * kv_stride, runs[r].n - j, kv_stride, head_dim, pad);
+                _mm256_storeu_ps(s8, _mm256_mul_ps(_mm256_set1_ps(scale), avx2_dot8(q, pad, head_dim, head_dim)));
+                for (int t = 0; t < left; t++, j++) {
+                    sr[j] = s8[t];
+                    max = sr[j] > max ? sr[j] : max;
+                }
+            }
+        }
         for (; j < runs[r].n; j++) {
             sr[j] = scale * avx2_dot(q, k + (size_t)j * kv_stride, head_dim);
             max = sr[j] > max ? sr[j] : max;
@@ -1446,10 +1470,11 @@ AVX512_INLINE void avx512_dot8(const int G, const int H, const float *q, const f
 }
 
 /* out_g = sum_j p_g[j] v_j over W columns from `col`, over the runs' positions (p_g n_pos floats
- * apart, out_g `ostride` apart; G * W <= 192). Even and odd keys of a run go to separate
- * accumulators, so that one head's multiply-adds do not wait on the previous key's; every head is
- * summed in the same order whatever G and the column chunk are, so a token's output does not
- * depend on whether it came in a prompt (heads grouped) or alone. */
+ * apart, out_g `ostride` apart; G * W <= 192). Even and odd positions (counted over all the runs,
+ * so that how the cache is cut into runs changes nothing) go to separate accumulators, so that one
+ * head's multiply-adds do not wait on the previous key's; every head is summed in the same order
+ * whatever G and the column chunk are, so a token's output does not depend on whether it came in a
+ * prompt (heads grouped) or alone. */
 AVX512_INLINE void avx512_weighted_sum(const int G, const int W, const float *p, const kern_kv_run *runs,
                                        int n_runs, int kv_stride, int n_pos, int col, float *out, int ostride) {
     __m512 even[4][8], odd[4][8];
@@ -1460,6 +1485,14 @@ AVX512_INLINE void avx512_weighted_sum(const int G, const int W, const float *p,
         const float *v = runs[r].v + col;
         const int n = runs[r].n;
         int j = 0;
+        if (at % 2 && n > 0) { /* position `at` is odd: its accumulators are the odd ones, wherever runs start */
+            for (int i = 0; i < W / 16; i++) {
+                const __m512 b = _mm512_loadu_ps(v + 16 * i);
+                for (int g = 0; g < G; g++)
+                    odd[g][i] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * n_pos + at]), b, odd[g][i]);
+            }
+            j = 1;
+        }
         for (; j + 2 <= n; j += 2) {
             const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
             for (int i = 0; i < W / 16; i++) {
@@ -1501,12 +1534,19 @@ AVX512_INLINE void avx512_attend_heads(const int G, const int H, const float *q,
                 max8[g] = _mm256_max_ps(max8[g], s[g]);
             }
         }
-        for (; j < runs[r].n; j++)
+        if (j < runs[r].n) { /* the run's last keys, padded to 8: the same arithmetic as the rest */
+            float pad[8 * ATTEND_PAD_MAX_DIM], s8[8];
+            const int left = attend_pad_keys(k + (size_t)j * kv_stride, runs[r].n - j, kv_stride, H, pad);
+            avx512_dot8(G, H, q, pad, H, s);
             for (int g = 0; g < G; g++) {
-                float *sg = scores + (size_t)g * n_pos + at;
-                sg[j] = scale * avx2_dot(q + g * H, k + (size_t)j * kv_stride, H);
-                max[g] = sg[j] > max[g] ? sg[j] : max[g];
+                _mm256_storeu_ps(s8, _mm256_mul_ps(_mm256_set1_ps(scale), s[g]));
+                float *sg = scores + (size_t)g * n_pos + at + j;
+                for (int t = 0; t < left; t++) {
+                    sg[t] = s8[t];
+                    max[g] = sg[t] > max[g] ? sg[t] : max[g];
+                }
             }
+        }
     }
     for (int g = 0; g < G; g++) {
         const float m8 = avx2_hmax(max8[g]);
