@@ -509,6 +509,8 @@ class Engine:
             return self._finish(r, finish)
         if s.constraint is not None and s.constraint.done:  # complete: only an end token could follow
             return self._finish(r, "eos")
+        if s.usage.completion_tokens >= s.max_tokens:  # the last token is not run: nothing would read its logits
+            return self._finish(r, "length")
         if len(r.seq.tokens) + 1 > min(self.n_ctx, r.need * BLOCK_ROWS):  # its context, or all its blocks
             return self._finish(r, "context")
         r.feed = [token]

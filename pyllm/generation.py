@@ -177,6 +177,9 @@ class Generation:
                 if constraint is not None and constraint.done:  # complete: only an end token could follow
                     self.finish_reason = "eos"
                     break
+                if len(self.tokens) >= self.max_tokens:  # the last token is not run: nothing would read its logits
+                    self.finish_reason = "length"
+                    break
                 if session.n_past >= session.n_ctx:
                     self.finish_reason = "context"
                     break

@@ -185,3 +185,18 @@ def test_call_runs_on_the_scheduler_thread_between_steps(model):
     np.testing.assert_array_equal(vectors, expected_vectors)
     with pytest.raises(Exception, match="closed"):
         engine.call(lambda: None)
+
+
+def test_the_last_token_of_a_length_cut_is_not_run(model):
+    """A request that ends at max_tokens runs its prompt and every generated token but the last
+    (nothing would read the logits after it), as Model.generate does."""
+    with Engine(model, max_running=1) as engine:
+        runs = []
+        forward = engine.cache.forward
+        engine.cache.forward = lambda work, hidden=False: (runs.append(sum(len(t) for _, t, _ in work)),
+                                                           forward(work, hidden))[1]
+        tokens = model.tokenize(PROMPTS[0])
+        stream = engine.submit(tokens, max_tokens=4, temperature=0, logit_bias={t: -1e9 for t in engine._ends})
+        stream.text()
+    assert stream.finish_reason == "length" and stream.usage.completion_tokens == 4
+    assert runs == [len(tokens), 1, 1, 1]

@@ -351,8 +351,9 @@ def test_cut_generation_continued_mid_structure_equals_the_uncut_one(model):
         rest = model.generate(prompt + first.tokens, json_schema=PERSON, constraint_prefix=written,
                               temperature=0, max_tokens=40)
         rest.text()
-        # from the cache: all but the last tokens the first generation made and never ran
-        assert 1 <= rest.n_evaluated_prompt < cut
+        # the prompt from the cache: only the first generation's tokens that it never ran (its
+        # last batch: a sampled token and the ones the grammar forced after it) are evaluated
+        assert 1 <= rest.n_evaluated_prompt <= cut
         assert first.tokens + rest.tokens == whole.tokens
         assert rest.parsed == whole.parsed
         jsonschema.validate(rest.parsed, PERSON)
