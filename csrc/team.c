@@ -33,17 +33,28 @@ void team_free(pyllm_team *t) { free(t); }
 #else
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 /* How long a thread spins before it sleeps. Between jobs: IDLE_SPINS pauses (~0.2-0.5 ms; the next
- * token's pass usually comes sooner). At a barrier the team adapts: a wait that ends while spinning
- * in the second half of the budget doubles the budget, a wait that outlasts it (the thread sleeps,
- * to be woken by the last to arrive) halves it. On idle cores waits are short and spinning wins; on
- * cores shared with other work a waiting thread may be waiting for one that is not running, and
- * sleeping at once leaves the core to it. */
-#define IDLE_SPINS (1 << 14)
+ * token's pass usually comes sooner). At a barrier the team adapts its budget of pauses: a wait that
+ * ends while spinning in the second half of the budget doubles it; a wait that outlasts it sleeps,
+ * to be woken by the last thread to arrive, and then a short sleep (under SHORT_WAIT_NS: spinning on
+ * would have been cheaper than the wake-up) doubles the budget, a long one (over LONG_WAIT_NS: the
+ * thread waited for one that was not running, its core being shared with other work) halves it. On
+ * idle cores waits are short and spinning wins; on busy ones sleeping leaves the core to the
+ * thread that is late. */
+#define IDLE_SPINS (1 << 16)
 #define MIN_BARRIER_SPINS (1 << 6)
-#define MAX_BARRIER_SPINS (1 << 17)
+#define MAX_BARRIER_SPINS (1 << 13)
+#define SHORT_WAIT_NS 200000L
+#define LONG_WAIT_NS 2000000L
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -99,12 +110,17 @@ void team_barrier(pyllm_team *t) {
         }
         cpu_relax();
     }
-    if (budget > MIN_BARRIER_SPINS) atomic_store_explicit(&t->spin_budget, budget / 2, memory_order_relaxed);
+    const long slept_at = now_ns();
     pthread_mutex_lock(&t->mu);
     atomic_fetch_add(&t->barrier_sleepers, 1);
     while (atomic_load(&t->passed) == phase) pthread_cond_wait(&t->passed_cv, &t->mu);
     atomic_fetch_sub(&t->barrier_sleepers, 1);
     pthread_mutex_unlock(&t->mu);
+    const long slept = now_ns() - slept_at;
+    if (slept < SHORT_WAIT_NS && budget < MAX_BARRIER_SPINS)
+        atomic_store_explicit(&t->spin_budget, 2 * budget, memory_order_relaxed);
+    else if (slept > LONG_WAIT_NS && budget > MIN_BARRIER_SPINS)
+        atomic_store_explicit(&t->spin_budget, budget / 2, memory_order_relaxed);
 }
 
 static void *worker_main(void *arg) {
