@@ -36,8 +36,8 @@ void team_free(pyllm_team *t) { free(t); }
 #include <time.h>
 #include <unistd.h>
 
-/* How long a thread spins before it sleeps. Between jobs: IDLE_SPINS pauses (~0.2-0.5 ms; the next
- * token's pass usually comes sooner). At a barrier the team adapts its budget of pauses: a wait that
+/* How long a thread spins before it sleeps. Between jobs: IDLE_SPINS pauses (about a millisecond;
+ * the next token's pass usually comes sooner). At a barrier the team adapts its budget of pauses: a wait that
  * ends while spinning in the second half of the budget doubles it; a wait that outlasts it sleeps,
  * to be woken by the last thread to arrive, and then a short sleep (under SHORT_WAIT_NS: spinning on
  * would have been cheaper than the wake-up) doubles the budget, a long one (over LONG_WAIT_NS: the
@@ -47,13 +47,13 @@ void team_free(pyllm_team *t) { free(t); }
 #define IDLE_SPINS (1 << 16)
 #define MIN_BARRIER_SPINS (1 << 6)
 #define MAX_BARRIER_SPINS (1 << 13)
-#define SHORT_WAIT_NS 200000L
-#define LONG_WAIT_NS 2000000L
+#define SHORT_WAIT_NS 200000LL
+#define LONG_WAIT_NS 2000000LL
 
-static long now_ns(void) {
+static long long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static inline void cpu_relax(void) {
@@ -110,13 +110,13 @@ void team_barrier(pyllm_team *t) {
         }
         cpu_relax();
     }
-    const long slept_at = now_ns();
+    const long long slept_at = now_ns();
     pthread_mutex_lock(&t->mu);
     atomic_fetch_add(&t->barrier_sleepers, 1);
     while (atomic_load(&t->passed) == phase) pthread_cond_wait(&t->passed_cv, &t->mu);
     atomic_fetch_sub(&t->barrier_sleepers, 1);
     pthread_mutex_unlock(&t->mu);
-    const long slept = now_ns() - slept_at;
+    const long long slept = now_ns() - slept_at;
     if (slept < SHORT_WAIT_NS && budget < MAX_BARRIER_SPINS)
         atomic_store_explicit(&t->spin_budget, 2 * budget, memory_order_relaxed);
     else if (slept > LONG_WAIT_NS && budget > MIN_BARRIER_SPINS)
@@ -165,8 +165,12 @@ static int start_workers(pyllm_team *t) {
  * the locks may have been held by one of them: make both anew. 0, or -1 if that fails. */
 static int after_fork(pyllm_team *t) {
     if (pthread_mutex_init(&t->mu, NULL) || pthread_cond_init(&t->wake, NULL) ||
-        pthread_cond_init(&t->passed_cv, NULL))
+        pthread_cond_init(&t->passed_cv, NULL)) {
+        t->n = 1; /* the caller alone: no barrier to meet, no lock to take */
+        t->started = 0;
+        t->pid = getpid();
         return -1;
+    }
     if (start_workers(t)) {
         t->n = t->started + 1; /* run with the workers that could be started */
         return -1;
@@ -221,15 +225,17 @@ void team_run(pyllm_team *t, team_fn *fn, void *arg) {
 
 void team_free(pyllm_team *t) {
     if (!t) return;
-    if (t->pid != getpid()) t->started = 0; /* a forked child's copy: its workers are the parent's */
-    pthread_mutex_lock(&t->mu);
-    t->quit = 1;
-    pthread_cond_broadcast(&t->wake);
-    pthread_mutex_unlock(&t->mu);
-    for (int i = 1; i <= t->started; i++) pthread_join(t->threads[i], NULL);
-    pthread_cond_destroy(&t->wake);
-    pthread_cond_destroy(&t->passed_cv);
-    pthread_mutex_destroy(&t->mu);
+    /* in a forked child that never ran a pass the workers and the locks are the parent's: leave them */
+    if (t->pid == getpid()) {
+        pthread_mutex_lock(&t->mu);
+        t->quit = 1;
+        pthread_cond_broadcast(&t->wake);
+        pthread_mutex_unlock(&t->mu);
+        for (int i = 1; i <= t->started; i++) pthread_join(t->threads[i], NULL);
+        pthread_cond_destroy(&t->wake);
+        pthread_cond_destroy(&t->passed_cv);
+        pthread_mutex_destroy(&t->mu);
+    }
     free(t->threads);
     free(t->workers);
     free(t);
