@@ -2,7 +2,7 @@
 """Make a random-weight model at Llama-3.2-1B shapes as llama.cpp users get it: transformers random
 init -> llama.cpp's convert_hf_to_gguf.py (F16) -> llama-quantize (Q4_K_M, and any other types asked).
 
-    /path/to/refenv/python tools/make_1b_shape.py OUT_DIR [--llama-cpp ~/.cache/llama.cpp-ref] [--types Q4_K_M Q4_0]
+    python tools/make_1b_shape.py OUT_DIR [--llama-cpp ~/.cache/llama.cpp-ref] [--types Q4_K_M Q4_0]
 
 Shapes: 16 layers, dim 2048, 32 query / 8 key-value heads (head_dim 64), hidden 8192, tied
 embeddings, rope_theta 500000 with Llama 3's `llama3` RoPE scaling, as Llama-3.2-1B's config has them.

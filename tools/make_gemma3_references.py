@@ -3,7 +3,7 @@
 Gemma 3 270M Q4_K_M GGUF, dequantized) and llama.cpp (the same GGUF) on the perplexity text, as the
 references pyllm's Gemma 3 is held to.
 
-    /path/to/refenv/python tools/make_gemma3_references.py GGUF OUT.npz [--llama-cpp ~/.cache/llama.cpp-ref]
+    python tools/make_gemma3_references.py GGUF OUT.npz [--llama-cpp ~/.cache/llama.cpp-ref]
 
 The text is tests/data/shakespeare-tail.txt (the last 40,000 characters of the shared Shakespeare
 text), tokenized by transformers' tokenizer from the GGUF with BOS in front, then cut the way

@@ -5,9 +5,10 @@ which holds them as their Hugging Face repositories publish them), a conversatio
 template renders for it with transformers' own renderer (`render_jinja_template`, what
 `apply_chat_template(tools=...)` runs), with the messages in the shape transformers documents.
 tests/test_server_tools.py renders the same conversation, given in OpenAI's request shape, the
-way `pyllm serve` does and compares. Needs transformers (a reference tool, not a dependency):
+way `pyllm serve` does and compares. Needs transformers (a reference tool, not a dependency),
+run with a Python that has it:
 
-    /work/refenv/bin/python tools/make_tool_template_fixture.py [LLAMA_CPP_TREE]
+    python tools/make_tool_template_fixture.py [LLAMA_CPP_TREE]
 """
 import json
 import os
