@@ -1,9 +1,11 @@
 """Sessions: many conversations on one model, one thread each; busy sessions, cancelled
 generations, and close() from another thread while a forward pass runs."""
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -300,8 +302,6 @@ def test_threads_taking_turns_and_a_forked_child_get_the_same_logits():
     calls: a model used in turn by several threads gives the same logits as from one, and so does a
     child made by fork() after the model has run (fork copies only the calling thread, so the child
     starts the session's workers anew instead of waiting on the parent's)."""
-    import os
-    import time
     with Model(default_model(quiet=True), n_threads=2, n_ctx=256) as m:
         tokens = m.tokenize(PROMPTS[3])
         expected = m.logits(tokens)
