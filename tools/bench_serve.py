@@ -11,18 +11,19 @@ of them). Reported per server and client count:
   - aggregate generated tokens per second (all clients' tokens over the wall time of the round);
   - time to first token, p50 and p99 (request sent -> first chunk with text);
   - time between tokens, p50 and p99 (gaps between a stream's successive chunks).
-pyllm's single-stream speed (`Model.generate`, in this process, the same weights) is measured too,
-for the 1-client comparison. The output is a markdown table for docs/performance.md.
+pyllm's single-stream speed (`Model.generate`, in this process, the same weights, the one-client
+round's prompts, before and after the servers) is measured too, for the 1-client comparison. The output is a markdown table for docs/performance.md.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -63,44 +64,57 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> Non
     raise RuntimeError("the server did not become ready")
 
 
-async def one_request(client, url: str, prompt: str, max_tokens: int, bias: dict,
-                      model: str) -> tuple[float, list[float], int]:
+def one_request(port: int, prompt: str, max_tokens: int, bias: dict, model: str) -> tuple[float, list[float], int]:
     """(time to first token, gaps between chunks, chunks) of one streaming completion."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "logit_bias": bias, "model": model}
-    t0 = time.perf_counter()
-    first, times = None, []
-    async with client.stream("POST", url, json=body, timeout=600) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                       "logit_bias": bias, "model": model})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
+        first, times = None, []
+        for line in resp:
+            if not line.startswith(b"data: {"):
                 continue
-            chunk = json.loads(line[6:])
-            choices = chunk.get("choices") or []
+            choices = json.loads(line[6:]).get("choices") or []
             if not choices or not choices[0].get("text"):
                 continue
             now = time.perf_counter()
             if first is None:
                 first = now - t0
             times.append(now)
+    finally:
+        conn.close()
     return first or 0.0, list(np.diff(times)), len(times)
 
 
-async def round_of(port: int, clients: int, requests_each: int, max_tokens: int, bias: dict) -> dict:
-    import httpx
-    url = f"http://127.0.0.1:{port}/v1/completions"
+def round_of(port: int, clients: int, requests_each: int, max_tokens: int, bias: dict) -> dict:
+    """Each of `clients` threads sends requests_each streaming requests in turn. The load generator
+    is the standard library's blocking http.client, one thread per client: on the two cores the
+    servers run on, its cost per token is what it takes from them (0.3 ms against httpx's 0.5 ms)."""
     model = served_model(port)
-    results = []
+    results, errors = [], []
 
-    async def client_loop(i: int) -> None:
-        async with httpx.AsyncClient() as client:
+    def client_loop(i: int) -> None:
+        try:
             for r in range(requests_each):
                 prompt = f"Write a short essay about {TOPICS[(i + r * clients) % len(TOPICS)]}."
-                results.append(await one_request(client, url, prompt, max_tokens, bias, model))
+                results.append(one_request(port, prompt, max_tokens, bias, model))
+        except Exception as exc:  # reported after the round
+            errors.append(exc)
 
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
-    await asyncio.gather(*(client_loop(i) for i in range(clients)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
     ttft = [r[0] for r in results]
     gaps = [g for r in results for g in r[1]]
     return {"clients": clients, "tok_s": clients * requests_each * max_tokens / wall,
@@ -133,22 +147,23 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def single_stream(path: str, max_tokens: int, threads: int) -> float:
-    """Model.generate's tokens/s for one greedy stream of max_tokens tokens (end of text banned)."""
+def single_stream(path: str, requests: int, max_tokens: int, threads: int) -> float:
+    """Model.generate's tokens/s over the one-client round's requests (the same prompts, greedy,
+    max_tokens each, end of text banned), measured as that round is: all tokens over the wall
+    time, prompts included."""
     from pyllm import Model
     with Model(path, n_threads=threads) as m:
         eos = m.tokenizer.eos_id
         bias = {eos: float("-inf")} if eos is not None else None
         m.generate("Write a short essay about the sea.", max_tokens=8, temperature=0, logit_bias=bias).text()
-        best = 0.0
-        for _ in range(3):
+        tokens, t0 = 0, time.perf_counter()
+        for r in range(requests):
             m.reset()
-            t0 = time.perf_counter()
-            g = m.generate(f"Write a short essay about {TOPICS[0]}.", max_tokens=max_tokens, temperature=0,
-                           logit_bias=bias)
+            g = m.generate(f"Write a short essay about {TOPICS[r % len(TOPICS)]}.", max_tokens=max_tokens,
+                           temperature=0, logit_bias=bias)
             g.text()
-            best = max(best, len(g.tokens) / (time.perf_counter() - t0))
-        return best
+            tokens += len(g.tokens)
+        return tokens / (time.perf_counter() - t0)
 
 
 def main() -> int:
@@ -186,6 +201,8 @@ def main() -> int:
         servers.append(("llama.cpp", lambda port: [llama_server, "-m", args.gguf, "--port", str(port),
                                                    "-np", str(parallel), "-t", str(args.threads),
                                                    "-c", str(1024 * parallel)]))
+    before_single = single_stream(path, args.requests, args.max_tokens, args.threads) \
+        if args.only != "llama.cpp" else 0.0
     rows = []
     for name, cmd in servers:
         port = free_port()
@@ -193,12 +210,12 @@ def main() -> int:
         try:
             for attempt in range(10):  # warm up (llama-server may drop the first connections after /health is ok)
                 try:
-                    asyncio.run(round_of(port, 1, 1, 8, bias))
+                    round_of(port, 1, 1, 8, bias)
                     break
                 except Exception:
                     time.sleep(1)
             for c in clients:
-                r = asyncio.run(round_of(port, c, args.requests, args.max_tokens, bias))
+                r = round_of(port, c, args.requests, args.max_tokens, bias)
                 r["server"] = name
                 rows.append(r)
                 print(f"{name:10s} clients {c:2d}: {r['tok_s']:7.1f} tok/s  ttft p50 {r['ttft_p50'] * 1e3:6.0f} ms "
@@ -206,7 +223,9 @@ def main() -> int:
                       f"p99 {r['tbt_p99'] * 1e3:5.1f} ms", file=sys.stderr, flush=True)
         finally:
             stop(proc)
-    single = single_stream(path, args.max_tokens, args.threads) if args.only != "llama.cpp" else None
+    single = None
+    if args.only != "llama.cpp":  # before and after the servers, for drift on a shared machine
+        single = (before_single + single_stream(path, args.requests, args.max_tokens, args.threads)) / 2
 
     print("| server | clients | aggregate tok/s | TTFT p50 / p99 (ms) | time between tokens p50 / p99 (ms) |")
     print("|---|---|---|---|---|")

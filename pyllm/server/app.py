@@ -143,6 +143,17 @@ class Server:
     async def merged(self, streams: list[Stream]) -> AsyncIterator[tuple[int, Step | None]]:
         """The steps of several streams as they come, as (index, step); (index, None) when stream
         `index` has ended. Closing this cancels every stream still running."""
+        if len(streams) == 1:  # the common case: no queue and helper task between the engine and the client
+            try:
+                async with contextlib.aclosing(self.follow(streams[0])) as steps:
+                    async for step in steps:
+                        yield 0, step
+                if streams[0].finish_reason == "cancelled":
+                    raise ApiError(503, "The server is shutting down.", type="server_error")
+                yield 0, None
+            finally:
+                streams[0].cancel()
+            return
         queue: asyncio.Queue[tuple[int, Step | None, BaseException | None]] = asyncio.Queue()
 
         async def pump(i: int, stream: Stream) -> None:
