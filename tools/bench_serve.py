@@ -11,8 +11,9 @@ of them). Reported per server and client count:
   - aggregate generated tokens per second (all clients' tokens over the wall time of the round);
   - time to first token, p50 and p99 (request sent -> first chunk with text);
   - time between tokens, p50 and p99 (gaps between a stream's successive chunks).
-pyllm's single-stream speed (`Model.generate`, in this process, the same weights, the one-client
-round's prompts, before and after the servers) is measured too, for the 1-client comparison. The output is a markdown table for docs/performance.md.
+pyllm's single-stream speed (`Model.generate`, in this process, the same weights and the one-client
+round's prompts) is measured too, for the 1-client comparison: in --pairs alternations with a
+one-client round through pyllm's server, which stays up (idle) meanwhile. The output is a markdown table for docs/performance.md.
 """
 from __future__ import annotations
 
@@ -176,6 +177,8 @@ def main() -> int:
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--only", choices=["pyllm", "llama.cpp"], help="run one server only")
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="alternations of Model.generate and one client through pyllm's server, for their ratio")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     parallel = max(clients)
@@ -201,9 +204,7 @@ def main() -> int:
         servers.append(("llama.cpp", lambda port: [llama_server, "-m", args.gguf, "--port", str(port),
                                                    "-np", str(parallel), "-t", str(args.threads),
                                                    "-c", str(1024 * parallel)]))
-    before_single = single_stream(path, args.requests, args.max_tokens, args.threads) \
-        if args.only != "llama.cpp" else 0.0
-    rows = []
+    rows, pairs = [], []
     for name, cmd in servers:
         port = free_port()
         proc = serve(cmd(port), port)
@@ -221,19 +222,27 @@ def main() -> int:
                 print(f"{name:10s} clients {c:2d}: {r['tok_s']:7.1f} tok/s  ttft p50 {r['ttft_p50'] * 1e3:6.0f} ms "
                       f"p99 {r['ttft_p99'] * 1e3:6.0f} ms  tbt p50 {r['tbt_p50'] * 1e3:5.1f} ms "
                       f"p99 {r['tbt_p99'] * 1e3:5.1f} ms", file=sys.stderr, flush=True)
+            # one stream in this process and one client through the (idle) server in turn, so
+            # that both see the same machine: its speed drifts by 10% within minutes here
+            for k in range(args.pairs if name == "pyllm" else 0):
+                alone = single_stream(path, args.requests, args.max_tokens, args.threads)
+                served = round_of(port, 1, args.requests, args.max_tokens, bias)["tok_s"]
+                pairs.append((alone, served))
+                print(f"pair {k + 1}: Model.generate {alone:.1f} tok/s, one client {served:.1f} tok/s "
+                      f"({served / alone:.1%})", file=sys.stderr, flush=True)
         finally:
             stop(proc)
-    single = None
-    if args.only != "llama.cpp":  # before and after the servers, for drift on a shared machine
-        single = (before_single + single_stream(path, args.requests, args.max_tokens, args.threads)) / 2
 
     print("| server | clients | aggregate tok/s | TTFT p50 / p99 (ms) | time between tokens p50 / p99 (ms) |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['server']} | {r['clients']} | {r['tok_s']:.1f} | {r['ttft_p50'] * 1e3:.0f} / {r['ttft_p99'] * 1e3:.0f} "
               f"| {r['tbt_p50'] * 1e3:.1f} / {r['tbt_p99'] * 1e3:.1f} |")
-    if single is not None:
-        print(f"\npyllm Model.generate, one stream: {single:.1f} tok/s")
+    if pairs:
+        alone, served = np.mean(pairs, axis=0)
+        ratios = [b / a for a, b in pairs]
+        print(f"\npyllm, {len(pairs)} alternating pairs: Model.generate {alone:.1f} tok/s, one client through the "
+              f"server {served:.1f} tok/s; ratio {np.mean(ratios):.1%} (pairs {min(ratios):.1%} to {max(ratios):.1%})")
     return 0
 
 
