@@ -74,8 +74,9 @@ def test_top1_agrees_with_transformers_about_as_often_as_llama_cpp(native, refs)
     position of the perplexity text, next to llama.cpp's on the same file (0.9547). Which near-ties
     flip is down to rounding (for one, pyllm's 8-bit activation blocks carry a float32 scale,
     llama.cpp's Q8_0 ones an f16 one): pyllm agrees at 0.9629 with Q4_K/Q6_K transcoded to Q8_0 and
-    at 0.9535 with them native (15 positions fewer than llama.cpp). The margin of 0.5% (59 positions)
-    is far below what a wrong kernel costs."""
+    at 0.9535 with them native (15 positions fewer than llama.cpp, whose other attention path, flash
+    attention off, agrees at 0.9533: docs/performance.md). The margin of 0.5% (59 positions) is far
+    below what a wrong kernel costs."""
     ours = np.stack([native.logits(chunk).argmax(-1) for chunk in refs["chunks"]])
     agree = (ours == refs["hf_top1"]).mean()
     theirs = (refs["llama_cpp_top1"] == refs["hf_top1"]).mean()

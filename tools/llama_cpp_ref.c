@@ -5,8 +5,11 @@
  *
  *     cc -O2 tools/llama_cpp_ref.c -I LLAMA/include -I LLAMA/ggml/include -L LLAMA/build/bin -lllama \
  *        -Wl,-rpath,LLAMA/build/bin -o llama_cpp_ref
- *     ./llama_cpp_ref top1 MODEL.gguf IDS.txt CHUNK THREADS     # one argmax per position
- *     ./llama_cpp_ref greedy MODEL.gguf IDS.txt N THREADS       # N greedy tokens after the prompt
+ *     ./llama_cpp_ref top1 MODEL.gguf IDS.txt CHUNK THREADS [KV [ATTN]]    # one argmax per position
+ *     ./llama_cpp_ref greedy MODEL.gguf IDS.txt N THREADS [KV [ATTN]]      # N greedy tokens after the prompt
+ *
+ * KV is the cache's type: f16 (llama.cpp's default) or f32 (pyllm's default). ATTN is fa (flash
+ * attention, which llama.cpp's default "auto" picks on this CPU) or nofa (its other attention path).
  */
 #include "llama.h"
 
@@ -49,8 +52,10 @@ static int decode(struct llama_context *ctx, struct llama_batch *b, const llama_
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6 || (strcmp(argv[1], "top1") && strcmp(argv[1], "greedy"))) {
-        fprintf(stderr, "usage: %s top1|greedy MODEL.gguf IDS.txt CHUNK|N THREADS\n", argv[0]);
+    if (argc < 6 || argc > 8 || (strcmp(argv[1], "top1") && strcmp(argv[1], "greedy")) ||
+        (argc > 6 && strcmp(argv[6], "f16") && strcmp(argv[6], "f32")) ||
+        (argc > 7 && strcmp(argv[7], "fa") && strcmp(argv[7], "nofa"))) {
+        fprintf(stderr, "usage: %s top1|greedy MODEL.gguf IDS.txt CHUNK|N THREADS [f16|f32 [fa|nofa]]\n", argv[0]);
         return 2;
     }
     int top1 = !strcmp(argv[1], "top1"), count = atoi(argv[4]), threads = atoi(argv[5]);
@@ -70,6 +75,9 @@ int main(int argc, char **argv) {
     cp.n_ctx = n_ctx;
     cp.n_batch = cp.n_ubatch = top1 ? count : n_ids;
     cp.n_threads = cp.n_threads_batch = threads;
+    if (argc > 6 && !strcmp(argv[6], "f32")) cp.type_k = cp.type_v = GGML_TYPE_F32;
+    if (argc > 7)
+        cp.flash_attn_type = strcmp(argv[7], "fa") ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_ENABLED;
     struct llama_context *ctx = llama_init_from_model(model, cp);
     struct llama_batch batch = llama_batch_init(cp.n_batch, 0, 1);
     if (!ctx) return 1;
