@@ -242,7 +242,8 @@ def main() -> int:
         alone, served = np.mean(pairs, axis=0)
         ratios = [b / a for a, b in pairs]
         print(f"\npyllm, {len(pairs)} alternating pairs: Model.generate {alone:.1f} tok/s, one client through the "
-              f"server {served:.1f} tok/s; ratio {np.mean(ratios):.1%} (pairs {min(ratios):.1%} to {max(ratios):.1%})")
+              f"server {served:.1f} tok/s; ratio: median {np.median(ratios):.1%} of the pairs' "
+              f"({min(ratios):.1%} to {max(ratios):.1%})")
     return 0
 
 
