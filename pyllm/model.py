@@ -19,7 +19,7 @@ __all__ = ["Model", "ContextFullError", "default_threads"]
 
 class Model(ModelCore):
     """A llama-family model ready to run: `Model(path, n_threads=None, n_ctx=None, kernels="auto",
-    kv_type="f32")`.
+    kv_type="f32", use_mmap=None)`.
 
     Loading options as for ModelCore. One model serves any number of sessions at once, one per
     thread; generate/eval/logits/... on the model itself run in its default session.

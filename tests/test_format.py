@@ -1,5 +1,6 @@
 """weights.bin: a valid file round-trips; hand-made corrupt files raise FormatError naming the problem."""
 import dataclasses
+import io
 import json
 import struct
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from pyllm import FormatError, Model
+from pyllm.formats.mapped import huge_pages_available, read_into_memory
 from pyllm.formats.weights import ALIGNMENT, MAGIC, read_weights
 from test_model import config
 from reference import random_model
@@ -165,11 +167,36 @@ def test_missing_file(tmp_path):
         Model(tmp_path / "nope.bin")
 
 
-def test_loading_does_not_copy_weights(good):
-    """The weights are read through the mapping: the C core sees the file's own bytes."""
-    with Model(good) as m:
+@pytest.mark.parametrize("use_mmap", [True, False])
+def test_loading_does_not_copy_weights(good, use_mmap):
+    """Tensors are views of the mapping or of the memory the file was read into, once: the C
+    core reads the same bytes Python sees."""
+    with Model(good, use_mmap=use_mmap) as m:
         view = np.frombuffer(m.file.tensor_bytes("token_embd.weight"), dtype=np.uint8)
         assert view.base is not None and not view.flags.owndata
+        assert m.use_mmap is use_mmap
+
+
+def test_mapped_and_read_weights_give_the_same_logits(good):
+    """Read into (huge-page) memory or mapped, the model computes the same thing, bit for bit;
+    the default is whichever the system favours."""
+    tokens = [1, 5, 9, 2, 7]
+    with Model(good, use_mmap=True) as mapped, Model(good, use_mmap=False) as read, Model(good) as default:
+        a, b, c = mapped.logits(tokens), read.logits(tokens), default.logits(tokens)
+        assert default.use_mmap is not huge_pages_available()
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    assert np.array_equal(a.view(np.uint32), c.view(np.uint32))
+
+
+def test_use_mmap_takes_a_bool_or_none(good):
+    with pytest.raises(ValueError, match="use_mmap must be True, False or None"):
+        Model(good, use_mmap="yes")
+
+
+def test_a_file_that_ends_while_read_is_refused():
+    """The file shrank between its size being read and its bytes (a file being rewritten)."""
+    with pytest.raises(ValueError, match="ended after 10 of its 64 bytes"):
+        read_into_memory(io.BytesIO(b"x" * 10), 64)
 
 
 def test_deeply_nested_header_is_a_format_error(tmp_path):

@@ -1,5 +1,6 @@
-"""What the weights.bin and GGUF readers share: a file mapped read-only, parsed by a subclass,
-whose problems become FormatError naming the file; tensors handed out as views, never copies."""
+"""What the weights.bin and GGUF readers share: a file mapped read-only (or read into memory
+backed by huge pages), parsed by a subclass, whose problems become FormatError naming the file;
+tensors handed out as views, never copies."""
 from __future__ import annotations
 
 import mmap
@@ -10,14 +11,48 @@ from typing import Any, Iterable
 from ..errors import FormatError
 
 
+def huge_pages_available() -> bool:
+    """Whether memory that asks for transparent huge pages gets them (Linux, THP in "always" or
+    "madvise" mode)."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        return False
+    return "[always]" in mode or "[madvise]" in mode
+
+
+def read_into_memory(f: Any, size: int) -> mmap.mmap:
+    """The `size` bytes of open file f in anonymous memory that asks for huge pages where the
+    system has them; ValueError if the file ends early (it changed since it was measured)."""
+    buf = mmap.mmap(-1, size)
+    try:
+        if huge_pages_available():
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        with memoryview(buf) as view:
+            done = 0
+            while done < size:
+                n = f.readinto(view[done:])
+                if not n:
+                    raise ValueError(f"the file ended after {done} of its {size} bytes while it was read")
+                done += n
+    except BaseException:
+        buf.close()
+        raise
+    return buf
+
+
 class MappedFile:
-    """A model file mapped read-only. Subclasses fill `tensors` (entries with absolute `offset`
-    and `nbytes`) in `_parse(size)` and raise ValueError for anything wrong."""
+    """A model file mapped read-only, or with `read` set read into memory (see read_into_memory).
+    Subclasses fill `tensors` (entries with absolute `offset` and `nbytes`) in `_parse(size)` and
+    raise ValueError for anything wrong."""
 
     KIND = "model file"
     MIN_SIZE = 1
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, read: bool = False):
         self.path = os.fspath(path)
         self.tensors: dict[str, Any] = {}
         check_regular_file(self.path)
@@ -26,9 +61,14 @@ class MappedFile:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.MIN_SIZE:
                     raise FormatError(f"{self.path}: only {size} bytes, too short to be a {self.KIND}")
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                if read:
+                    self._mmap = read_into_memory(f, size)
+                else:
+                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
+        except ValueError as exc:
+            raise FormatError(f"{self.path}: {exc}") from None
         try:
             self._parse(size)
         except ValueError as exc:
@@ -41,7 +81,7 @@ class MappedFile:
         raise NotImplementedError
 
     def buffer(self) -> mmap.mmap:
-        """The whole mapping (for handing tensor addresses to C)."""
+        """The whole mapping or memory (for handing tensor addresses to C)."""
         return self._mmap
 
     def tensor_bytes(self, name: str) -> memoryview:

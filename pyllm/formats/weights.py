@@ -335,7 +335,8 @@ def _parse_tensors(raw: Any, cfg: ModelConfig, data_start: int, file_size: int) 
 
 
 class WeightsFile(MappedFile):
-    """A weights.bin mapped read-only and fully validated; tensors are views into the mapping."""
+    """A weights.bin mapped read-only (or read into memory) and fully validated; tensors are views
+    into it."""
 
     KIND = "weights.bin"
     MIN_SIZE = PREAMBLE.size

@@ -38,6 +38,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="requests waiting beyond those; more are refused with 429 (default 64)")
     ap.add_argument("--ctx", type=int, default=None,
                     help="context of one request in tokens, prompt and completion (default: the model's own)")
+    ap.add_argument("--mmap", action="store_true",
+                    help="map the weights file rather than reading it into huge-page memory: loads at once and shares its pages with other processes, decodes up to 20%% slower")
     ap.add_argument("--kv-budget", type=float, default=None, metavar="MIB",
                     help="KV cache memory all running requests share, in MiB, taken at start "
                          "(default: --parallel full contexts, at most 1024)")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise PyllmError(f"--port must be in 0..65535, got {args.port}")
         api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
         opts = engine_options(args)
-        model = Model(path, n_threads=args.threads, n_ctx=args.ctx)
+        model = Model(path, n_threads=args.threads, n_ctx=args.ctx, use_mmap=True if args.mmap else None)
     except (PyllmError, ValueError, OSError) as exc:
         print(f"pyllm serve: {describe(exc)}", file=sys.stderr)
         return 1
