@@ -38,7 +38,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ctx", type=int, default=None,
                     help="context length in tokens (default: the model's own, within its sliding window)")
     ap.add_argument("--mmap", action="store_true",
-                    help="map the weights file rather than reading it into huge-page memory: loads at once and shares its pages with other processes, decodes up to 20%% slower")
+                    help="map the weights file instead of reading it into huge-page memory: loads at "
+                         "once and shares its pages with other processes, decodes up to 20%% slower")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     shape = ap.add_mutually_exclusive_group()
     shape.add_argument("--json-schema", metavar="FILE", help="hold the output to the JSON Schema in FILE")

@@ -193,6 +193,17 @@ def test_use_mmap_takes_a_bool_or_none(good):
         Model(good, use_mmap="yes")
 
 
+def test_reading_stops_at_the_last_tensor(good):
+    """A file padded far past its tensors (here 1 GiB of holes) costs no memory when read: only
+    the bytes up to the last tensor's end are."""
+    size = good.stat().st_size
+    with open(good, "r+b") as f:
+        f.truncate(size + (1 << 30))
+    with Model(good, use_mmap=False) as m:
+        end = max(t.offset + t.nbytes for t in m.file.tensors.values())
+        assert len(m.file.buffer()) == end <= size
+
+
 def test_a_file_that_ends_while_read_is_refused():
     """The file shrank between its size being read and its bytes (a file being rewritten)."""
     with pytest.raises(ValueError, match="ended after 10 of its 64 bytes"):

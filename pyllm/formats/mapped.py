@@ -61,14 +61,15 @@ class MappedFile:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.MIN_SIZE:
                     raise FormatError(f"{self.path}: only {size} bytes, too short to be a {self.KIND}")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._parse_mapping(size)
                 if read:
-                    self._mmap = read_into_memory(f, size)
-                else:
-                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    self._read_tensors(f)
         except OSError as exc:
             raise FormatError(f"{self.path}: cannot open: {exc.strerror}") from None
-        except ValueError as exc:
-            raise FormatError(f"{self.path}: {exc}") from None
+
+    def _parse_mapping(self, size: int) -> None:
+        """_parse, its ValueError a FormatError naming the file (the mapping closed)."""
         try:
             self._parse(size)
         except ValueError as exc:
@@ -76,6 +77,23 @@ class MappedFile:
             if isinstance(exc, FormatError):
                 raise
             raise FormatError(f"{self.path}: {exc}") from None
+
+    def _read_tensors(self, f: Any) -> None:
+        """Swap the mapping for the file's bytes up to its last tensor's end, read from the same
+        open file into memory (read_into_memory): what was parsed is what is read, and a file
+        padded past its tensors costs no memory."""
+        end = max((t.offset + t.nbytes for t in self.tensors.values()), default=0)
+        f.seek(0)
+        try:
+            memory = read_into_memory(f, max(end, 1))
+        except ValueError as exc:
+            self._mmap.close()
+            raise FormatError(f"{self.path}: {exc}") from None
+        mapping, self._mmap = self._mmap, memory
+        try:
+            mapping.close()
+        except BufferError:  # a view of it is still alive: it is unmapped when the view goes
+            pass
 
     def _parse(self, size: int) -> None:
         raise NotImplementedError

@@ -39,7 +39,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ctx", type=int, default=None,
                     help="context of one request in tokens, prompt and completion (default: the model's own)")
     ap.add_argument("--mmap", action="store_true",
-                    help="map the weights file rather than reading it into huge-page memory: loads at once and shares its pages with other processes, decodes up to 20%% slower")
+                    help="map the weights file instead of reading it into huge-page memory: loads at "
+                         "once and shares its pages with other processes, decodes up to 20%% slower")
     ap.add_argument("--kv-budget", type=float, default=None, metavar="MIB",
                     help="KV cache memory all running requests share, in MiB, taken at start "
                          "(default: --parallel full contexts, at most 1024)")
