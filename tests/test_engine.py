@@ -2,6 +2,7 @@
 seeded), stop strings, logprobs against the model's own logits, cancellation, the queue limit,
 admission against the KV budget, and asyncio streaming."""
 import asyncio
+import sys
 import threading
 
 import numpy as np
@@ -115,6 +116,39 @@ def test_kv_budget_admits_only_what_fits(model):
         watcher.join()
     assert max(seen_running) == 1
     assert texts == [model.complete(p, max_tokens=24, temperature=0) for p in PROMPTS[:3]]
+
+
+def test_stats_from_another_thread_while_requests_run(model):
+    """/metrics reads stats() from the server's thread while the scheduler steps: it must never
+    see the cache half-changed (a prefix registered mid-count raised "OrderedDict mutated during
+    iteration"), and once every request has ended all blocks are free."""
+    errors, reads = [], []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible: races show at once
+    try:
+        with Engine(model, max_running=4) as engine:
+            streams = [engine.submit(" ".join([PROMPTS[i % 4]] * 20), max_tokens=16, temperature=0)
+                       for i in range(8)]
+
+            def watch():
+                try:
+                    while not all(s.done for s in streams):
+                        reads.append(engine.stats())
+                except Exception as exc:  # reported below, in the test's thread
+                    errors.append(exc)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            for s in streams:
+                s.text()
+            watcher.join()
+            final = engine.stats()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors
+    assert len(reads) > 100
+    assert final.running == final.queued == 0 and final.kv_blocks_used == 0
+    assert max(r.kv_blocks_used for r in reads) > 0
 
 
 def test_async_iteration(model):
