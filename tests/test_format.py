@@ -2,12 +2,14 @@
 import dataclasses
 import io
 import json
+import os
 import struct
 
 import numpy as np
 import pytest
 
 from pyllm import FormatError, Model
+from pyllm.fetch import default_model
 from pyllm.formats.mapped import huge_pages_available, read_into_memory
 from pyllm.formats.weights import ALIGNMENT, MAGIC, read_weights
 from test_model import config
@@ -202,6 +204,20 @@ def test_reading_stops_at_the_last_tensor(good):
     with Model(good, use_mmap=False) as m:
         end = max(t.offset + t.nbytes for t in m.file.tensors.values())
         assert len(m.file.buffer()) == end <= size
+
+
+@pytest.mark.skipif(not huge_pages_available() or not os.path.exists("/proc/self/smaps_rollup"),
+                    reason="no transparent huge pages here")
+def test_read_weights_sit_in_huge_pages():
+    """What reading is for: the default model's 98 MB land in 2 MB pages (shared anonymous memory
+    would be shmem, which does not get them)."""
+    def anon_huge_kb():
+        with open("/proc/self/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+
+    before = anon_huge_kb()
+    with Model(default_model(quiet=True), use_mmap=False):
+        assert anon_huge_kb() - before >= 64 * 1024
 
 
 def test_a_file_that_ends_while_read_is_refused():

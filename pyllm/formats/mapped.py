@@ -27,7 +27,9 @@ def huge_pages_available() -> bool:
 def read_into_memory(f: Any, size: int) -> mmap.mmap:
     """The `size` bytes of open file f in anonymous memory that asks for huge pages where the
     system has them; ValueError if the file ends early (it changed since it was measured)."""
-    buf = mmap.mmap(-1, size)
+    private = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    # private: shared anonymous memory is shmem, which gets huge pages only by its own setting
+    buf = mmap.mmap(-1, size, flags=private) if private else mmap.mmap(-1, size)
     try:
         if huge_pages_available():
             buf.madvise(mmap.MADV_HUGEPAGE)
