@@ -94,8 +94,8 @@ class ModelCore:
     and values: "f32", or "f16" for half the memory.
     `use_mmap`: decoding reads every weight once per token, and where Linux offers transparent huge
     pages (the default None) the weights are read into memory backed by them: 2 MB pages instead of
-    the file's 4 KB ones decode 9% faster at SmolLM2-135M and 14-20% at Llama-3.2-1B shapes
-    (docs/performance.md), for a load that copies the file (about 0.5 s for 640 MB). True maps the
+    the file's 4 KB ones decode 7% faster at SmolLM2-135M, 13% at Gemma 3 270M and 21% at
+    Llama-3.2-1B shapes (docs/performance.md), for a load that copies the file (0.5 s for 640 MB). True maps the
     file instead, as elsewhere: loading takes milliseconds and processes that load the same file
     share its pages. False reads it even without huge pages. Nothing here changes after loading,
     so any number of sessions run on one model at once.
