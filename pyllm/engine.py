@@ -247,9 +247,6 @@ class Engine:
         self._lock = threading.Condition()
         self._closed = False
         self.prompt_tokens = self.generated_tokens = self.requests_finished = 0
-        # the cache belongs to the scheduler thread, which counts its free blocks after each step
-        # for stats(): other threads never walk the cache while a step changes it
-        self._kv_free = self.cache.available()
         self._thread = threading.Thread(target=self._loop, name="pyllm-engine", daemon=True)
         self._thread.start()
 
@@ -342,7 +339,7 @@ class Engine:
     def stats(self) -> EngineStats:
         """What runs and waits now, and the totals so far."""
         with self._lock:
-            free = self._kv_free
+            free = self.cache.available()  # two counters: no walk over a cache a step may be changing
             return EngineStats(len(self._running), len(self._queue), self.prompt_tokens, self.generated_tokens,
                                self.requests_finished, self.cache.n_blocks - free, free,
                                self.cache.kv_bytes_per_block)
@@ -396,13 +393,10 @@ class Engine:
                 self._run_jobs(jobs)
                 with self._lock:
                     self._admit()
-                    self._kv_free = self.cache.available()
                     if not self._running:  # the head of the queue waits for blocks of requests ending
                         self._lock.wait(0.01)
                         continue
                 self._step()
-                with self._lock:
-                    self._kv_free = self.cache.available()
         except BaseException as exc:  # a failure of the engine itself ends every request with it
             with self._lock:
                 self._closed = True

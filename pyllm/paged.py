@@ -32,11 +32,15 @@ def _chain(parent: bytes, tokens: Sequence[int]) -> bytes:
 
 
 class BlockPool:
-    """Block numbers of one pool: which are free, and how many holders each of the others has."""
+    """Block numbers of one pool: which are free, how many holders each of the others has, and
+    which are registered prefixes; `idle` counts the registered ones that nothing else holds (the
+    prefix table's is their only hold), kept as holds change so that it is never counted."""
 
     def __init__(self, n_blocks: int):
         self.refs = [0] * n_blocks
+        self.registered = [False] * n_blocks
         self.free = list(range(n_blocks - 1, -1, -1))
+        self.idle = 0
 
     def take(self) -> int:
         block = self.free.pop()
@@ -44,12 +48,28 @@ class BlockPool:
         return block
 
     def hold(self, block: int) -> None:
+        if self.registered[block] and self.refs[block] == 1:
+            self.idle -= 1
         self.refs[block] += 1
 
     def drop(self, block: int) -> None:
         self.refs[block] -= 1
+        if self.registered[block] and self.refs[block] == 1:
+            self.idle += 1
         if self.refs[block] == 0:
             self.free.append(block)
+
+    def register(self, block: int) -> None:
+        """The prefix table holds the block too."""
+        self.hold(block)
+        self.registered[block] = True
+
+    def unregister(self, block: int) -> None:
+        """The prefix table lets the block go."""
+        if self.refs[block] == 1:
+            self.idle -= 1
+        self.registered[block] = False
+        self.drop(block)
 
 
 @dataclass
@@ -113,7 +133,7 @@ class PagedCache:
 
     def available(self) -> int:
         """Blocks that can be had now: free ones and registered prefixes no sequence holds."""
-        return len(self.pool.free) + sum(1 for b in self.prefixes.values() if self.pool.refs[b] == 1)
+        return len(self.pool.free) + self.pool.idle
 
     def blocks_for(self, n_tokens: int) -> int:
         """Blocks of the full layers that n_tokens positions take."""
@@ -124,7 +144,7 @@ class PagedCache:
             for key, block in self.prefixes.items():
                 if self.pool.refs[block] == 1:
                     del self.prefixes[key]
-                    self.pool.drop(block)
+                    self.pool.unregister(block)
                     break
         if not self.pool.free:
             raise ContextFullError("the paged KV cache has no free block")
@@ -205,7 +225,7 @@ class PagedCache:
             seq.keys.append(key)
             if key not in self.prefixes:
                 self.prefixes[key] = seq.blocks[b]
-                self.pool.hold(seq.blocks[b])
+                self.pool.register(seq.blocks[b])
 
     # --------------------------------------------------------------------------------------------
     # The forward pass

@@ -31,8 +31,11 @@ def read_into_memory(f: Any, size: int) -> mmap.mmap:
     # private: shared anonymous memory is shmem, which gets huge pages only by its own setting
     buf = mmap.mmap(-1, size, flags=private) if private else mmap.mmap(-1, size)
     try:
-        if huge_pages_available():
-            buf.madvise(mmap.MADV_HUGEPAGE)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                buf.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:  # a kernel without huge pages: the memory works as it is
+                pass
         with memoryview(buf) as view:
             done = 0
             while done < size:
