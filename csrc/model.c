@@ -402,78 +402,76 @@ static void forward_thread(void *arg, int ith, int nth) {
     const int q_dim = c->n_heads * c->head_dim;
     /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
     const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
-    {
-        embed(m, s, b->tokens, n, ith, nth);
-        rope_angles(m, s, b->pos, n, ith, nth);
+    embed(m, s, b->tokens, n, ith, nth);
+    rope_angles(m, s, b->pos, n, ith, nth);
+    team_barrier(s->team);
+    for (int l = 0; l < c->n_layers; l++) {
+        const pyllm_layer *L = &m->layers[l];
+        const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
+        const unsigned acts_ffn = acts_of(&L->w_gate, &L->w_up, NULL), acts_down = acts_of(&L->w_down, NULL, NULL);
+
+        /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
+        rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
         team_barrier(s->team);
-        for (int l = 0; l < c->n_layers; l++) {
-            const pyllm_layer *L = &m->layers[l];
-            const unsigned acts_qkv = acts_of(&L->wq, &L->wk, &L->wv), acts_o = acts_of(&L->wo, NULL, NULL);
-            const unsigned acts_ffn = acts_of(&L->w_gate, &L->w_up, NULL), acts_down = acts_of(&L->w_down, NULL, NULL);
-
-            /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
-            rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
-            team_barrier(s->team);
-            kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
-            kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
-            kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
-            team_barrier(s->team);
-            prepare_queries(m, s, L, n, ith, nth);
-            store_kv(m, s, pools, b, l, ith, nth);
-            team_barrier(s->team);
-            attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
-            team_barrier(s->team);
-            if (acts_o & QUANTIZED_ACTS) {
-                quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
-                team_barrier(s->team);
-            }
-            if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
-                kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
-                team_barrier(s->team);
-                add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
-            } else {
-                kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
-            }
-            team_barrier(s->team);
-
-            /* feed-forward block: SwiGLU or GeGLU */
-            rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
-            team_barrier(s->team);
-            kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
-            kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
-            team_barrier(s->team);
-            if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
-            else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
-            team_barrier(s->team);
-            if (acts_down & QUANTIZED_ACTS) {
-                quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
-                team_barrier(s->team);
-            }
-            if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
-                kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
-                team_barrier(s->team);
-                add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
-            } else {
-                kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
-            }
+        kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
+        kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
+        kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
+        team_barrier(s->team);
+        prepare_queries(m, s, L, n, ith, nth);
+        store_kv(m, s, pools, b, l, ith, nth);
+        team_barrier(s->team);
+        attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
+        team_barrier(s->team);
+        if (acts_o & QUANTIZED_ACTS) {
+            quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
             team_barrier(s->team);
         }
-
-        /* the rows whose output is wanted: normed, then through the classifier unless the
-         * hidden states themselves are asked for */
-        if (b->n_out > 0) {
-            int lo, hi;
-            rows_share(b->n_out, ith, nth, &lo, &hi);
-            for (int i = lo; i < hi; i++)
-                memcpy(s->xb2 + (size_t)i * dim, s->x + (size_t)b->out_rows[i] * dim, (size_t)dim * sizeof(float));
+        if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
+            kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
             team_barrier(s->team);
-            float *normed = b->hidden ? b->out : s->xb;
-            rmsnorm_rows(isa, s, normed, s->xb2, m->w.output_norm, b->n_out, dim, c->norm_eps,
-                         b->hidden ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
-            if (!b->hidden) {
-                team_barrier(s->team);
-                kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
-            }
+            add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
+        } else {
+            kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
+        }
+        team_barrier(s->team);
+
+        /* feed-forward block: SwiGLU or GeGLU */
+        rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
+        team_barrier(s->team);
+        kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
+        kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
+        team_barrier(s->team);
+        if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
+        else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
+        team_barrier(s->team);
+        if (acts_down & QUANTIZED_ACTS) {
+            quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
+            team_barrier(s->team);
+        }
+        if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
+            kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
+            team_barrier(s->team);
+            add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
+        } else {
+            kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
+        }
+        team_barrier(s->team);
+    }
+
+    /* the rows whose output is wanted: normed, then through the classifier unless the
+     * hidden states themselves are asked for */
+    if (b->n_out > 0) {
+        int lo, hi;
+        rows_share(b->n_out, ith, nth, &lo, &hi);
+        for (int i = lo; i < hi; i++)
+            memcpy(s->xb2 + (size_t)i * dim, s->x + (size_t)b->out_rows[i] * dim, (size_t)dim * sizeof(float));
+        team_barrier(s->team);
+        float *normed = b->hidden ? b->out : s->xb;
+        rmsnorm_rows(isa, s, normed, s->xb2, m->w.output_norm, b->n_out, dim, c->norm_eps,
+                     b->hidden ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
+        if (!b->hidden) {
+            team_barrier(s->team);
+            kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
         }
     }
 }
