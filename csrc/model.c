@@ -459,19 +459,22 @@ static void forward_thread(void *arg, int ith, int nth) {
     }
 
     /* the rows whose output is wanted: normed, then through the classifier unless the
-     * hidden states themselves are asked for */
+     * hidden states themselves are asked for. The classifier multiplies the floats themselves
+     * where its weight type has a kernel for that: 8-bit activations there flip near-tied logits. */
     if (b->n_out > 0) {
         int lo, hi;
         rows_share(b->n_out, ith, nth, &lo, &hi);
         for (int i = lo; i < hi; i++)
             memcpy(s->xb2 + (size_t)i * dim, s->x + (size_t)b->out_rows[i] * dim, (size_t)dim * sizeof(float));
         team_barrier(s->team);
+        const int float_classifier = kern_type_float_matmul(m->w.output.type);
         float *normed = b->hidden ? b->out : s->xb;
         rmsnorm_rows(isa, s, normed, s->xb2, m->w.output_norm, b->n_out, dim, c->norm_eps,
-                     b->hidden ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
+                     b->hidden || float_classifier ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
         if (!b->hidden) {
             team_barrier(s->team);
-            kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
+            if (float_classifier) kern_matmul_float(isa, &m->w.output, s->xb, b->n_out, b->out, 0, ith, nth);
+            else kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
         }
     }
 }

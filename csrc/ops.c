@@ -41,13 +41,15 @@ typedef struct {
     int act, n, accumulate;
     float *y;
     pyllm_team *team;
+    int float_acts; /* kern_matmul_float: x as it is */
 } matmul_job;
 
 static void matmul_thread(void *arg, int ith, int nth) {
     const matmul_job *j = arg;
     if (j->xq) kern_quantize_rows(j->isa, j->act, j->x, j->n, j->w->cols, j->xq, ith, nth);
     team_barrier(j->team);
-    kern_matmul(j->isa, j->w, j->in, j->n, j->y, j->accumulate, ith, nth);
+    if (j->float_acts) kern_matmul_float(j->isa, j->w, j->x, j->n, j->y, j->accumulate, ith, nth);
+    else kern_matmul(j->isa, j->w, j->in, j->n, j->y, j->accumulate, ith, nth);
 }
 
 typedef struct {
@@ -75,10 +77,20 @@ int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y
         if (!xq) return PYLLM_ERR_NOMEM;
     }
     const kern_input in = {x, act == KERN_ACT_Q8X ? xq : NULL, act == KERN_ACT_Q8K ? xq : NULL};
-    matmul_job job = {isa, w, &in, x, xq, act, n, accumulate != 0, y, NULL};
+    matmul_job job = {isa, w, &in, x, xq, act, n, accumulate != 0, y, NULL, 0};
     int err = run_on_team(n_threads, matmul_thread, &job, &job.team);
     free(xq);
     return err;
+}
+
+int pyllm_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                       int n_threads) {
+    if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
+    if (kern_row_bytes(w->type, w->cols) == 0 || !kern_type_float_matmul(w->type)) return PYLLM_ERR_TYPE;
+    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
+    const kern_input in = {x, NULL, NULL};
+    matmul_job job = {isa, w, &in, x, NULL, KERN_ACT_F32, n, accumulate != 0, y, NULL, 1};
+    return run_on_team(n_threads, matmul_thread, &job, &job.team);
 }
 
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {

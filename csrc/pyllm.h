@@ -192,6 +192,10 @@ int pyllm_cache_copy_block(pyllm_cache *cache, int kind, int src, int dst);
  * pass adds into the residual stream). */
 int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
                  int n_threads);
+/* pyllm_matmul with x's floats as they are, not quantized to 8 bits: the classifier's matmul.
+ * PYLLM_ERR_TYPE for a weight type without such a kernel (only F32, F16 and Q8_0 have one). */
+int pyllm_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                       int n_threads);
 /* gate (n, cols) = silu(gate) * up with the kernels of `isa`: the SwiGLU step of the forward
  * pass, exposed for tests. */
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads);

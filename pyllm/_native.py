@@ -76,13 +76,15 @@ def _gated(fn, what: str, gate: np.ndarray, up: np.ndarray, kernels: str, n_thre
 
 
 def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
-           kernels: str = "auto", n_threads: int = 1, add_to: np.ndarray | None = None) -> np.ndarray:
+           kernels: str = "auto", n_threads: int = 1, add_to: np.ndarray | None = None,
+           float_activations: bool = False) -> np.ndarray:
     """y = x @ W.T (or add_to + x @ W.T) with the forward pass's kernels; W is `rows` rows of encoded
     bytes `raw`.
 
-    Exposed for tests and benchmarks: x (n, cols) float32 is quantized on the fly for quantized W;
-    with add_to (n, rows) the kernels add into a copy of it, as the forward pass adds into the
-    residual stream.
+    Exposed for tests and benchmarks: x (n, cols) float32 is quantized on the fly for quantized W,
+    unless float_activations asks for the classifier's kernel, which multiplies x as it is (F32, F16
+    and Q8_0 only); with add_to (n, rows) the kernels add into a copy of it, as the forward pass adds
+    into the residual stream.
     """
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -98,8 +100,9 @@ def matmul(raw: np.ndarray, type_id: int, rows: int, cols: int, x: np.ndarray,
         y = np.array(add_to, dtype=np.float32, order="C")
     w = ffi.new("pyllm_tensor *", {"type": type_id, "rows": rows, "cols": cols,
                                    "data": ffi.from_buffer(raw)})
-    code = lib.pyllm_matmul(kernel_id(kernels), w, ffi.from_buffer("float[]", x), x.shape[0],
-                            ffi.from_buffer("float[]", y), int(add_to is not None), n_threads)
+    fn = lib.pyllm_matmul_float if float_activations else lib.pyllm_matmul
+    code = fn(kernel_id(kernels), w, ffi.from_buffer("float[]", x), x.shape[0],
+              ffi.from_buffer("float[]", y), int(add_to is not None), n_threads)
     check(code, "matmul")
     return y
 

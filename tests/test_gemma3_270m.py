@@ -69,20 +69,19 @@ def test_f32_logits_match_transformers(refs):
     assert np.abs(ours[-1] - refs["hf_logits_last"]).max() < 2e-3
 
 
-def test_top1_agrees_with_transformers_about_as_often_as_llama_cpp(native, refs):
+def test_top1_agrees_with_transformers_at_least_as_often_as_llama_cpp(native, refs):
     """Greedy predictions of the native Q4_K_M model against transformers' float32 ones, over every
-    position of the perplexity text, next to llama.cpp's on the same file (0.9547). Which near-ties
-    flip is down to rounding (for one, pyllm's 8-bit activation blocks carry a float32 scale,
-    llama.cpp's Q8_0 ones an f16 one): pyllm agrees at 0.9629 with Q4_K/Q6_K transcoded to Q8_0 and
-    at 0.9535 with them native (15 positions fewer than llama.cpp, whose other attention path, flash
-    attention off, agrees at 0.9533: docs/performance.md). The margin of 0.5% (59 positions) is far
-    below what a wrong kernel costs."""
+    position of the perplexity text, next to llama.cpp's on the same file (0.9547, its default
+    flash-attention path; 0.9533 with its other one). Which near-ties flip is down to rounding:
+    pyllm's classifier multiplies the final hidden states unquantized (its Q8_0 weights against
+    float activations), which lifts pyllm from 0.9535 (8-bit activations there, as llama.cpp) to
+    0.9563 with AVX-512 and 0.9565 with AVX2 (docs/performance.md)."""
     ours = np.stack([native.logits(chunk).argmax(-1) for chunk in refs["chunks"]])
     agree = (ours == refs["hf_top1"]).mean()
     theirs = (refs["llama_cpp_top1"] == refs["hf_top1"]).mean()
     print(f"top-1 agreement with transformers f32 over {ours.size} positions: pyllm {agree:.4f}, "
           f"llama.cpp {theirs:.4f}")
-    assert agree >= theirs - 0.005
+    assert agree >= theirs
 
 
 def test_greedy_past_the_window_follows_llama_cpp_and_transformers(native, refs):

@@ -81,6 +81,41 @@ def test_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threads):
     np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
 
 
+FLOAT_ACTIVATION_TYPES = ["f32", "f16", "q8_0"]  # the classifier's kernel multiplies x unquantized
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name,blocks", [(name, "quantized") for name in FLOAT_ACTIVATION_TYPES]
+                         + [("q8_0", "any bytes")])
+@pytest.mark.parametrize("rows,cols,n", [(1, 32, 1), (7, 64, 1), (37, 96, 3), (67, 576, 9),
+                                         (130, 160, 4), (21, 640, 19), (9, 416, 13)])
+def test_float_activation_matmul_matches_numpy(kernels, type_name, blocks, rows, cols, n):
+    """The classifier's matmul: the dequantized weights times x itself, never x rounded to 8 bits
+    (so it is closer to the exact product than the 8-bit kernel's error allows), and each token bit
+    for bit what it gives alone, whatever the thread split."""
+    rng = np.random.default_rng(rows * 1000 + cols + n)
+    raw, x = random_case(rng, type_name, rows, cols, n)
+    if blocks == "any bytes":
+        raw = random_blocks(rng, type_name, rows, cols)
+    tid = TYPES[type_name].ggml_id
+    y = _native.matmul(raw, tid, rows, cols, x, kernels, 2, float_activations=True)
+    exact = x.astype(np.float64) @ dequantize(raw, type_name, (rows, cols)).astype(np.float64).T
+    tol = 2e-6 * np.sqrt(cols) * np.abs(exact).max()
+    np.testing.assert_allclose(y, exact, rtol=0, atol=tol)
+    for t in range(n):
+        alone = _native.matmul(raw, tid, rows, cols, x[t:t + 1], kernels, 1 + t % 3, float_activations=True)
+        np.testing.assert_array_equal(alone[0].view(np.uint32), y[t].view(np.uint32))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_float_activation_matmul_refuses_other_types(kernels):
+    """Only F32, F16 and Q8_0 have the classifier's float-activation kernel; the others say so."""
+    rng = np.random.default_rng(3)
+    raw, x = random_case(rng, "q4_1", 4, 64, 1)
+    with pytest.raises(Exception, match="type"):
+        _native.matmul(raw, TYPES["q4_1"].ggml_id, 4, 64, x, kernels, 1, float_activations=True)
+
+
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("type_name", [name for name in TYPES if name not in ("f32", "f16")])
 @pytest.mark.parametrize("rows,cols,n", [(37, 768, 19), (21, 1536, 9), (11, 416, 10)])

@@ -15,6 +15,10 @@ Stored:
   first chunk: float32 logits for an exactness check of a float32 conversion.
 - `greedy_prompt` (BOS + the first 600 text tokens, past the 512-token window) and the 32 greedy
   tokens after it from each engine: `hf_greedy`, `llama_cpp_greedy`.
+- Seven more greedy prompts past the window, BOS + 580 to 940 text tokens from seven places spread
+  over the text (the first prompt is prompt 0): `greedy_prompts` (all of them end to end),
+  `greedy_prompt_lengths`, and each engine's 32 tokens per prompt, `hf_greedy_all` and
+  `llama_cpp_greedy_all` (8, 32).
 Needs torch, transformers (with accelerate and gguf) and llama.cpp built by
 ../shared/tools/build-llama-cpp.sh; none of them are pyllm dependencies.
 """
@@ -31,6 +35,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEXT = os.path.join(HERE, "..", "tests", "data", "shakespeare-tail.txt")
 CHUNK, GREEDY_PROMPT, GREEDY_TOKENS, LOGIT_ROWS = 512, 600, 32, 64
+MORE_GREEDY_PROMPTS = 7
+
+
+def greedy_prompts(ids: np.ndarray) -> list[np.ndarray]:
+    """BOS + the first GREEDY_PROMPT text tokens, then MORE_GREEDY_PROMPTS prompts of BOS + 520 + 60 k
+    text tokens starting at k / 7 of the way through the text (k = 1 .. 7): all past the window."""
+    text = ids[1:]
+    prompts = [ids[: GREEDY_PROMPT + 1]]
+    for k in range(1, MORE_GREEDY_PROMPTS + 1):
+        start, length = k * (len(text) - 1000) // MORE_GREEDY_PROMPTS, 520 + 60 * k
+        prompts.append(np.concatenate([ids[:1], text[start:start + length]]).astype(np.int32))
+    return prompts
 
 
 def build_reference_program(llama_cpp: str, tmp: str) -> str:
@@ -76,20 +92,25 @@ def main() -> None:
             if i == 0:
                 logits_cols, logits_last = logits[:LOGIT_ROWS, cols].copy(), logits[LOGIT_ROWS - 1].copy()
             print(f"transformers: chunk {i + 1}/{len(chunks)}", flush=True)
-        prompt = ids[: GREEDY_PROMPT + 1]
-        hf_greedy = model.generate(torch.tensor(prompt[None], dtype=torch.long), max_new_tokens=GREEDY_TOKENS,
-                                   do_sample=False, min_new_tokens=GREEDY_TOKENS)[0, len(prompt):].numpy()
+        prompts = greedy_prompts(ids)
+        hf_greedy = np.stack([
+            model.generate(torch.tensor(p[None], dtype=torch.long), max_new_tokens=GREEDY_TOKENS,
+                           do_sample=False, min_new_tokens=GREEDY_TOKENS)[0, len(p):].numpy() for p in prompts])
 
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_reference_program(args.llama_cpp, tmp)
         cpp_top1 = llama_cpp(exe, "top1", args.gguf, chunks, CHUNK, tmp).reshape(chunks.shape)
-        cpp_greedy = llama_cpp(exe, "greedy", args.gguf, prompt, GREEDY_TOKENS, tmp)
+        cpp_greedy = np.stack([llama_cpp(exe, "greedy", args.gguf, p, GREEDY_TOKENS, tmp) for p in prompts])
     hf_top1 = np.stack(hf_top1)
+    same = [int(np.cumprod(c == h).sum()) for c, h in zip(cpp_greedy, hf_greedy)]
     print(f"top-1 agreement of llama.cpp with transformers f32: {(cpp_top1 == hf_top1).mean():.4f} "
-          f"over {hf_top1.size} positions; greedy equal for {int(np.cumprod(cpp_greedy == hf_greedy).sum())} tokens")
+          f"over {hf_top1.size} positions; greedy equal for {same} tokens of {GREEDY_TOKENS}")
     np.savez_compressed(args.output, chunks=chunks, text_ids=text_ids, hf_top1=hf_top1, llama_cpp_top1=cpp_top1,
                         cols=cols.astype(np.int32), hf_logits_cols=logits_cols, hf_logits_last=logits_last,
-                        greedy_prompt=prompt, hf_greedy=hf_greedy.astype(np.int32), llama_cpp_greedy=cpp_greedy,
+                        greedy_prompt=prompts[0], hf_greedy=hf_greedy[0].astype(np.int32),
+                        llama_cpp_greedy=cpp_greedy[0], greedy_prompts=np.concatenate(prompts),
+                        greedy_prompt_lengths=np.array([len(p) for p in prompts], dtype=np.int32),
+                        hf_greedy_all=hf_greedy.astype(np.int32), llama_cpp_greedy_all=cpp_greedy,
                         transformers_version=transformers.__version__)
 
 

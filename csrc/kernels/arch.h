@@ -57,6 +57,8 @@ kern_dequantize_fn kern_ref_dequantize_row_f32, kern_ref_dequantize_row_f16,
 kern_matmul_fn kern_ref_matmul_f32, kern_ref_matmul_f16, kern_ref_matmul_q8_0, kern_ref_matmul_q4_0,
     kern_ref_matmul_q4_1, kern_ref_matmul_q5_0, kern_ref_matmul_q5_1, kern_ref_matmul_q4_k,
     kern_ref_matmul_q5_k, kern_ref_matmul_q6_k;
+/* Q8_0 weights against float activations (kern_matmul_float; xq unused), per block d * (q . x) */
+kern_matmul_fn kern_ref_matmul_float_q8_0;
 kern_quantize_block_fn kern_ref_quantize_block, kern_ref_quantize_block_q8k;
 kern_attend_head_fn kern_ref_attend;
 
@@ -65,7 +67,7 @@ kern_attend_head_fn kern_ref_attend;
 kern_matmul_fn kern_x86_matmul_f32_avx2, kern_x86_matmul_f16_avx2, kern_x86_matmul_q8_0_avx2,
     kern_x86_matmul_q4_0_avx2, kern_x86_matmul_q4_1_avx2, kern_x86_matmul_q5_0_avx2,
     kern_x86_matmul_q5_1_avx2, kern_x86_matmul_q4_k_avx2, kern_x86_matmul_q5_k_avx2,
-    kern_x86_matmul_q6_k_avx2;
+    kern_x86_matmul_q6_k_avx2, kern_x86_matmul_float_q8_0_avx2;
 kern_dequantize_fn kern_x86_dequantize_row_f16_avx2, kern_x86_dequantize_row_q4_k_avx2,
     kern_x86_dequantize_row_q5_k_avx2, kern_x86_dequantize_row_q6_k_avx2;
 kern_quantize_block_fn kern_x86_quantize_block_avx2, kern_x86_quantize_block_q8k_avx2;
@@ -78,7 +80,7 @@ void kern_x86_geglu_avx2(float *g, const float *u, int n);
 kern_matmul_fn kern_x86_matmul_f32_avx512, kern_x86_matmul_f16_avx512, kern_x86_matmul_q8_0_avx512,
     kern_x86_matmul_q4_0_avx512, kern_x86_matmul_q4_1_avx512, kern_x86_matmul_q5_0_avx512,
     kern_x86_matmul_q5_1_avx512, kern_x86_matmul_q4_k_avx512, kern_x86_matmul_q5_k_avx512,
-    kern_x86_matmul_q6_k_avx512;
+    kern_x86_matmul_q6_k_avx512, kern_x86_matmul_float_q8_0_avx512;
 /* n_q query heads sharing a key/value head: kern_attend's arguments */
 void kern_x86_attend_avx512(const float *q, int n_q, const kern_kv_run *runs, int n_runs, int kv_stride,
                             int n_pos, int head_dim, float scale, float *scores, float *out);
@@ -87,7 +89,8 @@ void kern_x86_attend_avx512(const float *q, int n_q, const kern_kv_run *runs, in
 #ifdef HAVE_ARM_KERNELS
 /* arm.c: NEON. One matmul kernel serves the float and 32-value types (it branches on the type per
  * row and block); the K-quants have one each. */
-kern_matmul_fn kern_arm_matmul, kern_arm_matmul_q4_k, kern_arm_matmul_q5_k, kern_arm_matmul_q6_k;
+kern_matmul_fn kern_arm_matmul, kern_arm_matmul_q4_k, kern_arm_matmul_q5_k, kern_arm_matmul_q6_k,
+    kern_arm_matmul_float_q8_0;
 kern_dequantize_fn kern_arm_dequantize_row_q4_k, kern_arm_dequantize_row_q5_k,
     kern_arm_dequantize_row_q6_k;
 kern_quantize_block_fn kern_arm_quantize_block, kern_arm_quantize_block_q8k;

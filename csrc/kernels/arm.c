@@ -119,6 +119,38 @@ void kern_arm_matmul(const pyllm_tensor *w, int r0, int r1, const float *x, cons
     }
 }
 
+/* Q8_0 against float activations (kern_matmul_float, the classifier): per block d * (q . x), the
+ * 32 values widened to eight vectors of 4 floats. */
+void kern_arm_matmul_float_q8_0(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                                int n, float *y, int accumulate) {
+    (void)xq;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q8_0, w->cols);
+    const int nb = w->cols / QK8_0;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * w->cols;
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const block_q8_0 *row = (const block_q8_0 *)((const uint8_t *)w->data + (size_t)r * rb);
+            float32x4_t acc = vdupq_n_f32(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const float *xb = xt + (size_t)b * QK8_0;
+                const int8x16_t q[2] = {vld1q_s8(row[b].qs), vld1q_s8(row[b].qs + 16)};
+                float32x4_t p = vdupq_n_f32(0.0f);
+                for (int h = 0; h < 2; h++) {
+                    const int16x8_t lo = vmovl_s8(vget_low_s8(q[h])), hi = vmovl_high_s8(q[h]);
+                    p = vfmaq_f32(p, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(xb + 16 * h));
+                    p = vfmaq_f32(p, vcvtq_f32_s32(vmovl_high_s16(lo)), vld1q_f32(xb + 16 * h + 4));
+                    p = vfmaq_f32(p, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(xb + 16 * h + 8));
+                    p = vfmaq_f32(p, vcvtq_f32_s32(vmovl_high_s16(hi)), vld1q_f32(xb + 16 * h + 12));
+                }
+                acc = vfmaq_n_f32(acc, p, fp16_to_fp32(row[b].d));
+            }
+            const float v = vaddvq_f32(acc);
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* K-quants against block_q8k activations */
 

@@ -32,6 +32,8 @@ struct kern_type_traits {
     enum kern_act act;                      /* the activations the type multiplies against */
     kern_dequantize_fn *dequantize_row[KERN_ISA_COUNT]; /* a row as floats (token embeddings) */
     kern_matmul_fn *matmul[KERN_ISA_COUNT]; /* by enum pyllm_isa; NULL: the reference kernel */
+    kern_matmul_fn *matmul_float[KERN_ISA_COUNT]; /* against unquantized activations
+                                                     (kern_matmul_float); all NULL: none */
 };
 
 /* AVX-512 runs the AVX2 code where it has none of its own (every AVX-512 CPU runs AVX2). */
@@ -43,6 +45,10 @@ static const struct kern_type_traits type_traits[] = {
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f32_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f32_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+        .matmul_float = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f32,
+                         [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f32_avx2),
+                         [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f32_avx512),
+                         [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
     },
     [PYLLM_TYPE_F16] = {
         .blck_size = 1, .type_size = sizeof(uint16_t), .act = KERN_ACT_F32,
@@ -53,6 +59,10 @@ static const struct kern_type_traits type_traits[] = {
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f16_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f16_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+        .matmul_float = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_f16,
+                         [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_f16_avx2),
+                         [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_f16_avx512),
+                         [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
     },
     [PYLLM_TYPE_Q4_0] = {
         .blck_size = QK4_0, .type_size = sizeof(block_q4_0), .act = KERN_ACT_Q8X,
@@ -93,6 +103,10 @@ static const struct kern_type_traits type_traits[] = {
                    [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_q8_0_avx2),
                    [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_q8_0_avx512),
                    [PYLLM_ISA_NEON] = ARM(kern_arm_matmul)},
+        .matmul_float = {[PYLLM_ISA_PORTABLE] = kern_ref_matmul_float_q8_0,
+                         [PYLLM_ISA_AVX2] = X86(kern_x86_matmul_float_q8_0_avx2),
+                         [PYLLM_ISA_AVX512] = X86(kern_x86_matmul_float_q8_0_avx512),
+                         [PYLLM_ISA_NEON] = ARM(kern_arm_matmul_float_q8_0)},
     },
     [PYLLM_TYPE_Q4_K] = {
         .blck_size = QK_K, .type_size = sizeof(block_q4_K), .act = KERN_ACT_Q8K,
@@ -237,6 +251,20 @@ void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, fl
     const void *xq = t->act == KERN_ACT_Q8X ? (const void *)in->q8x
                    : t->act == KERN_ACT_Q8K ? (const void *)in->q8k : NULL;
     KERNEL_OF(t->matmul, isa)(w, r0, r1, in->x, xq, n, y, accumulate);
+}
+
+int kern_type_float_matmul(int type) {
+    const struct kern_type_traits *t = traits_of(type);
+    return t && t->matmul_float[PYLLM_ISA_PORTABLE];
+}
+
+void kern_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y,
+                       int accumulate, int ith, int nth) {
+    const struct kern_type_traits *t = traits_of(w->type);
+    int r0, r1;
+    thread_share(w->rows, ith, nth, 4, &r0, &r1);
+    if (!t || !t->matmul_float[PYLLM_ISA_PORTABLE] || r0 >= r1) return;
+    KERNEL_OF(t->matmul_float, isa)(w, r0, r1, x, NULL, n, y, accumulate);
 }
 
 void kern_quantize_rows(int isa, int act, const float *x, int n, int cols, void *out, int ith, int nth) {

@@ -362,6 +362,32 @@ void kern_ref_matmul_q8_0(const pyllm_tensor *w, int r0, int r1, const float *x,
     ref_matmul(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate);
 }
 
+/* Q8_0 against float activations: per block, d times the sum of q x. */
+static float dot_q8_0_float_ref(const block_q8_0 *w, const float *x, int nb) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        float s = 0.0f;
+        for (int l = 0; l < QK8_0; l++) s += w[b].qs[l] * x[b * QK8_0 + l];
+        sum += fp16_to_fp32(w[b].d) * s;
+    }
+    return sum;
+}
+
+void kern_ref_matmul_float_q8_0(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
+                                int n, float *y, int accumulate) {
+    (void)xq;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q8_0, w->cols);
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * w->cols;
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            float v = dot_q8_0_float_ref((const block_q8_0 *)((const uint8_t *)w->data + (size_t)r * rb),
+                                         xt, w->cols / QK8_0);
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
 void kern_ref_matmul_q4_0(const pyllm_tensor *w, int r0, int r1, const float *x, const void *xq,
                           int n, float *y, int accumulate) {
     ref_matmul(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate);

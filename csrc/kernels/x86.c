@@ -416,6 +416,57 @@ AVX2_TARGET void kern_x86_matmul_q6_k_avx2(const pyllm_tensor *w, int r0, int r1
     avx2_matmul_type(PYLLM_TYPE_Q6_K, w, r0, r1, x, xq, n, y, accumulate);
 }
 
+/* Q8_0 weights against float activations (kern_matmul_float, the classifier): one weight row by C
+ * activation rows, per block d * (q . x), the 32 values as four vectors of 8 floats. The block
+ * sums of a row are independent of each other, so only the one FMA that adds a block to its row's
+ * accumulator is a chain from block to block. Every tile shape does the same operations per row
+ * and activation row, so a logit does not depend on how many rows a pass has. */
+AVX2_INLINE void avx2_q8f_tile(const int C, const uint8_t *w, const float *x, int cols, float *y,
+                               int y_stride, int accumulate) {
+    __m256 acc[4];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    for (int b = 0; b < cols / QK8_0; b++) {
+        const uint8_t *blk = w + (size_t)b * sizeof(block_q8_0);
+        if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+        const __m256 d = _mm256_set1_ps(avx2_half(blk));
+        __m256 q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * k))));
+        for (int c = 0; c < C; c++) {
+            const float *xb = x + (size_t)c * cols + (size_t)b * QK8_0;
+            __m256 p = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
+            for (int k = 1; k < 4; k++) p = _mm256_fmadd_ps(q[k], _mm256_loadu_ps(xb + 8 * k), p);
+            acc[c] = _mm256_fmadd_ps(d, p, acc[c]);
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        float v = avx2_hsum(acc[c]);
+        float *dst = y + (size_t)c * y_stride;
+        *dst = accumulate ? *dst + v : v;
+    }
+}
+
+/* One row at a time, front to back, for decoding; a row against 4 activation rows at a time for
+ * prompts, rows in chunks that stay in cache meanwhile. */
+AVX2_TARGET void kern_x86_matmul_float_q8_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                                 const void *xq, int n, float *y, int accumulate) {
+    (void)xq;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q8_0, w->cols);
+    const uint8_t *data = w->data;
+    const int chunk = n == 1 ? r1 - r0 : 64;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1, t = 0;
+        for (; t + 4 <= n; t += 4)
+            for (int r = c0; r < c1; r++)
+                avx2_q8f_tile(4, data + (size_t)r * rb, x + (size_t)t * w->cols, w->cols,
+                              y + (size_t)t * w->rows + r, w->rows, accumulate);
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++)
+                avx2_q8f_tile(1, data + (size_t)r * rb, x + (size_t)t * w->cols, w->cols,
+                              y + (size_t)t * w->rows + r, w->rows, accumulate);
+    }
+}
+
 /* n halves as floats (exactly: every half is a float), 8 at a time. */
 AVX2_TARGET void kern_x86_dequantize_row_f16_avx2(const void *src, float *dst, int n) {
     const uint16_t *h = src;
@@ -1661,5 +1712,61 @@ AVX512_TARGET void kern_x86_matmul_q6_k_avx512(const pyllm_tensor *w, int r0, in
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
     avx512_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, xq, n, y, accumulate);
+}
+
+/* avx2_q8f_tile with 16-wide vectors: R x C tiles, the same operations per row and activation row
+ * whatever R and C (a block is 2 vectors, d * (q_lo . x_lo + q_hi . x_hi)). */
+AVX512_INLINE void avx512_q8f_tile(const int R, const int C, const uint8_t *w, size_t rb, const float *x,
+                                   int cols, float *y, int y_stride, int accumulate) {
+    __m512 acc[2][6];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int b = 0; b < cols / QK8_0; b++) {
+        __m512 d[2], lo[2], hi[2];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * sizeof(block_q8_0);
+            if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+            d[r] = _mm512_set1_ps(avx2_half(blk));
+            lo[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+            hi[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        }
+        for (int c = 0; c < C; c++) {
+            const float *xb = x + (size_t)c * cols + (size_t)b * QK8_0;
+            const __m512 xlo = _mm512_loadu_ps(xb), xhi = _mm512_loadu_ps(xb + 16);
+            for (int r = 0; r < R; r++)
+                acc[r][c] = _mm512_fmadd_ps(d[r], _mm512_fmadd_ps(hi[r], xhi, _mm512_mul_ps(lo[r], xlo)), acc[r][c]);
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < R; r++) {
+            float v = _mm512_reduce_add_ps(acc[r][c]);
+            float *dst = y + (size_t)c * y_stride + r;
+            *dst = accumulate ? *dst + v : v;
+        }
+}
+
+AVX512_INLINE void avx512_q8f_tile_at(const int R, const int C, const pyllm_tensor *w, size_t rb, int r,
+                                      const float *x, int t, float *y, int accumulate) {
+    avx512_q8f_tile(R, C, (const uint8_t *)w->data + (size_t)r * rb, rb, x + (size_t)t * w->cols, w->cols,
+                    y + (size_t)t * w->rows + r, w->rows, accumulate);
+}
+
+/* One row at a time for decoding; 2x6 tiles for prompts (12 accumulators, 6 converted weight
+ * vectors), rows in chunks that stay in cache. */
+AVX512_TARGET void kern_x86_matmul_float_q8_0_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
+                                                     const void *xq, int n, float *y, int accumulate) {
+    (void)xq;
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q8_0, w->cols);
+    const int chunk = n == 1 ? r1 - r0 : 32;
+    for (int c0 = r0; c0 < r1; c0 += chunk) {
+        int c1 = c0 + chunk < r1 ? c0 + chunk : r1, t = 0;
+        for (; t + 6 <= n; t += 6) {
+            int r = c0;
+            for (; r + 2 <= c1; r += 2) avx512_q8f_tile_at(2, 6, w, rb, r, x, t, y, accumulate);
+            for (; r < c1; r++) avx512_q8f_tile_at(1, 6, w, rb, r, x, t, y, accumulate);
+        }
+        for (; t < n; t++)
+            for (int r = c0; r < c1; r++) avx512_q8f_tile_at(1, 1, w, rb, r, x, t, y, accumulate);
+    }
 }
 #endif /* HAVE_X86_KERNELS */

@@ -86,6 +86,23 @@ int main(void) {
                     scale = fmaxf(scale, fabsf(a[i]));
                 }
                 int ok = worst <= 1e-4f * scale * sqrtf((float)cols);
+                /* against float activations (the classifier), where the type has such a kernel */
+                float fworst = 0, fscale = 1e-6f;
+                int fa = pyllm_matmul_float(PYLLM_ISA_PORTABLE, &t, x, n, a, 0, 2);
+                if (fa == PYLLM_OK) {
+                    if (pyllm_matmul_float(isa, &t, x, n, b, 0, 2)) return 3;
+                    for (int i = 0; i < n * rows; i++) {
+                        fworst = fmaxf(fworst, fabsf(a[i] - b[i]));
+                        fscale = fmaxf(fscale, fabsf(a[i]));
+                    }
+                    if (fworst > 1e-5f * fscale * sqrtf((float)cols)) {
+                        printf("FAIL type %d: float-activation matmul differs by %.3g of %.3g\n", types[ti],
+                               fworst, fscale);
+                        ok = 0;
+                    }
+                } else if (fa != PYLLM_ERR_TYPE) {
+                    return 3;
+                }
                 /* dequantized rows (token embeddings): the same floats, bit for bit */
                 float *da = malloc(sizeof(float) * cols), *db = malloc(sizeof(float) * cols);
                 if (!da || !db) return 2;
