@@ -19,6 +19,9 @@ Stored:
   over the text (the first prompt is prompt 0): `greedy_prompts` (all of them end to end),
   `greedy_prompt_lengths`, and each engine's 32 tokens per prompt, `hf_greedy_all` and
   `llama_cpp_greedy_all` (8, 32).
+- `llama_cpp_forced_top1` (8, 32): llama.cpp's argmax at each of those 32 positions when it reads
+  transformers' greedy text (prompt + `hf_greedy_all`), so its agreement with transformers past
+  the window counts every position, not only those before the first near tie it takes otherwise.
 Needs torch, transformers (with accelerate and gguf) and llama.cpp built by
 ../shared/tools/build-llama-cpp.sh; none of them are pyllm dependencies.
 """
@@ -101,16 +104,20 @@ def main() -> None:
         exe = build_reference_program(args.llama_cpp, tmp)
         cpp_top1 = llama_cpp(exe, "top1", args.gguf, chunks, CHUNK, tmp).reshape(chunks.shape)
         cpp_greedy = np.stack([llama_cpp(exe, "greedy", args.gguf, p, GREEDY_TOKENS, tmp) for p in prompts])
+        forced = [np.concatenate([p, h[:-1]]).astype(np.int32) for p, h in zip(prompts, hf_greedy)]
+        cpp_forced = np.stack([llama_cpp(exe, "top1", args.gguf, f, len(f), tmp)[-GREEDY_TOKENS:] for f in forced])
     hf_top1 = np.stack(hf_top1)
     same = [int(np.cumprod(c == h).sum()) for c, h in zip(cpp_greedy, hf_greedy)]
     print(f"top-1 agreement of llama.cpp with transformers f32: {(cpp_top1 == hf_top1).mean():.4f} "
-          f"over {hf_top1.size} positions; greedy equal for {same} tokens of {GREEDY_TOKENS}")
+          f"over {hf_top1.size} positions; greedy equal for {same} tokens of {GREEDY_TOKENS}; "
+          f"on transformers' greedy text {int((cpp_forced == hf_greedy).sum())} of {hf_greedy.size}")
     np.savez_compressed(args.output, chunks=chunks, text_ids=text_ids, hf_top1=hf_top1, llama_cpp_top1=cpp_top1,
                         cols=cols.astype(np.int32), hf_logits_cols=logits_cols, hf_logits_last=logits_last,
                         greedy_prompt=prompts[0], hf_greedy=hf_greedy[0].astype(np.int32),
                         llama_cpp_greedy=cpp_greedy[0], greedy_prompts=np.concatenate(prompts),
                         greedy_prompt_lengths=np.array([len(p) for p in prompts], dtype=np.int32),
                         hf_greedy_all=hf_greedy.astype(np.int32), llama_cpp_greedy_all=cpp_greedy,
+                        llama_cpp_forced_top1=cpp_forced,
                         transformers_version=transformers.__version__)
 
 
