@@ -84,20 +84,6 @@ def test_top1_agrees_with_transformers_at_least_as_often_as_llama_cpp(native, re
     assert agree >= theirs
 
 
-def test_greedy_past_the_window_follows_llama_cpp_and_transformers(native, refs):
-    """A 601-token prompt (past the 512-token sliding window) and 32 greedy tokens: equal to
-    llama.cpp's for as long as llama.cpp follows transformers' float32 model (30 tokens), and equal
-    to the float32 model's for all 32. At token 30 the top two logits are 0.07 apart and llama.cpp
-    takes the other one."""
-    gen = native.generate(refs["greedy_prompt"].tolist(), max_tokens=32, temperature=0)
-    gen.text()
-    cpp, hf = refs["llama_cpp_greedy"].tolist(), refs["hf_greedy"].tolist()
-    same = next((i for i, (a, b) in enumerate(zip(cpp, hf)) if a != b), len(cpp))
-    assert same == 30
-    assert gen.tokens[:same] == cpp[:same]
-    assert gen.tokens == hf
-
-
 def past_the_window_prompts(refs) -> list[list[int]]:
     """The eight greedy prompts, 601 to 941 tokens: the one above, and seven from across the text."""
     return [p.tolist() for p in np.split(refs["greedy_prompts"], np.cumsum(refs["greedy_prompt_lengths"])[:-1])]
@@ -106,6 +92,20 @@ def past_the_window_prompts(refs) -> list[list[int]]:
 def leading_equal(a, b) -> int:
     """How many leading items two sequences share."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_greedy_past_the_window_follows_llama_cpp_and_transformers(native, refs):
+    """A 601-token prompt (past the 512-token sliding window) and 32 greedy tokens: equal to
+    llama.cpp's for as long as llama.cpp follows transformers' float32 model (30 tokens), and equal
+    to the float32 model's for all 32. At token 30 the top two logits are a near tie (0.09 apart in
+    pyllm's logits with AVX-512, 0.15 with AVX2) and llama.cpp takes the other one."""
+    gen = native.generate(refs["greedy_prompt"].tolist(), max_tokens=32, temperature=0)
+    gen.text()
+    cpp, hf = refs["llama_cpp_greedy"].tolist(), refs["hf_greedy"].tolist()
+    same = leading_equal(cpp, hf)
+    assert same == 30
+    assert gen.tokens[:same] == cpp[:same]
+    assert gen.tokens == hf
 
 
 # Where pyllm's choice and a reference's differ past the window, the two tokens' logits are this
