@@ -65,32 +65,35 @@ static void gated_thread(void *arg, int ith, int nth) {
     else kern_swiglu(j->isa, j->gate, j->up, j->n, j->cols, ith, nth);
 }
 
-int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
-                 int n_threads) {
+/* pyllm_matmul and pyllm_matmul_float: x quantized on the fly into the activations the weight type
+ * multiplies against, or with float_acts multiplied as it is (kern_matmul_float). */
+static int matmul_on_team(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                          int n_threads, int float_acts) {
     if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
     if (kern_row_bytes(w->type, w->cols) == 0) return PYLLM_ERR_TYPE;
+    if (float_acts && !kern_type_float_matmul(w->type)) return PYLLM_ERR_TYPE;
     if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-    const int act = kern_type_act(w->type);
+    const int act = float_acts ? KERN_ACT_F32 : kern_type_act(w->type);
     void *xq = NULL;
     if (act != KERN_ACT_F32) {
         xq = malloc((size_t)n * kern_act_row_bytes(act, w->cols));
         if (!xq) return PYLLM_ERR_NOMEM;
     }
     const kern_input in = {x, act == KERN_ACT_Q8X ? xq : NULL, act == KERN_ACT_Q8K ? xq : NULL};
-    matmul_job job = {isa, w, &in, x, xq, act, n, accumulate != 0, y, NULL, 0};
+    matmul_job job = {isa, w, &in, x, xq, act, n, accumulate != 0, y, NULL, float_acts};
     int err = run_on_team(n_threads, matmul_thread, &job, &job.team);
     free(xq);
     return err;
 }
 
+int pyllm_matmul(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
+                 int n_threads) {
+    return matmul_on_team(isa, w, x, n, y, accumulate, n_threads, 0);
+}
+
 int pyllm_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y, int accumulate,
                        int n_threads) {
-    if (!w || !x || !y || !w->data || n < 1 || n_threads < 1 || w->rows < 1) return PYLLM_ERR_ARG;
-    if (kern_row_bytes(w->type, w->cols) == 0 || !kern_type_float_matmul(w->type)) return PYLLM_ERR_TYPE;
-    if (!kern_isa_available(isa)) return PYLLM_ERR_ISA;
-    const kern_input in = {x, NULL, NULL};
-    matmul_job job = {isa, w, &in, x, NULL, KERN_ACT_F32, n, accumulate != 0, y, NULL, 1};
-    return run_on_team(n_threads, matmul_thread, &job, &job.team);
+    return matmul_on_team(isa, w, x, n, y, accumulate, n_threads, 1);
 }
 
 int pyllm_swiglu(int isa, float *gate, const float *up, int n, int cols, int n_threads) {

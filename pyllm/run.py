@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from .errors import ConstraintError, PyllmError, describe
-from .fetch import DEFAULT_MODEL, KNOWN_MODELS, model_path
+from .fetch import DEFAULT_MODEL, KNOWN_MODELS, add_model_arguments, model_path, use_mmap
 from .generation import DEFAULT_MAX_TOKENS
 from .sampling import options as sampling_options
 
@@ -26,8 +26,7 @@ DESCRIPTION = __doc__.split("\n\n")[0]
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The command's arguments: model, prompt source, generation and sampling options, output."""
-    ap.add_argument("model", nargs="?", help="weights.bin, or the name of a known model (smollm2, gemma3-270m: "
-                                             "fetched once; default smollm2)")
+    add_model_arguments(ap)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", help="prompt text")
     src.add_argument("-f", "--file", help="read the prompt from a file")
@@ -37,9 +36,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     ap.add_argument("--ctx", type=int, default=None,
                     help="context length in tokens (default: the model's own, within its sliding window)")
-    ap.add_argument("--mmap", action="store_true",
-                    help="map the weights file instead of reading it into huge-page memory: loads at "
-                         "once and shares its pages with other processes, decodes up to 20%% slower")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     shape = ap.add_mutually_exclusive_group()
     shape.add_argument("--json-schema", metavar="FILE", help="hold the output to the JSON Schema in FILE")
@@ -167,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         if not chat_mode and not prompt:
             raise PyllmError("empty prompt: give -p TEXT, -f FILE, text on stdin, or --chat")
         t0 = time.perf_counter()
-        model = Model(path, n_threads=args.threads, n_ctx=args.ctx, use_mmap=True if args.mmap else None)
+        model = Model(path, n_threads=args.threads, n_ctx=args.ctx, use_mmap=use_mmap(args))
         say(args, f"[loaded {os.path.basename(path)} in {(time.perf_counter() - t0) * 1000:.0f} ms: "
                   f"{model.config.n_layers} layers, {model.n_threads} threads, {model.kernels} kernels]")
         options = dict(max_tokens=args.max_tokens, stop=args.stop, **sampling_options.from_arguments(args),

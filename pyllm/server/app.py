@@ -38,6 +38,12 @@ DISCONNECT_POLL_SECONDS = 0.25  # how often a non-streaming request checks that 
 MAX_EMBEDDING_INPUTS = 2048     # OpenAI's limit on inputs per /v1/embeddings request
 
 
+def raise_if_shut_down(stream: Stream) -> None:
+    """A 503 for a stream that ended because the server is shutting down (the engine cancelled it)."""
+    if stream.finish_reason == "cancelled":
+        raise ApiError(503, "The server is shutting down.", type="server_error")
+
+
 class Server:
     """The state behind the routes: the model, its engine, the served name, metrics, health."""
 
@@ -148,8 +154,7 @@ class Server:
                 async with contextlib.aclosing(self.follow(streams[0])) as steps:
                     async for step in steps:
                         yield 0, step
-                if streams[0].finish_reason == "cancelled":
-                    raise ApiError(503, "The server is shutting down.", type="server_error")
+                raise_if_shut_down(streams[0])
                 yield 0, None
             finally:
                 streams[0].cancel()
@@ -173,8 +178,7 @@ class Server:
                     raise exc
                 if step is None:
                     left -= 1
-                    if streams[i].finish_reason == "cancelled":
-                        raise ApiError(503, "The server is shutting down.", type="server_error")
+                    raise_if_shut_down(streams[i])
                 yield i, step
         finally:
             for s in streams:

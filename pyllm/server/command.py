@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from ..errors import PyllmError, describe
-from ..fetch import DEFAULT_MODEL, KNOWN_MODELS, model_path
+from ..fetch import DEFAULT_MODEL, KNOWN_MODELS, add_model_arguments, model_path, use_mmap
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 GRACE_SECONDS = 10       # after Ctrl-C / SIGTERM, how long running requests may take to finish
@@ -26,8 +26,7 @@ API_KEY_ENV = "PYLLM_API_KEY"
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The command's arguments: model, address, engine limits, authentication."""
-    ap.add_argument("model", nargs="?", help="weights.bin, or the name of a known model (smollm2, gemma3-270m: "
-                                             "fetched once; default smollm2)")
+    add_model_arguments(ap)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
                                                         "0.0.0.0 for every interface)")
     ap.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -38,9 +37,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="requests waiting beyond those; more are refused with 429 (default 64)")
     ap.add_argument("--ctx", type=int, default=None,
                     help="context of one request in tokens, prompt and completion (default: the model's own)")
-    ap.add_argument("--mmap", action="store_true",
-                    help="map the weights file instead of reading it into huge-page memory: loads at "
-                         "once and shares its pages with other processes, decodes up to 20%% slower")
     ap.add_argument("--kv-budget", type=float, default=None, metavar="MIB",
                     help="KV cache memory all running requests share, in MiB, taken at start "
                          "(default: --parallel full contexts, at most 1024)")
@@ -94,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             raise PyllmError(f"--port must be in 0..65535, got {args.port}")
         api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
         opts = engine_options(args)
-        model = Model(path, n_threads=args.threads, n_ctx=args.ctx, use_mmap=True if args.mmap else None)
+        model = Model(path, n_threads=args.threads, n_ctx=args.ctx, use_mmap=use_mmap(args))
     except (PyllmError, ValueError, OSError) as exc:
         print(f"pyllm serve: {describe(exc)}", file=sys.stderr)
         return 1
