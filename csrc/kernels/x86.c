@@ -1288,6 +1288,15 @@ AVX512_INLINE void avx512_kunpack(const int type, const uint8_t *blk, kquant_unp
     for (int j = 0; j < 4; j++) avx512_kvalues(type, blk, j, scales, &u->wq[j], &u->scale[j]);
 }
 
+/* One super-block's sums into a row's 8 float lanes: the 16 integer lanes folded to 8 (lanes k and
+ * k + 8 hold values 4k + 32m + 0..3, however the 64-value steps were laid out), times d * xd, and the
+ * min or 32 term (m: 8 lanes) times mf. */
+AVX512_INLINE void avx512_kadd(__m512i isum, float dx, __m256i m, float mf, __m256 *acc, __m256 *accm) {
+    const __m256i folded = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(dx), _mm256_cvtepi32_ps(folded), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(mf), _mm256_cvtepi32_ps(m), *accm);
+}
+
 /* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
  * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
  * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
@@ -1298,10 +1307,9 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
                                 int y_stride, int accumulate) {
     const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
                        : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
-    __m512 acc[4][4];
-    __m256 accm[4][4]; /* the min (Q4_K, Q5_K) or 32 (Q6_K) terms, 8 lanes */
+    __m256 acc[4][4], accm[4][4]; /* the scaled sums and the min (Q4_K, Q5_K) or 32 (Q6_K) terms */
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) { acc[r][c] = _mm512_setzero_ps(); accm[r][c] = _mm256_setzero_ps(); }
+        for (int c = 0; c < C; c++) acc[r][c] = accm[r][c] = _mm256_setzero_ps();
 
     for (int b = 0; b < nb; b++) {
         __m512i isum[4][4];
@@ -1346,30 +1354,95 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
             const block_q8k *xb = xk + (size_t)c * nb + b;
             const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
             for (int r = 0; r < R; r++) {
-                const __m256 m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins16[r], bsums));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(wd[r] * xb->d), _mm512_cvtepi32_ps(isum[r][c]), acc[r][c]);
                 const float mf = type == PYLLM_TYPE_Q6_K ? -32.0f * wd[r] * xb->d : -wmin[r] * xb->d;
-                accm[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(mf), m, accm[r][c]);
+                avx512_kadd(isum[r][c], wd[r] * xb->d, _mm256_madd_epi16(mins16[r], bsums), mf, &acc[r][c], &accm[r][c]);
             }
         }
     }
     for (int c = 0; c < C; c++)
         for (int r = 0; r < R; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][c]) + avx2_hsum(accm[r][c]);
+            float v = avx2_hsum(_mm256_add_ps(acc[r][c], accm[r][c]));
             float *dst = y + (size_t)c * y_stride + r;
             *dst = accumulate ? *dst + v : v;
         }
 }
 
+/* Q4_K rows against one token: each 64 bytes of quants hold two pairs of sub-blocks (low nibbles:
+ * 32-value sub-blocks 4i and 4i + 2, high: 4i + 1 and 4i + 3), read in one load and unpacked in
+ * three steps, against the token's values put in that order once per matmul (xq: QK_K per
+ * super-block). The integer sums fold into the same 8 lanes as avx512_ktile's, so the result
+ * is bit for bit the tile's: a token decodes as it would inside a prompt. */
+AVX512_INLINE void avx512_q4k_order(const block_q8k *xk, int nb, int8_t *xq) {
+    for (int b = 0; b < nb; b++)
+        for (int h = 0; h < 2; h++) { /* each 128 values: sub-blocks 0, 2, 1, 3 */
+            const int8_t *src = xk[b].qs + 128 * h;
+            int8_t *dst = xq + (size_t)b * QK_K + 128 * h;
+            for (int k = 0; k < 4; k++)
+                _mm256_storeu_si256((__m256i *)(dst + 32 * k),
+                                    _mm256_loadu_si256((const __m256i *)(src + 32 * ((k & 1) * 2 + (k >> 1)))));
+        }
+}
+
+AVX512_INLINE float avx512_q4k_row(const block_q4_K *q, const block_q8k *xk, const int8_t *xq, int nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* sub-block s's scale over the int16 pair sums of its 32 values */
+    const __m512i half = _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                                            15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4);
+    const __m512i pick_lo0 = _mm512_slli_epi16(half, 1);
+    const __m512i pick_hi0 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(1));
+    const __m512i pick_lo1 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(4));
+    const __m512i pick_hi1 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(5));
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = (const uint8_t *)(q + b);
+        PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+        PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+        PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+        float d, dmin;
+        __m256i mins16;
+        __m512i scales;
+        avx512_kscales(PYLLM_TYPE_Q4_K, blk, &d, &dmin, &mins16, &scales);
+        const int8_t *x = xq + (size_t)b * QK_K;
+        const __m512i v0 = _mm512_loadu_si512((const void *)q[b].qs);
+        const __m512i v1 = _mm512_loadu_si512((const void *)(q[b].qs + 64));
+        __m512i isum = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                           _mm512_maddubs_epi16(_mm512_and_si512(v0, m4), _mm512_loadu_si512((const void *)x)),
+                                           _mm512_permutexvar_epi16(pick_lo0, scales));
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
+                                                              _mm512_loadu_si512((const void *)(x + 64))),
+                                   _mm512_permutexvar_epi16(pick_hi0, scales));
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(v1, m4), _mm512_loadu_si512((const void *)(x + 128))),
+                                   _mm512_permutexvar_epi16(pick_lo1, scales));
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v1, 4), m4),
+                                                              _mm512_loadu_si512((const void *)(x + 192))),
+                                   _mm512_permutexvar_epi16(pick_hi1, scales));
+        const __m256i bsums = _mm256_loadu_si256((const __m256i *)xk[b].bsums);
+        avx512_kadd(isum, d * xk[b].d, _mm256_madd_epi16(mins16, bsums), -dmin * xk[b].d, &acc, &accm);
+    }
+    return avx2_hsum(_mm256_add_ps(acc, accm));
+}
+
 /* Rows of a prompt's tiles unpacked at a time (avx512_matmul_k): their super-blocks stay in L2
  * while every token passes over them. */
 #define KTILE_CHUNK_AVX512 16
+/* Rows of up to this many super-blocks (16,384 values) decode Q4_K with the token reordered on the
+ * stack (avx512_q4k_row); longer ones take the tile path, with the same result. */
+#define Q4K_ORDER_BLOCKS 64
 
 AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
                                    const block_q8k *xk, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
     const int nb = w->cols / QK_K, TR = KTILE_ROWS_AVX512, TC = KTILE_COLS_AVX512;
     const uint8_t *data = w->data;
+    if (n == 1 && type == PYLLM_TYPE_Q4_K && nb <= Q4K_ORDER_BLOCKS) {
+        int8_t xq[Q4K_ORDER_BLOCKS * QK_K];
+        avx512_q4k_order(xk, nb, xq);
+        for (int r = r0; r < r1; r++) {
+            const float v = avx512_q4k_row((const block_q4_K *)(data + (size_t)r * rb), xk, xq, nb);
+            y[r] = accumulate ? y[r] + v : v;
+        }
+        return;
+    }
     if (n == 1) {
         for (int r = r0; r < r1; r++)
             avx512_ktile(type, 1, 1, data + (size_t)r * rb, rb, NULL, xk, nb, y + r, w->rows, accumulate);
