@@ -44,17 +44,25 @@ def machine() -> str:
     return f"{name}; {' '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
 
 
-def interleaved_rates(runs: Runs, reps: int) -> dict[str, float]:
-    """tokens/s (median) of each run, the runs alternating within each repetition, so that slow
-    drift in machine speed hits every one alike. A run that times itself (another engine's
-    benchmark program) returns its seconds; otherwise its wall time counts."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
+def interleaved_rate_lists(runs: Runs, reps: int, before_each: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """tokens/s of each run in each repetition, the runs alternating within a repetition, so that
+    drift in machine speed hits every one alike (before_each, if given, runs first in each). A run
+    that times itself (another engine's benchmark program) returns its seconds; otherwise its wall
+    time counts."""
+    rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(reps):
-        for k, (_, fn) in runs.items():
+        if before_each:
+            before_each()
+        for k, (tokens, fn) in runs.items():
             t0 = time.perf_counter()
             seconds = fn()
-            times[k].append(time.perf_counter() - t0 if seconds is None else seconds)
-    return {k: runs[k][0] / statistics.median(v) for k, v in times.items()}
+            rates[k].append(tokens / (time.perf_counter() - t0 if seconds is None else seconds))
+    return rates
+
+
+def interleaved_rates(runs: Runs, reps: int) -> dict[str, float]:
+    """tokens/s (median) of each run, as interleaved_rate_lists measures them."""
+    return {k: statistics.median(v) for k, v in interleaved_rate_lists(runs, reps).items()}
 
 
 def prompt_tokens(n: int, vocab: int) -> list[int]:

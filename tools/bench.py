@@ -9,34 +9,59 @@ side is `pyllm bench`'s (pyllm/bench.py).
 
 pp evaluates a prompt of --pp random tokens from an empty cache in one call; tg generates --tg
 tokens one at a time from an empty cache, through the C core (`eval` + argmax) and through
-`Model.generate` (the Python sampling loop users call). Each figure is the median of --reps runs;
-pyllm's and llama.cpp's runs alternate within each repetition, so a machine that speeds up or
-slows down during the benchmark (shared virtual machines do) shifts both alike.
+`Model.generate` (the Python sampling loop users call). Each figure is the median of --reps runs,
+after one run of each to warm up; pyllm's and llama.cpp's runs alternate within each repetition,
+and the ratio is the median of each repetition's ratio, so a machine that speeds up or slows
+down during the benchmark (shared virtual machines do: memory bandwidth can halve for seconds)
+shifts both alike. llama.cpp runs through llama-cpp-python if it is installed, else through
+tools/llama_cpp_ref.c's bench mode (built here against the llama.cpp build that holds
+--llama-bench; it keeps the model loaded, as llama-cpp-python does), else through llama-bench
+itself (which loads the model for every run). With --membw the bandwidth is also measured before
+each repetition, and listed with that repetition's ratios.
 """
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pyllm import Model  # noqa: E402
-from pyllm.bench import interleaved_rates, machine, model_runs, prompt_tokens, weight_type  # noqa: E402
+from pyllm.bench import interleaved_rate_lists, interleaved_rates, machine, model_runs, prompt_tokens, weight_type  # noqa: E402
 from pyllm.convert import convert  # noqa: E402
 from pyllm.fetch import cache_dir, default_model  # noqa: E402
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = tempfile.mkdtemp(prefix="pyllm-bench-")  # the helper programs built for this run
+atexit.register(shutil.rmtree, BUILD, True)
+
+
+def membw_program() -> str:
+    """tools/membw.c, built on first use."""
+    exe = os.path.join(BUILD, "membw")
+    if not os.path.exists(exe):
+        subprocess.run(["gcc", "-O2", "-mavx2", "-fopenmp", os.path.join(HERE, "membw.c"), "-o", exe], check=True)
+    return exe
+
+
 def memory_bandwidth() -> str:
-    """What tools/membw.c measures here (read bandwidth on 1 and 2 threads), built on the fly."""
-    import tempfile
-    here = os.path.dirname(os.path.abspath(__file__))
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "membw")
-        subprocess.run(["gcc", "-O2", "-mavx2", "-fopenmp", os.path.join(here, "membw.c"), "-o", exe], check=True)
-        return "; ".join(subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split("\n")).strip("; ")
+    """What tools/membw.c measures here (read bandwidth on 1 and 2 threads)."""
+    out = subprocess.run([membw_program()], check=True, capture_output=True, text=True).stdout
+    return "; ".join(out.split("\n")).strip("; ")
+
+
+def two_thread_bandwidth() -> float:
+    """GB/s that tools/membw.c reads on two threads right now."""
+    out = subprocess.run([membw_program()], check=True, capture_output=True, text=True).stdout
+    return float(next(line for line in out.splitlines() if line.startswith("2 threads")).split()[2])
 
 
 def median_rate(n: int, reps: int, run) -> float:
@@ -72,10 +97,37 @@ def llama_bench_runs(program: str, gguf: str, args) -> dict:
     return {"pp": (args.pp, lambda: measure(args.pp, 0)), "tg": (args.tg, lambda: measure(0, args.tg))}
 
 
+def llama_cpp_ref_runs(gguf: str, args) -> tuple[dict, subprocess.Popen] | None:
+    """pp and tg of llama.cpp through tools/llama_cpp_ref.c's bench mode (the model loaded once), built
+    against the llama.cpp build holding --llama-bench, as {name: (tokens, fn)} and the process; None
+    if it cannot be built there."""
+    bin_dir = os.path.dirname(os.path.abspath(args.llama_bench))
+    root = os.path.dirname(os.path.dirname(bin_dir))
+    exe = os.path.join(BUILD, "llama_cpp_ref")
+    build = ["cc", "-O2", os.path.join(HERE, "llama_cpp_ref.c"), "-I", os.path.join(root, "include"),
+             "-I", os.path.join(root, "ggml", "include"), "-L", bin_dir, "-lllama", f"-Wl,-rpath,{bin_dir}", "-o", exe]
+    if not os.path.exists(exe) and subprocess.run(build, capture_output=True).returncode:
+        return None
+    threads = args.threads or len(os.sched_getaffinity(0))
+    proc = subprocess.Popen([exe, "bench", gguf, str(threads), str(max(args.pp, args.tg) + 8)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def measure(kind: str, n: int) -> float:
+        proc.stdin.write(f"{kind} {n}\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"llama_cpp_ref stopped on {gguf}")
+        return float(line)
+
+    return {"pp": (args.pp, lambda: measure("pp", args.pp)), "tg": (args.tg, lambda: measure("tg", args.tg))}, proc
+
+
 def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, str, int]:
     """Rates of pyllm on `path` and, if given, llama.cpp on `gguf` (llama-cpp-python if installed,
-    else the llama-bench program), interleaved."""
-    llm, theirs = None, {}
+    else tools/llama_cpp_ref.c, else the llama-bench program), interleaved: the medians, and the
+    median of each repetition's ratio as "ratio pp" and "ratio tg" in llama.cpp's."""
+    llm, proc, theirs = None, None, {}
     if gguf:
         try:
             from llama_cpp import Llama
@@ -85,18 +137,34 @@ def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, st
             theirs = llama_cpp_runs(llm, args)
         except ImportError:
             if os.path.exists(args.llama_bench):
-                theirs = llama_bench_runs(args.llama_bench, gguf, args)
+                built = llama_cpp_ref_runs(gguf, args)
+                theirs, proc = built if built else (llama_bench_runs(args.llama_bench, gguf, args), None)
+    bandwidth: list[float] = []
     with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
         ours = model_runs(m, args.pp, args.tg)
         # one repetition: pyllm pp, llama.cpp pp, pyllm tg, llama.cpp tg, pyllm generate()
         order = {"ours pp": ours["pp"], "theirs pp": theirs.get("pp"), "ours tg": ours["tg"],
                  "theirs tg": theirs.get("tg"), "ours tg_py": ours["tg_py"]}
-        rates = interleaved_rates({k: v for k, v in order.items() if v}, args.reps)
+        order = {k: v for k, v in order.items() if v}
+        for _, fn in order.values():  # warm-up
+            fn()
+        lists = interleaved_rate_lists(order, args.reps,
+                                       (lambda: bandwidth.append(two_thread_bandwidth())) if args.membw else None)
         kernels, threads = m.kernels, m.n_threads
     if llm:
         llm.close()
+    if proc:
+        proc.stdin.close()
+        proc.wait()
+    rates = {k: statistics.median(v) for k, v in lists.items()}
     mine = {k.split()[1]: v for k, v in rates.items() if k.startswith("ours")}
     other = {k.split()[1]: v for k, v in rates.items() if k.startswith("theirs")} or None
+    if other:
+        for kind in ("pp", "tg"):
+            per_rep = [o / t for o, t in zip(lists[f"ours {kind}"], lists[f"theirs {kind}"])]
+            other[f"ratio {kind}"] = statistics.median(per_rep)
+            other[f"ratios {kind}"] = per_rep
+        other["membw"] = bandwidth
     return mine, other, kernels, threads
 
 
@@ -200,6 +268,7 @@ def main() -> int:
           f"command: {' '.join(['python'] + sys.argv)}\n")
     print("| model | type | engine | threads | pp{0} tok/s | tg{1} tok/s | tg{1} via generate() |".format(args.pp, args.tg))
     print("|---|---|---|---|---|---|---|")
+    notes: list[str] = []
     for path, gguf in runs:
         with Model(path, n_ctx=8) as probe:
             kind = weight_type(probe)
@@ -209,8 +278,14 @@ def main() -> int:
               f"{ours['tg']:.1f} | {ours['tg_py']:.1f} |", flush=True)
         if theirs:
             print(f"| {name} | {kind} | llama.cpp | {threads} | {theirs['pp']:.1f} | {theirs['tg']:.1f} | |")
-            print(f"| {name} | {kind} | **ratio** | | **{ours['pp'] / theirs['pp']:.2f}x** | "
-                  f"**{ours['tg'] / theirs['tg']:.2f}x** | |", flush=True)
+            print(f"| {name} | {kind} | **ratio** | | **{theirs['ratio pp']:.2f}x** | "
+                  f"**{theirs['ratio tg']:.2f}x** | |", flush=True)
+            notes.append(f"{name}: per repetition, pp ratio {' '.join(f'{r:.2f}' for r in theirs['ratios pp'])}; "
+                         f"tg ratio {' '.join(f'{r:.2f}' for r in theirs['ratios tg'])}"
+                         + (f"; membw (2 threads, GB/s) {' '.join(f'{b:.1f}' for b in theirs['membw'])}"
+                            if theirs["membw"] else ""))
+    if notes:
+        print("\n" + "\n".join(notes))
     path, gguf = runs[0]
     if args.depths:
         print(f"\nDecode tokens/s by cache depth ({os.path.basename(gguf or path)})\n")
