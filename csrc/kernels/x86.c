@@ -1387,13 +1387,13 @@ AVX512_INLINE void avx512_q4k_order(const block_q8k *xk, int nb, int8_t *xq) {
 
 AVX512_INLINE float avx512_q4k_row(const block_q4_K *q, const block_q8k *xk, const int8_t *xq, int nb) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    /* sub-block s's scale over the int16 pair sums of its 32 values */
+    /* which of the 8 scales goes over each int16 pair sum: sub-blocks 0 and 2 (lanes 0-15, 16-31)
+     * for the first 64 bytes' low nibbles, 1 and 3 for their high ones, 4 and 6, 5 and 7 */
     const __m512i half = _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
                                                             15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4);
-    const __m512i pick_lo0 = _mm512_slli_epi16(half, 1);
-    const __m512i pick_hi0 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(1));
-    const __m512i pick_lo1 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(4));
-    const __m512i pick_hi1 = _mm512_add_epi16(pick_lo0, _mm512_set1_epi16(5));
+    const __m512i pick0 = _mm512_slli_epi16(half, 1);
+    const __m512i pick[4] = {pick0, _mm512_add_epi16(pick0, _mm512_set1_epi16(1)),
+                             _mm512_add_epi16(pick0, _mm512_set1_epi16(4)), _mm512_add_epi16(pick0, _mm512_set1_epi16(5))};
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = (const uint8_t *)(q + b);
@@ -1405,19 +1405,14 @@ AVX512_INLINE float avx512_q4k_row(const block_q4_K *q, const block_q8k *xk, con
         __m512i scales;
         avx512_kscales(PYLLM_TYPE_Q4_K, blk, &d, &dmin, &mins16, &scales);
         const int8_t *x = xq + (size_t)b * QK_K;
-        const __m512i v0 = _mm512_loadu_si512((const void *)q[b].qs);
-        const __m512i v1 = _mm512_loadu_si512((const void *)(q[b].qs + 64));
-        __m512i isum = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
-                                           _mm512_maddubs_epi16(_mm512_and_si512(v0, m4), _mm512_loadu_si512((const void *)x)),
-                                           _mm512_permutexvar_epi16(pick_lo0, scales));
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
-                                                              _mm512_loadu_si512((const void *)(x + 64))),
-                                   _mm512_permutexvar_epi16(pick_hi0, scales));
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(v1, m4), _mm512_loadu_si512((const void *)(x + 128))),
-                                   _mm512_permutexvar_epi16(pick_lo1, scales));
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(v1, 4), m4),
-                                                              _mm512_loadu_si512((const void *)(x + 192))),
-                                   _mm512_permutexvar_epi16(pick_hi1, scales));
+        __m512i isum = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(q[b].qs + 64 * h));
+            const __m512i nibbles[2] = {_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4)};
+            for (int k = 0; k < 2; k++)
+                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(nibbles[k], _mm512_loadu_si512((const void *)(x + 128 * h + 64 * k))),
+                                           _mm512_permutexvar_epi16(pick[2 * h + k], scales));
+        }
         const __m256i bsums = _mm256_loadu_si256((const __m256i *)xk[b].bsums);
         avx512_kadd(isum, d * xk[b].d, _mm256_madd_epi16(mins16, bsums), -dmin * xk[b].d, &acc, &accm);
     }
