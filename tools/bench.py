@@ -17,7 +17,10 @@ shifts both alike. llama.cpp runs through llama-cpp-python if it is installed, e
 tools/llama_cpp_ref.c's bench mode (built here against the llama.cpp build that holds
 --llama-bench; it keeps the model loaded, as llama-cpp-python does), else through llama-bench
 itself (which loads the model for every run). With --membw the bandwidth is also measured before
-each repetition, and listed with that repetition's ratios.
+each repetition, and listed with that repetition's ratios. With --phases N each GGUF is also
+decoded in N short runs per engine taken in turn, the bandwidth measured between pairs, and the
+paired ratio given for the pairs of each bandwidth phase (this host's bandwidth can halve for
+seconds at a time; a repetition of tg128 spans several phases).
 """
 import argparse
 import atexit
@@ -168,6 +171,63 @@ def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, st
     return mine, other, kernels, threads
 
 
+def bench_phases(path: str, gguf: str, args) -> None:
+    """Decode speed of both engines in many short runs taken in turn (--phases pairs of
+    --phase-tokens tokens), membw measured between pairs: the median paired ratio, overall and,
+    where the bandwidth moved by more than 30%, for the pairs with high (or low) bandwidth both
+    before and after them. Needs llama.cpp loaded once (llama-cpp-python or tools/llama_cpp_ref.c),
+    not llama-bench."""
+    short = argparse.Namespace(**{**vars(args), "tg": args.phase_tokens, "pp": args.phase_tokens})
+    llm, proc = None, None
+    try:
+        from llama_cpp import Llama
+        threads = args.threads or len(os.sched_getaffinity(0))
+        llm = Llama(model_path=gguf, n_ctx=short.tg + 8, n_threads=threads, n_threads_batch=threads, verbose=False)
+        theirs = llama_cpp_runs(llm, short)["tg"][1]
+    except ImportError:
+        built = llama_cpp_ref_runs(gguf, short) if os.path.exists(args.llama_bench) else None
+        if not built:
+            print(f"{os.path.basename(gguf)}: no llama.cpp library to pair with")
+            return
+        theirs, proc = built[0]["tg"][1], built[1]
+    bandwidth = [two_thread_bandwidth()]  # before each pair, and after the last
+    speeds: list[tuple[float, float]] = []  # ours, theirs (tok/s)
+    with Model(path, n_threads=args.threads, n_ctx=short.tg + 8, kernels=args.kernels) as m:
+        ours = model_runs(m, short.tg, short.tg)["tg"][1]
+        ours(), theirs()  # warm-up
+        for i in range(args.phases):
+            runs = [("ours", ours), ("theirs", theirs)]
+            got = {}
+            for name, fn in runs if i % 2 == 0 else runs[::-1]:
+                t0 = time.perf_counter()
+                seconds = fn()
+                got[name] = short.tg / (time.perf_counter() - t0 if seconds is None else seconds)
+            speeds.append((got["ours"], got["theirs"]))
+            bandwidth.append(two_thread_bandwidth())
+    if llm:
+        llm.close()
+    if proc:
+        proc.stdin.close()
+        proc.wait()
+
+    def row(label: str, chosen: list[tuple[float, float]]) -> str:
+        return (f"| {label} | {len(chosen)} | {statistics.median(o for o, _ in chosen):.1f} | "
+                f"{statistics.median(t for _, t in chosen):.1f} | **{statistics.median(o / t for o, t in chosen):.2f}x** |")
+
+    print(f"\nDecoding in pairs ({os.path.basename(gguf)}, {short.tg} tokens per run, membw between pairs)\n")
+    print("| pairs | n | pyllm tok/s | llama.cpp tok/s | paired ratio |\n|---|---|---|---|---|")
+    print(row("all", speeds))
+    low, high = min(bandwidth), max(bandwidth)
+    if high > 1.3 * low:  # two phases: a pair is in one if the bandwidth before and after it are
+        cut = (low + high) / 2
+        for label, keep in ((f"membw over {cut:.0f} GB/s before and after", lambda b: b > cut),
+                            (f"membw under {cut:.0f} GB/s before and after", lambda b: b <= cut)):
+            chosen = [v for i, v in enumerate(speeds) if keep(bandwidth[i]) and keep(bandwidth[i + 1])]
+            if chosen:
+                print(row(label, chosen))
+    print(f"membw (2 threads, GB/s) from {low:.1f} to {high:.1f}", flush=True)
+
+
 def bench_depths(path: str, gguf: str | None, depths: list[int], args) -> None:
     """Decode speed after `depth` tokens already sit in the cache: attention cost should grow linearly."""
     n = 64
@@ -246,6 +306,10 @@ def main() -> int:
     ap.add_argument("--kernels", default="auto", help="auto, avx2, neon or portable")
     ap.add_argument("--depths", default="", help="also: decode speed at these cache depths, e.g. 0,512,2048")
     ap.add_argument("--startup", action="store_true", help="also: load-to-first-token time and peak memory")
+    ap.add_argument("--phases", type=int, default=0, metavar="PAIRS",
+                    help="also: for each --gguf, decoding in this many short runs of each engine in turn, "
+                         "with membw, by bandwidth phase")
+    ap.add_argument("--phase-tokens", type=int, default=64, help="tokens per run for --phases (default 64)")
     ap.add_argument("--llama-bench", default=os.path.expanduser("~/.cache/llama.cpp-ref/build/bin/llama-bench"),
                     help="llama.cpp's llama-bench, used for --gguf files when llama-cpp-python is not installed "
                          "(default: where ../shared/tools/build-llama-cpp.sh builds it)")
@@ -286,6 +350,10 @@ def main() -> int:
                             if theirs["membw"] else ""))
     if notes:
         print("\n" + "\n".join(notes))
+    if args.phases:
+        for path, gguf in runs:
+            if gguf:
+                bench_phases(path, gguf, args)
     path, gguf = runs[0]
     if args.depths:
         print(f"\nDecode tokens/s by cache depth ({os.path.basename(gguf or path)})\n")
