@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -126,22 +127,34 @@ def llama_cpp_ref_runs(gguf: str, args) -> tuple[dict, subprocess.Popen] | None:
     return {"pp": (args.pp, lambda: measure("pp", args.pp)), "tg": (args.tg, lambda: measure("tg", args.tg))}, proc
 
 
+def open_llama_cpp(gguf: str, args, loaded_once: bool = False) -> tuple[dict, Callable[[], None]] | None:
+    """llama.cpp's pp and tg runs on gguf as {name: (tokens, fn)}, and what closes them: through
+    llama-cpp-python if installed, else tools/llama_cpp_ref.c, else (unless loaded_once is asked
+    for) llama-bench; None if none is there."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        Llama = None
+    if Llama:
+        threads = args.threads or len(os.sched_getaffinity(0))
+        llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
+                    n_threads=threads, n_threads_batch=threads, verbose=False)
+        return llama_cpp_runs(llm, args), llm.close
+    if not os.path.exists(args.llama_bench):
+        return None
+    built = llama_cpp_ref_runs(gguf, args)
+    if built:
+        runs, proc = built
+        return runs, lambda: (proc.stdin.close(), proc.wait())
+    return None if loaded_once else (llama_bench_runs(args.llama_bench, gguf, args), lambda: None)
+
+
 def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, str, int]:
     """Rates of pyllm on `path` and, if given, llama.cpp on `gguf` (llama-cpp-python if installed,
     else tools/llama_cpp_ref.c, else the llama-bench program), interleaved: the medians, and the
     median of each repetition's ratio as "ratio pp" and "ratio tg" in llama.cpp's."""
-    llm, proc, theirs = None, None, {}
-    if gguf:
-        try:
-            from llama_cpp import Llama
-            threads = args.threads or len(os.sched_getaffinity(0))
-            llm = Llama(model_path=gguf, n_ctx=args.pp + args.tg + 8, n_batch=args.pp, n_ubatch=args.pp,
-                        n_threads=threads, n_threads_batch=threads, verbose=False)
-            theirs = llama_cpp_runs(llm, args)
-        except ImportError:
-            if os.path.exists(args.llama_bench):
-                built = llama_cpp_ref_runs(gguf, args)
-                theirs, proc = built if built else (llama_bench_runs(args.llama_bench, gguf, args), None)
+    opened = open_llama_cpp(gguf, args) if gguf else None
+    theirs, close = opened if opened else ({}, lambda: None)
     bandwidth: list[float] = []
     with Model(path, n_threads=args.threads, n_ctx=args.pp + args.tg + 8, kernels=args.kernels) as m:
         ours = model_runs(m, args.pp, args.tg)
@@ -154,11 +167,7 @@ def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, st
         lists = interleaved_rate_lists(order, args.reps,
                                        (lambda: bandwidth.append(two_thread_bandwidth())) if args.membw else None)
         kernels, threads = m.kernels, m.n_threads
-    if llm:
-        llm.close()
-    if proc:
-        proc.stdin.close()
-        proc.wait()
+    close()
     rates = {k: statistics.median(v) for k, v in lists.items()}
     mine = {k.split()[1]: v for k, v in rates.items() if k.startswith("ours")}
     other = {k.split()[1]: v for k, v in rates.items() if k.startswith("theirs")} or None
@@ -178,18 +187,11 @@ def bench_phases(path: str, gguf: str, args) -> None:
     before and after them. Needs llama.cpp loaded once (llama-cpp-python or tools/llama_cpp_ref.c),
     not llama-bench."""
     short = argparse.Namespace(**{**vars(args), "tg": args.phase_tokens, "pp": args.phase_tokens})
-    llm, proc = None, None
-    try:
-        from llama_cpp import Llama
-        threads = args.threads or len(os.sched_getaffinity(0))
-        llm = Llama(model_path=gguf, n_ctx=short.tg + 8, n_threads=threads, n_threads_batch=threads, verbose=False)
-        theirs = llama_cpp_runs(llm, short)["tg"][1]
-    except ImportError:
-        built = llama_cpp_ref_runs(gguf, short) if os.path.exists(args.llama_bench) else None
-        if not built:
-            print(f"{os.path.basename(gguf)}: no llama.cpp library to pair with")
-            return
-        theirs, proc = built[0]["tg"][1], built[1]
+    opened = open_llama_cpp(gguf, short, loaded_once=True)
+    if not opened:
+        print(f"{os.path.basename(gguf)}: no llama.cpp library to pair with")
+        return
+    theirs, close = opened[0]["tg"][1], opened[1]
     bandwidth = [two_thread_bandwidth()]  # before each pair, and after the last
     speeds: list[tuple[float, float]] = []  # ours, theirs (tok/s)
     with Model(path, n_threads=args.threads, n_ctx=short.tg + 8, kernels=args.kernels) as m:
@@ -204,11 +206,7 @@ def bench_phases(path: str, gguf: str, args) -> None:
                 got[name] = short.tg / (time.perf_counter() - t0 if seconds is None else seconds)
             speeds.append((got["ours"], got["theirs"]))
             bandwidth.append(two_thread_bandwidth())
-    if llm:
-        llm.close()
-    if proc:
-        proc.stdin.close()
-        proc.wait()
+    close()
 
     def row(label: str, chosen: list[tuple[float, float]]) -> str:
         return (f"| {label} | {len(chosen)} | {statistics.median(o for o, _ in chosen):.1f} | "
