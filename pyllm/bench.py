@@ -44,19 +44,24 @@ def machine() -> str:
     return f"{name}; {' '.join(simd) or 'no SIMD flags'}; {len(os.sched_getaffinity(0))} cores"
 
 
+def timed_rate(tokens: int, run: Callable[[], Any]) -> float:
+    """tokens/s of one run: by the seconds it returns if it times itself (another engine's
+    benchmark program), else by its wall time."""
+    t0 = time.perf_counter()
+    seconds = run()
+    return tokens / (time.perf_counter() - t0 if seconds is None else seconds)
+
+
 def interleaved_rate_lists(runs: Runs, reps: int, before_each: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """tokens/s of each run in each repetition, the runs alternating within a repetition, so that
-    drift in machine speed hits every one alike (before_each, if given, runs first in each). A run
-    that times itself (another engine's benchmark program) returns its seconds; otherwise its wall
-    time counts."""
+    """tokens/s of each run (timed_rate) in each repetition, the runs alternating within a
+    repetition, so that drift in machine speed hits every one alike (before_each, if given, runs
+    first in each)."""
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(reps):
         if before_each:
             before_each()
         for k, (tokens, fn) in runs.items():
-            t0 = time.perf_counter()
-            seconds = fn()
-            rates[k].append(tokens / (time.perf_counter() - t0 if seconds is None else seconds))
+            rates[k].append(timed_rate(tokens, fn))
     return rates
 
 

@@ -13,9 +13,9 @@ shows how to check out a revision into a temporary worktree). A decode run gener
 greedily from an empty cache; a prompt run (with --pp N, after each decode pair) evaluates N tokens.
 With --clock cpu, speeds are per second of the process's CPU time, not of the wall clock. With
 --new-model the new tree runs another file (the same model converted by the new tree, when the old
-one cannot read it). With --membw, tools/membw.c's two-thread bandwidth is measured every fourth
-pair, and where it moved by more than 30% the paired ratios are also given for the pairs of the
-high and of the low phase.
+one cannot read it). With --membw, tools/membw.c's two-thread bandwidth is measured between
+pairs, and where it moved by more than 30% the paired ratios are also given for the pairs of the
+high and of the low phase (tools/paired.py).
 """
 import argparse
 import os
@@ -23,6 +23,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from paired import membw_program, phases, take_turns
 
 WORKER = r'''
 import sys, time
@@ -47,20 +49,6 @@ print("ready", flush=True)
 for line in sys.stdin:
     print(runs[line.strip()](), flush=True)
 '''
-
-
-def membw_program(tmp: str) -> str:
-    """tools/membw.c built into tmp."""
-    exe = os.path.join(tmp, "membw")
-    here = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run(["gcc", "-O2", "-mavx2", "-fopenmp", os.path.join(here, "membw.c"), "-o", exe], check=True)
-    return exe
-
-
-def two_thread_bandwidth(exe: str) -> float:
-    """GB/s that tools/membw.c reads on two threads right now."""
-    out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
-    return float(next(line for line in out.splitlines() if line.startswith("2 threads")).split()[2])
 
 
 class Worker:
@@ -113,30 +101,20 @@ def main() -> int:
     kinds = ["tg"] + (["pp"] if args.pp else [])
     old = Worker(os.path.abspath(args.old), args.model, args)
     new = Worker(os.path.abspath(args.new), args.new_model or args.model, args)
-    got = {k: {"old": [], "new": []} for k in kinds}
-    bandwidth: list[float] = []
+    def report(i: int, a: dict, b: dict, bw: float | None) -> None:
+        line = " | ".join(f"{k} old {a[k]:.1f} new {b[k]:.1f}" for k in kinds)
+        print(f"pair {i + 1}: {line}" + (f" | membw after {bw:.1f} GB/s" if bw else ""), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        membw = membw_program(tmp) if args.membw else None
-        for i in range(args.pairs):
-            if membw and i % 4 == 0:
-                bw = two_thread_bandwidth(membw)
-            bandwidth.append(bw if membw else 0.0)
-            for kind in kinds:
-                order = (("old", old), ("new", new)) if i % 2 == 0 else (("new", new), ("old", old))
-                for name, worker in order:
-                    got[kind][name].append(worker.run(kind))
-            line = " | ".join(f"{k} old {got[k]['old'][-1]:.1f} new {got[k]['new'][-1]:.1f}" for k in kinds)
-            print(f"pair {i + 1}: {line}" + (f" | membw {bw:.1f} GB/s" if membw else ""), flush=True)
+        results, bandwidth = take_turns(lambda: {k: old.run(k) for k in kinds}, lambda: {k: new.run(k) for k in kinds},
+                                        args.pairs, membw_program(tmp) if args.membw else None, report)
     old.close()
     new.close()
     for kind in kinds:
-        print(summary(f"{kind}{args.tg if kind == 'tg' else args.pp}", got[kind]["old"], got[kind]["new"]))
-        if membw and max(bandwidth) > 1.3 * min(bandwidth):  # two phases: split halfway between
-            cut = (max(bandwidth) + min(bandwidth)) / 2
-            for label, keep in ((f"  membw over {cut:.0f} GB/s", lambda b: b > cut),
-                                (f"  membw under {cut:.0f} GB/s", lambda b: b <= cut)):
-                idx = [i for i, b in enumerate(bandwidth) if keep(b)]
-                print(summary(label, [got[kind]["old"][i] for i in idx], [got[kind]["new"][i] for i in idx]))
+        print(summary(f"{kind}{args.tg if kind == 'tg' else args.pp}", [a[kind] for a, _ in results],
+                      [b[kind] for _, b in results]))
+        for label, idx in phases(bandwidth):
+            print(summary(f"  {label}", [results[i][0][kind] for i in idx], [results[i][1][kind] for i in idx]))
     return 0
 
 

@@ -38,7 +38,9 @@ from typing import Callable
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pyllm import Model  # noqa: E402
-from pyllm.bench import interleaved_rate_lists, interleaved_rates, machine, model_runs, prompt_tokens, weight_type  # noqa: E402
+from pyllm.bench import (interleaved_rate_lists, interleaved_rates, machine, model_runs, prompt_tokens,  # noqa: E402
+                         timed_rate, weight_type)
+from paired import membw_program, phases, take_turns, two_thread_bandwidth  # noqa: E402
 from pyllm.convert import convert  # noqa: E402
 from pyllm.fetch import cache_dir, default_model  # noqa: E402
 
@@ -48,24 +50,10 @@ BUILD = tempfile.mkdtemp(prefix="pyllm-bench-")  # the helper programs built for
 atexit.register(shutil.rmtree, BUILD, True)
 
 
-def membw_program() -> str:
-    """tools/membw.c, built on first use."""
-    exe = os.path.join(BUILD, "membw")
-    if not os.path.exists(exe):
-        subprocess.run(["gcc", "-O2", "-mavx2", "-fopenmp", os.path.join(HERE, "membw.c"), "-o", exe], check=True)
-    return exe
-
-
 def memory_bandwidth() -> str:
     """What tools/membw.c measures here (read bandwidth on 1 and 2 threads)."""
-    out = subprocess.run([membw_program()], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([membw_program(BUILD)], check=True, capture_output=True, text=True).stdout
     return "; ".join(out.split("\n")).strip("; ")
-
-
-def two_thread_bandwidth() -> float:
-    """GB/s that tools/membw.c reads on two threads right now."""
-    out = subprocess.run([membw_program()], check=True, capture_output=True, text=True).stdout
-    return float(next(line for line in out.splitlines() if line.startswith("2 threads")).split()[2])
 
 
 def median_rate(n: int, reps: int, run) -> float:
@@ -165,7 +153,7 @@ def bench_pair(path: str, gguf: str | None, args) -> tuple[dict, dict | None, st
         for _, fn in order.values():  # warm-up
             fn()
         lists = interleaved_rate_lists(order, args.reps,
-                                       (lambda: bandwidth.append(two_thread_bandwidth())) if args.membw else None)
+                                       (lambda: bandwidth.append(two_thread_bandwidth(membw_program(BUILD)))) if args.membw else None)
         kernels, threads = m.kernels, m.n_threads
     close()
     rates = {k: statistics.median(v) for k, v in lists.items()}
@@ -192,20 +180,11 @@ def bench_phases(path: str, gguf: str, args) -> None:
         print(f"{os.path.basename(gguf)}: no llama.cpp library to pair with")
         return
     theirs, close = opened[0]["tg"][1], opened[1]
-    bandwidth = [two_thread_bandwidth()]  # before each pair, and after the last
-    speeds: list[tuple[float, float]] = []  # ours, theirs (tok/s)
     with Model(path, n_threads=args.threads, n_ctx=short.tg + 8, kernels=args.kernels) as m:
         ours = model_runs(m, short.tg, short.tg)["tg"][1]
         ours(), theirs()  # warm-up
-        for i in range(args.phases):
-            runs = [("ours", ours), ("theirs", theirs)]
-            got = {}
-            for name, fn in runs if i % 2 == 0 else runs[::-1]:
-                t0 = time.perf_counter()
-                seconds = fn()
-                got[name] = short.tg / (time.perf_counter() - t0 if seconds is None else seconds)
-            speeds.append((got["ours"], got["theirs"]))
-            bandwidth.append(two_thread_bandwidth())
+        speeds, bandwidth = take_turns(lambda: timed_rate(short.tg, ours), lambda: timed_rate(short.tg, theirs),
+                                       args.phases, membw_program(BUILD))
     close()
 
     def row(label: str, chosen: list[tuple[float, float]]) -> str:
@@ -215,15 +194,9 @@ def bench_phases(path: str, gguf: str, args) -> None:
     print(f"\nDecoding in pairs ({os.path.basename(gguf)}, {short.tg} tokens per run, membw between pairs)\n")
     print("| pairs | n | pyllm tok/s | llama.cpp tok/s | paired ratio |\n|---|---|---|---|---|")
     print(row("all", speeds))
-    low, high = min(bandwidth), max(bandwidth)
-    if high > 1.3 * low:  # two phases: a pair is in one if the bandwidth before and after it are
-        cut = (low + high) / 2
-        for label, keep in ((f"membw over {cut:.0f} GB/s before and after", lambda b: b > cut),
-                            (f"membw under {cut:.0f} GB/s before and after", lambda b: b <= cut)):
-            chosen = [v for i, v in enumerate(speeds) if keep(bandwidth[i]) and keep(bandwidth[i + 1])]
-            if chosen:
-                print(row(label, chosen))
-    print(f"membw (2 threads, GB/s) from {low:.1f} to {high:.1f}", flush=True)
+    for label, idx in phases(bandwidth):
+        print(row(label, [speeds[i] for i in idx]))
+    print(f"membw (2 threads, GB/s) from {min(bandwidth):.1f} to {max(bandwidth):.1f}", flush=True)
 
 
 def bench_depths(path: str, gguf: str | None, depths: list[int], args) -> None:
