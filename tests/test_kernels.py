@@ -193,6 +193,40 @@ def test_k_quant_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threa
 
 @pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("type_name", K_QUANTS)
+@pytest.mark.parametrize("rows,cols", [(35, 512), (3, 66 * QK_K)], ids=["partial-16-rows", "66-blocks"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
+def test_k_quant_batches_match_numpy_and_single_tokens(kernels, type_name, rows, cols, accumulate):
+    """Batches of 2 to 9 tokens (AVX-512 Q4_K takes 4 and more through 16-row lanes, 4 tokens per
+    pass, fewer a row at a time) against numpy and, bit for bit, each token alone: rows leaving a
+    partial group of 16 (also per thread), rows of over 64 super-blocks (the decode path reorders
+    the token 64 blocks at a time there); stored, or added to the output."""
+    rng = np.random.default_rng(rows * 1000 + cols)
+    raw = random_k_blocks(rng, type_name, rows, cols)
+    x = rng.standard_normal((9, cols)).astype(np.float32)
+    base = rng.standard_normal((9, rows)).astype(np.float32) * 4 if accumulate else None
+    tid = TYPES[type_name].ggml_id
+
+    def matmul(t0, t1, n_threads):
+        return _native.matmul(raw, tid, rows, cols, x[t0:t1], kernels, n_threads,
+                              base[t0:t1] if accumulate else None)
+
+    alone = [matmul(t, t + 1, 1 + t % 2)[0] for t in range(9)]
+    for n in (2, 3, 4, 5, 8, 9):
+        batch = matmul(0, n, 2)
+        product = reference(raw, type_name, rows, cols, x[:n])
+        tol = K_QUANT_TOLERANCE * np.sqrt(cols) * np.abs(product).max()
+        if accumulate:
+            stored = _native.matmul(raw, tid, rows, cols, x[:n], kernels, 2)
+            np.testing.assert_array_equal((base[:n] + stored).view(np.uint32), batch.view(np.uint32))
+            np.testing.assert_allclose(stored, product, rtol=0, atol=tol)
+        else:
+            np.testing.assert_allclose(batch, product, rtol=0, atol=tol)
+        for t in range(n):
+            np.testing.assert_array_equal(alone[t].view(np.uint32), batch[t].view(np.uint32))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("type_name", K_QUANTS)
 def test_k_quant_matmul_close_to_exact_product(kernels, type_name):
     """8-bit activations per 256 values cost well under 2% of the result's scale against the float
     product."""
