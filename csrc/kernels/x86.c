@@ -797,8 +797,9 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
  * which every AVX-512 CPU runs). vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in
  * one instruction. The 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) share the lane
  * kernels below: 16 weight rows in the 16 lanes for batches, a row at a time for single tokens,
- * with one order of float operations. The K-quants use 2x4 tiles for prompts and float weights
- * 4x6 (32 vector registers leave room for their accumulators). Decoding reads one weight row at a
+ * with one order of float operations. Q4_K has lane kernels of its own (avx512_matmul_q4k); Q5_K
+ * and Q6_K use 2x4 tiles for prompts, and float weights 4x6 (32 vector registers leave room for
+ * their accumulators). Decoding reads one weight row at a
  * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads: F16
  * +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -1472,13 +1473,15 @@ AVX512_INLINE __m128 avx512_q4k_row(const block_q4_K *q, const block_q8k *xk, co
         acc = avx512_q4k_add4(s, dm, xd + (g - b0), 0xF, acc);
     }
     if (g < b1) { /* the last 1 to 3 blocks; the sums of the absent ones stay as they are */
-        __m512i s[4];
-        int32_t dm[4];
-        for (int k = 0; k < 4; k++) {
-            s[k] = g + k < b1 ? avx512_q4k_block(q + g + k, xk + g + k, xq + (size_t)(g + k - b0) * QK_K) : _mm512_setzero_si512();
-            dm[k] = g + k < b1 ? avx512_q4k_dm(q + g + k) : 0;
-        }
-        acc = avx512_q4k_add4(s, _mm_loadu_si128((const __m128i *)dm), xd + (g - b0), (__mmask8)((1u << (b1 - g)) - 1), acc);
+        const int left = b1 - g;
+        const int8_t *x = xq + (size_t)(g - b0) * QK_K;
+        const __m512i zero = _mm512_setzero_si512();
+        const __m512i s[4] = {avx512_q4k_block(q + g, xk + g, x),
+                              left > 1 ? avx512_q4k_block(q + g + 1, xk + g + 1, x + QK_K) : zero,
+                              left > 2 ? avx512_q4k_block(q + g + 2, xk + g + 2, x + 2 * QK_K) : zero, zero};
+        const __m128i dm = _mm_setr_epi32(avx512_q4k_dm(q + g), left > 1 ? avx512_q4k_dm(q + g + 1) : 0,
+                                          left > 2 ? avx512_q4k_dm(q + g + 2) : 0, 0);
+        acc = avx512_q4k_add4(s, dm, xd + (g - b0), (__mmask8)((1u << left) - 1), acc);
     }
     return acc;
 }
