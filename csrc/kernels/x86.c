@@ -1383,11 +1383,11 @@ AVX512_INLINE void avx512_ktile(const int type, const int R, const int C, const 
  * memory: 64 useful products per instruction, against 32 for the maddubs + vpdpwssd pair of a
  * row-at-a-time tile, and a sub-block's dot product comes out whole in each lane, to be scaled by
  * one vpmulld. Against the 2x4 tiles this replaced: 2.3x (2048 columns) and 2.7x (8192) on one
- * thread, 64 tokens.
- *   Single tokens (avx512_q4k_row) read a row front to back: each 64 bytes of quants hold two pairs
+ * thread, 64 tokens; pp512 at Llama-3.2-1B shapes 1.70x, decoding unchanged (docs/performance.md).
+ *   Single tokens, and batches under Q4K_LANES_MIN (avx512_q4k_row), read a row front to back: each 64 bytes of quants hold two pairs
  * of sub-blocks (low nibbles: 32-value sub-blocks 4i and 4i + 2, high: 4i + 1 and 4i + 3), read in
  * one load and unpacked in three steps, against the token's values put in that order once per
- * matmul (avx512_q4k_order: QK_K bytes per super-block); the scaled products are summed in 16
+ * matmul (avx512_q4k_order: QK_K bytes per super-block, and the blocks' scales xd_b); the scaled products are summed in 16
  * integer lanes, and four blocks' T_b and M_b taken out of those lanes together, so that the four
  * sums take them in one multiply-add each. */
 AVX512_INLINE void avx512_q4k_order(const block_q8k *xk, int nb, int8_t *xq, float *xd) {
