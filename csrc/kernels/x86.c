@@ -1594,8 +1594,9 @@ AVX512_INLINE void avx512_q4k_lanes(const int TT, const q4k_lanes16 *u, int nb, 
 
 /* Batches of this many tokens and more take the 16-row lanes; fewer, the row at a time. */
 #define Q4K_LANES_MIN 4
-/* Rows of up to this many super-blocks (16,384 values) keep the reordered token on the stack. */
-#define Q4K_ORDER_BLOCKS 64
+/* Rows of up to this many super-blocks (65,536 values: every feed-forward width of today's models)
+ * keep the whole reordered token on the stack (65 KB); longer ones reorder it a piece per row. */
+#define Q4K_ORDER_BLOCKS 256
 
 AVX512_INLINE void avx512_matmul_q4k(const pyllm_tensor *w, int r0, int r1, const block_q8k *xk, int n,
                                      float *y, int accumulate) {
@@ -1632,7 +1633,7 @@ AVX512_INLINE void avx512_matmul_q4k(const pyllm_tensor *w, int r0, int r1, cons
             }
             continue;
         }
-        /* longer rows (over 16,384 values): the token reordered Q4K_ORDER_BLOCKS blocks at a time,
+        /* longer rows (over 65,536 values): the token reordered Q4K_ORDER_BLOCKS blocks at a time,
          * for each row in turn */
         for (int r = r0; r < r1; r++) {
             __m128 acc = _mm_setzero_ps();
