@@ -1501,9 +1501,9 @@ typedef struct {
 } q4k_lanes16;
 
 /* Rows r .. r + nr - 1 (nr <= 16; the other lanes zero) of a Q4_K matrix, super-block by
- * super-block (u[b]): each row's values in element order, then a transpose of 4-byte groups. */
+ * super-block (u[b]): each row's values in element order (avx512_kvalues), then a transpose of
+ * 4-byte groups. */
 AVX512_INLINE void avx512_q4k_unpack16(const uint8_t *w, size_t rb, int nr, int nb, q4k_lanes16 *u) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < nb; b++) {
         _Alignas(64) uint8_t vals[16][QK_K];
         _Alignas(64) int32_t scale[8][16], min2[8][16];
@@ -1516,10 +1516,10 @@ AVX512_INLINE void avx512_q4k_unpack16(const uint8_t *w, size_t rb, int nr, int 
                 continue;
             }
             const block_q4_K *q = (const block_q4_K *)(w + (size_t)r * rb) + b;
-            for (int j = 0; j < 4; j++) { /* quants 32j .. 32j + 31: values 64j + l (low), 64j + 32 + l (high) */
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * j));
-                _mm256_store_si256((__m256i *)(vals[r] + 64 * j), _mm256_and_si256(raw, m4));
-                _mm256_store_si256((__m256i *)(vals[r] + 64 * j + 32), _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 in element order */
+                __m512i wq, unused;
+                avx512_kvalues(PYLLM_TYPE_Q4_K, (const uint8_t *)q, j, _mm512_setzero_si512(), &wq, &unused);
+                _mm512_store_si512((void *)(vals[r] + 64 * j), wq);
             }
             uint8_t sc[8], mn[8];
             kquant_scales(q->scales, sc, mn);
