@@ -85,7 +85,7 @@ def test_top1_agrees_with_transformers_at_least_as_often_as_llama_cpp(native, re
 
 
 def past_the_window_prompts(refs) -> list[list[int]]:
-    """The eight greedy prompts, 601 to 941 tokens: the one above, and seven from across the text."""
+    """The eight greedy prompts, 581 to 941 tokens: the 601-token one, and seven from across the text."""
     return [p.tolist() for p in np.split(refs["greedy_prompts"], np.cumsum(refs["greedy_prompt_lengths"])[:-1])]
 
 
@@ -126,10 +126,12 @@ def test_past_the_window_predicts_transformers_text_at_least_as_often_as_llama_c
 def test_greedy_past_the_window_on_eight_prompts(native, refs):
     """32 greedy tokens after each of the eight prompts (581 to 941 tokens, past the 512-token
     window), against llama.cpp's and transformers'. pyllm's equal llama.cpp's all the way after at
-    least one prompt, and each time pyllm's text leaves a reference's, the reference's token is a
-    near tie in pyllm's logits there: which side of such a tie each engine takes is rounding (the
-    601-token prompt's text has followed llama.cpp, transformers and neither as kernels changed). How
-    many tokens are equal is printed per prompt (docs/performance.md has the table)."""
+    least one prompt. Each time pyllm's text leaves a reference's, the reference's token is a near
+    tie in pyllm's logits there (which side of such a tie each engine takes is rounding: the
+    601-token prompt's text has followed llama.cpp, transformers and neither as kernels changed),
+    unless pyllm leaves llama.cpp's text to keep to transformers' float32 one: that gap measures
+    llama.cpp's rounding, not pyllm's. How many tokens are equal is printed per prompt
+    (docs/performance.md has the table)."""
     counts = []
     for prompt, cpp, hf in zip(past_the_window_prompts(refs), refs["llama_cpp_greedy_all"].tolist(),
                                refs["hf_greedy_all"].tolist()):
@@ -139,7 +141,7 @@ def test_greedy_past_the_window_on_eight_prompts(native, refs):
         counts.append((len(prompt), leading_equal(ours, cpp), leading_equal(ours, hf), leading_equal(cpp, hf)))
         for ref in (cpp, hf):
             k = leading_equal(ours, ref)
-            if k < len(ref):
+            if k < len(ref) and not (ref is cpp and leading_equal(ours, hf) > k):
                 logits = native.logits(prompt + ours[:k])[-1]
                 assert logits[ours[k]] - logits[ref[k]] < NEAR_TIE
     print("prompt length; greedy tokens equal: pyllm and llama.cpp, pyllm and transformers, llama.cpp and "
