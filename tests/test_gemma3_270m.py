@@ -75,7 +75,7 @@ def test_top1_agrees_with_transformers_at_least_as_often_as_llama_cpp(native, re
     flash-attention path; 0.9533 with its other one). Which near-ties flip is down to rounding:
     pyllm's classifier multiplies the final hidden states unquantized (its Q8_0 weights against
     float activations), which lifts pyllm from 0.9535 (8-bit activations there, as llama.cpp) to
-    0.9563 with AVX-512 and 0.9565 with AVX2 (docs/performance.md)."""
+    0.9551 with AVX-512 and 0.9565 with AVX2 (docs/performance.md)."""
     ours = np.stack([native.logits(chunk).argmax(-1) for chunk in refs["chunks"]])
     agree = (ours == refs["hf_top1"]).mean()
     theirs = (refs["llama_cpp_top1"] == refs["hf_top1"]).mean()

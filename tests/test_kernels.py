@@ -196,10 +196,10 @@ def test_k_quant_matmul_matches_numpy(kernels, type_name, rows, cols, n, n_threa
 @pytest.mark.parametrize("rows,cols", [(35, 512), (3, 258 * QK_K)], ids=["partial-16-rows", "258-blocks"])
 @pytest.mark.parametrize("accumulate", [False, True], ids=["store", "accumulate"])
 def test_k_quant_batches_match_numpy_and_single_tokens(kernels, type_name, rows, cols, accumulate):
-    """Batches of 2 to 9 tokens (AVX-512 Q4_K takes 4 and more through 16-row lanes, 4 tokens per
-    pass, fewer a row at a time) against numpy and, bit for bit, each token alone: rows leaving a
-    partial group of 16 (also per thread), rows of over 256 super-blocks (the decode path reorders
-    the token 256 blocks at a time there); stored, or added to the output."""
+    """Batches of 2 to 9 tokens (AVX-512 Q4_K and Q6_K take 4 and more through 16-row lanes, 4
+    tokens per pass, fewer a row at a time) against numpy and, bit for bit, each token alone: rows
+    leaving a partial group of 16 (also per thread), rows of over 256 super-blocks (the Q4_K decode
+    path reorders the token 256 blocks at a time there); stored, or added to the output."""
     rng = np.random.default_rng(rows * 1000 + cols)
     raw = random_k_blocks(rng, type_name, rows, cols)
     x = rng.standard_normal((9, cols)).astype(np.float32)

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1433,22 +1434,28 @@ AVX512_INLINE __m512i avx512_q4k_block(const block_q4_K *q, const block_q8k *xb,
     return _mm512_inserti64x4(_mm512_castsi256_si512(t8), m8, 1);
 }
 
-/* Four blocks' avx512_q4k_block lanes (s) and f16 d, dmin pairs (dm) into the four sums in acc,
- * block k into sum k (only the blocks in `in`); xd: the blocks' activation scales. */
-AVX512_INLINE __m128 avx512_q4k_add4(const __m512i *s, __m128i dm, const float *xd, __mmask8 in, __m128 acc) {
+/* Four blocks' T and M (block k in lane k) from their 8 + 8 lanes s[0 .. 3], as avx512_q4k_block
+ * and avx512_q6k_block give them, added into the four sums in acc: block k into sum k (only the
+ * blocks in `in`), T times dx, then M times mx. */
+AVX512_INLINE __m128 avx512_k_add4(const __m512i *s, __m128 dx, __m128 mx, __mmask8 in, __m128 acc) {
     /* 128-bit lane q of w: the sums of lane q's four int32 in s[0 .. 3] */
     const __m512i w01 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[0], s[1]), _mm512_unpackhi_epi32(s[0], s[1]));
     const __m512i w23 = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2], s[3]), _mm512_unpackhi_epi32(s[2], s[3]));
     const __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(w01, w23), _mm512_unpackhi_epi64(w01, w23));
     const __m128i t = _mm_add_epi32(_mm512_castsi512_si128(w), _mm512_extracti32x4_epi32(w, 1));
     const __m128i m = _mm_add_epi32(_mm512_extracti32x4_epi32(w, 2), _mm512_extracti32x4_epi32(w, 3));
+    acc = _mm_mask3_fmadd_ps(dx, _mm_cvtepi32_ps(t), acc, in);
+    return _mm_mask3_fmadd_ps(mx, _mm_cvtepi32_ps(m), acc, in);
+}
+
+/* avx512_k_add4 for Q4_K blocks, from their f16 d, dmin pairs (dm) and activation scales xd. */
+AVX512_INLINE __m128 avx512_q4k_add4(const __m512i *s, __m128i dm, const float *xd, __mmask8 in, __m128 acc) {
     /* d0 d1 d2 d3 dmin0 .. dmin3 */
     const __m256 dd = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(dm), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     const __m128 x4 = _mm_loadu_ps(xd);
     const __m128 dx = _mm_mul_ps(_mm256_castps256_ps128(dd), x4);
     const __m128 mx = _mm_mul_ps(_mm_xor_ps(_mm256_extractf128_ps(dd, 1), _mm_set1_ps(-0.0f)), x4);
-    acc = _mm_mask3_fmadd_ps(dx, _mm_cvtepi32_ps(t), acc, in);
-    return _mm_mask3_fmadd_ps(mx, _mm_cvtepi32_ps(m), acc, in);
+    return avx512_k_add4(s, dx, mx, in, acc);
 }
 
 AVX512_INLINE int32_t avx512_q4k_dm(const block_q4_K *q) {
@@ -1492,78 +1499,150 @@ AVX512_INLINE float avx512_q4k_result(__m128 acc) {
     return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
-/* One super-block of 16 Q4_K rows as avx512_q4k_lanes reads it: wq[s][g], lane r: row r's values
- * 32s + 4g .. 32s + 4g + 3 as bytes; scale[s] and min[s] (the min twice, as an int16 pair) of
- * sub-block s, lane r: row r's; d and -dmin as floats. */
-typedef struct {
-    __m512i wq[8][8], scale[8], min2[8];
-    __m512 d, neg_dmin;
-} q4k_lanes16;
+/* Q6_K, AVX-512, computes a row times a token as Q4_K does (above), with T_b = sum over its 16
+ * sub-blocks of scale_s * (q_s . x_s), q 0..63, M_b = sum over s of scale_s * sum(x_s), and
+ * -32 d_b in place of -dmin_b: the value is d scale (q - 32). */
 
-/* Rows r .. r + nr - 1 (nr <= 16; the other lanes zero) of a Q4_K matrix, super-block by
+/* Block b of a Q6_K row (blk) against one token: 8 int32 lanes whose sum is T_b, then 8 whose sum
+ * is M_b. */
+AVX512_INLINE __m512i avx512_q6k_block(const uint8_t *blk, const block_q8k *xb) {
+    PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES); /* the next block's first line is blk + 192's */
+    float d, dmin;
+    __m256i scales16;
+    __m512i scales;
+    avx512_kscales(PYLLM_TYPE_Q6_K, blk, &d, &dmin, &scales16, &scales);
+    __m512i isum = _mm512_setzero_si512();
+    for (int j = 0; j < 4; j++) {
+        __m512i wq, scale;
+        avx512_kvalues(PYLLM_TYPE_Q6_K, blk, j, scales, &wq, &scale);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq, _mm512_loadu_si512((const void *)(xb->qs + 64 * j))), scale);
+    }
+    const __m256i t8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+    const __m256i m8 = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)xb->bsums));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(t8), m8, 1);
+}
+
+AVX512_INLINE short avx512_q6k_d(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk + offsetof(block_q6_K, d), sizeof h);
+    return (short)h;
+}
+
+/* avx512_k_add4 for the Q6_K blocks from blk (`left` of them real, at most 4) against the
+ * activation blocks xk. */
+AVX512_INLINE __m128 avx512_q6k_add4(const uint8_t *blk, const block_q8k *xk, const int left, __m128 acc) {
+    const size_t bs = sizeof(block_q6_K);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i s[4] = {avx512_q6k_block(blk, xk), left > 1 ? avx512_q6k_block(blk + bs, xk + 1) : zero,
+                          left > 2 ? avx512_q6k_block(blk + 2 * bs, xk + 2) : zero,
+                          left > 3 ? avx512_q6k_block(blk + 3 * bs, xk + 3) : zero};
+    const __m128 d4 = _mm_cvtph_ps(_mm_setr_epi16(avx512_q6k_d(blk), left > 1 ? avx512_q6k_d(blk + bs) : 0,
+                                                  left > 2 ? avx512_q6k_d(blk + 2 * bs) : 0,
+                                                  left > 3 ? avx512_q6k_d(blk + 3 * bs) : 0, 0, 0, 0, 0));
+    const __m128 x4 = _mm_setr_ps(xk[0].d, left > 1 ? xk[1].d : 0.0f, left > 2 ? xk[2].d : 0.0f, left > 3 ? xk[3].d : 0.0f);
+    const __m128 dx = _mm_mul_ps(d4, x4);
+    const __m128 mx = _mm_mul_ps(_mm_mul_ps(d4, _mm_set1_ps(-32.0f)), x4);
+    return avx512_k_add4(s, dx, mx, (__mmask8)((1u << left) - 1), acc);
+}
+
+/* One Q6_K row times one token. */
+AVX512_INLINE float avx512_q6k_row(const uint8_t *row, const block_q8k *xk, int nb) {
+    __m128 acc = _mm_setzero_ps();
+    int g = 0;
+    for (; g + 4 <= nb; g += 4) acc = avx512_q6k_add4(row + (size_t)g * sizeof(block_q6_K), xk + g, 4, acc);
+    if (g < nb) acc = avx512_q6k_add4(row + (size_t)g * sizeof(block_q6_K), xk + g, nb - g, acc);
+    return avx512_q4k_result(acc);
+}
+
+/* One super-block of 16 Q4_K or Q6_K rows as avx512_klanes reads it: wq[G], lane r: row r's values
+ * 4G .. 4G + 3 as bytes (G = S g + ... : sub-block G / (64 / S), S = 8 sub-blocks for Q4_K, 16 for
+ * Q6_K); scale[s], lane r: row r's scale of sub-block s; pair2[p], lane r: the int16 pair that
+ * multiplies bsums 2p and 2p + 1 for M (Q4_K: min p twice; Q6_K: scales 2p and 2p + 1); d, and
+ * m (-dmin, or -32 d), as floats. */
+typedef struct {
+    __m512i wq[64], scale[16], pair2[8];
+    __m512 d, m;
+} klanes16;
+
+/* Rows r .. r + nr - 1 (nr <= 16; the other lanes zero) of a Q4_K or Q6_K matrix, super-block by
  * super-block (u[b]): each row's values in element order (avx512_kvalues), then a transpose of
  * 4-byte groups. */
-AVX512_INLINE void avx512_q4k_unpack16(const uint8_t *w, size_t rb, int nr, int nb, q4k_lanes16 *u) {
+AVX512_INLINE void avx512_klanes_unpack16(const int type, const uint8_t *w, size_t rb, int nr, int nb, klanes16 *u) {
+    const size_t bsize = rb / (size_t)nb;
+    const int S = type == PYLLM_TYPE_Q6_K ? 16 : 8;
     for (int b = 0; b < nb; b++) {
         _Alignas(64) uint8_t vals[16][QK_K];
-        _Alignas(64) int32_t scale[8][16], min2[8][16];
-        _Alignas(64) float d[16], neg_dmin[16];
+        _Alignas(64) int32_t scale[16][16], pair2[8][16];
+        _Alignas(64) float d[16], m[16];
         for (int r = 0; r < 16; r++) {
             if (r >= nr) {
                 memset(vals[r], 0, QK_K);
-                for (int s = 0; s < 8; s++) scale[s][r] = min2[s][r] = 0;
-                d[r] = neg_dmin[r] = 0.0f;
+                for (int s = 0; s < 16; s++) scale[s][r] = 0;
+                for (int p = 0; p < 8; p++) pair2[p][r] = 0;
+                d[r] = m[r] = 0.0f;
                 continue;
             }
-            const block_q4_K *q = (const block_q4_K *)(w + (size_t)r * rb) + b;
-            for (int j = 0; j < 4; j++) { /* values 64j .. 64j + 63 in element order */
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            float dmin;
+            __m256i mins16;
+            __m512i scales;
+            avx512_kscales(type, blk, &d[r], &dmin, &mins16, &scales);
+            for (int j = 0; j < 4; j++) {
                 __m512i wq, unused;
-                avx512_kvalues(PYLLM_TYPE_Q4_K, (const uint8_t *)q, j, _mm512_setzero_si512(), &wq, &unused);
+                avx512_kvalues(type, blk, j, scales, &wq, &unused);
                 _mm512_store_si512((void *)(vals[r] + 64 * j), wq);
             }
-            uint8_t sc[8], mn[8];
-            kquant_scales(q->scales, sc, mn);
-            for (int s = 0; s < 8; s++) {
-                scale[s][r] = sc[s];
-                min2[s][r] = (int32_t)((uint32_t)mn[s] | (uint32_t)mn[s] << 16);
+            if (type == PYLLM_TYPE_Q6_K) {
+                const int8_t *sc = ((const block_q6_K *)blk)->scales;
+                for (int s = 0; s < 16; s++) scale[s][r] = sc[s];
+                for (int p = 0; p < 8; p++)
+                    pair2[p][r] = (int32_t)((uint32_t)(uint16_t)sc[2 * p] | (uint32_t)(uint16_t)sc[2 * p + 1] << 16);
+                m[r] = d[r] * -32.0f;
+            } else {
+                uint8_t sc[8], mn[8];
+                kquant_scales(((const block_q4_K *)blk)->scales, sc, mn);
+                for (int s = 0; s < 8; s++) {
+                    scale[s][r] = sc[s];
+                    pair2[s][r] = (int32_t)((uint32_t)mn[s] | (uint32_t)mn[s] << 16);
+                }
+                m[r] = -dmin;
             }
-            d[r] = _cvtsh_ss(q->d);
-            neg_dmin[r] = -_cvtsh_ss(q->dmin);
         }
-        q4k_lanes16 *o = u + b;
+        klanes16 *o = u + b;
         for (int c = 0; c < QK_K / 16; c++) { /* 16 bytes (4 groups) of every row at a time */
             __m512i z[4], out[4];
             for (int j = 0; j < 4; j++) z[j] = avx512_rows4(vals[4 * j] + 16 * c, QK_K, 4);
             avx512_transpose16x4(z, out);
-            for (int k = 0; k < 4; k++) o->wq[(4 * c + k) / 8][(4 * c + k) % 8] = out[k];
+            for (int k = 0; k < 4; k++) o->wq[4 * c + k] = out[k];
         }
-        for (int s = 0; s < 8; s++) {
-            o->scale[s] = _mm512_load_si512((const void *)scale[s]);
-            o->min2[s] = _mm512_load_si512((const void *)min2[s]);
-        }
+        for (int s = 0; s < S; s++) o->scale[s] = _mm512_load_si512((const void *)scale[s]);
+        for (int p = 0; p < 8; p++) o->pair2[p] = _mm512_load_si512((const void *)pair2[p]);
         o->d = _mm512_load_ps(d);
-        o->neg_dmin = _mm512_load_ps(neg_dmin);
+        o->m = _mm512_load_ps(m);
     }
 }
 
 /* TT tokens (xk: the first one's blocks, nb per token) times the 16 rows unpacked in u, into
  * y[t * y_stride + r] for the first nr rows. */
-AVX512_INLINE void avx512_q4k_lanes(const int TT, const q4k_lanes16 *u, int nb, const block_q8k *xk, int nr,
-                                    float *y, int y_stride, int accumulate) {
+AVX512_INLINE void avx512_klanes(const int type, const int TT, const klanes16 *u, int nb, const block_q8k *xk,
+                                 int nr, float *y, int y_stride, int accumulate) {
+    const int S = type == PYLLM_TYPE_Q6_K ? 16 : 8, G = 64 / S; /* sub-blocks, 4-value groups in each */
     __m512 acc[4][4]; /* token i, sum j */
     for (int i = 0; i < TT; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const q4k_lanes16 *o = u + b;
+        const klanes16 *o = u + b;
         __m512i T[4], D[4];
         for (int i = 0; i < TT; i++) T[i] = _mm512_setzero_si512();
-        for (int s = 0; s < 8; s++) {
+        for (int s = 0; s < S; s++) {
             for (int i = 0; i < TT; i++) D[i] = _mm512_setzero_si512();
-            for (int g = 0; g < 8; g++) {
-                const __m512i wv = o->wq[s][g];
+            for (int g = 0; g < G; g++) {
+                const __m512i wv = o->wq[s * G + g];
                 for (int i = 0; i < TT; i++) {
                     int32_t xv;
-                    memcpy(&xv, xk[(size_t)i * nb + b].qs + 32 * s + 4 * g, sizeof xv);
+                    memcpy(&xv, xk[(size_t)i * nb + b].qs + 4 * (s * G + g), sizeof xv);
                     D[i] = _mm512_dpbusd_epi32(D[i], wv, _mm512_set1_epi32(xv));
                 }
             }
@@ -1572,15 +1651,15 @@ AVX512_INLINE void avx512_q4k_lanes(const int TT, const q4k_lanes16 *u, int nb, 
         for (int i = 0; i < TT; i++) {
             const block_q8k *xb = xk + (size_t)i * nb + b;
             __m512i M = _mm512_setzero_si512();
-            for (int s = 0; s < 8; s++) { /* bsums 2s and 2s + 1: sub-block s */
+            for (int p = 0; p < 8; p++) {
                 int32_t pair;
-                memcpy(&pair, xb->bsums + 2 * s, sizeof pair);
-                M = _mm512_dpwssd_epi32(M, o->min2[s], _mm512_set1_epi32(pair));
+                memcpy(&pair, xb->bsums + 2 * p, sizeof pair);
+                M = _mm512_dpwssd_epi32(M, o->pair2[p], _mm512_set1_epi32(pair));
             }
             const __m512 xd = _mm512_set1_ps(xb->d);
             __m512 *a = &acc[i][b % 4];
             *a = _mm512_fmadd_ps(_mm512_mul_ps(o->d, xd), _mm512_cvtepi32_ps(T[i]), *a);
-            *a = _mm512_fmadd_ps(_mm512_mul_ps(o->neg_dmin, xd), _mm512_cvtepi32_ps(M), *a);
+            *a = _mm512_fmadd_ps(_mm512_mul_ps(o->m, xd), _mm512_cvtepi32_ps(M), *a);
         }
     }
     const __mmask16 real = (__mmask16)((1u << nr) - 1);
@@ -1590,6 +1669,26 @@ AVX512_INLINE void avx512_q4k_lanes(const int TT, const q4k_lanes16 *u, int nb, 
         if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(real, dst), v);
         _mm512_mask_storeu_ps(dst, real, v);
     }
+}
+
+/* A batch through the lanes; 0 where their memory could not be had (nothing written then). */
+AVX512_INLINE int avx512_matmul_klanes(const int type, const pyllm_tensor *w, int r0, int r1, const block_q8k *xk,
+                                       int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K;
+    klanes16 *u = aligned_alloc(64, (size_t)nb * sizeof(klanes16));
+    if (!u) return 0;
+    for (int c0 = r0; c0 < r1; c0 += 16) {
+        const int nr = r1 - c0 < 16 ? r1 - c0 : 16;
+        avx512_klanes_unpack16(type, (const uint8_t *)w->data + (size_t)c0 * rb, rb, nr, nb, u);
+        int t = 0;
+        for (; t + 4 <= n; t += 4)
+            avx512_klanes(type, 4, u, nb, xk + (size_t)t * nb, nr, y + (size_t)t * w->rows + c0, w->rows, accumulate);
+        for (; t < n; t++)
+            avx512_klanes(type, 1, u, nb, xk + (size_t)t * nb, nr, y + (size_t)t * w->rows + c0, w->rows, accumulate);
+    }
+    free(u);
+    return 1;
 }
 
 /* Batches of this many tokens and more take the 16-row lanes; fewer, the row at a time. */
@@ -1603,22 +1702,7 @@ AVX512_INLINE void avx512_matmul_q4k(const pyllm_tensor *w, int r0, int r1, cons
     const size_t rb = kern_row_bytes(PYLLM_TYPE_Q4_K, w->cols);
     const int nb = w->cols / QK_K;
     const uint8_t *data = w->data;
-    if (n >= Q4K_LANES_MIN) {
-        q4k_lanes16 *u = aligned_alloc(64, (size_t)nb * sizeof(q4k_lanes16));
-        if (u) {
-            for (int c0 = r0; c0 < r1; c0 += 16) {
-                const int nr = r1 - c0 < 16 ? r1 - c0 : 16;
-                avx512_q4k_unpack16(data + (size_t)c0 * rb, rb, nr, nb, u);
-                int t = 0;
-                for (; t + 4 <= n; t += 4)
-                    avx512_q4k_lanes(4, u, nb, xk + (size_t)t * nb, nr, y + (size_t)t * w->rows + c0, w->rows, accumulate);
-                for (; t < n; t++)
-                    avx512_q4k_lanes(1, u, nb, xk + (size_t)t * nb, nr, y + (size_t)t * w->rows + c0, w->rows, accumulate);
-            }
-            free(u);
-            return;
-        }
-    }
+    if (n >= Q4K_LANES_MIN && avx512_matmul_klanes(PYLLM_TYPE_Q4_K, w, r0, r1, xk, n, y, accumulate)) return;
     /* a token at a time (also where the lanes' memory could not be had: the same result) */
     int8_t xq[Q4K_ORDER_BLOCKS * QK_K];
     float xd[Q4K_ORDER_BLOCKS + 4];
@@ -1648,11 +1732,26 @@ AVX512_INLINE void avx512_matmul_q4k(const pyllm_tensor *w, int r0, int r1, cons
     }
 }
 
+AVX512_INLINE void avx512_matmul_q6k(const pyllm_tensor *w, int r0, int r1, const block_q8k *xk, int n,
+                                     float *y, int accumulate) {
+    if (n >= Q4K_LANES_MIN && avx512_matmul_klanes(PYLLM_TYPE_Q6_K, w, r0, r1, xk, n, y, accumulate)) return;
+    /* a token at a time (also where the lanes' memory could not be had: the same result) */
+    const size_t rb = kern_row_bytes(PYLLM_TYPE_Q6_K, w->cols);
+    const int nb = w->cols / QK_K;
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const float v = avx512_q6k_row((const uint8_t *)w->data + (size_t)r * rb, xk + (size_t)t * nb, nb);
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
 /* Rows of a prompt's tiles unpacked at a time (avx512_matmul_k): their super-blocks stay in L2
  * while every token passes over them. */
 #define KTILE_CHUNK_AVX512 16
 
-/* Q5_K and Q6_K: 2x4 tiles for prompts, one row at a time for single tokens (the same tile, 1x1). */
+/* Q5_K: 2x4 tiles for prompts, one row at a time for single tokens (the same tile, 1x1). */
 AVX512_INLINE void avx512_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1,
                                    const block_q8k *xk, int n, float *y, int accumulate) {
     const size_t rb = kern_row_bytes(type, w->cols);
@@ -1999,7 +2098,7 @@ AVX512_TARGET void kern_x86_matmul_q5_k_avx512(const pyllm_tensor *w, int r0, in
 AVX512_TARGET void kern_x86_matmul_q6_k_avx512(const pyllm_tensor *w, int r0, int r1, const float *x,
                                                const void *xq, int n, float *y, int accumulate) {
     (void)x;
-    avx512_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, xq, n, y, accumulate);
+    avx512_matmul_q6k(w, r0, r1, xq, n, y, accumulate);
 }
 
 /* avx2_q8f_tile with 16-wide vectors: R x C tiles, the same operations per row and activation row
