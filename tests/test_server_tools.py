@@ -108,7 +108,12 @@ def test_json_schema_with_sampling_n_and_logprobs(client):
 
 
 def test_json_object(client):
-    messages = [{"role": "user", "content": "Describe a cat as a JSON object."}]
+    """json_object mode: the reply is one JSON object, and the request ends with "stop" when it
+    closes. The request names the object's two keys: asked for an open-ended object, the small
+    model's greedy text can repeat keys until max_tokens, and whether it does turns on rounding
+    (with AVX2 kernels "Describe a cat as a JSON object." runs past 400 tokens; with AVX-512 it
+    closes after 47)."""
+    messages = [{"role": "user", "content": "Give a JSON object for a cat: its name and its colour."}]
     r = client.chat.completions.create(model=NAME, messages=messages, response_format={"type": "json_object"},
                                        temperature=0, max_tokens=80)
     assert r.choices[0].finish_reason == "stop"
