@@ -1403,6 +1403,21 @@ AVX512_INLINE void avx512_q4k_order(const block_q8k *xk, int nb, int8_t *xq, flo
     for (int b = 0; b < nb + 4; b++) xd[b] = b < nb ? xk[b].d : 0.0f; /* the scales, 0 past the last */
 }
 
+/* Decoding streams a K-quant row: ask for a super-block's three cache lines PREFETCH_BYTES ahead. */
+AVX512_INLINE void avx512_k_prefetch(const uint8_t *blk) {
+    PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES); /* the next block's first line is blk + 192's at most */
+}
+
+/* A block's sums as avx512_k_add4 takes them: isum's 16 lanes folded to the 8 whose sum is T_b,
+ * then the 8 whose sum is M_b (m16 times the activations' sums of 16). */
+AVX512_INLINE __m512i avx512_k_tm(__m512i isum, __m256i m16, const block_q8k *xb) {
+    const __m256i t8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+    const __m256i m8 = _mm256_madd_epi16(m16, _mm256_loadu_si256((const __m256i *)xb->bsums));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(t8), m8, 1);
+}
+
 /* Block b of a Q4_K row against one token (x: its values in avx512_q4k_order's order): 8 int32
  * lanes whose sum is T_b, then 8 whose sum is M_b. */
 AVX512_INLINE __m512i avx512_q4k_block(const block_q4_K *q, const block_q8k *xb, const int8_t *x) {
@@ -1414,9 +1429,7 @@ AVX512_INLINE __m512i avx512_q4k_block(const block_q4_K *q, const block_q8k *xb,
     const __m512i pick[4] = {pick0, _mm512_add_epi16(pick0, _mm512_set1_epi16(1)),
                              _mm512_add_epi16(pick0, _mm512_set1_epi16(4)), _mm512_add_epi16(pick0, _mm512_set1_epi16(5))};
     const uint8_t *blk = (const uint8_t *)q;
-    PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-    PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
-    PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+    avx512_k_prefetch(blk);
     float d, dmin;
     __m256i mins16;
     __m512i scales;
@@ -1429,9 +1442,7 @@ AVX512_INLINE __m512i avx512_q4k_block(const block_q4_K *q, const block_q8k *xb,
             isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(nibbles[j], _mm512_loadu_si512((const void *)(x + 128 * h + 64 * j))),
                                        _mm512_permutexvar_epi16(pick[2 * h + j], scales));
     }
-    const __m256i t8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-    const __m256i m8 = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)xb->bsums));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(t8), m8, 1);
+    return avx512_k_tm(isum, mins16, xb);
 }
 
 /* Four blocks' T and M (block k in lane k) from their 8 + 8 lanes s[0 .. 3], as avx512_q4k_block
@@ -1506,9 +1517,7 @@ AVX512_INLINE float avx512_q4k_result(__m128 acc) {
 /* Block b of a Q6_K row (blk) against one token: 8 int32 lanes whose sum is T_b, then 8 whose sum
  * is M_b. */
 AVX512_INLINE __m512i avx512_q6k_block(const uint8_t *blk, const block_q8k *xb) {
-    PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-    PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
-    PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES); /* the next block's first line is blk + 192's */
+    avx512_k_prefetch(blk);
     float d, dmin;
     __m256i scales16;
     __m512i scales;
@@ -1519,9 +1528,7 @@ AVX512_INLINE __m512i avx512_q6k_block(const uint8_t *blk, const block_q8k *xb) 
         avx512_kvalues(PYLLM_TYPE_Q6_K, blk, j, scales, &wq, &scale);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wq, _mm512_loadu_si512((const void *)(xb->qs + 64 * j))), scale);
     }
-    const __m256i t8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-    const __m256i m8 = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)xb->bsums));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(t8), m8, 1);
+    return avx512_k_tm(isum, scales16, xb);
 }
 
 AVX512_INLINE short avx512_q6k_d(const uint8_t *blk) {
