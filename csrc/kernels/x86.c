@@ -62,6 +62,13 @@ AVX2_INLINE float avx2_half(const uint8_t *p) {
     return _cvtsh_ss(h);
 }
 
+AVX2_INLINE int avx2_hsum_i32(__m256i v) {
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    return _mm_cvtsi128_si32(s4);
+}
+
 /* 16 bytes of nibbles -> 32 bytes 0..15 in element order (low nibbles first, then high). */
 AVX2_INLINE __m256i avx2_nibbles(const uint8_t *qs) {
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
@@ -98,60 +105,298 @@ static inline int x86_has_min(const int type) {
     return type == PYLLM_TYPE_Q4_1 || type == PYLLM_TYPE_Q5_1;
 }
 
-/* R x C tile over quantized weights: rows w, w + rb, ...; activation rows xq, xq + nb, ... */
-AVX2_INLINE void avx2_qtile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
-                            const block_q8x *xq, int nb, float *y, int y_stride, int accumulate) {
+/* The lane kernels, AVX2: Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 in the float order of the AVX-512 lane
+ * kernels (below), so that a token gives the same bits alone or in a batch, and the same bits on
+ * both x86 families. Per weight row and token, block b's exact integer dot I_b times the product
+ * of the two blocks' scales (d_b xd_b, one rounding) is added by one fused multiply-add into one of
+ * four float sums A_j, j = (b / 2) % 4, in block order from +0; Q4_1 and Q5_1 then add m_b s_b
+ * (s_b: the activation block's d sum(x)) into the same sum by a second one. The result is
+ * (A_0 + A_2) + (A_1 + A_3).
+ *   vpmaddubsw multiplies unsigned by signed bytes: the 4- and 5-bit types multiply their unsigned
+ * values u (Q4_0: q = u - 8, Q5_0: q = u - 16) and start the sum from -o sum(x); Q8_0 multiplies
+ * |q| by x with q's sign. The int16 pair sums of 4-bit values stay exact over a whole block
+ * (8 * 2 * 15 * 127 < 32768), of 5-bit ones over half a block; then one vpmaddwd per part.
+ *   Batches of AVX2_LANES_MIN tokens and more (avx2_lanes_prompt) put 8 weight rows in the 8 lanes:
+ * each 8 rows' blocks are unpacked once per matmul into 4-byte groups (lane r: row r's bytes
+ * 4k .. 4k + 3 of block b), and each vpmaddubsw multiplies a group by 4 activation bytes broadcast
+ * to every lane, so I_b comes out whole in each lane. The sums A_j are taken one after the other
+ * (each over its own blocks, in order), so a token needs one accumulator at a time.
+ *   Single tokens (avx2_lanes_row) read a row front to back, 8 blocks at a time: each block's
+ * products in 8 int32 lanes, a vphaddd tree to the 8 blocks' I_b in the order 0, 2, 4, 6, 1, 3,
+ * 5, 7, and two multiply-adds into the four sums, one per lane of a 128-bit register. */
+
+/* The offset o of a type's unsigned weights on AVX2 (above): Q4_0's 8, Q5_0's 16, else 0. */
+static inline int avx2_lanes_offset(const int type) {
+    return type == PYLLM_TYPE_Q4_0 ? 8 : type == PYLLM_TYPE_Q5_0 ? 16 : 0;
+}
+
+/* Block blk's 32 values as bytes in element order: u for the 4- and 5-bit types, Q8_0's signed q. */
+AVX2_INLINE __m256i avx2_block_values(const int type, const uint8_t *blk) {
+    switch (type) {
+    case PYLLM_TYPE_Q8_0: return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    case PYLLM_TYPE_Q4_0: return avx2_nibbles(blk + 2);
+    case PYLLM_TYPE_Q4_1: return avx2_nibbles(blk + 4);
+    case PYLLM_TYPE_Q5_0: return _mm256_or_si256(avx2_nibbles(blk + 6), avx2_fifth_bits(blk + 2));
+    default: return _mm256_or_si256(avx2_nibbles(blk + 8), avx2_fifth_bits(blk + 4));
+    }
+}
+
+/* -o times the sum of each of `count` activation blocks (o: avx2_lanes_offset, or the AVX-512
+ * lanes' own). */
+AVX2_INLINE void avx2_lanes_offsets(const int o, const block_q8x *x, size_t count, int32_t *nx) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (size_t i = 0; i < count; i++) {
+        const __m256i s16 = _mm256_maddubs_epi16(ones, _mm256_loadu_si256((const __m256i *)x[i].qs));
+        nx[i] = -o * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    }
+}
+
+/* I_b (without the -o sum(x) term) of one lane's worth of groups: w[k] the 8 groups of 4 weight
+ * bytes (Q8_0: |q|, and sg[k] q itself for the signs), xs the block's 32 activation bytes. */
+AVX2_INLINE __m256i avx2_lanes_dot(const int type, const __m256i *w, const __m256i *sg, const int8_t *xs) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i dot = _mm256_setzero_si256();
+    if (type == PYLLM_TYPE_Q8_0) {
+        for (int k = 0; k < 8; k++) {
+            int32_t x4;
+            memcpy(&x4, xs + 4 * k, sizeof x4);
+            const __m256i p = _mm256_maddubs_epi16(w[k], _mm256_sign_epi8(_mm256_set1_epi32(x4), sg[k]));
+            dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
+        }
+        return dot;
+    }
+    const int per = type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1 ? 8 : 4; /* groups summed in int16 */
+    for (int k0 = 0; k0 < 8; k0 += per) {
+        __m256i s16 = _mm256_setzero_si256();
+        for (int k = k0; k < k0 + per; k++) {
+            int32_t x4;
+            memcpy(&x4, xs + 4 * k, sizeof x4);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(x4)));
+        }
+        dot = _mm256_add_epi32(dot, _mm256_madd_epi16(s16, ones));
+    }
+    return dot;
+}
+
+/* 8 rows x of 8 int32 -> row r's int32 k in out[k], lane r. */
+AVX2_INLINE void avx2_transpose8x8(const __m256i *x, __m256i *out) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(x[2 * i], x[2 * i + 1]);     /* dwords 0, 1 | 4, 5 of rows 2i, 2i+1 */
+        t[2 * i + 1] = _mm256_unpackhi_epi32(x[2 * i], x[2 * i + 1]); /* dwords 2, 3 | 6, 7 */
+    }
+    for (int h = 0; h < 2; h++) { /* rows 4h .. 4h + 3 */
+        u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);     /* dword 0 | 4 */
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);     /* dword 1 | 5 */
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]); /* dword 2 | 6 */
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]); /* dword 3 | 7 */
+    }
+    for (int k = 0; k < 4; k++) {
+        out[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+        out[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+    }
+}
+
+/* 8 rows from w (nr of them real, the others zero) unpacked for avx2_lanes_prompt: per block b,
+ * wq[b * G + k] (G = 8, Q8_0 16) holds bytes 4k .. 4k + 3 of each row's avx2_block_values in lane
+ * r (Q8_0: |q|, then q in wq[b * 16 + 8 + k]); wd[b * 8 + r] the block's scale d, wm[b * 8 + r] its
+ * offset m (Q4_1, Q5_1). */
+AVX2_INLINE void avx2_lanes_unpack8(const int type, const uint8_t *w, size_t rb, int nr, int nb, __m256i *wq,
+                                    float *wd, float *wm) {
+    const size_t bsize = x86_block_bytes(type);
+    const int G = type == PYLLM_TYPE_Q8_0 ? 16 : 8;
+    for (int b = 0; b < nb; b++) {
+        __m256i v[8];
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            v[r] = r < nr ? avx2_block_values(type, blk) : _mm256_setzero_si256();
+            wd[(size_t)b * 8 + r] = r < nr ? avx2_half(blk) : 0.0f;
+            if (x86_has_min(type)) wm[(size_t)b * 8 + r] = r < nr ? avx2_half(blk + 2) : 0.0f;
+        }
+        __m256i *o = wq + (size_t)b * G;
+        avx2_transpose8x8(v, o);
+        if (type == PYLLM_TYPE_Q8_0)
+            for (int k = 0; k < 8; k++) {
+                o[8 + k] = o[k];
+                o[k] = _mm256_abs_epi8(o[k]); /* -128 becomes 0x80: 128 as maddubs reads it */
+            }
+    }
+}
+
+/* C tokens (x, x + nb, ...) times 8 unpacked rows; nx[t * nb + b] = -o times the sum of token t's
+ * block b (unused where o is 0). Writes (or adds to) y[t * y_stride + r] for the nr real rows. */
+AVX2_INLINE void avx2_lanes_prompt(const int type, const int C, const __m256i *wq, const float *wd,
+                                   const float *wm, int nr, const block_q8x *x, const int32_t *nx, int nb,
+                                   float *y, int y_stride, int accumulate) {
+    const int G = type == PYLLM_TYPE_Q8_0 ? 16 : 8;
+    __m256 sum[4][4]; /* sum j of token c */
+    for (int j = 0; j < 4; j++) {
+        __m256 acc[4];
+        for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+        for (int b0 = 2 * j; b0 < nb; b0 += 8)
+            for (int b = b0; b < b0 + 2 && b < nb; b++) {
+                const __m256i *wv = wq + (size_t)b * G;
+                const __m256 wdv = _mm256_loadu_ps(wd + (size_t)b * 8);
+                for (int c = 0; c < C; c++) {
+                    const block_q8x *xb = x + (size_t)c * nb + b;
+                    __m256i dot = avx2_lanes_dot(type, wv, wv + 8, xb->qs);
+                    if (avx2_lanes_offset(type)) dot = _mm256_add_epi32(dot, _mm256_set1_epi32(nx[(size_t)c * nb + b]));
+                    const __m256 s = _mm256_mul_ps(wdv, _mm256_set1_ps(xb->d));
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, acc[c]);
+                    if (x86_has_min(type))
+                        acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(wm + (size_t)b * 8), _mm256_set1_ps(xb->s), acc[c]);
+                }
+            }
+        for (int c = 0; c < C; c++) sum[j][c] = acc[c];
+    }
+    for (int c = 0; c < C; c++) {
+        __m256 v = _mm256_add_ps(_mm256_add_ps(sum[0][c], sum[2][c]), _mm256_add_ps(sum[1][c], sum[3][c]));
+        float *dst = y + (size_t)c * y_stride;
+        _Alignas(32) float out[8];
+        _mm256_store_ps(out, v);
+        for (int r = 0; r < nr; r++) dst[r] = accumulate ? dst[r] + out[r] : out[r];
+    }
+}
+
+/* One token's activation scales d (xd), sums s (xs, Q4_1 and Q5_1) and -o sum(x) (nx) for
+ * avx2_lanes_row: per group of 8 blocks in the order 0, 2, 4, 6, 1, 3, 5, 7, 0 past the last
+ * block. Groups g0 .. g1 - 1 (of 8 blocks each) into entries 0 .. 8 (g1 - g0) - 1. */
+#define LANE8_BLOCK(i) ((i) < 4 ? 2 * (i) : 2 * ((i) - 4) + 1)
+AVX2_INLINE void avx2_lanes_xorder(const int type, const block_q8x *x, int nb, int g0, int g1, float *xd,
+                                   float *xs, int32_t *nx) {
+    for (int g = g0; g < g1; g++)
+        for (int i = 0; i < 8; i++) {
+            const int b = 8 * g + LANE8_BLOCK(i);
+            const size_t at = (size_t)(g - g0) * 8 + i;
+            xd[at] = b < nb ? x[b].d : 0.0f;
+            if (x86_has_min(type)) xs[at] = b < nb ? x[b].s : 0.0f;
+            if (avx2_lanes_offset(type)) {
+                int32_t v = 0;
+                if (b < nb) avx2_lanes_offsets(avx2_lanes_offset(type), x + b, 1, &v);
+                nx[at] = v;
+            }
+        }
+}
+
+/* Blocks 8g .. 8g + 7 of a row (those below nb) against one token, added into the four sums. */
+AVX2_INLINE __m128 avx2_lanes_group(const int type, const int full, const uint8_t *row, const block_q8x *x,
+                                    const float *xd, const float *xs, const int32_t *nx, int g, int nb, __m128 acc) {
     const size_t bsize = x86_block_bytes(type);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[2][4];
-    float offset[2][4]; /* Q4_1, Q5_1: sum over blocks of m * s */
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) { acc[r][c] = _mm256_setzero_ps(); offset[r][c] = 0.0f; }
+    const uint8_t *blk0 = row + (size_t)8 * g * bsize;
+    for (size_t o = 0; o < 8 * bsize; o += 64) PREFETCH_AHEAD(blk0 + o, PREFETCH_BYTES);
+    __m256i v[8];
+    uint16_t d16[8], m16[8];
+    for (int i = 0; i < 8; i++) {
+        const int b = 8 * g + LANE8_BLOCK(i);
+        if (!full && b >= nb) { v[i] = _mm256_setzero_si256(); d16[i] = m16[i] = 0; continue; }
+        const uint8_t *blk = row + (size_t)b * bsize;
+        const __m256i wv = avx2_block_values(type, blk), xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const __m256i p = type == PYLLM_TYPE_Q8_0
+            ? _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv))
+            : _mm256_maddubs_epi16(wv, xv);
+        v[i] = _mm256_madd_epi16(p, ones);
+        memcpy(&d16[i], blk, 2);
+        if (x86_has_min(type)) memcpy(&m16[i], blk + 2, 2);
+    }
+    /* 128-bit lane halves of blocks 0, 2, 4, 6 (v[0 .. 3]) and 1, 3, 5, 7 (v[4 .. 7]) summed */
+    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    __m256i isum = _mm256_set_m128i(_mm_add_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)),
+                                    _mm_add_epi32(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1)));
+    if (avx2_lanes_offset(type)) isum = _mm256_add_epi32(isum, _mm256_loadu_si256((const __m256i *)nx));
+    const __m256 f = _mm256_cvtepi32_ps(isum);
+    const __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d16)), _mm256_loadu_ps(xd));
+    acc = _mm_fmadd_ps(_mm256_castps256_ps128(f), _mm256_castps256_ps128(s), acc);
+    __m256 wm = _mm256_setzero_ps(), xsv = _mm256_setzero_ps();
+    if (x86_has_min(type)) {
+        wm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)m16));
+        xsv = _mm256_loadu_ps(xs);
+        acc = _mm_fmadd_ps(_mm256_castps256_ps128(wm), _mm256_castps256_ps128(xsv), acc);
+    }
+    acc = _mm_fmadd_ps(_mm256_extractf128_ps(f, 1), _mm256_extractf128_ps(s, 1), acc);
+    if (x86_has_min(type)) acc = _mm_fmadd_ps(_mm256_extractf128_ps(wm, 1), _mm256_extractf128_ps(xsv, 1), acc);
+    return acc;
+}
 
-    for (int b = 0; b < nb; b++) {
-        __m256i wq[2], wabs[2];
-        float wd[2], wm[2];
-        for (int r = 0; r < R; r++) {
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-            wd[r] = avx2_half(blk);
-            if (type == PYLLM_TYPE_Q8_0) {
-                wq[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
-            } else if (type == PYLLM_TYPE_Q4_0) {
-                wq[r] = _mm256_sub_epi8(avx2_nibbles(blk + 2), _mm256_set1_epi8(8));
-            } else if (type == PYLLM_TYPE_Q4_1) {
-                wm[r] = avx2_half(blk + 2);
-                wq[r] = avx2_nibbles(blk + 4);
-            } else if (type == PYLLM_TYPE_Q5_0) {
-                wq[r] = _mm256_or_si256(avx2_nibbles(blk + 6), avx2_fifth_bits(blk + 2));
-                wq[r] = _mm256_sub_epi8(wq[r], _mm256_set1_epi8(16));
-            } else {
-                wm[r] = avx2_half(blk + 2);
-                wq[r] = _mm256_or_si256(avx2_nibbles(blk + 8), avx2_fifth_bits(blk + 4));
+/* The four sums as the result: (A_0 + A_2) + (A_1 + A_3). */
+AVX2_INLINE float avx2_sums4_result(__m128 acc) {
+    const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+}
+
+/* Batches of this many tokens and more go through avx2_lanes_prompt, fewer a row at a time. */
+#define AVX2_LANES_MIN 2
+/* Rows of up to this many blocks (32,768 values) have the token's scales and sums in avx2_lanes_xorder's
+ * order made once per matmul; longer ones make them per row, a piece at a time. */
+#define AVX2_XORDER_BLOCKS 1024
+
+AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0, int r1, const block_q8x *xq,
+                                   int n, float *y, int accumulate) {
+    const int nb = w->cols / QK8X;
+    const size_t rb = kern_row_bytes(type, w->cols);
+    void *scratch = NULL;
+    const int G = type == PYLLM_TYPE_Q8_0 ? 16 : 8;
+    if (n >= AVX2_LANES_MIN) { /* wq (nb G 32 bytes), wd and wm (nb 32 each), nx (n nb 4) */
+        const size_t bytes = (size_t)nb * ((size_t)G * 32 + 64) + (size_t)n * nb * 4;
+        scratch = aligned_alloc(32, (bytes + 31) / 32 * 32);
+    }
+    if (scratch) {
+        __m256i *wq = scratch;
+        float *wd = (float *)(wq + (size_t)nb * G), *wm = wd + (size_t)nb * 8;
+        int32_t *nx = (int32_t *)(wm + (size_t)nb * 8);
+        if (avx2_lanes_offset(type)) avx2_lanes_offsets(avx2_lanes_offset(type), xq, (size_t)n * nb, nx);
+        for (int r = r0; r < r1; r += 8) {
+            const int nr = r1 - r < 8 ? r1 - r : 8;
+            avx2_lanes_unpack8(type, (const uint8_t *)w->data + (size_t)r * rb, rb, nr, nb, wq, wd, wm);
+            int t = 0;
+            for (; t + 4 <= n; t += 4)
+                avx2_lanes_prompt(type, 4, wq, wd, wm, nr, xq + (size_t)t * nb, nx + (size_t)t * nb, nb,
+                                  y + (size_t)t * w->rows + r, w->rows, accumulate);
+            const block_q8x *xt = xq + (size_t)t * nb;
+            const int32_t *nt = nx + (size_t)t * nb;
+            float *yt = y + (size_t)t * w->rows + r;
+            switch (n - t) {
+            case 3: avx2_lanes_prompt(type, 3, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 2: avx2_lanes_prompt(type, 2, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            case 1: avx2_lanes_prompt(type, 1, wq, wd, wm, nr, xt, nt, nb, yt, w->rows, accumulate); break;
+            default: break;
             }
-            if (!x86_has_min(type)) wabs[r] = _mm256_sign_epi8(wq[r], wq[r]);
         }
-        for (int c = 0; c < C; c++) {
-            const block_q8x *xb = xq + (size_t)c * nb + b;
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)xb->qs);
-            for (int r = 0; r < R; r++) {
-                /* maddubs multiplies unsigned by signed bytes: signed weights go in as |w| with
-                 * their sign moved onto x. */
-                __m256i p16 = x86_has_min(type)
-                    ? _mm256_maddubs_epi16(wq[r], xv)
-                    : _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(xv, wq[r]));
-                __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), p, acc[r][c]);
-                if (x86_has_min(type)) offset[r][c] += wm[r] * xb->s;
+        free(scratch);
+        return;
+    }
+    /* a token at a time (also where the scratch could not be had: the same result, slower) */
+    const int ng = (nb + 7) / 8, gfull = nb / 8;
+    _Alignas(32) float xd[AVX2_XORDER_BLOCKS], xs[AVX2_XORDER_BLOCKS];
+    _Alignas(32) int32_t nx[AVX2_XORDER_BLOCKS];
+    for (int t = 0; t < n; t++) {
+        const block_q8x *xt = xq + (size_t)t * nb;
+        float *yt = y + (size_t)t * w->rows;
+        if (ng * 8 <= AVX2_XORDER_BLOCKS) {
+            avx2_lanes_xorder(type, xt, nb, 0, ng, xd, xs, nx);
+            for (int r = r0; r < r1; r++) {
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
+                __m128 acc = _mm_setzero_ps();
+                int g = 0;
+                for (; g < gfull; g++) acc = avx2_lanes_group(type, 1, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, g, nb, acc);
+                if (g < ng) acc = avx2_lanes_group(type, 0, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, g, nb, acc);
+                const float v = avx2_sums4_result(acc);
+                yt[r] = accumulate ? yt[r] + v : v;
             }
+            continue;
+        }
+        for (int r = r0; r < r1; r++) { /* longer rows: the token's order made a group at a time */
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
+            __m128 acc = _mm_setzero_ps();
+            for (int g = 0; g < ng; g++) {
+                avx2_lanes_xorder(type, xt, nb, g, g + 1, xd, xs, nx);
+                acc = avx2_lanes_group(type, 0, row, xt, xd, xs, nx, g, nb, acc);
+            }
+            const float v = avx2_sums4_result(acc);
+            yt[r] = accumulate ? yt[r] + v : v;
         }
     }
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < R; r++) {
-            float v = avx2_hsum(acc[r][c]) + offset[r][c];
-            float *dst = y + (size_t)c * y_stride + r;
-            *dst = accumulate ? *dst + v : v;
-        }
 }
 
 /* R x C tile over K-quant weights (Q4_K, Q5_K, Q6_K) against block_q8k activations: rows w,
@@ -313,15 +558,6 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         }
 }
 
-/* The weight types avx2_qtile multiplies (against quantized activations); the others go through
- * avx2_ftile. A constant the templates fold away: kern_type_quantized, a lookup in dispatch.c's
- * table, is a call per tile from here (gcc cannot inline it across files, nor in one file under
- * -fPIC), and it kept the prompt tile height from being a constant. */
-AVX2_INLINE int avx2_quantized(const int type) {
-    return type == PYLLM_TYPE_Q8_0 || type == PYLLM_TYPE_Q4_0 || type == PYLLM_TYPE_Q4_1 ||
-           type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1;
-}
-
 /* The weight types avx2_ktile multiplies (against block_q8k activations). */
 AVX2_INLINE int avx2_kquant(const int type) {
     return type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K;
@@ -335,9 +571,6 @@ AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm
     if (avx2_kquant(type)) {
         int nb = w->cols / QK_K;
         avx2_ktile(type, R, C, wr, rb, (const block_q8k *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
-    } else if (avx2_quantized(type)) {
-        int nb = w->cols / QK8X;
-        avx2_qtile(type, R, C, wr, rb, (const block_q8x *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
     } else {
         avx2_ftile(type, R, C, wr, rb, x + (size_t)t * w->cols, w->cols, yt, w->rows, accumulate);
     }
@@ -353,7 +586,7 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
         for (int r = r0; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
         return;
     }
-    const int TR = avx2_kquant(type) ? KTILE_ROWS : avx2_quantized(type) ? 2 : 3, TC = 4; /* tile: weight rows x activation rows */
+    const int TR = avx2_kquant(type) ? KTILE_ROWS : 3, TC = 4; /* tile: weight rows x activation rows */
     const int chunk = 64 / TR * TR;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
@@ -381,27 +614,32 @@ AVX2_TARGET void kern_x86_matmul_f16_avx2(const pyllm_tensor *w, int r0, int r1,
 
 AVX2_TARGET void kern_x86_matmul_q8_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q8_0, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_lanes(PYLLM_TYPE_Q8_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q4_0, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_lanes(PYLLM_TYPE_Q4_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q4_1, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_lanes(PYLLM_TYPE_Q4_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q5_0_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q5_0, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_lanes(PYLLM_TYPE_Q5_0, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q5_1_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q5_1, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_lanes(PYLLM_TYPE_Q5_1, w, r0, r1, xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q4_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
@@ -550,13 +788,6 @@ AVX2_INLINE void avx2_quantize32(const float *v, __m256 id, int8_t *out, __m256i
                                                                 _mm256_packs_epi32(q[2], q[3])),
                                              _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)out, q8);
-}
-
-AVX2_INLINE int avx2_hsum_i32(__m256i v) {
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    return _mm_cvtsi128_si32(s4);
 }
 
 AVX2_TARGET void kern_x86_quantize_block_q8k_avx2(const float *v, void *out_) {
@@ -1138,15 +1369,6 @@ AVX512_INLINE void avx512_lanes_prompt(const int type, const int C, const uint32
     }
 }
 
-/* -o times the sum of each of `count` activation blocks. */
-AVX512_INLINE void avx512_lanes_offsets(const int type, const block_q8x *x, size_t count, int32_t *nx) {
-    const __m256i ones = _mm256_set1_epi8(1);
-    for (size_t i = 0; i < count; i++) {
-        const __m256i s16 = _mm256_maddubs_epi16(ones, _mm256_loadu_si256((const __m256i *)x[i].qs));
-        nx[i] = -lanes_offset(type) * avx2_hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
-    }
-}
-
 /* Batches of at least this many tokens go through avx512_lanes_prompt, single tokens through
  * avx512_lanes_row. One threshold serves every type: from 2 tokens the rows unpacked once beat
  * reading them once per token for all five (SmolLM2's matmul shapes, 1 thread, CPU time, 2 tokens:
@@ -1169,7 +1391,7 @@ AVX512_INLINE void avx512_matmul_lanes(const int type, const pyllm_tensor *w, in
         uint32_t *wq = scratch;
         float *wd = (float *)(wq + (size_t)nb * 128), *wm = wd + (size_t)nb * 16;
         int32_t *nx = (int32_t *)(wm + (size_t)nb * 16);
-        if (lanes_offset(type)) avx512_lanes_offsets(type, xq, (size_t)n * nb, nx);
+        if (lanes_offset(type)) avx2_lanes_offsets(lanes_offset(type), xq, (size_t)n * nb, nx);
         for (int r = r0; r < r1; r += 16) {
             const int nr = r1 - r < 16 ? r1 - r : 16;
             const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
