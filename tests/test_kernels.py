@@ -434,3 +434,106 @@ def test_roundtrip_quantize_dequantize_matches_ggml_rules():
                              ("q5_1", 0.15)]:
         back = dequantize(quantize(w, type_name), type_name, w.shape)
         assert np.abs(back - w).max() < bound * np.abs(w).max(), type_name
+
+
+# ------------------------------------------------------------------------------------------------
+# The x86 kernels' order of float operations, modelled step by step in numpy
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 fused multiply-add, rounded once: a * b is exact in float64, the sum's rounding error
+    is recovered exactly (two-sum), and decides the float32 rounding where float64's result lies
+    exactly halfway between two float32 (the one case where rounding twice differs)."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = c.astype(np.float64)
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    r = s.astype(np.float32)
+    other = np.nextafter(r, np.where(s > r, np.float32(np.inf), np.float32(-np.inf))).astype(np.float32)
+    halfway = (s != r) & (s == (r.astype(np.float64) + other.astype(np.float64)) / 2) & (err != 0)
+    toward = np.sign(err) == np.sign(other.astype(np.float64) - r.astype(np.float64))
+    return np.where(halfway & toward, other, r).astype(np.float32)
+
+
+def quantize_blocks(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The C core's activation blocks: (scales d (n, nb), int8 values (n, nb, block))."""
+    b = x.reshape(x.shape[0], -1, block).astype(np.float32)
+    d = (np.abs(b).max(axis=-1) / np.float32(127.0)).astype(np.float32)
+    inv = np.where(d > 0, np.float32(1.0) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    return d, np.round((b * inv[..., None]).astype(np.float32)).astype(np.int64)
+
+
+def with_scales(raw: np.ndarray, type_name: str, rows: int, cols: int, first: float, second: float) -> np.ndarray:
+    """raw with every block's f16 scale set to `first` and its offset or dmin (where it has one) to
+    `second`: decoded, the blocks give their integer values (times the sub-block scales)."""
+    t = TYPES[type_name]
+    blk = raw.copy().reshape(rows, -1, t.block_bytes)
+    at = t.block_bytes - 2 if type_name == "q6_k" else 0
+    blk[..., at:at + 2] = np.array([first], np.float16).view(np.uint8)
+    if type_name in WITH_MIN or type_name in ("q4_k", "q5_k"):
+        blk[..., 2:4] = np.array([second], np.float16).view(np.uint8)
+    return dequantize(blk.reshape(-1), type_name, (rows, cols))
+
+
+def x86_order_model(raw: np.ndarray, type_name: str, rows: int, cols: int, x: np.ndarray) -> np.ndarray:
+    """What the x86 lane kernels compute, in their order: per block b (32 values, or a K-quant's 256)
+    exact integer sums, then into one of four float32 sums A_j (j = (b / 2) % 4 for 32-value blocks,
+    b % 4 for super-blocks), from +0 in block order, fused multiply-adds of (weight scale * activation
+    scale) times the integer, then of the offset term; the result (A_0 + A_2) + (A_1 + A_3)."""
+    t = TYPES[type_name]
+    k_quant = type_name in K_QUANTS
+    block = QK_K if k_quant else QK
+    nb = cols // block
+    xd, xq = quantize_blocks(x, block)  # (n, nb), (n, nb, block)
+    blk = raw.reshape(rows, nb, t.block_bytes)
+    ints = with_scales(raw, type_name, rows, cols, 1.0, 0.0).astype(np.int64).reshape(rows, nb, block)
+    T = np.einsum("rbk,nbk->nrb", ints, xq)  # (n, rows, nb)
+    if k_quant and type_name != "q6_k":
+        mins = -with_scales(raw, type_name, rows, cols, 0.0, 1.0).astype(np.int64).reshape(rows, nb, block)
+        M = np.einsum("rbk,nbk->nrb", mins, xq)
+        d = blk[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        m = -blk[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+    elif type_name == "q6_k":
+        scales = blk[..., 192:208].view(np.int8).astype(np.int64)  # (rows, nb, 16)
+        M = np.einsum("rbs,nbs->nrb", scales, xq.reshape(x.shape[0], nb, 16, 16).sum(axis=-1))
+        T = T + 32 * M  # ints held scale * (q - 32)
+        d = blk[..., 208:210].copy().view(np.float16)[..., 0].astype(np.float32)
+        m = (d * np.float32(-32.0)).astype(np.float32)
+    else:
+        M = None
+        d = blk[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        if type_name in WITH_MIN:
+            wm = blk[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+            xs = (xd * xq.sum(axis=-1).astype(np.float32)).astype(np.float32)
+    acc = np.zeros((4, x.shape[0], rows), np.float32)
+    for b in range(nb):
+        j = b % 4 if k_quant else (b // 2) % 4
+        s = (d[None, :, b] * xd[:, b, None]).astype(np.float32)
+        acc[j] = fma32(T[:, :, b].astype(np.float32), s, acc[j])
+        if k_quant:
+            acc[j] = fma32(M[:, :, b].astype(np.float32), (m[None, :, b] * xd[:, b, None]).astype(np.float32), acc[j])
+        elif type_name in WITH_MIN:
+            acc[j] = fma32(np.broadcast_to(wm[None, :, b], acc[j].shape), np.broadcast_to(xs[:, b, None], acc[j].shape), acc[j])
+    return ((acc[0] + acc[2]) + (acc[1] + acc[3])).astype(np.float32)
+
+
+# The x86 kernel families and the types whose every path follows x86_order_model.
+X86_ORDER = [(k, t) for k in KERNELS if k in ("avx2", "avx512") for t in QUANTIZED]
+X86_ORDER += [(k, t) for k in KERNELS if k == "avx512" for t in ("q4_k", "q6_k")]
+
+
+@pytest.mark.parametrize("kernels,type_name", X86_ORDER)
+@pytest.mark.parametrize("rows,cols", [(1, 32), (9, 256), (17, 544), (12, 1120), (3, 2304)])
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_x86_kernels_follow_one_order_of_float_operations(kernels, type_name, rows, cols, n):
+    """Bit for bit what x86_order_model computes, single tokens and batches, for any block bytes:
+    AVX2 and AVX-512 give a model the same logits (for these types), whichever x86 CPU runs it."""
+    rng = np.random.default_rng(rows * 7 + cols + n)
+    if type_name in K_QUANTS:
+        cols = -(-cols // QK_K) * QK_K
+        raw = random_k_blocks(rng, type_name, rows, cols)
+    else:
+        raw = random_blocks(rng, type_name, rows, cols)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    y = _native.matmul(raw, TYPES[type_name].ggml_id, rows, cols, x, kernels, 2)
+    np.testing.assert_array_equal(y.view(np.uint32), x86_order_model(raw, type_name, rows, cols, x).view(np.uint32))
