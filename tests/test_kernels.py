@@ -519,7 +519,7 @@ def x86_order_model(raw: np.ndarray, type_name: str, rows: int, cols: int, x: np
 
 # The x86 kernel families and the types whose every path follows x86_order_model.
 X86_ORDER = [(k, t) for k in KERNELS if k in ("avx2", "avx512") for t in QUANTIZED]
-X86_ORDER += [(k, t) for k in KERNELS if k == "avx512" for t in ("q4_k", "q6_k")]
+X86_ORDER += [(k, t) for k in KERNELS if k in ("avx2", "avx512") for t in ("q4_k", "q6_k")]
 
 
 @pytest.mark.parametrize("kernels,type_name", X86_ORDER)

@@ -522,6 +522,260 @@ AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint
         }
 }
 
+/* Q4_K and Q6_K, AVX2, in the float order of the AVX-512 K-quant kernels (below): per super-block
+ * b, two exact integers T_b (the sub-blocks' scale * (q . x), q unsigned: Q4_K 0..15, Q6_K 0..63)
+ * and M_b (Q4_K: min * sum(x) per sub-block; Q6_K: scale * sum(x)), then, into one of four float
+ * sums A_j, j = b % 4, from +0 in block order, A_j = fma(d_b xd_b, T_b, A_j) and
+ * A_j = fma(m_b xd_b, M_b, A_j) with m_b = -dmin_b (Q4_K) or -32 d_b (Q6_K); the result is
+ * (A_0 + A_2) + (A_1 + A_3).
+ *   Batches (avx2_klanes) put 8 weight rows in the 8 lanes: each super-block of the 8 rows is
+ * unpacked once per matmul into 64 registers of 4-byte groups (lane r: row r's values
+ * 4G .. 4G + 3), each vpmaddubsw multiplies one by 4 activation bytes broadcast to every lane, a
+ * sub-block's products are summed in int16 (8 groups of Q4_K stay under 32768: 8 * 2 * 15 * 127;
+ * 2 of Q6_K: 2 * 2 * 63 * 127), and one vpmaddwd by the pair (scale, scale) adds them to T.
+ *   Single tokens (avx2_k_row) read a row front to back, each super-block's T and M in 8 int32
+ * lanes, and four blocks' lanes folded together by a vphaddd tree for two multiply-adds. */
+
+/* Super-block blk's 256 values as bytes in element order, 32 per register: Q4_K's nibbles, Q6_K's
+ * 6-bit values. */
+AVX2_INLINE void avx2_k_values(const int type, const uint8_t *blk, __m256i *v) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == PYLLM_TYPE_Q6_K) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * h + 32 * (k & 1)));
+                const __m256i lo = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+                /* bits 2k, 2k+1 of qh to bits 4, 5 (16-bit shifts: the mask drops what crosses bytes) */
+                const __m256i hi = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
+                                 : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                v[4 * h + k] = _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+            }
+        }
+        return;
+    }
+    const block_q4_K *q = (const block_q4_K *)blk;
+    for (int j = 0; j < 4; j++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * j));
+        v[2 * j] = _mm256_and_si256(raw, m4);
+        v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+    }
+}
+
+/* One super-block of 8 Q4_K or Q6_K rows as avx2_klanes reads it: wq[G], lane r: row r's values
+ * 4G .. 4G + 3; scale2[s], lane r: row r's scale of sub-block s twice (int16 pair); pair2[p], lane
+ * r: the int16 pair that multiplies bsums 2p and 2p + 1 for M (Q4_K: min p twice; Q6_K: scales 2p
+ * and 2p + 1); d and m as floats. */
+typedef struct {
+    __m256i wq[64], scale2[16], pair2[8];
+    __m256 d, m;
+} klanes8;
+
+AVX2_INLINE int32_t avx2_pair16(int lo, int hi) {
+    return (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+}
+
+/* Rows from w (nr <= 8 of them; the other lanes zero), super-block by super-block (u[b]). */
+AVX2_INLINE void avx2_klanes_unpack8(const int type, const uint8_t *w, size_t rb, int nr, int nb, klanes8 *u) {
+    const size_t bsize = rb / (size_t)nb;
+    for (int b = 0; b < nb; b++) {
+        _Alignas(32) uint8_t vals[8][QK_K];
+        _Alignas(32) int32_t scale2[16][8], pair2[8][8];
+        _Alignas(32) float d[8], m[8];
+        for (int r = 0; r < 8; r++) {
+            if (r >= nr) {
+                memset(vals[r], 0, QK_K);
+                for (int s = 0; s < 16; s++) scale2[s][r] = 0;
+                for (int p = 0; p < 8; p++) pair2[p][r] = 0;
+                d[r] = m[r] = 0.0f;
+                continue;
+            }
+            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            __m256i v[8];
+            avx2_k_values(type, blk, v);
+            for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(vals[r] + 32 * j), v[j]);
+            if (type == PYLLM_TYPE_Q6_K) {
+                const block_q6_K *q = (const block_q6_K *)blk;
+                for (int s = 0; s < 16; s++) scale2[s][r] = avx2_pair16(q->scales[s], q->scales[s]);
+                for (int p = 0; p < 8; p++) pair2[p][r] = avx2_pair16(q->scales[2 * p], q->scales[2 * p + 1]);
+                d[r] = _cvtsh_ss(q->d);
+                m[r] = d[r] * -32.0f;
+            } else {
+                const block_q4_K *q = (const block_q4_K *)blk;
+                uint8_t sc[8], mn[8];
+                kquant_scales(q->scales, sc, mn);
+                for (int s = 0; s < 8; s++) {
+                    scale2[s][r] = avx2_pair16(sc[s], sc[s]);
+                    pair2[s][r] = avx2_pair16(mn[s], mn[s]);
+                }
+                d[r] = _cvtsh_ss(q->d);
+                m[r] = -_cvtsh_ss(q->dmin);
+            }
+        }
+        klanes8 *o = u + b;
+        for (int c = 0; c < QK_K / 32; c++) { /* 32 bytes (8 groups) of every row at a time */
+            __m256i z[8];
+            for (int r = 0; r < 8; r++) z[r] = _mm256_load_si256((const __m256i *)(vals[r] + 32 * c));
+            avx2_transpose8x8(z, o->wq + 8 * c);
+        }
+        for (int s = 0; s < 16; s++) o->scale2[s] = _mm256_load_si256((const __m256i *)scale2[s]);
+        for (int p = 0; p < 8; p++) o->pair2[p] = _mm256_load_si256((const __m256i *)pair2[p]);
+        o->d = _mm256_load_ps(d);
+        o->m = _mm256_load_ps(m);
+    }
+}
+
+/* C tokens (xk: the first one's blocks, nb per token) times the 8 rows unpacked in u, into
+ * y[t * y_stride + r] for the first nr rows. The sums A_j are taken one after the other. */
+AVX2_INLINE void avx2_klanes(const int type, const int C, const klanes8 *u, int nb, const block_q8k *xk, int nr,
+                             float *y, int y_stride, int accumulate) {
+    const int S = type == PYLLM_TYPE_Q6_K ? 16 : 8, G = 64 / S; /* sub-blocks, 4-value groups in each */
+    const int per = type == PYLLM_TYPE_Q6_K ? 2 : 8;           /* groups summed in int16 */
+    __m256 sum[4][4];
+    for (int j = 0; j < 4; j++) {
+        __m256 acc[4];
+        for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+        for (int b = j; b < nb; b += 4) {
+            const klanes8 *o = u + b;
+            for (int c = 0; c < C; c++) {
+                const block_q8k *xb = xk + (size_t)c * nb + b;
+                __m256i T = _mm256_setzero_si256(), M = _mm256_setzero_si256();
+                for (int s = 0; s < S; s++)
+                    for (int g0 = 0; g0 < G; g0 += per) {
+                        __m256i s16 = _mm256_setzero_si256();
+                        for (int g = g0; g < g0 + per; g++) {
+                            int32_t x4;
+                            memcpy(&x4, xb->qs + 4 * (s * G + g), sizeof x4);
+                            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(o->wq[s * G + g], _mm256_set1_epi32(x4)));
+                        }
+                        T = _mm256_add_epi32(T, _mm256_madd_epi16(s16, o->scale2[s]));
+                    }
+                for (int p = 0; p < 8; p++) {
+                    int32_t pair;
+                    memcpy(&pair, xb->bsums + 2 * p, sizeof pair);
+                    M = _mm256_add_epi32(M, _mm256_madd_epi16(o->pair2[p], _mm256_set1_epi32(pair)));
+                }
+                const __m256 xd = _mm256_set1_ps(xb->d);
+                acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(o->d, xd), _mm256_cvtepi32_ps(T), acc[c]);
+                acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(o->m, xd), _mm256_cvtepi32_ps(M), acc[c]);
+            }
+        }
+        for (int c = 0; c < C; c++) sum[j][c] = acc[c];
+    }
+    for (int c = 0; c < C; c++) {
+        __m256 v = _mm256_add_ps(_mm256_add_ps(sum[0][c], sum[2][c]), _mm256_add_ps(sum[1][c], sum[3][c]));
+        float *dst = y + (size_t)c * y_stride;
+        _Alignas(32) float out[8];
+        _mm256_store_ps(out, v);
+        for (int r = 0; r < nr; r++) dst[r] = accumulate ? dst[r] + out[r] : out[r];
+    }
+}
+
+/* A batch through the lanes; 0 where their memory could not be had (nothing written then). */
+AVX2_INLINE int avx2_matmul_klanes(const int type, const pyllm_tensor *w, int r0, int r1, const block_q8k *xk,
+                                   int n, float *y, int accumulate) {
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K;
+    klanes8 *u = aligned_alloc(32, (size_t)nb * sizeof(klanes8));
+    if (!u) return 0;
+    for (int c0 = r0; c0 < r1; c0 += 8) {
+        const int nr = r1 - c0 < 8 ? r1 - c0 : 8;
+        avx2_klanes_unpack8(type, (const uint8_t *)w->data + (size_t)c0 * rb, rb, nr, nb, u);
+        int t = 0;
+        float *yc = y + c0;
+        for (; t + 4 <= n; t += 4) avx2_klanes(type, 4, u, nb, xk + (size_t)t * nb, nr, yc + (size_t)t * w->rows, w->rows, accumulate);
+        switch (n - t) {
+        case 3: avx2_klanes(type, 3, u, nb, xk + (size_t)t * nb, nr, yc + (size_t)t * w->rows, w->rows, accumulate); break;
+        case 2: avx2_klanes(type, 2, u, nb, xk + (size_t)t * nb, nr, yc + (size_t)t * w->rows, w->rows, accumulate); break;
+        case 1: avx2_klanes(type, 1, u, nb, xk + (size_t)t * nb, nr, yc + (size_t)t * w->rows, w->rows, accumulate); break;
+        default: break;
+        }
+    }
+    free(u);
+    return 1;
+}
+
+/* Super-block blk of a Q4_K or Q6_K row against one token: 8 int32 lanes whose sum is T_b (*t),
+ * 8 whose sum is M_b (*m); its d and m (-dmin, -32 d) as floats. */
+AVX2_INLINE void avx2_k_block(const int type, const uint8_t *blk, const block_q8k *xb, __m256i *t, __m256i *m,
+                              float *d, float *mf) {
+    PREFETCH_AHEAD(blk, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
+    PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES); /* the next block's first line is blk + 192's at most */
+    __m256i v[8], mins16, isum = _mm256_setzero_si256();
+    avx2_k_values(type, blk, v);
+    if (type == PYLLM_TYPE_Q6_K) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
+        for (int j = 0; j < 8; j++) { /* values 32j .. 32j + 31: sub-blocks 2j, 2j + 1 */
+            const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(q->scales[2 * j + 1]), _mm_set1_epi16(q->scales[2 * j]));
+            const __m256i p = _mm256_maddubs_epi16(v[j], _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale));
+        }
+        *d = _cvtsh_ss(q->d);
+        *mf = *d * -32.0f;
+    } else {
+        const block_q4_K *q = (const block_q4_K *)blk;
+        uint64_t sc, mn;
+        kquant_scales_packed(q->scales, &sc, &mn);
+        const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+        mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        for (int s = 0; s < 8; s++) {
+            const __m256i p = _mm256_maddubs_epi16(v[s], _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * s)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(sc >> (8 * s) & 0xFF))));
+        }
+        *d = _cvtsh_ss(q->d);
+        *mf = -_cvtsh_ss(q->dmin);
+    }
+    *t = isum;
+    *m = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)xb->bsums));
+}
+
+/* The lanes of 4 registers summed, register k into lane k. */
+AVX2_INLINE __m128i avx2_hsum4_i32(const __m256i *v) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* One Q4_K or Q6_K row times one token, four super-blocks at a time. */
+AVX2_INLINE float avx2_k_row(const int type, const uint8_t *row, const block_q8k *xk, int nb) {
+    const size_t bsize = type == PYLLM_TYPE_Q6_K ? sizeof(block_q6_K) : sizeof(block_q4_K);
+    __m128 acc = _mm_setzero_ps();
+    for (int g = 0; g < nb; g += 4) {
+        __m256i t[4], m[4];
+        _Alignas(16) float dx[4], mx[4];
+        for (int k = 0; k < 4; k++) {
+            if (g + k >= nb) { t[k] = m[k] = _mm256_setzero_si256(); dx[k] = mx[k] = 0.0f; continue; }
+            float d, mf;
+            avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d, &mf);
+            dx[k] = d * xk[g + k].d;
+            mx[k] = mf * xk[g + k].d;
+        }
+        acc = _mm_fmadd_ps(_mm_load_ps(dx), _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
+        acc = _mm_fmadd_ps(_mm_load_ps(mx), _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
+    }
+    return avx2_sums4_result(acc);
+}
+
+/* Batches of this many tokens and more take the 8-row lanes; fewer, the row at a time. */
+#define AVX2_KLANES_MIN 4
+
+AVX2_INLINE void avx2_matmul_k(const int type, const pyllm_tensor *w, int r0, int r1, const block_q8k *xk, int n,
+                               float *y, int accumulate) {
+    if (n >= AVX2_KLANES_MIN && avx2_matmul_klanes(type, w, r0, r1, xk, n, y, accumulate)) return;
+    /* a token at a time (also where the lanes' memory could not be had: the same result) */
+    const size_t rb = kern_row_bytes(type, w->cols);
+    const int nb = w->cols / QK_K;
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * w->rows;
+        for (int r = r0; r < r1; r++) {
+            const float v = avx2_k_row(type, (const uint8_t *)w->data + (size_t)r * rb, xk + (size_t)t * nb, nb);
+            yt[r] = accumulate ? yt[r] + v : v;
+        }
+    }
+}
+
 /* R x C tile over F32 or F16 weights against float activations. */
 AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
                             const float *x, int cols, float *y, int y_stride, int accumulate) {
@@ -644,7 +898,8 @@ AVX2_TARGET void kern_x86_matmul_q5_1_avx2(const pyllm_tensor *w, int r0, int r1
 
 AVX2_TARGET void kern_x86_matmul_q4_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q4_K, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_k(PYLLM_TYPE_Q4_K, w, r0, r1, (const block_q8k *)xq, n, y, accumulate);
 }
 
 AVX2_TARGET void kern_x86_matmul_q5_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
@@ -654,7 +909,8 @@ AVX2_TARGET void kern_x86_matmul_q5_k_avx2(const pyllm_tensor *w, int r0, int r1
 
 AVX2_TARGET void kern_x86_matmul_q6_k_avx2(const pyllm_tensor *w, int r0, int r1, const float *x,
                                            const void *xq, int n, float *y, int accumulate) {
-    avx2_matmul_type(PYLLM_TYPE_Q6_K, w, r0, r1, x, xq, n, y, accumulate);
+    (void)x;
+    avx2_matmul_k(PYLLM_TYPE_Q6_K, w, r0, r1, (const block_q8k *)xq, n, y, accumulate);
 }
 
 /* Q8_0 weights against float activations (kern_matmul_float, the classifier): one weight row by C
