@@ -56,6 +56,15 @@ AVX2_INLINE float avx2_hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The 16 float lanes lo (0-7), hi (8-15) summed by the AVX-512 kernels' tree (avx512_sum16):
+ * lanes i and i + 8, then those sums i and i + 4, then i and i + 2, then the last two. */
+AVX2_INLINE float avx2_sum16(__m256 lo, __m256 hi) {
+    const __m256 s8 = _mm256_add_ps(hi, lo);
+    const __m128 s4 = _mm_add_ps(_mm256_extractf128_ps(s8, 1), _mm256_castps256_ps128(s8));
+    const __m128 s2 = _mm_add_ps(s4, _mm_shuffle_ps(s4, s4, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
 AVX2_INLINE float avx2_half(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, sizeof h);
@@ -914,30 +923,33 @@ AVX2_TARGET void kern_x86_matmul_q6_k_avx2(const pyllm_tensor *w, int r0, int r1
 }
 
 /* Q8_0 weights against float activations (kern_matmul_float, the classifier): one weight row by C
- * activation rows, per block d * (q . x), the 32 values as four vectors of 8 floats. The block
- * sums of a row are independent of each other, so only the one FMA that adds a block to its row's
- * accumulator is a chain from block to block. Every tile shape does the same operations per row
- * and activation row, so a logit does not depend on how many rows a pass has. */
+ * activation rows, in the AVX-512 kernel's order (avx512_q8f_tile), its 16 float lanes as two
+ * registers (lo: lanes 0-7, hi: 8-15): per block and lane i, t = fma(q_16+i, x_16+i, q_i x_i), then
+ * acc_i = fma(d, t, acc_i); the lanes summed at the end by avx2_sum16. Only the one FMA that adds a
+ * block to its row's accumulator is a chain from block to block. Every tile shape does the same
+ * operations per row and activation row, so a logit does not depend on how many rows a pass has,
+ * nor on which x86 family computed it. */
 AVX2_INLINE void avx2_q8f_tile(const int C, const uint8_t *w, const float *x, int cols, float *y,
                                int y_stride, int accumulate) {
-    __m256 acc[4];
-    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    __m256 lo[4], hi[4];
+    for (int c = 0; c < C; c++) lo[c] = hi[c] = _mm256_setzero_ps();
     for (int b = 0; b < cols / QK8_0; b++) {
         const uint8_t *blk = w + (size_t)b * sizeof(block_q8_0);
         if (C == 1) PREFETCH_AHEAD(blk, PREFETCH_BYTES);
         const __m256 d = _mm256_set1_ps(avx2_half(blk));
-        __m256 q[4];
+        __m256 q[4]; /* values 8k .. 8k + 7 */
         for (int k = 0; k < 4; k++)
             q[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * k))));
         for (int c = 0; c < C; c++) {
             const float *xb = x + (size_t)c * cols + (size_t)b * QK8_0;
-            __m256 p = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
-            for (int k = 1; k < 4; k++) p = _mm256_fmadd_ps(q[k], _mm256_loadu_ps(xb + 8 * k), p);
-            acc[c] = _mm256_fmadd_ps(d, p, acc[c]);
+            const __m256 tlo = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)));
+            const __m256 thi = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), _mm256_mul_ps(q[1], _mm256_loadu_ps(xb + 8)));
+            lo[c] = _mm256_fmadd_ps(d, tlo, lo[c]);
+            hi[c] = _mm256_fmadd_ps(d, thi, hi[c]);
         }
     }
     for (int c = 0; c < C; c++) {
-        float v = avx2_hsum(acc[c]);
+        float v = avx2_sum16(lo[c], hi[c]);
         float *dst = y + (size_t)c * y_stride;
         *dst = accumulate ? *dst + v : v;
     }
@@ -1151,21 +1163,6 @@ AVX2_TARGET void kern_x86_geglu_avx2(float *g, const float *u, int n) {
     for (int i = 0; i < n; i += 8) avx2_geglu8(g + i, u + i);
 }
 
-/* out = sum_j p[j] * v_j over the runs' positions, for head_dim H known at compile time: the
- * accumulators stay in registers. */
-AVX2_INLINE void avx2_weighted_sum(const int H, const float *p, const kern_kv_run *runs, int n_runs,
-                                   int kv_stride, float *out) {
-    __m256 acc[16];
-    for (int i = 0; i < H / 8; i++) acc[i] = _mm256_setzero_ps();
-    for (int r = 0; r < n_runs; p += runs[r].n, r++)
-        for (int j = 0; j < runs[r].n; j++) {
-            const __m256 pj = _mm256_set1_ps(p[j]);
-            const float *vj = runs[r].v + (size_t)j * kv_stride;
-            for (int i = 0; i < H / 8; i++) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * i), acc[i]);
-        }
-    for (int i = 0; i < H / 8; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
-}
-
 /* Keys of up to this size are padded to a group of 8 at the end of a run (see attend_pad_keys). */
 #define ATTEND_PAD_MAX_DIM 256
 
@@ -1225,9 +1222,105 @@ AVX2_INLINE void avx2_scale(float *out, int n, float factor) {
     for (; i < n; i++) out[i] *= factor;
 }
 
+/* Attention in the AVX-512 kernels' order of float operations (avx512_attend_heads), for head
+ * sizes that are multiples of 16 up to ATTEND_PAD_MAX_DIM: a score's 16 float lanes as two
+ * registers (lane l sums q_i k_i over i = 16m + l), folded lo + hi, then avx2_dot8's tree of
+ * horizontal adds; the value sum per column in two chains, over even and odd positions (counted
+ * over all the runs), added at the end. So both x86 families give a model the same attention. */
+AVX2_INLINE __m128 avx2_dot4x16(const int H, const float *q, const float *k, int kv_stride) {
+    __m256 lo[4], hi[4], half[4];
+    for (int r = 0; r < 4; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    for (int i = 0; i < H; i += 16) {
+        const __m256 ql = _mm256_loadu_ps(q + i), qh = _mm256_loadu_ps(q + i + 8);
+        for (int r = 0; r < 4; r++) {
+            lo[r] = _mm256_fmadd_ps(ql, _mm256_loadu_ps(k + (size_t)r * kv_stride + i), lo[r]);
+            hi[r] = _mm256_fmadd_ps(qh, _mm256_loadu_ps(k + (size_t)r * kv_stride + i + 8), hi[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) half[r] = _mm256_add_ps(lo[r], hi[r]);
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(half[0], half[1]), _mm256_hadd_ps(half[2], half[3]));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* Scores of 8 consecutive keys, times scale. */
+AVX2_INLINE __m256 avx2_scores8x16(const int H, const float *q, const float *k, int kv_stride, float scale) {
+    const __m256 s = _mm256_set_m128(avx2_dot4x16(H, q, k + (size_t)4 * kv_stride, kv_stride), avx2_dot4x16(H, q, k, kv_stride));
+    return _mm256_mul_ps(_mm256_set1_ps(scale), s);
+}
+
+/* out = sum_j p[j] v_j over W (16 or 32) columns from `col`: even and odd positions in chains of their own. */
+AVX2_INLINE void avx2_weighted_sum_eo(const int W, const float *p, const kern_kv_run *runs, int n_runs, int kv_stride,
+                                      int col, float *out) {
+    __m256 even[4], odd[4];
+    for (int i = 0; i < W / 8; i++) even[i] = odd[i] = _mm256_setzero_ps();
+    int at = 0; /* the run's first position */
+    for (int r = 0; r < n_runs; at += runs[r].n, r++) {
+        const float *v = runs[r].v + col;
+        const int n = runs[r].n;
+        int j = 0;
+        if (at % 2 && n > 0) { /* position `at` is odd: its chains are the odd ones, wherever runs start */
+            for (int i = 0; i < W / 8; i++) odd[i] = _mm256_fmadd_ps(_mm256_set1_ps(p[at]), _mm256_loadu_ps(v + 8 * i), odd[i]);
+            j = 1;
+        }
+        for (; j + 2 <= n; j += 2) {
+            const float *v0 = v + (size_t)j * kv_stride, *v1 = v0 + kv_stride;
+            const __m256 p0 = _mm256_set1_ps(p[at + j]), p1 = _mm256_set1_ps(p[at + j + 1]);
+            for (int i = 0; i < W / 8; i++) {
+                even[i] = _mm256_fmadd_ps(p0, _mm256_loadu_ps(v0 + 8 * i), even[i]);
+                odd[i] = _mm256_fmadd_ps(p1, _mm256_loadu_ps(v1 + 8 * i), odd[i]);
+            }
+        }
+        if (j < n)
+            for (int i = 0; i < W / 8; i++)
+                even[i] = _mm256_fmadd_ps(_mm256_set1_ps(p[at + j]), _mm256_loadu_ps(v + (size_t)j * kv_stride + 8 * i), even[i]);
+    }
+    for (int i = 0; i < W / 8; i++) _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(even[i], odd[i]));
+}
+
+AVX2_INLINE void avx2_attend16(const int H, const float *q, const kern_kv_run *runs, int n_runs, int kv_stride,
+                               int n_pos, float scale, float *scores, float *out) {
+    __m256 max8 = _mm256_set1_ps(-INFINITY);
+    float max = -INFINITY;
+    int at = 0;
+    for (int r = 0; r < n_runs; at += runs[r].n, r++) {
+        const float *k = runs[r].k;
+        int j = 0;
+        for (; j + 8 <= runs[r].n; j += 8) {
+            const __m256 s = avx2_scores8x16(H, q, k + (size_t)j * kv_stride, kv_stride, scale);
+            _mm256_storeu_ps(scores + at + j, s);
+            max8 = _mm256_max_ps(max8, s);
+        }
+        if (j < runs[r].n) { /* the run's last keys, padded to 8: the same arithmetic as the rest */
+            float pad[8 * ATTEND_PAD_MAX_DIM], s8[8];
+            const int left = attend_pad_keys(k + (size_t)j * kv_stride, runs[r].n - j, kv_stride, H, pad);
+            _mm256_storeu_ps(s8, avx2_scores8x16(H, q, pad, H, scale));
+            for (int t = 0; t < left; t++) {
+                scores[at + j + t] = s8[t];
+                max = s8[t] > max ? s8[t] : max;
+            }
+        }
+    }
+    const float m8 = avx2_hmax(max8);
+    max = m8 > max ? m8 : max;
+    const float total = avx2_softmax_numerators(scores, n_pos, max);
+    int col = 0;
+    for (; col + 32 <= H; col += 32) avx2_weighted_sum_eo(32, scores, runs, n_runs, kv_stride, col, out + col);
+    if (col < H) avx2_weighted_sum_eo(16, scores, runs, n_runs, kv_stride, col, out + col);
+    avx2_scale(out, H, 1.0f / total);
+}
+
 AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, int n_runs, int kv_stride,
                                       int n_pos, int head_dim, float scale, float *scores,
                                       float *out) {
+    if (head_dim % 16 == 0 && head_dim <= ATTEND_PAD_MAX_DIM) {
+        switch (head_dim) {
+        case 64: avx2_attend16(64, q, runs, n_runs, kv_stride, n_pos, scale, scores, out); return;
+        case 128: avx2_attend16(128, q, runs, n_runs, kv_stride, n_pos, scale, scores, out); return;
+        case 256: avx2_attend16(256, q, runs, n_runs, kv_stride, n_pos, scale, scores, out); return;
+        default: avx2_attend16(head_dim, q, runs, n_runs, kv_stride, n_pos, scale, scores, out); return;
+        }
+    }
+    /* other head sizes: 8 keys at a time by avx2_dot8, every column's value sum in one chain */
     __m256 max8 = _mm256_set1_ps(-INFINITY);
     float max = -INFINITY;
     float *sr = scores;
@@ -1260,23 +1353,17 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
     const float max_8 = avx2_hmax(max8);
     max = max_8 > max ? max_8 : max;
     float total = avx2_softmax_numerators(scores, n_pos, max);
-    if (head_dim == 64) {
-        avx2_weighted_sum(64, scores, runs, n_runs, kv_stride, out);
-    } else if (head_dim == 128) {
-        avx2_weighted_sum(128, scores, runs, n_runs, kv_stride, out);
-    } else {
-        for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
-        const float *p = scores;
-        for (int r = 0; r < n_runs; p += runs[r].n, r++)
-            for (int jj = 0; jj < runs[r].n; jj++) {
-                const float *vj = runs[r].v + (size_t)jj * kv_stride;
-                int i = 0;
-                for (; i + 8 <= head_dim; i += 8)
-                    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_set1_ps(p[jj]), _mm256_loadu_ps(vj + i),
-                                                              _mm256_loadu_ps(out + i)));
-                for (; i < head_dim; i++) out[i] += p[jj] * vj[i];
-            }
-    }
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    const float *p = scores;
+    for (int r = 0; r < n_runs; p += runs[r].n, r++)
+        for (int jj = 0; jj < runs[r].n; jj++) {
+            const float *vj = runs[r].v + (size_t)jj * kv_stride;
+            int i = 0;
+            for (; i + 8 <= head_dim; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_set1_ps(p[jj]), _mm256_loadu_ps(vj + i),
+                                                          _mm256_loadu_ps(out + i)));
+            for (; i < head_dim; i++) out[i] += p[jj] * vj[i];
+        }
     avx2_scale(out, head_dim, 1.0f / total);
 }
 
@@ -1292,6 +1379,11 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
  * +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define AVX512_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* A register's 16 lanes summed: avx2_sum16's tree. */
+AVX512_INLINE float avx512_sum16(__m512 v) {
+    return avx2_sum16(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
 
 /* Blocks b and b+1 (only b when `pair` is 0, the other half then zero, Q8_0's 128) of a quantized
  * row as 64 unsigned bytes in element order: Q4_0's and Q4_1's nibbles, Q5_0's and Q5_1's 5-bit
@@ -2298,7 +2390,7 @@ AVX512_INLINE void avx512_ftile(const int type, const int R, const int C, const 
     for (int c = 0; c < C; c++)
         for (int r = 0; r < R; r++) {
             const uint8_t *row = w + (size_t)r * rb;
-            float v = _mm512_reduce_add_ps(acc[r][c]);
+            float v = avx512_sum16(acc[r][c]);
             for (int j = i; j < cols; j++) {
                 float wj = type == PYLLM_TYPE_F32 ? ((const float *)row)[j]
                                                   : _cvtsh_ss(((const uint16_t *)row)[j]);
@@ -2611,7 +2703,7 @@ AVX512_INLINE void avx512_q8f_tile(const int R, const int C, const uint8_t *w, s
     }
     for (int c = 0; c < C; c++)
         for (int r = 0; r < R; r++) {
-            float v = _mm512_reduce_add_ps(acc[r][c]);
+            float v = avx512_sum16(acc[r][c]);
             float *dst = y + (size_t)c * y_stride + r;
             *dst = accumulate ? *dst + v : v;
         }
