@@ -269,11 +269,13 @@ AVX2_INLINE void avx2_lanes_prompt(const int type, const int C, const __m256i *w
 
 /* One token's activation scales d (xd), sums s (xs, Q4_1 and Q5_1) and -o sum(x) (nx) for
  * avx2_lanes_row: per group of 8 blocks in the order 0, 2, 4, 6, 1, 3, 5, 7, 0 past the last
- * block. Groups g0 .. g1 - 1 (of 8 blocks each) into entries 0 .. 8 (g1 - g0) - 1. */
+ * block; and, for the 4- and 5-bit types, its values by pair of blocks (xp: 64 bytes per pair,
+ * values 0-15 of block 2p, 0-15 of block 2p + 1, then 16-31 of each; zero for an absent block).
+ * Groups g0 .. g1 - 1 (of 8 blocks each) into entries from 0. */
 #define LANE8_BLOCK(i) ((i) < 4 ? 2 * (i) : 2 * ((i) - 4) + 1)
 AVX2_INLINE void avx2_lanes_xorder(const int type, const block_q8x *x, int nb, int g0, int g1, float *xd,
-                                   float *xs, int32_t *nx) {
-    for (int g = g0; g < g1; g++)
+                                   float *xs, int32_t *nx, int8_t *xp) {
+    for (int g = g0; g < g1; g++) {
         for (int i = 0; i < 8; i++) {
             const int b = 8 * g + LANE8_BLOCK(i);
             const size_t at = (size_t)(g - g0) * 8 + i;
@@ -285,41 +287,111 @@ AVX2_INLINE void avx2_lanes_xorder(const int type, const block_q8x *x, int nb, i
                 nx[at] = v;
             }
         }
+        if (type == PYLLM_TYPE_Q8_0) continue;
+        for (int p = 0; p < 4; p++) {
+            const int a = 8 * g + 2 * p;
+            int8_t *dst = xp + ((size_t)(g - g0) * 4 + p) * 64;
+            const __m128i z = _mm_setzero_si128();
+            const __m128i a0 = a < nb ? _mm_loadu_si128((const __m128i *)x[a].qs) : z;
+            const __m128i a1 = a < nb ? _mm_loadu_si128((const __m128i *)(x[a].qs + 16)) : z;
+            const __m128i b0 = a + 1 < nb ? _mm_loadu_si128((const __m128i *)x[a + 1].qs) : z;
+            const __m128i b1 = a + 1 < nb ? _mm_loadu_si128((const __m128i *)(x[a + 1].qs + 16)) : z;
+            _mm256_storeu_si256((__m256i *)dst, _mm256_set_m128i(b0, a0));
+            _mm256_storeu_si256((__m256i *)(dst + 32), _mm256_set_m128i(b1, a1));
+        }
+    }
 }
 
-/* Blocks 8g .. 8g + 7 of a row (those below nb) against one token, added into the four sums. */
+/* Blocks a and b (NULL: absent, zeros) of a 4- or 5-bit type as their unsigned values: lo holds
+ * values 0-15 of a, then 0-15 of b; hi values 16-31 of each. */
+AVX2_INLINE void avx2_pair_values(const int type, const uint8_t *a, const uint8_t *b, __m256i *lo, __m256i *hi) {
+    const size_t qs = type == PYLLM_TYPE_Q4_0 ? 2 : type == PYLLM_TYPE_Q4_1 ? 4 : type == PYLLM_TYPE_Q5_0 ? 6 : 8;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m128i qa = _mm_loadu_si128((const __m128i *)(a + qs));
+    const __m256i q = b ? _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + qs)), qa) : _mm256_castsi128_si256(qa);
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (b == NULL) {
+        *lo = _mm256_permute2x128_si256(*lo, *lo, 0x80); /* the high lane zero */
+        *hi = _mm256_permute2x128_si256(*hi, *hi, 0x80);
+    }
+    if (type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1) {
+        /* the 5th bits: value k of a block is bit k of its qh; byte j of a 128-bit lane takes
+         * byte j / 8 of its block's qh (a: bytes 0-3 of h, b: 4-7) and tests bit j % 8 */
+        uint32_t ha, hb = 0;
+        memcpy(&ha, a + qs - 4, 4);
+        if (b) memcpy(&hb, b + qs - 4, 4);
+        const __m256i h = _mm256_set1_epi64x((long long)((uint64_t)ha | (uint64_t)hb << 32));
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL), five = _mm256_set1_epi8(0x10);
+        const __m256i sel_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5);
+        const __m256i sel_hi = _mm256_add_epi8(sel_lo, _mm256_set1_epi8(2));
+        const __m256i blo = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_lo), bit);
+        const __m256i bhi = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_hi), bit);
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(blo, bit), five));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(bhi, bit), five));
+    }
+}
+
+/* The f16 words at offset `at` of blocks 8g + 0, 2, 4, 6, 1, 3, 5, 7 (0 for those at or past nb),
+ * gathered in integer registers (small stores read back as one vector would stall). */
+AVX2_INLINE __m128i avx2_group_halves(const uint8_t *row, size_t bsize, int g, int nb, const int full, size_t at) {
+    uint64_t half[2] = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        const int b = 8 * g + LANE8_BLOCK(i);
+        if (!full && b >= nb) continue;
+        uint16_t h;
+        memcpy(&h, row + (size_t)b * bsize + at, 2);
+        half[i / 4] |= (uint64_t)h << (16 * (i % 4));
+    }
+    return _mm_set_epi64x((long long)half[1], (long long)half[0]);
+}
+
+/* Blocks 8g .. 8g + 7 of a row (those below nb) against one token, added into the four sums; xp:
+ * the group's 4 pairs of avx2_lanes_xorder (4- and 5-bit types). */
 AVX2_INLINE __m128 avx2_lanes_group(const int type, const int full, const uint8_t *row, const block_q8x *x,
-                                    const float *xd, const float *xs, const int32_t *nx, int g, int nb, __m128 acc) {
+                                    const float *xd, const float *xs, const int32_t *nx, const int8_t *xp, int g,
+                                    int nb, __m128 acc) {
     const size_t bsize = x86_block_bytes(type);
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *blk0 = row + (size_t)8 * g * bsize;
     for (size_t o = 0; o < 8 * bsize; o += 64) PREFETCH_AHEAD(blk0 + o, PREFETCH_BYTES);
-    __m256i v[8];
-    uint16_t d16[8], m16[8];
-    for (int i = 0; i < 8; i++) {
-        const int b = 8 * g + LANE8_BLOCK(i);
-        if (!full && b >= nb) { v[i] = _mm256_setzero_si256(); d16[i] = m16[i] = 0; continue; }
-        const uint8_t *blk = row + (size_t)b * bsize;
-        const __m256i wv = avx2_block_values(type, blk), xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        const __m256i p = type == PYLLM_TYPE_Q8_0
-            ? _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv))
-            : _mm256_maddubs_epi16(wv, xv);
-        v[i] = _mm256_madd_epi16(p, ones);
-        memcpy(&d16[i], blk, 2);
-        if (x86_has_min(type)) memcpy(&m16[i], blk + 2, 2);
+    __m256i isum; /* I_b of blocks 0, 2, 4, 6 in the low lane, 1, 3, 5, 7 in the high one */
+    if (type == PYLLM_TYPE_Q8_0) {
+        __m256i v[8];
+        for (int i = 0; i < 8; i++) {
+            const int b = 8 * g + LANE8_BLOCK(i);
+            if (!full && b >= nb) { v[i] = _mm256_setzero_si256(); continue; }
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(row + (size_t)b * bsize + 2));
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+        }
+        const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+        isum = _mm256_set_m128i(_mm_add_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)),
+                                _mm_add_epi32(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1)));
+    } else {
+        __m256i r[4]; /* pair p: block 2p's partial sums in lanes 0-3, block 2p + 1's in 4-7 */
+        for (int p = 0; p < 4; p++) {
+            const int a = 8 * g + 2 * p;
+            if (!full && a >= nb) { r[p] = _mm256_setzero_si256(); continue; }
+            __m256i lo, hi;
+            avx2_pair_values(type, row + (size_t)a * bsize, full || a + 1 < nb ? row + (size_t)(a + 1) * bsize : NULL, &lo, &hi);
+            const int8_t *xq = xp + 64 * p;
+            const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)),
+                                                 _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))));
+            r[p] = _mm256_madd_epi16(p16, ones);
+        }
+        /* low lane: blocks 0, 2 | 4, 6 halves, then whole; high lane: 1, 3 | 5, 7 */
+        isum = _mm256_hadd_epi32(_mm256_hadd_epi32(r[0], r[1]), _mm256_hadd_epi32(r[2], r[3]));
     }
-    /* 128-bit lane halves of blocks 0, 2, 4, 6 (v[0 .. 3]) and 1, 3, 5, 7 (v[4 .. 7]) summed */
-    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i o = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    __m256i isum = _mm256_set_m128i(_mm_add_epi32(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1)),
-                                    _mm_add_epi32(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1)));
     if (avx2_lanes_offset(type)) isum = _mm256_add_epi32(isum, _mm256_loadu_si256((const __m256i *)nx));
     const __m256 f = _mm256_cvtepi32_ps(isum);
-    const __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d16)), _mm256_loadu_ps(xd));
+    const __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(avx2_group_halves(row, bsize, g, nb, full, 0)), _mm256_loadu_ps(xd));
     acc = _mm_fmadd_ps(_mm256_castps256_ps128(f), _mm256_castps256_ps128(s), acc);
     __m256 wm = _mm256_setzero_ps(), xsv = _mm256_setzero_ps();
     if (x86_has_min(type)) {
-        wm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)m16));
+        wm = _mm256_cvtph_ps(avx2_group_halves(row, bsize, g, nb, full, 2));
         xsv = _mm256_loadu_ps(xs);
         acc = _mm_fmadd_ps(_mm256_castps256_ps128(wm), _mm256_castps256_ps128(xsv), acc);
     }
@@ -379,17 +451,20 @@ AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0
     const int ng = (nb + 7) / 8, gfull = nb / 8;
     _Alignas(32) float xd[AVX2_XORDER_BLOCKS], xs[AVX2_XORDER_BLOCKS];
     _Alignas(32) int32_t nx[AVX2_XORDER_BLOCKS];
+    _Alignas(32) int8_t xp[AVX2_XORDER_BLOCKS * 32];
     for (int t = 0; t < n; t++) {
         const block_q8x *xt = xq + (size_t)t * nb;
         float *yt = y + (size_t)t * w->rows;
         if (ng * 8 <= AVX2_XORDER_BLOCKS) {
-            avx2_lanes_xorder(type, xt, nb, 0, ng, xd, xs, nx);
+            avx2_lanes_xorder(type, xt, nb, 0, ng, xd, xs, nx, xp);
             for (int r = r0; r < r1; r++) {
                 const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
                 __m128 acc = _mm_setzero_ps();
                 int g = 0;
-                for (; g < gfull; g++) acc = avx2_lanes_group(type, 1, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, g, nb, acc);
-                if (g < ng) acc = avx2_lanes_group(type, 0, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, g, nb, acc);
+                for (; g < gfull; g++)
+                    acc = avx2_lanes_group(type, 1, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, xp + 256 * g, g, nb, acc);
+                if (g < ng)
+                    acc = avx2_lanes_group(type, 0, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, xp + 256 * g, g, nb, acc);
                 const float v = avx2_sums4_result(acc);
                 yt[r] = accumulate ? yt[r] + v : v;
             }
@@ -399,8 +474,8 @@ AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
             __m128 acc = _mm_setzero_ps();
             for (int g = 0; g < ng; g++) {
-                avx2_lanes_xorder(type, xt, nb, g, g + 1, xd, xs, nx);
-                acc = avx2_lanes_group(type, 0, row, xt, xd, xs, nx, g, nb, acc);
+                avx2_lanes_xorder(type, xt, nb, g, g + 1, xd, xs, nx, xp);
+                acc = avx2_lanes_group(type, 0, row, xt, xd, xs, nx, xp, g, nb, acc);
             }
             const float v = avx2_sums4_result(acc);
             yt[r] = accumulate ? yt[r] + v : v;
@@ -753,16 +828,18 @@ AVX2_INLINE float avx2_k_row(const int type, const uint8_t *row, const block_q8k
     __m128 acc = _mm_setzero_ps();
     for (int g = 0; g < nb; g += 4) {
         __m256i t[4], m[4];
-        _Alignas(16) float dx[4], mx[4];
+        float d[4] = {0}, mf[4] = {0}, xd[4] = {0};
         for (int k = 0; k < 4; k++) {
-            if (g + k >= nb) { t[k] = m[k] = _mm256_setzero_si256(); dx[k] = mx[k] = 0.0f; continue; }
-            float d, mf;
-            avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d, &mf);
-            dx[k] = d * xk[g + k].d;
-            mx[k] = mf * xk[g + k].d;
+            if (g + k >= nb) { t[k] = m[k] = _mm256_setzero_si256(); continue; }
+            avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d[k], &mf[k]);
+            xd[k] = xk[g + k].d;
         }
-        acc = _mm_fmadd_ps(_mm_load_ps(dx), _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
-        acc = _mm_fmadd_ps(_mm_load_ps(mx), _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
+        /* built in registers (4 small stores read back as one would stall) */
+        const __m128 x4 = _mm_setr_ps(xd[0], xd[1], xd[2], xd[3]);
+        const __m128 dx = _mm_mul_ps(_mm_setr_ps(d[0], d[1], d[2], d[3]), x4);
+        const __m128 mx = _mm_mul_ps(_mm_setr_ps(mf[0], mf[1], mf[2], mf[3]), x4);
+        acc = _mm_fmadd_ps(dx, _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
+        acc = _mm_fmadd_ps(mx, _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
     }
     return avx2_sums4_result(acc);
 }
