@@ -791,9 +791,12 @@ AVX2_INLINE void avx2_k_block(const int type, const uint8_t *blk, const block_q8
     avx2_k_values(type, blk, v);
     if (type == PYLLM_TYPE_Q6_K) {
         const block_q6_K *q = (const block_q6_K *)blk;
-        mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
-        for (int j = 0; j < 8; j++) { /* values 32j .. 32j + 31: sub-blocks 2j, 2j + 1 */
-            const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(q->scales[2 * j + 1]), _mm_set1_epi16(q->scales[2 * j]));
+        const __m128i sc = _mm_loadu_si128((const __m128i *)q->scales);
+        mins16 = _mm256_cvtepi8_epi16(sc);
+        /* the even scales in the low lane, the odd ones in the high lane, as int16 */
+        const __m256i eo = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+        for (int j = 0; j < 8; j++) { /* values 32j .. 32j + 31: sub-blocks 2j (low lane), 2j + 1 */
+            const __m256i scale = _mm256_shuffle_epi8(eo, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
             const __m256i p = _mm256_maddubs_epi16(v[j], _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j)));
             isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale));
         }
@@ -803,11 +806,12 @@ AVX2_INLINE void avx2_k_block(const int type, const uint8_t *blk, const block_q8
         const block_q4_K *q = (const block_q4_K *)blk;
         uint64_t sc, mn;
         kquant_scales_packed(q->scales, &sc, &mn);
-        const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+        const __m128i m8 = _mm_cvtsi64_si128((long long)mn), s8 = _mm_cvtsi64_si128((long long)sc);
         mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(s8, s8)); /* both lanes: the 8 scales */
         for (int s = 0; s < 8; s++) {
             const __m256i p = _mm256_maddubs_epi16(v[s], _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * s)));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(sc >> (8 * s) & 0xFF))));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * s)))));
         }
         *d = _cvtsh_ss(q->d);
         *mf = -_cvtsh_ss(q->dmin);
