@@ -18,11 +18,14 @@
 /* ------------------------------------------------------------------------------------------ */
 /* AVX2 + FMA + F16C kernels.
  *
- * A matmul is cut into tiles of R weight rows x C activation rows: each tile loads and unpacks
- * a weight block once for C activation rows and an activation block once for R weight rows,
- * keeps R*C accumulators in registers, and reduces them horizontally only at the end of the row.
- * Prompts use 2x4 tiles for quantized weights, 3x4 for float ones (12 of the 16 registers hold
- * accumulators; against 2x4, F16 pp512 +18%; 2x6 and 4x3 are slower). Decoding (one activation
+ * The quantized types but Q5_K go through lane kernels (avx2_matmul_lanes, avx2_matmul_k): 8
+ * weight rows in the 8 lanes for batches, a row at a time for single tokens, in the float order of
+ * the AVX-512 lane kernels, so that both x86 families give these matmuls the same bits. Float
+ * weights and Q5_K are cut into tiles of R weight rows x C activation rows: each tile loads and
+ * unpacks a weight block once for C activation rows and an activation block once for R weight
+ * rows, keeps R*C accumulators in registers, and reduces them horizontally only at the end of the
+ * row. Prompts use 3x4 tiles for float weights (12 of the 16 registers hold accumulators; against
+ * 2x4, F16 pp512 +18%; 2x6 and 4x3 are slower), 2x4 for Q5_K. Decoding (one activation
  * row) reads weight rows one at a time, front to back: interleaving several rows in a tile, to
  * share each activation load between them, makes the weights arrive slower from memory than the
  * row at a time needs them (SmolLM2 tg128 at 2 threads: F16 +20%, Q4_0 +65%, Q8_0 +100% against
@@ -826,25 +829,30 @@ AVX2_INLINE __m128i avx2_hsum4_i32(const __m256i *v) {
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
+/* Super-blocks g .. g + 3 of a Q4_K or Q6_K row (those below nb) against one token, added into the four sums. */
+AVX2_INLINE __m128 avx2_k_group(const int type, const int full, const uint8_t *row, const block_q8k *xk, int g, int nb,
+                                __m128 acc) {
+    const size_t bsize = type == PYLLM_TYPE_Q6_K ? sizeof(block_q6_K) : sizeof(block_q4_K);
+    __m256i t[4], m[4];
+    float d[4], mf[4], xd[4];
+    for (int k = 0; k < 4; k++) {
+        if (!full && g + k >= nb) { t[k] = m[k] = _mm256_setzero_si256(); d[k] = mf[k] = xd[k] = 0.0f; continue; }
+        avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d[k], &mf[k]);
+        xd[k] = xk[g + k].d;
+    }
+    const __m128 x4 = _mm_setr_ps(xd[0], xd[1], xd[2], xd[3]);
+    const __m128 dx = _mm_mul_ps(_mm_setr_ps(d[0], d[1], d[2], d[3]), x4);
+    const __m128 mx = _mm_mul_ps(_mm_setr_ps(mf[0], mf[1], mf[2], mf[3]), x4);
+    acc = _mm_fmadd_ps(dx, _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
+    return _mm_fmadd_ps(mx, _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
+}
+
 /* One Q4_K or Q6_K row times one token, four super-blocks at a time. */
 AVX2_INLINE float avx2_k_row(const int type, const uint8_t *row, const block_q8k *xk, int nb) {
-    const size_t bsize = type == PYLLM_TYPE_Q6_K ? sizeof(block_q6_K) : sizeof(block_q4_K);
     __m128 acc = _mm_setzero_ps();
-    for (int g = 0; g < nb; g += 4) {
-        __m256i t[4], m[4];
-        float d[4] = {0}, mf[4] = {0}, xd[4] = {0};
-        for (int k = 0; k < 4; k++) {
-            if (g + k >= nb) { t[k] = m[k] = _mm256_setzero_si256(); continue; }
-            avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d[k], &mf[k]);
-            xd[k] = xk[g + k].d;
-        }
-        /* built in registers (4 small stores read back as one would stall) */
-        const __m128 x4 = _mm_setr_ps(xd[0], xd[1], xd[2], xd[3]);
-        const __m128 dx = _mm_mul_ps(_mm_setr_ps(d[0], d[1], d[2], d[3]), x4);
-        const __m128 mx = _mm_mul_ps(_mm_setr_ps(mf[0], mf[1], mf[2], mf[3]), x4);
-        acc = _mm_fmadd_ps(dx, _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
-        acc = _mm_fmadd_ps(mx, _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
-    }
+    int g = 0;
+    for (; g + 4 <= nb; g += 4) acc = avx2_k_group(type, 1, row, xk, g, nb, acc);
+    if (g < nb) acc = avx2_k_group(type, 0, row, xk, g, nb, acc);
     return avx2_sums4_result(acc);
 }
 
@@ -1519,9 +1527,9 @@ AVX2_TARGET void kern_x86_attend_avx2(const float *q, const kern_kv_run *runs, i
  * which every AVX-512 CPU runs). vpdpbusd (VNNI) multiplies and sums four byte pairs per lane in
  * one instruction. The 32-value quantized types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) share the lane
  * kernels below: 16 weight rows in the 16 lanes for batches, a row at a time for single tokens,
- * with one order of float operations. Q4_K has lane kernels of its own (avx512_matmul_q4k); Q5_K
- * and Q6_K use 2x4 tiles for prompts, and float weights 4x6 (32 vector registers leave room for
- * their accumulators). Decoding reads one weight row at a
+ * with one order of float operations. Q4_K and Q6_K have lane kernels of their own
+ * (avx512_matmul_klanes); Q5_K uses 2x4 tiles for prompts, and float weights 4x6 (32 vector
+ * registers leave room for their accumulators). Decoding reads one weight row at a
  * time front to back, as the AVX2 code does (against 8-row tiles, SmolLM2 tg128 at 2 threads: F16
  * +30%, Q4_1 +15%, Q4_0 +22%, Q8_0 +28%). */
 #define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
