@@ -840,11 +840,16 @@ AVX2_INLINE __m128 avx2_k_group(const int type, const int full, const uint8_t *r
         avx2_k_block(type, row + (size_t)(g + k) * bsize, xk + g + k, &t[k], &m[k], &d[k], &mf[k]);
         xd[k] = xk[g + k].d;
     }
+    /* T of the four blocks in the low lane, M in the high one, by one tree */
+    const __m256i ht = _mm256_hadd_epi32(_mm256_hadd_epi32(t[0], t[1]), _mm256_hadd_epi32(t[2], t[3]));
+    const __m256i hm = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+    const __m256 tm = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_permute2x128_si256(ht, hm, 0x20),
+                                                          _mm256_permute2x128_si256(ht, hm, 0x31)));
     const __m128 x4 = _mm_setr_ps(xd[0], xd[1], xd[2], xd[3]);
-    const __m128 dx = _mm_mul_ps(_mm_setr_ps(d[0], d[1], d[2], d[3]), x4);
-    const __m128 mx = _mm_mul_ps(_mm_setr_ps(mf[0], mf[1], mf[2], mf[3]), x4);
-    acc = _mm_fmadd_ps(dx, _mm_cvtepi32_ps(avx2_hsum4_i32(t)), acc);
-    return _mm_fmadd_ps(mx, _mm_cvtepi32_ps(avx2_hsum4_i32(m)), acc);
+    const __m256 dm = _mm256_mul_ps(_mm256_setr_ps(d[0], d[1], d[2], d[3], mf[0], mf[1], mf[2], mf[3]),
+                                    _mm256_set_m128(x4, x4));
+    acc = _mm_fmadd_ps(_mm256_castps256_ps128(dm), _mm256_castps256_ps128(tm), acc);
+    return _mm_fmadd_ps(_mm256_extractf128_ps(dm, 1), _mm256_extractf128_ps(tm, 1), acc);
 }
 
 /* One Q4_K or Q6_K row times one token, four super-blocks at a time. */
