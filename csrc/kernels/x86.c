@@ -823,12 +823,6 @@ AVX2_INLINE void avx2_k_block(const int type, const uint8_t *blk, const block_q8
     *m = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)xb->bsums));
 }
 
-/* The lanes of 4 registers summed, register k into lane k. */
-AVX2_INLINE __m128i avx2_hsum4_i32(const __m256i *v) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-
 /* Super-blocks g .. g + 3 of a Q4_K or Q6_K row (those below nb) against one token, added into the four sums. */
 AVX2_INLINE __m128 avx2_k_group(const int type, const int full, const uint8_t *row, const block_q8k *xk, int g, int nb,
                                 __m128 acc) {
