@@ -133,9 +133,12 @@ static inline int x86_has_min(const int type) {
  * 4k .. 4k + 3 of block b), and each vpmaddubsw multiplies a group by 4 activation bytes broadcast
  * to every lane, so I_b comes out whole in each lane. The sums A_j are taken one after the other
  * (each over its own blocks, in order), so a token needs one accumulator at a time.
- *   Single tokens (avx2_lanes_row) read a row front to back, 8 blocks at a time: each block's
- * products in 8 int32 lanes, a vphaddd tree to the 8 blocks' I_b in the order 0, 2, 4, 6, 1, 3,
- * 5, 7, and two multiply-adds into the four sums, one per lane of a 128-bit register. */
+ *   Single tokens (avx2_lanes_group) read a row front to back, 8 blocks at a time: the 4- and 5-bit
+ * types two blocks per register (values 0-15 of both, then 16-31, against the token laid out the
+ * same way once per matmul), Q8_0 a block per register; a vphaddd tree gives the 8 blocks' I_b in
+ * the order 0, 2, 4, 6, 1, 3, 5, 7, and two multiply-adds add them into the four sums, one per lane
+ * of a 128-bit register. Against the 2x4 tiles' row this replaced, one thread in cache: Q5_0
+ * 2048 x 640 112-115 -> 94-95 us (docs/performance.md). */
 
 /* The offset o of a type's unsigned weights on AVX2 (above): Q4_0's 8, Q5_0's 16, else 0. */
 static inline int avx2_lanes_offset(const int type) {
@@ -271,7 +274,7 @@ AVX2_INLINE void avx2_lanes_prompt(const int type, const int C, const __m256i *w
 }
 
 /* One token's activation scales d (xd), sums s (xs, Q4_1 and Q5_1) and -o sum(x) (nx) for
- * avx2_lanes_row: per group of 8 blocks in the order 0, 2, 4, 6, 1, 3, 5, 7, 0 past the last
+ * avx2_lanes_group: per group of 8 blocks in the order 0, 2, 4, 6, 1, 3, 5, 7, 0 past the last
  * block; and, for the 4- and 5-bit types, its values by pair of blocks (xp: 64 bytes per pair,
  * values 0-15 of block 2p, 0-15 of block 2p + 1, then 16-31 of each; zero for an absent block).
  * Groups g0 .. g1 - 1 (of 8 blocks each) into entries from 0. */
