@@ -42,7 +42,7 @@
  * +9%. (Earlier, SmolLM2 tg128: AVX2 F16 and Q4_0 +2-4% at 2 KiB against 1 KiB.) */
 #define PREFETCH_BYTES 4096
 
-/* Weight rows per prompt tile of the K-quants (by 4 activation rows), AVX2 and AVX-512. */
+/* Weight rows per prompt tile of Q5_K (by 4 activation rows), AVX2 and AVX-512. */
 #define KTILE_ROWS 2
 #define KTILE_ROWS_AVX512 2
 #define KTILE_COLS_AVX512 4 /* AVX-512 only: activation rows per prompt tile (1x8, 1x6, 2x5, 3x3, 4x2 no faster) */
@@ -489,103 +489,61 @@ AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0
     }
 }
 
-/* R x C tile over K-quant weights (Q4_K, Q5_K, Q6_K) against block_q8k activations: rows w,
- * w + rb, ...; activation rows xk, xk + nb, ... Per super-block each cell sums, in int32 lanes,
- * the byte products of every sub-block times its scale (maddubs, then madd by the scale), less
- * the min (Q4_K, Q5_K: min * sum of x, from the activations' sums of 16) or the 32 (Q6_K: 32 *
- * scale * sum of x) term, and adds it to its float accumulator times the two blocks' d. Every
- * weight value is unsigned (0..15, 0..31, 0..63), as maddubs needs; no product pair overflows
- * int16 (63 * 127 * 2 < 32767). */
-AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint8_t *w, size_t rb,
-                            const block_q8k *xk, int nb, float *y, int y_stride, int accumulate) {
-    const size_t bsize = type == PYLLM_TYPE_Q4_K ? sizeof(block_q4_K)
-                       : type == PYLLM_TYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+/* R x C tile over Q5_K weights against block_q8k activations (the one K-quant the AVX2 lanes do
+ * not take): rows w, w + rb, ...; activation rows xk, xk + nb, ... Per super-block each cell sums,
+ * in int32 lanes, the byte products of every sub-block times its scale (maddubs, then madd by the
+ * scale), less min * sum of x (from the activations' sums of 16), and adds it to its float
+ * accumulator times the two blocks' d. Every weight value is unsigned (0..31), as maddubs needs;
+ * no product pair overflows int16 (31 * 127 * 2 < 32767). */
+AVX2_INLINE void avx2_q5k_tile(const int R, const int C, const uint8_t *w, size_t rb, const block_q8k *xk, int nb,
+                               float *y, int y_stride, int accumulate) {
+    const size_t bsize = sizeof(block_q5_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     __m256 acc[2][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
 
     for (int b = 0; b < nb; b++) {
-        __m256i isum[2][4];
+        __m256i isum[2][4], mins16[2], qh[2]; /* mins16: min[s] in int16 lanes 2s, 2s+1 (as bsums) */
         float wd[2], wmin[2];
-        __m256i mins16[2];  /* Q4_K/Q5_K: min[s] in int16 lanes 2s, 2s+1 (as bsums); Q6_K: the 16 scales */
-        uint64_t sc[2];     /* Q4_K/Q5_K: byte s the scale of sub-block s */
+        uint64_t sc[2]; /* byte s the scale of sub-block s */
         for (int r = 0; r < R; r++) {
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
+            const block_q5_K *q = (const block_q5_K *)(w + (size_t)r * rb + (size_t)b * bsize);
             if (C == 1) {
-                PREFETCH_AHEAD(blk, PREFETCH_BYTES);
-                PREFETCH_AHEAD(blk + 64, PREFETCH_BYTES);
-                PREFETCH_AHEAD(blk + 128, PREFETCH_BYTES);
+                PREFETCH_AHEAD(q, PREFETCH_BYTES);
+                PREFETCH_AHEAD((const uint8_t *)q + 64, PREFETCH_BYTES);
+                PREFETCH_AHEAD((const uint8_t *)q + 128, PREFETCH_BYTES);
             }
             for (int c = 0; c < C; c++) isum[r][c] = _mm256_setzero_si256();
-            if (type == PYLLM_TYPE_Q6_K) {
-                const block_q6_K *q = (const block_q6_K *)blk;
-                wd[r] = _cvtsh_ss(q->d);
-                mins16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q->scales));
-            } else {
-                const block_q4_K *q = (const block_q4_K *)blk; /* Q5_K starts the same way */
-                uint64_t mn;
-                wd[r] = _cvtsh_ss(q->d);
-                wmin[r] = _cvtsh_ss(q->dmin);
-                kquant_scales_packed(q->scales, &sc[r], &mn);
-                const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-            }
+            uint64_t mn;
+            wd[r] = _cvtsh_ss(q->d);
+            wmin[r] = _cvtsh_ss(q->dmin);
+            kquant_scales_packed(q->scales, &sc[r], &mn);
+            const __m128i m8 = _mm_cvtsi64_si128((long long)mn);
+            mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+            qh[r] = _mm256_loadu_si256((const __m256i *)q->qh);
         }
-        if (type == PYLLM_TYPE_Q6_K) {
-            for (int h = 0; h < 2; h++)
-                for (int k = 0; k < 4; k++) {
-                    __m256i wq[2], scale[2];
-                    for (int r = 0; r < R; r++) {
-                        const block_q6_K *q = (const block_q6_K *)(w + (size_t)r * rb + (size_t)b * bsize);
-                        const __m256i ql = _mm256_loadu_si256((const __m256i *)(q->ql + 64 * h + 32 * (k & 1)));
-                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(q->qh + 32 * h));
-                        const __m256i lo = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
-                        /* bits 2k, 2k+1 of qh to bits 4, 5 (16-bit shifts: the mask drops what crosses bytes) */
-                        const __m256i hi = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
-                                         : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                        wq[r] = _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
-                        const int at = 8 * h + 2 * k; /* sub-blocks at, at + 1: the two 128-bit halves */
-                        scale[r] = _mm256_set_m128i(_mm_set1_epi16(q->scales[at + 1]), _mm_set1_epi16(q->scales[at]));
-                    }
-                    for (int c = 0; c < C; c++) {
-                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk[(size_t)c * nb + b].qs + 128 * h + 32 * k));
-                        for (int r = 0; r < R; r++)
-                            isum[r][c] = _mm256_add_epi32(isum[r][c],
-                                _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], xv), scale[r]));
-                    }
-                }
-        } else {
-            __m256i qh[2];
-            for (int r = 0; r < R && type == PYLLM_TYPE_Q5_K; r++)
-                qh[r] = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(w + (size_t)r * rb + (size_t)b * bsize))->qh);
-            for (int j = 0; j < 4; j++) {
-                __m256i lo[2], hi[2], slo[2], shi[2];
+        for (int j = 0; j < 4; j++) {
+            __m256i lo[2], hi[2], slo[2], shi[2];
+            for (int r = 0; r < R; r++) {
+                const block_q5_K *q = (const block_q5_K *)(w + (size_t)r * rb + (size_t)b * bsize);
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(q->qs + 32 * j));
+                /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
+                lo[r] = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_slli_epi16(_mm256_and_si256(qh[r], one), 4));
+                hi[r] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
+                                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
+                qh[r] = _mm256_srli_epi16(qh[r], 2);
+                slo[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j) & 0xFF));
+                shi[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j + 8) & 0xFF));
+            }
+            for (int c = 0; c < C; c++) {
+                const int8_t *xs = xk[(size_t)c * nb + b].qs + 64 * j;
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)xs);
+                const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xs + 32));
                 for (int r = 0; r < R; r++) {
-                    const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-                    const uint8_t *qs = type == PYLLM_TYPE_Q4_K ? ((const block_q4_K *)blk)->qs
-                                                                : ((const block_q5_K *)blk)->qs;
-                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-                    lo[r] = _mm256_and_si256(raw, m4);
-                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                    if (type == PYLLM_TYPE_Q5_K) { /* bit 2j of qh[l] over value 64j + l, bit 2j+1 over 64j + 32 + l */
-                        const __m256i one = _mm256_set1_epi8(1);
-                        lo[r] = _mm256_or_si256(lo[r], _mm256_slli_epi16(_mm256_and_si256(qh[r], one), 4));
-                        hi[r] = _mm256_or_si256(hi[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
-                        qh[r] = _mm256_srli_epi16(qh[r], 2);
-                    }
-                    slo[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j) & 0xFF));
-                    shi[r] = _mm256_set1_epi16((short)(sc[r] >> (16 * j + 8) & 0xFF));
-                }
-                for (int c = 0; c < C; c++) {
-                    const int8_t *xs = xk[(size_t)c * nb + b].qs + 64 * j;
-                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xs);
-                    const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xs + 32));
-                    for (int r = 0; r < R; r++) {
-                        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], x0), slo[r]),
-                                                     _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], x1), shi[r]));
-                        isum[r][c] = _mm256_add_epi32(isum[r][c], p);
-                    }
+                    __m256i p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], x0), slo[r]),
+                                                 _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], x1), shi[r]));
+                    isum[r][c] = _mm256_add_epi32(isum[r][c], p);
                 }
             }
         }
@@ -594,13 +552,8 @@ AVX2_INLINE void avx2_ktile(const int type, const int R, const int C, const uint
             const __m256i bsums = _mm256_loadu_si256((const __m256i *)xb->bsums);
             for (int r = 0; r < R; r++) {
                 const __m256i m = _mm256_madd_epi16(mins16[r], bsums);
-                if (type == PYLLM_TYPE_Q6_K) { /* scale * (q . x - 32 sum x) */
-                    const __m256i v = _mm256_sub_epi32(isum[r][c], _mm256_slli_epi32(m, 5));
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(v), acc[r][c]);
-                } else {
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(isum[r][c]), acc[r][c]);
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(-wmin[r] * xb->d), _mm256_cvtepi32_ps(m), acc[r][c]);
-                }
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(isum[r][c]), acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(-wmin[r] * xb->d), _mm256_cvtepi32_ps(m), acc[r][c]);
             }
         }
     }
@@ -912,19 +865,15 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         }
 }
 
-/* The weight types avx2_ktile multiplies (against block_q8k activations). */
-AVX2_INLINE int avx2_kquant(const int type) {
-    return type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K;
-}
 
 AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm_tensor *w,
                            size_t rb, int r, const float *x, const void *xq, int t, float *y,
                            int accumulate) {
     const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * rb;
     float *yt = y + (size_t)t * w->rows + r;
-    if (avx2_kquant(type)) {
+    if (type == PYLLM_TYPE_Q5_K) {
         int nb = w->cols / QK_K;
-        avx2_ktile(type, R, C, wr, rb, (const block_q8k *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
+        avx2_q5k_tile(R, C, wr, rb, (const block_q8k *)xq + (size_t)t * nb, nb, yt, w->rows, accumulate);
     } else {
         avx2_ftile(type, R, C, wr, rb, x + (size_t)t * w->cols, w->cols, yt, w->rows, accumulate);
     }
@@ -940,7 +889,7 @@ AVX2_INLINE void avx2_matmul_type(const int type, const pyllm_tensor *w, int r0,
         for (int r = r0; r < r1; r++) avx2_tile(type, 1, 1, w, rb, r, x, xq, 0, y, accumulate);
         return;
     }
-    const int TR = avx2_kquant(type) ? KTILE_ROWS : 3, TC = 4; /* tile: weight rows x activation rows */
+    const int TR = type == PYLLM_TYPE_Q5_K ? KTILE_ROWS : 3, TC = 4; /* tile: weight rows x activation rows */
     const int chunk = 64 / TR * TR;
     for (int c0 = r0; c0 < r1; c0 += chunk) {
         int c1 = c0 + chunk < r1 ? c0 + chunk : r1;
@@ -2029,7 +1978,7 @@ AVX512_INLINE void avx512_kadd(__m512i isum, float dx, __m256i m, float mf, __m2
 }
 
 /* R x C tile over K-quant weights against block_q8k activations, 64 values (two Q4_K/Q5_K
- * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_ktile, with each step's byte products
+ * sub-blocks, four Q6_K ones) per 512-bit step: as avx2_q5k_tile, with each step's byte products
  * summed in pairs (maddubs) and multiplied by their sub-block's scale and added in one vpdpwssd
  * (VNNI). The weights come from the rows w, w + rb, ..., or, if pre is not NULL, from their
  * super-blocks unpacked there (row r's at pre + r * nb): the same vectors either way. */
