@@ -615,8 +615,39 @@ typedef struct {
     __m256 d, m;
 } klanes8;
 
-AVX2_INLINE int32_t avx2_pair16(int lo, int hi) {
+/* Two int16 in one int32 lane: lo in the low half. */
+static inline int32_t lane_pair16(int lo, int hi) {
     return (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+}
+
+/* A Q4_K or Q6_K super-block (blk; NULL for an absent row: all zero) as the K-quant lane kernels of
+ * both families keep it besides its values, into lane r of L: scale[s * L + r] the scale of
+ * sub-block s (Q4_K 8 of them, Q6_K 16; the rest 0), pair2[p * L + r] the int16 pair that
+ * multiplies bsums 2p and 2p + 1 for M (Q4_K: min p twice; Q6_K: scales 2p and 2p + 1), d[r], and
+ * m[r] (-dmin, or -32 d). */
+static inline void kquant_lane_scales(const int type, const uint8_t *blk, int r, int L, int32_t *scale,
+                                      int32_t *pair2, float *d, float *m) {
+    for (int s = 0; s < 16; s++) scale[s * L + r] = 0;
+    for (int p = 0; p < 8; p++) pair2[p * L + r] = 0;
+    d[r] = m[r] = 0.0f;
+    if (!blk) return;
+    if (type == PYLLM_TYPE_Q6_K) {
+        const block_q6_K *q = (const block_q6_K *)blk;
+        for (int s = 0; s < 16; s++) scale[s * L + r] = q->scales[s];
+        for (int p = 0; p < 8; p++) pair2[p * L + r] = lane_pair16(q->scales[2 * p], q->scales[2 * p + 1]);
+        d[r] = fp16_to_fp32(q->d);
+        m[r] = d[r] * -32.0f;
+    } else {
+        const block_q4_K *q = (const block_q4_K *)blk;
+        uint8_t sc[8], mn[8];
+        kquant_scales(q->scales, sc, mn);
+        for (int s = 0; s < 8; s++) {
+            scale[s * L + r] = sc[s];
+            pair2[s * L + r] = lane_pair16(mn[s], mn[s]);
+        }
+        d[r] = fp16_to_fp32(q->d);
+        m[r] = -fp16_to_fp32(q->dmin);
+    }
 }
 
 /* Rows from w (nr <= 8 of them; the other lanes zero), super-block by super-block (u[b]). */
@@ -624,37 +655,18 @@ AVX2_INLINE void avx2_klanes_unpack8(const int type, const uint8_t *w, size_t rb
     const size_t bsize = rb / (size_t)nb;
     for (int b = 0; b < nb; b++) {
         _Alignas(32) uint8_t vals[8][QK_K];
-        _Alignas(32) int32_t scale2[16][8], pair2[8][8];
+        _Alignas(32) int32_t scale[16][8], pair2[8][8];
         _Alignas(32) float d[8], m[8];
         for (int r = 0; r < 8; r++) {
-            if (r >= nr) {
+            const uint8_t *blk = r < nr ? w + (size_t)r * rb + (size_t)b * bsize : NULL;
+            kquant_lane_scales(type, blk, r, 8, scale[0], pair2[0], d, m);
+            if (!blk) {
                 memset(vals[r], 0, QK_K);
-                for (int s = 0; s < 16; s++) scale2[s][r] = 0;
-                for (int p = 0; p < 8; p++) pair2[p][r] = 0;
-                d[r] = m[r] = 0.0f;
                 continue;
             }
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
             __m256i v[8];
             avx2_k_values(type, blk, v);
             for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(vals[r] + 32 * j), v[j]);
-            if (type == PYLLM_TYPE_Q6_K) {
-                const block_q6_K *q = (const block_q6_K *)blk;
-                for (int s = 0; s < 16; s++) scale2[s][r] = avx2_pair16(q->scales[s], q->scales[s]);
-                for (int p = 0; p < 8; p++) pair2[p][r] = avx2_pair16(q->scales[2 * p], q->scales[2 * p + 1]);
-                d[r] = _cvtsh_ss(q->d);
-                m[r] = d[r] * -32.0f;
-            } else {
-                const block_q4_K *q = (const block_q4_K *)blk;
-                uint8_t sc[8], mn[8];
-                kquant_scales(q->scales, sc, mn);
-                for (int s = 0; s < 8; s++) {
-                    scale2[s][r] = avx2_pair16(sc[s], sc[s]);
-                    pair2[s][r] = avx2_pair16(mn[s], mn[s]);
-                }
-                d[r] = _cvtsh_ss(q->d);
-                m[r] = -_cvtsh_ss(q->dmin);
-            }
         }
         klanes8 *o = u + b;
         for (int c = 0; c < QK_K / 32; c++) { /* 32 bytes (8 groups) of every row at a time */
@@ -662,7 +674,10 @@ AVX2_INLINE void avx2_klanes_unpack8(const int type, const uint8_t *w, size_t rb
             for (int r = 0; r < 8; r++) z[r] = _mm256_load_si256((const __m256i *)(vals[r] + 32 * c));
             avx2_transpose8x8(z, o->wq + 8 * c);
         }
-        for (int s = 0; s < 16; s++) o->scale2[s] = _mm256_load_si256((const __m256i *)scale2[s]);
+        for (int s = 0; s < 16; s++) { /* each scale as the int16 pair (scale, scale) */
+            const __m256i v = _mm256_load_si256((const __m256i *)scale[s]);
+            o->scale2[s] = _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v, 16));
+        }
         for (int p = 0; p < 8; p++) o->pair2[p] = _mm256_load_si256((const __m256i *)pair2[p]);
         o->d = _mm256_load_ps(d);
         o->m = _mm256_load_ps(m);
@@ -2260,37 +2275,20 @@ AVX512_INLINE void avx512_klanes_unpack16(const int type, const uint8_t *w, size
         _Alignas(64) int32_t scale[16][16], pair2[8][16];
         _Alignas(64) float d[16], m[16];
         for (int r = 0; r < 16; r++) {
-            if (r >= nr) {
+            const uint8_t *blk = r < nr ? w + (size_t)r * rb + (size_t)b * bsize : NULL;
+            kquant_lane_scales(type, blk, r, 16, scale[0], pair2[0], d, m);
+            if (!blk) {
                 memset(vals[r], 0, QK_K);
-                for (int s = 0; s < 16; s++) scale[s][r] = 0;
-                for (int p = 0; p < 8; p++) pair2[p][r] = 0;
-                d[r] = m[r] = 0.0f;
                 continue;
             }
-            const uint8_t *blk = w + (size_t)r * rb + (size_t)b * bsize;
-            float dmin;
+            float bd, dmin;
             __m256i mins16;
             __m512i scales;
-            avx512_kscales(type, blk, &d[r], &dmin, &mins16, &scales);
+            avx512_kscales(type, blk, &bd, &dmin, &mins16, &scales);
             for (int j = 0; j < 4; j++) {
                 __m512i wq, unused;
                 avx512_kvalues(type, blk, j, scales, &wq, &unused);
                 _mm512_store_si512((void *)(vals[r] + 64 * j), wq);
-            }
-            if (type == PYLLM_TYPE_Q6_K) {
-                const int8_t *sc = ((const block_q6_K *)blk)->scales;
-                for (int s = 0; s < 16; s++) scale[s][r] = sc[s];
-                for (int p = 0; p < 8; p++)
-                    pair2[p][r] = (int32_t)((uint32_t)(uint16_t)sc[2 * p] | (uint32_t)(uint16_t)sc[2 * p + 1] << 16);
-                m[r] = d[r] * -32.0f;
-            } else {
-                uint8_t sc[8], mn[8];
-                kquant_scales(((const block_q4_K *)blk)->scales, sc, mn);
-                for (int s = 0; s < 8; s++) {
-                    scale[s][r] = sc[s];
-                    pair2[s][r] = (int32_t)((uint32_t)mn[s] | (uint32_t)mn[s] << 16);
-                }
-                m[r] = -dmin;
             }
         }
         klanes16 *o = u + b;
