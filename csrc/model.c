@@ -153,8 +153,18 @@ static unsigned acts_of(const pyllm_tensor *a, const pyllm_tensor *b, const pyll
            (c ? ACT_BIT(kern_type_act(c->type)) : 0u);
 }
 
-/* Rows [t0, t0 + n) of a matmul input (cols floats per row) quantized into the sequence's buffer of
- * each quantized format in acts, split among threads. */
+/* Values [c0, c1) of row t of a matmul input (cols floats per row; c0 and c1 multiples of the
+ * blocks of every format in acts) quantized into the sequence's buffer of each quantized format in
+ * acts. */
+static void quantize_span(int isa, work *s, const float *x, int t, int c0, int c1, int cols, unsigned acts) {
+    const float *row = x + (size_t)t * cols;
+    if (acts & ACT_BIT(KERN_ACT_Q8X))
+        kern_quantize_rows(isa, KERN_ACT_Q8X, row + c0, 1, c1 - c0, s->q8x + ((size_t)t * cols + c0) / QK8X, 0, 1);
+    if (acts & ACT_BIT(KERN_ACT_Q8K))
+        kern_quantize_rows(isa, KERN_ACT_Q8K, row + c0, 1, c1 - c0, s->q8k + ((size_t)t * cols + c0) / QK_K, 0, 1);
+}
+
+/* Rows [t0, t0 + n) of a matmul input quantized into each format in acts, split among threads. */
 static void quantize_input(int isa, work *s, const float *x, int t0, int n, int cols,
                            unsigned acts, int ith, int nth) {
     const float *rows = x + (size_t)t0 * cols;
@@ -164,19 +174,35 @@ static void quantize_input(int isa, work *s, const float *x, int t0, int n, int 
         kern_quantize_rows(isa, KERN_ACT_Q8K, rows, n, cols, s->q8k + (size_t)t0 * (cols / QK_K), ith, nth);
 }
 
-/* out = x / rms(x) * weight for n rows; each row then quantized into the formats in acts. */
+/* Values a thread's share of one row comes in: the largest block of the formats in acts (so each
+ * thread quantizes whole blocks of what it wrote), or 8 floats. */
+static int span_unit(unsigned acts) {
+    return acts & ACT_BIT(KERN_ACT_Q8K) ? QK_K : acts & ACT_BIT(KERN_ACT_Q8X) ? QK8X : 8;
+}
+
+/* Thread ith's [c0, c1) share of a row of cols values, in whole units (the last may be cut short). */
+static void span_share(int cols, int unit, int ith, int nth, int *c0, int *c1) {
+    rows_share((cols + unit - 1) / unit, ith, nth, c0, c1);
+    *c0 = *c0 * unit < cols ? *c0 * unit : cols;
+    *c1 = *c1 * unit < cols ? *c1 * unit : cols;
+}
+
+/* out = x / rms(x) * weight for n rows; each row then quantized into the formats in acts. Fewer
+ * rows than threads (a single token) are each split by columns: every thread sums the row's
+ * squares itself and writes and quantizes its share, so no thread waits for another's. */
 static void rmsnorm_rows(int isa, work *s, float *out, const float *x, const float *weight,
                          int n, int dim, float eps, unsigned acts, int ith, int nth) {
-    int lo, hi;
-    rows_share(n, ith, nth, &lo, &hi);
+    int lo = 0, hi = n, c0 = 0, c1 = dim;
+    if (n >= nth) rows_share(n, ith, nth, &lo, &hi);
+    else span_share(dim, span_unit(acts), ith, nth, &c0, &c1);
     for (int t = lo; t < hi; t++) {
         const float *xt = x + (size_t)t * dim;
         float *ot = out + (size_t)t * dim;
         double ss = 0.0;
         for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
-        for (int i = 0; i < dim; i++) ot[i] = xt[i] * scale * weight[i];
-        quantize_input(isa, s, out, t, 1, dim, acts, 0, 1);
+        for (int i = c0; i < c1; i++) ot[i] = xt[i] * scale * weight[i];
+        if (c0 < c1) quantize_span(isa, s, out, t, c0, c1, dim, acts);
     }
 }
 
@@ -193,6 +219,75 @@ static void add_rmsnorm_rows(float *x, const float *y, const float *weight, int 
         float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int i = 0; i < dim; i++) xt[i] += yt[i] * scale * weight[i];
     }
+}
+
+/* One matmul of a step: y (+)= x W^T, against the step's input quantized as W's type needs or,
+ * with float_input, as floats (the classifier's). */
+typedef struct {
+    const pyllm_tensor *w;
+    float *y;
+    int accumulate, float_input;
+} matmul_job;
+
+/* A single token's matmul goes out in chunks of at least this many bytes of weights (a claim, one
+ * cache line passed between cores, costs little beside reading them), and in at most MAX_CHUNKS. */
+#define CHUNK_BYTES 65536
+#define MAX_CHUNKS 64
+/* Of those chunks, this percentage is dealt to the threads in equal shares before any is claimed. */
+#define DEALT_PERCENT 50
+#define MAX_STEP_MATMULS 3
+
+static int chunk_rows(const pyllm_tensor *w) {
+    const size_t row_bytes = kern_row_bytes(w->type, w->cols);
+    int rows = row_bytes && row_bytes < CHUNK_BYTES ? (int)(CHUNK_BYTES / row_bytes) : 1;
+    if (rows < w->rows / MAX_CHUNKS) rows = w->rows / MAX_CHUNKS;
+    return (rows + KERN_ROW_ALIGN - 1) / KERN_ROW_ALIGN * KERN_ROW_ALIGN;
+}
+
+static void matmul_chunk(int isa, const matmul_job *j, const kern_input *in, int n, int r0, int r1) {
+    if (j->float_input) kern_matmul_float_rows(isa, j->w, in->x, n, j->y, j->accumulate, r0, r1);
+    else kern_matmul_rows(isa, j->w, in, n, j->y, j->accumulate, r0, r1);
+}
+
+/* Chunk c of a step's matmuls (numbered through all of them in order). */
+static void matmul_chunk_at(int isa, const matmul_job *jobs, int count, const int *rows_per, const kern_input *in,
+                            int n, int c) {
+    for (int i = 0; i < count; i++) {
+        const int chunks = (jobs[i].w->rows + rows_per[i] - 1) / rows_per[i];
+        if (c < chunks) {
+            const int r0 = c * rows_per[i], r1 = r0 + rows_per[i] < jobs[i].w->rows ? r0 + rows_per[i] : jobs[i].w->rows;
+            matmul_chunk(isa, &jobs[i], in, n, r0, r1);
+            return;
+        }
+        c -= chunks;
+    }
+}
+
+/* The matmuls of one step, all reading one input of n tokens, shared among the team. A batch
+ * gives each thread an equal share of every matmul's rows. A single token's matmuls (a few tens
+ * of microseconds each, where a thread held up by the machine for a few would hold the whole team
+ * at the next barrier) are cut into chunks: DEALT_PERCENT of them dealt in equal shares, the rest
+ * claimed one at a time by whichever thread is free. A row's result is the same either way. */
+static void matmuls(int isa, const matmul_job *jobs, int count, const kern_input *in, int n, pyllm_team *team,
+                    team_cursor *cursor, int ith, int nth) {
+    if (n > 1 || nth == 1) {
+        for (int i = 0; i < count; i++) {
+            const matmul_job *j = &jobs[i];
+            if (j->float_input) kern_matmul_float(isa, j->w, in->x, n, j->y, j->accumulate, ith, nth);
+            else kern_matmul(isa, j->w, in, n, j->y, j->accumulate, ith, nth);
+        }
+        return;
+    }
+    int rows_per[MAX_STEP_MATMULS], total = 0;
+    for (int i = 0; i < count; i++) {
+        rows_per[i] = chunk_rows(jobs[i].w);
+        total += (jobs[i].w->rows + rows_per[i] - 1) / rows_per[i];
+    }
+    const int dealt = total * DEALT_PERCENT / 100 / nth * nth;
+    for (int c = ith * (dealt / nth); c < (ith + 1) * (dealt / nth); c++)
+        matmul_chunk_at(isa, jobs, count, rows_per, in, n, c);
+    for (int k; (k = team_claim(team, cursor, total - dealt)) >= 0;)
+        matmul_chunk_at(isa, jobs, count, rows_per, in, n, dealt + k);
 }
 
 /* cos and sin of the rotation angles pos[t] * freq[i] of the batch's n tokens, times the
@@ -322,14 +417,36 @@ static void store_kv(const pyllm_model *m, const work *s, const kv_pool *pools, 
     }
 }
 
+/* hb = act(hb) * hb2 (SiLU, or GELU in its tanh form) for n tokens, then quantized into the
+ * formats in acts for the down projection. A single token's row is split by quantization blocks,
+ * so each thread quantizes what it computed; a batch needs a barrier between the two. */
+static void gated_activation(const pyllm_model *m, work *s, int n, unsigned acts, int ith, int nth) {
+    const int isa = m->isa, hidden = m->c.hidden_dim;
+    void (*act)(int, float *, const float *, int, int, int, int) = m->c.ffn_gelu ? kern_geglu : kern_swiglu;
+    if (n == 1) {
+        int c0, c1;
+        span_share(hidden, span_unit(acts), ith, nth, &c0, &c1);
+        act(isa, s->hb + c0, s->hb2 + c0, 1, c1 - c0, 0, 1);
+        if (c0 < c1) quantize_span(isa, s, s->hb, 0, c0, c1, hidden, acts);
+        return;
+    }
+    act(isa, s->hb, s->hb2, n, hidden, ith, nth);
+    if (acts & QUANTIZED_ACTS) {
+        team_barrier(s->team);
+        quantize_input(isa, s, s->hb, 0, n, hidden, acts, ith, nth);
+    }
+}
+
 /* Causal attention of the batch's queries, each over its own sequence's cache; a query of a
  * sliding layer sees the last sliding_window positions, itself included (transformers' and
  * llama.cpp's mask: key j is seen from query i when i - window < j <= i). Work is split by
  * (token, key/value head), each item taking all the query heads that share that key/value head,
  * so the cache is read once for them; a lone token by query head, so that threads share its heads
- * evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). */
+ * evenly (9 heads split 5:4 between two threads; 3 key/value heads would split 2:1). The output
+ * is then quantized into the formats in acts for Wo: a lone token's by each thread for its own
+ * heads, where a head is made of whole blocks; otherwise after a barrier. */
 static void attention(const pyllm_model *m, work *s, const kv_pool *pools, const batch *b, int layer,
-                      int ith, int nth) {
+                      unsigned acts, int ith, int nth) {
     const pyllm_config *c = &m->c;
     int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one key/value head */
@@ -368,6 +485,13 @@ static void attention(const pyllm_model *m, work *s, const kv_pool *pools, const
                     c->head_dim, scale, s->scores + (size_t)ith * attend_heads(c) * s->n_ctx,
                     s->xb + (size_t)t * q_dim + head);
     }
+    if (!(acts & QUANTIZED_ACTS)) return;
+    if (b->n == 1 && c->head_dim % span_unit(acts) == 0) {
+        if (lo < hi) quantize_span(m->isa, s, s->xb, 0, lo * c->head_dim, hi * c->head_dim, q_dim, acts);
+        return;
+    }
+    team_barrier(s->team);
+    quantize_input(m->isa, s, s->xb, 0, b->n, q_dim, acts, ith, nth);
 }
 
 static void embed(const pyllm_model *m, work *s, const int32_t *tokens, int n, int ith, int nth) {
@@ -398,10 +522,10 @@ static void forward_thread(void *arg, int ith, int nth) {
     const kv_pool *pools = p->pools;
     const batch *b = p->b;
     const pyllm_config *c = &m->c;
-    const int dim = c->dim, hidden = c->hidden_dim, isa = m->isa, n = b->n;
-    const int q_dim = c->n_heads * c->head_dim;
+    const int dim = c->dim, isa = m->isa, n = b->n;
     /* the two matmul inputs, as floats and quantized (as the weights reading them need) */
     const kern_input xb = {s->xb, s->q8x, s->q8k}, hb = {s->hb, s->q8x, s->q8k};
+    team_cursor cursor = {0};
     embed(m, s, b->tokens, n, ith, nth);
     rope_angles(m, s, b->pos, n, ith, nth);
     team_barrier(s->team);
@@ -413,47 +537,41 @@ static void forward_thread(void *arg, int ith, int nth) {
         /* attention block: q, k, v from the normalized input; new keys/values go to the cache */
         rmsnorm_rows(isa, s, s->xb, s->x, L->attn_norm, n, dim, c->norm_eps, acts_qkv, ith, nth);
         team_barrier(s->team);
-        kern_matmul(isa, &L->wq, &xb, n, s->q, 0, ith, nth);
-        kern_matmul(isa, &L->wk, &xb, n, s->k, 0, ith, nth);
-        kern_matmul(isa, &L->wv, &xb, n, s->v, 0, ith, nth);
+        const matmul_job qkv[] = {{&L->wq, s->q, 0, 0}, {&L->wk, s->k, 0, 0}, {&L->wv, s->v, 0, 0}};
+        matmuls(isa, qkv, 3, &xb, n, s->team, &cursor, ith, nth);
         team_barrier(s->team);
         prepare_queries(m, s, L, n, ith, nth);
         store_kv(m, s, pools, b, l, ith, nth);
         team_barrier(s->team);
-        attention(m, s, pools, b, l, ith, nth); /* -> xb (n, q_dim) */
+        attention(m, s, pools, b, l, acts_o, ith, nth); /* -> xb (n, q_dim), quantized */
         team_barrier(s->team);
-        if (acts_o & QUANTIZED_ACTS) {
-            quantize_input(isa, s, s->xb, 0, n, q_dim, acts_o, ith, nth);
-            team_barrier(s->team);
-        }
         if (L->post_attn_norm) { /* x += rmsnorm(attn Wo) */
-            kern_matmul(isa, &L->wo, &xb, n, s->xb2, 0, ith, nth);
+            const matmul_job o = {&L->wo, s->xb2, 0, 0};
+            matmuls(isa, &o, 1, &xb, n, s->team, &cursor, ith, nth);
             team_barrier(s->team);
             add_rmsnorm_rows(s->x, s->xb2, L->post_attn_norm, n, dim, c->norm_eps, ith, nth);
         } else {
-            kern_matmul(isa, &L->wo, &xb, n, s->x, 1, ith, nth); /* x += attn Wo */
+            const matmul_job o = {&L->wo, s->x, 1, 0}; /* x += attn Wo */
+            matmuls(isa, &o, 1, &xb, n, s->team, &cursor, ith, nth);
         }
         team_barrier(s->team);
 
         /* feed-forward block: SwiGLU or GeGLU */
         rmsnorm_rows(isa, s, s->xb, s->x, L->ffn_norm, n, dim, c->norm_eps, acts_ffn, ith, nth);
         team_barrier(s->team);
-        kern_matmul(isa, &L->w_gate, &xb, n, s->hb, 0, ith, nth);
-        kern_matmul(isa, &L->w_up, &xb, n, s->hb2, 0, ith, nth);
+        const matmul_job gate_up[] = {{&L->w_gate, s->hb, 0, 0}, {&L->w_up, s->hb2, 0, 0}};
+        matmuls(isa, gate_up, 2, &xb, n, s->team, &cursor, ith, nth);
         team_barrier(s->team);
-        if (c->ffn_gelu) kern_geglu(isa, s->hb, s->hb2, n, hidden, ith, nth); /* hb = gelu(hb) * hb2 */
-        else kern_swiglu(isa, s->hb, s->hb2, n, hidden, ith, nth);             /* hb = silu(hb) * hb2 */
+        gated_activation(m, s, n, acts_down, ith, nth); /* hb = act(hb) * hb2, quantized */
         team_barrier(s->team);
-        if (acts_down & QUANTIZED_ACTS) {
-            quantize_input(isa, s, s->hb, 0, n, hidden, acts_down, ith, nth);
-            team_barrier(s->team);
-        }
         if (L->post_ffn_norm) { /* x += rmsnorm(ffn) */
-            kern_matmul(isa, &L->w_down, &hb, n, s->xb2, 0, ith, nth);
+            const matmul_job down = {&L->w_down, s->xb2, 0, 0};
+            matmuls(isa, &down, 1, &hb, n, s->team, &cursor, ith, nth);
             team_barrier(s->team);
             add_rmsnorm_rows(s->x, s->xb2, L->post_ffn_norm, n, dim, c->norm_eps, ith, nth);
         } else {
-            kern_matmul(isa, &L->w_down, &hb, n, s->x, 1, ith, nth); /* x += ffn */
+            const matmul_job down = {&L->w_down, s->x, 1, 0}; /* x += ffn */
+            matmuls(isa, &down, 1, &hb, n, s->team, &cursor, ith, nth);
         }
         team_barrier(s->team);
     }
@@ -473,8 +591,8 @@ static void forward_thread(void *arg, int ith, int nth) {
                      b->hidden || float_classifier ? 0u : acts_of(&m->w.output, NULL, NULL), ith, nth);
         if (!b->hidden) {
             team_barrier(s->team);
-            if (float_classifier) kern_matmul_float(isa, &m->w.output, s->xb, b->n_out, b->out, 0, ith, nth);
-            else kern_matmul(isa, &m->w.output, &xb, b->n_out, b->out, 0, ith, nth);
+            const matmul_job classifier = {&m->w.output, b->out, 0, float_classifier};
+            matmuls(isa, &classifier, 1, &xb, b->n_out, s->team, &cursor, ith, nth);
         }
     }
 }

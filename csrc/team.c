@@ -9,6 +9,8 @@
 
 struct pyllm_team {
     int n;
+    int size;    /* threads OpenMP gave the current job */
+    int claimed; /* claims made in the current job (team_claim) */
 };
 
 int team_new(int n_threads, pyllm_team **out) {
@@ -19,13 +21,27 @@ int team_new(int n_threads, pyllm_team **out) {
 }
 
 void team_run(pyllm_team *t, team_fn *fn, void *arg) {
+    t->claimed = 0;
 #pragma omp parallel num_threads(t->n)
-    fn(arg, omp_get_thread_num(), omp_get_num_threads());
+    {
+#pragma omp single
+        t->size = omp_get_num_threads(); /* the single's barrier: every thread sees it */
+        fn(arg, omp_get_thread_num(), omp_get_num_threads());
+    }
 }
 
 void team_barrier(pyllm_team *t) {
     (void)t;
 #pragma omp barrier
+}
+
+int team_claim(pyllm_team *t, team_cursor *c, int n_items) {
+    int v;
+#pragma omp atomic capture
+    v = t->claimed++;
+    if (v - c->base < n_items) return v - c->base;
+    c->base += n_items + t->size; /* this thread's one claim past the end */
+    return -1;
 }
 
 void team_free(pyllm_team *t) { free(t); }
@@ -78,6 +94,7 @@ struct pyllm_team {
     atomic_int passed;           /* barriers passed so far */
     atomic_int barrier_sleepers; /* threads asleep in a barrier */
     atomic_int spin_budget;      /* pauses a barrier wait spins before it sleeps */
+    atomic_int claimed;          /* claims made in the current job (team_claim) */
     int quit, job_sleepers;      /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t wake;         /* a job, or quit */
@@ -151,6 +168,7 @@ static int start_workers(pyllm_team *t) {
     atomic_init(&t->passed, 0);
     atomic_init(&t->barrier_sleepers, 0);
     atomic_init(&t->spin_budget, MAX_BARRIER_SPINS);
+    atomic_init(&t->claimed, 0);
     t->quit = t->job_sleepers = t->started = 0;
     t->pid = getpid();
     for (int i = 1; i < t->n; i++) {
@@ -209,6 +227,7 @@ fail:
 
 void team_run(pyllm_team *t, team_fn *fn, void *arg) {
     if (t->pid != getpid()) after_fork(t); /* on failure: fewer threads (at least the caller) */
+    atomic_store(&t->claimed, 0); /* no thread is in a job: the last one ended at a barrier */
     if (t->n == 1) {
         fn(arg, 0, 1);
         return;
@@ -221,6 +240,13 @@ void team_run(pyllm_team *t, team_fn *fn, void *arg) {
     pthread_mutex_unlock(&t->mu);
     fn(arg, 0, t->n);
     team_barrier(t);
+}
+
+int team_claim(pyllm_team *t, team_cursor *c, int n_items) {
+    const int v = atomic_fetch_add(&t->claimed, 1) - c->base;
+    if (v < n_items) return v;
+    c->base += n_items + t->n; /* this thread's one claim past the end */
+    return -1;
 }
 
 void team_free(pyllm_team *t) {

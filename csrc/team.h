@@ -25,6 +25,17 @@ void team_run(pyllm_team *t, team_fn *fn, void *arg);
 /* Wait until every thread of the team's job has reached this barrier. */
 void team_barrier(pyllm_team *t);
 
+/* A thread's place in the dynamically shared loops of one job; each thread starts a job with {0}. */
+typedef struct {
+    int base; /* the team's claim count where this thread's current loop began */
+} team_cursor;
+
+/* The next item (0 .. n_items - 1) of a loop whose items go to whichever thread asks first, or -1
+ * when none is left. Every thread of the job runs each such loop until it gets -1, and a barrier
+ * separates one loop from the next: then each loop takes exactly n_items + nth claims, and every
+ * thread knows where the next one starts without a reset. */
+int team_claim(pyllm_team *t, team_cursor *c, int n_items);
+
 /* Stop the workers and free the team (no job running). NULL is ignored. */
 void team_free(pyllm_team *t);
 

@@ -244,9 +244,14 @@ static void thread_share(int n, int ith, int nth, int align, int *lo, int *hi) {
 
 void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
                  int accumulate, int ith, int nth) {
-    const struct kern_type_traits *t = traits_of(w->type);
     int r0, r1;
     thread_share(w->rows, ith, nth, 4, &r0, &r1);
+    kern_matmul_rows(isa, w, in, n, y, accumulate, r0, r1);
+}
+
+void kern_matmul_rows(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
+                      int accumulate, int r0, int r1) {
+    const struct kern_type_traits *t = traits_of(w->type);
     if (!t || r0 >= r1) return;
     const void *xq = t->act == KERN_ACT_Q8X ? (const void *)in->q8x
                    : t->act == KERN_ACT_Q8K ? (const void *)in->q8k : NULL;
@@ -260,9 +265,14 @@ int kern_type_float_matmul(int type) {
 
 void kern_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y,
                        int accumulate, int ith, int nth) {
-    const struct kern_type_traits *t = traits_of(w->type);
     int r0, r1;
     thread_share(w->rows, ith, nth, 4, &r0, &r1);
+    kern_matmul_float_rows(isa, w, x, n, y, accumulate, r0, r1);
+}
+
+void kern_matmul_float_rows(int isa, const pyllm_tensor *w, const float *x, int n, float *y,
+                            int accumulate, int r0, int r1) {
+    const struct kern_type_traits *t = traits_of(w->type);
     if (!t || !t->matmul_float[PYLLM_ISA_PORTABLE] || r0 >= r1) return;
     KERNEL_OF(t->matmul_float, isa)(w, r0, r1, x, NULL, n, y, accumulate);
 }

@@ -49,6 +49,11 @@ void kern_quantize_rows(int isa, int act, const float *x, int n, int cols, void 
  * accumulate set, results are added to y (residual connections) instead of stored. */
 void kern_matmul(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
                  int accumulate, int ith, int nth);
+/* kern_matmul over rows [r0, r1) alone, by the calling thread (r0 and r1 multiples of
+ * KERN_ROW_ALIGN, or r1 = w->rows): a row's result does not depend on how rows are split. */
+#define KERN_ROW_ALIGN 16
+void kern_matmul_rows(int isa, const pyllm_tensor *w, const kern_input *in, int n, float *y,
+                      int accumulate, int r0, int r1);
 /* 1 if kern_matmul_float has a kernel for the weight type (F32, F16, Q8_0), else 0. */
 int kern_type_float_matmul(int type);
 /* kern_matmul against the float rows x as they are, not quantized to 8 bits: the classifier's,
@@ -56,6 +61,9 @@ int kern_type_float_matmul(int type);
  * accepts (others do nothing). */
 void kern_matmul_float(int isa, const pyllm_tensor *w, const float *x, int n, float *y,
                        int accumulate, int ith, int nth);
+/* kern_matmul_float over rows [r0, r1) alone (as kern_matmul_rows). */
+void kern_matmul_float_rows(int isa, const pyllm_tensor *w, const float *x, int n, float *y,
+                            int accumulate, int r0, int r1);
 
 /* gate = silu(gate) * up, elementwise over n rows of `cols` values (SwiGLU): this thread's share,
  * with no barrier inside (every thread of the team calls it; the caller waits before reading gate).

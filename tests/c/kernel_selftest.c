@@ -3,8 +3,10 @@
  * qemu (the pytest suite covers x86-64 through the Python extension). Exit status 0 = all agree. */
 #include "../../csrc/pyllm.h"
 #include "../../csrc/kernels/quants.h"
+#include "../../csrc/team.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,51 @@ static int is_kquant(int type) {
     return type == PYLLM_TYPE_Q4_K || type == PYLLM_TYPE_Q5_K || type == PYLLM_TYPE_Q6_K;
 }
 
+/* team_claim: every item of every loop goes to exactly one thread, loop after loop (some of them
+ * empty) and job after job, whichever threads ask first. */
+#define CLAIM_LOOPS 200
+#define CLAIM_MAX_ITEMS 13
+static atomic_int claim_counts[CLAIM_LOOPS][CLAIM_MAX_ITEMS];
+
+static void claim_job(void *arg, int ith, int nth) {
+    pyllm_team *team = arg;
+    team_cursor cursor = {0};
+    (void)nth;
+    for (int l = 0; l < CLAIM_LOOPS; l++) {
+        for (int i; (i = team_claim(team, &cursor, l % CLAIM_MAX_ITEMS)) >= 0;) {
+            atomic_fetch_add(&claim_counts[l][i], 1);
+            if ((i + ith) % 3 == 0)
+                for (volatile int spin = 0; spin < 1000; spin++) {} /* uneven work: threads take turns */
+        }
+        team_barrier(team);
+    }
+}
+
+static int check_team_claims(void) {
+    int failures = 0;
+    for (int n_threads = 1; n_threads <= 3; n_threads++) {
+        pyllm_team *team;
+        if (team_new(n_threads, &team)) return 1;
+        for (int job = 0; job < 3; job++) {
+            for (int l = 0; l < CLAIM_LOOPS; l++)
+                for (int i = 0; i < CLAIM_MAX_ITEMS; i++) atomic_store(&claim_counts[l][i], 0);
+            team_run(team, claim_job, team);
+            for (int l = 0; l < CLAIM_LOOPS; l++)
+                for (int i = 0; i < CLAIM_MAX_ITEMS; i++) {
+                    int want = i < l % CLAIM_MAX_ITEMS, got = atomic_load(&claim_counts[l][i]);
+                    if (got != want) {
+                        printf("FAIL team_claim, %d threads, job %d, loop %d, item %d: claimed %d times\n",
+                               n_threads, job, l, i, got);
+                        failures++;
+                    }
+                }
+        }
+        team_free(team);
+    }
+    printf("team_claim: %s\n", failures ? "FAIL" : "ok");
+    return failures;
+}
+
 int main(void) {
     const int types[] = {PYLLM_TYPE_F32, PYLLM_TYPE_F16, PYLLM_TYPE_Q8_0, PYLLM_TYPE_Q4_0, PYLLM_TYPE_Q4_1,
                          PYLLM_TYPE_Q5_0, PYLLM_TYPE_Q5_1, PYLLM_TYPE_Q4_K, PYLLM_TYPE_Q5_K,
@@ -62,7 +109,7 @@ int main(void) {
     const int sizes[][3] = {{1, 32, 1}, {7, 64, 1}, {37, 96, 3}, {67, 576, 9}, {130, 160, 4}};
     /* the K-quants' rows are whole super-blocks of 256 */
     const int ksizes[][3] = {{1, 256, 1}, {7, 512, 2}, {37, 768, 3}, {67, 2304, 5}, {130, 256, 17}};
-    int failures = 0;
+    int failures = check_team_claims();
     unsigned seed = 1;
     for (int isa = PYLLM_ISA_AVX2; isa <= PYLLM_ISA_AVX512; isa++) {
         if (!pyllm_isa_available(isa)) continue;
