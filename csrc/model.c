@@ -187,6 +187,13 @@ static void span_share(int cols, int unit, int ith, int nth, int *c0, int *c1) {
     *c1 = *c1 * unit < cols ? *c1 * unit : cols;
 }
 
+/* 1 / rms(x) of a row of dim values (eps added to the mean square). */
+static float rms_scale(const float *x, int dim, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+    return 1.0f / sqrtf((float)(ss / dim) + eps);
+}
+
 /* out = x / rms(x) * weight for n rows; each row then quantized into the formats in acts. Fewer
  * rows than threads (a single token) are each split by columns: every thread sums the row's
  * squares itself and writes and quantizes its share, so no thread waits for another's. */
@@ -198,26 +205,24 @@ static void rmsnorm_rows(int isa, work *s, float *out, const float *x, const flo
     for (int t = lo; t < hi; t++) {
         const float *xt = x + (size_t)t * dim;
         float *ot = out + (size_t)t * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
-        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
+        const float scale = rms_scale(xt, dim, eps);
         for (int i = c0; i < c1; i++) ot[i] = xt[i] * scale * weight[i];
         if (c0 < c1) quantize_span(isa, s, out, t, c0, c1, dim, acts);
     }
 }
 
-/* x += rmsnorm(y) * weight for n rows of dim values (a post-norm before the residual add). */
+/* x += rmsnorm(y) * weight for n rows of dim values (a post-norm before the residual add); fewer
+ * rows than threads split by columns, as in rmsnorm_rows. */
 static void add_rmsnorm_rows(float *x, const float *y, const float *weight, int n, int dim, float eps,
                              int ith, int nth) {
-    int lo, hi;
-    rows_share(n, ith, nth, &lo, &hi);
+    int lo = 0, hi = n, c0 = 0, c1 = dim;
+    if (n >= nth) rows_share(n, ith, nth, &lo, &hi);
+    else span_share(dim, 8, ith, nth, &c0, &c1);
     for (int t = lo; t < hi; t++) {
         const float *yt = y + (size_t)t * dim;
         float *xt = x + (size_t)t * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)yt[i] * yt[i];
-        float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
-        for (int i = 0; i < dim; i++) xt[i] += yt[i] * scale * weight[i];
+        const float scale = rms_scale(yt, dim, eps);
+        for (int i = c0; i < c1; i++) xt[i] += yt[i] * scale * weight[i];
     }
 }
 
@@ -319,9 +324,7 @@ static void head_bias_norm_rope(const pyllm_model *m, const work *s, float *vh, 
     if (bias)
         for (int i = 0; i < head_dim; i++) vh[i] += bias[h * head_dim + i];
     if (norm) {
-        double ss = 0.0;
-        for (int i = 0; i < head_dim; i++) ss += (double)vh[i] * vh[i];
-        float scale = 1.0f / sqrtf((float)(ss / head_dim) + m->c.norm_eps);
+        const float scale = rms_scale(vh, head_dim, m->c.norm_eps);
         for (int i = 0; i < head_dim; i++) vh[i] = vh[i] * scale * norm[i];
     }
     for (int i = 0; i < half && !L->no_rope; i++) {
