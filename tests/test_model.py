@@ -211,6 +211,29 @@ def test_token_by_token_equals_prompt_exactly(tmp_path, kernels, shape):
     np.testing.assert_array_equal(alone, batch)
 
 
+@pytest.mark.parametrize("kernels", available_kernels())
+@pytest.mark.parametrize("type_name", ["q8_0", "q4_k"])
+def test_thread_count_does_not_change_a_bit(tmp_path, kernels, type_name):
+    """Logits bit for bit with 1, 2 and 3 threads, as a prompt and token by token. A single token's
+    norms and gated activation are split by columns, and the rows of its larger matmuls (over 2 MiB
+    here: gate/up and the classifier) go to whichever thread claims them first."""
+    cfg = ModelConfig(dim=512, hidden_dim=4096, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=64,
+                      vocab_size=4096, max_seq_len=64, rope_theta=10000.0, norm_eps=1e-5,
+                      tied_embeddings=False, qkv_bias=False, qk_norm=False)
+    random_model(tmp_path / "m.bin", cfg, type_name, seed=11)
+    runs = []
+    for n_threads in (1, 2, 3):
+        with Model(tmp_path / "m.bin", n_threads=n_threads, kernels=kernels) as m:
+            batch = m.logits(TOKENS[:8])
+            m.reset()
+            alone = np.stack([m.eval([t]) for t in TOKENS[:8]])
+        runs.append((batch, alone))
+    np.testing.assert_array_equal(runs[0][1], runs[0][0])
+    for batch, alone in runs[1:]:
+        np.testing.assert_array_equal(batch, runs[0][0])
+        np.testing.assert_array_equal(alone, runs[0][1])
+
+
 def test_eval_appends_to_cache(tmp_path):
     cfg = config("mha")
     w = random_model(tmp_path / "m.bin", cfg, seed=1)
