@@ -240,7 +240,6 @@ typedef struct {
 #define MAX_CHUNKS 64
 /* Of those chunks, this percentage is dealt to the threads in equal shares before any is claimed. */
 #define DEALT_PERCENT 50
-#define MAX_STEP_MATMULS 3
 /* Steps reading fewer bytes of weights than this keep equal shares: there a claim costs about as
  * much as the imbalance it removes (SmolLM2's steps, 0.2-1.2 MB, decoded 2% slower claiming). */
 #define CLAIMED_MIN_BYTES (2.0 * 1024 * 1024)
@@ -257,17 +256,21 @@ static void matmul_chunk(int isa, const matmul_job *j, const kern_input *in, int
     else kern_matmul_rows(isa, j->w, in, n, j->y, j->accumulate, r0, r1);
 }
 
+/* Chunks in a matmul (chunk_rows rows each, the last one short). */
+static int chunks_of(const pyllm_tensor *w) {
+    const int rows = chunk_rows(w);
+    return (w->rows + rows - 1) / rows;
+}
+
 /* Chunk c of a step's matmuls (numbered through all of them in order). */
-static void matmul_chunk_at(int isa, const matmul_job *jobs, int count, const int *rows_per, const kern_input *in,
-                            int n, int c) {
+static void matmul_chunk_at(int isa, const matmul_job *jobs, int count, const kern_input *in, int n, int c) {
     for (int i = 0; i < count; i++) {
-        const int chunks = (jobs[i].w->rows + rows_per[i] - 1) / rows_per[i];
-        if (c < chunks) {
-            const int r0 = c * rows_per[i], r1 = r0 + rows_per[i] < jobs[i].w->rows ? r0 + rows_per[i] : jobs[i].w->rows;
-            matmul_chunk(isa, &jobs[i], in, n, r0, r1);
+        if (c < chunks_of(jobs[i].w)) {
+            const int rows = chunk_rows(jobs[i].w), r0 = c * rows;
+            matmul_chunk(isa, &jobs[i], in, n, r0, r0 + rows < jobs[i].w->rows ? r0 + rows : jobs[i].w->rows);
             return;
         }
-        c -= chunks;
+        c -= chunks_of(jobs[i].w);
     }
 }
 
@@ -288,16 +291,11 @@ static void matmuls(int isa, const matmul_job *jobs, int count, const kern_input
         }
         return;
     }
-    int rows_per[MAX_STEP_MATMULS], total = 0;
-    for (int i = 0; i < count; i++) {
-        rows_per[i] = chunk_rows(jobs[i].w);
-        total += (jobs[i].w->rows + rows_per[i] - 1) / rows_per[i];
-    }
+    int total = 0;
+    for (int i = 0; i < count; i++) total += chunks_of(jobs[i].w);
     const int dealt = total * DEALT_PERCENT / 100 / nth * nth;
-    for (int c = ith * (dealt / nth); c < (ith + 1) * (dealt / nth); c++)
-        matmul_chunk_at(isa, jobs, count, rows_per, in, n, c);
-    for (int k; (k = team_claim(team, cursor, total - dealt)) >= 0;)
-        matmul_chunk_at(isa, jobs, count, rows_per, in, n, dealt + k);
+    for (int c = ith * (dealt / nth); c < (ith + 1) * (dealt / nth); c++) matmul_chunk_at(isa, jobs, count, in, n, c);
+    for (int k; (k = team_claim(team, cursor, total - dealt)) >= 0;) matmul_chunk_at(isa, jobs, count, in, n, dealt + k);
 }
 
 /* cos and sin of the rotation angles pos[t] * freq[i] of the batch's n tokens, times the

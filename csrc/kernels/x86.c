@@ -880,7 +880,6 @@ AVX2_INLINE void avx2_ftile(const int type, const int R, const int C, const uint
         }
 }
 
-
 AVX2_INLINE void avx2_tile(const int type, const int R, const int C, const pyllm_tensor *w,
                            size_t rb, int r, const float *x, const void *xq, int t, float *y,
                            int accumulate) {
