@@ -538,7 +538,8 @@ X86_ORDER += [(k, t) for k in KERNELS if k in ("avx2", "avx512") for t in ("q4_k
 
 
 @pytest.mark.parametrize("kernels,type_name", X86_ORDER)
-@pytest.mark.parametrize("rows,cols", [(1, 32), (9, 256), (17, 544), (12, 1120), (3, 2304), (2, 33 * 1024)])
+@pytest.mark.parametrize("rows,cols", [(1, 32), (9, 256), (17, 544), (6, 576), (4, 640), (12, 1120), (3, 2304),
+                                       (2, 33 * 1024)])
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_x86_kernels_follow_one_order_of_float_operations(kernels, type_name, rows, cols, n):
     """Bit for bit what x86_order_model computes, single tokens and batches, for any block bytes, in

@@ -323,14 +323,23 @@ AVX2_INLINE void avx2_pair_values(const int type, const uint8_t *a, const uint8_
     }
     if (type == PYLLM_TYPE_Q5_0 || type == PYLLM_TYPE_Q5_1) {
         /* the 5th bits: value k of a block is bit k of its qh; byte j of a 128-bit lane takes
-         * byte j / 8 of its block's qh (a: bytes 0-3 of h, b: 4-7) and tests bit j % 8 */
-        uint32_t ha, hb = 0;
-        memcpy(&ha, a + qs - 4, 4);
-        if (b) memcpy(&hb, b + qs - 4, 4);
-        const __m256i h = _mm256_set1_epi64x((long long)((uint64_t)ha | (uint64_t)hb << 32));
+         * byte j / 8 of its block's qh and tests bit j % 8. With both blocks, one 32-byte load
+         * from a's qh holds a's qh at bytes 0-3 and b's at bytes bsize - 16 .. bsize - 13 of the
+         * high lane (no trip through an integer register); a lone last block goes that way. */
+        __m256i h, sel_lo;
+        if (b) {
+            const char o = (char)(type == PYLLM_TYPE_Q5_0 ? sizeof(block_q5_0) - 16 : sizeof(block_q5_1) - 16);
+            h = _mm256_loadu_si256((const __m256i *)(a + qs - 4));
+            sel_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                      o, o, o, o, o, o, o, o, o + 1, o + 1, o + 1, o + 1, o + 1, o + 1, o + 1, o + 1);
+        } else {
+            uint32_t ha;
+            memcpy(&ha, a + qs - 4, 4);
+            h = _mm256_set_m128i(_mm_setzero_si128(), _mm_set1_epi32((int)ha)); /* no b: a high lane of 0 */
+            sel_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                      0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        }
         const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL), five = _mm256_set1_epi8(0x10);
-        const __m256i sel_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                                4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5);
         const __m256i sel_hi = _mm256_add_epi8(sel_lo, _mm256_set1_epi8(2));
         const __m256i blo = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_lo), bit);
         const __m256i bhi = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_hi), bit);
@@ -406,6 +415,31 @@ AVX2_INLINE __m128 avx2_lanes_group(const int type, const int full, const uint8_
     return acc;
 }
 
+/* The last two blocks of a row of 8g + 2 blocks (a = 8g; a 4- or 5-bit type) against one token:
+ * avx2_lanes_group's arithmetic for them, both into the first sum, without the work of the six
+ * absent blocks (their 0 * 0 added to the other sums, as there, by one addition). A row of 576
+ * values (SmolLM2) ends this way. */
+AVX2_INLINE __m128 avx2_lanes_last_pair(const int type, const uint8_t *row, const float *xd, const float *xs,
+                                        const int32_t *nx, const int8_t *xp, int a, __m128 acc) {
+    const size_t bsize = x86_block_bytes(type);
+    const uint8_t *ba = row + (size_t)a * bsize, *bb = ba + bsize;
+    __m256i lo, hi;
+    avx2_pair_values(type, ba, bb, &lo, &hi);
+    const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xp)),
+                                         _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xp + 32))));
+    const __m256i r = _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); /* block a's partial sums, then a + 1's */
+    __m128i t = _mm_hadd_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    t = _mm_hadd_epi32(t, t); /* I_a, I_a+1, I_a, I_a+1 */
+    if (avx2_lanes_offset(type)) t = _mm_add_epi32(t, _mm_setr_epi32(nx[0], nx[4], 0, 0));
+    const __m128 f = _mm_cvtepi32_ps(t);
+    const __m128 others = _mm_add_ps(acc, _mm_setzero_ps());
+    acc = _mm_fmadd_ss(f, _mm_set_ss(avx2_half(ba) * xd[0]), acc);
+    if (x86_has_min(type)) acc = _mm_fmadd_ss(_mm_set_ss(avx2_half(ba + 2)), _mm_set_ss(xs[0]), acc);
+    acc = _mm_fmadd_ss(_mm_movehdup_ps(f), _mm_set_ss(avx2_half(bb) * xd[4]), acc);
+    if (x86_has_min(type)) acc = _mm_fmadd_ss(_mm_set_ss(avx2_half(bb + 2)), _mm_set_ss(xs[4]), acc);
+    return _mm_blend_ps(others, acc, 1);
+}
+
 /* The four sums as the result: (A_0 + A_2) + (A_1 + A_3). */
 AVX2_INLINE float avx2_sums4_result(__m128 acc) {
     const __m128 half = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
@@ -454,7 +488,7 @@ AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0
         return;
     }
     /* a token at a time (also where the scratch could not be had: the same result, slower) */
-    const int ng = (nb + 7) / 8, gfull = nb / 8;
+    const int ng = (nb + 7) / 8, gfull = nb / 8, last_pair = type != PYLLM_TYPE_Q8_0 && nb % 8 == 2;
     _Alignas(32) float xd[AVX2_XORDER_BLOCKS], xs[AVX2_XORDER_BLOCKS];
     _Alignas(32) int32_t nx[AVX2_XORDER_BLOCKS];
     _Alignas(32) int8_t xp[AVX2_XORDER_BLOCKS * 32];
@@ -469,7 +503,9 @@ AVX2_INLINE void avx2_matmul_lanes(const int type, const pyllm_tensor *w, int r0
                 int g = 0;
                 for (; g < gfull; g++)
                     acc = avx2_lanes_group(type, 1, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, xp + 256 * g, g, nb, acc);
-                if (g < ng)
+                if (last_pair)
+                    acc = avx2_lanes_last_pair(type, row, xd + 8 * g, xs + 8 * g, nx + 8 * g, xp + 256 * g, 8 * g, acc);
+                else if (g < ng)
                     acc = avx2_lanes_group(type, 0, row, xt, xd + 8 * g, xs + 8 * g, nx + 8 * g, xp + 256 * g, g, nb, acc);
                 const float v = avx2_sums4_result(acc);
                 yt[r] = accumulate ? yt[r] + v : v;
