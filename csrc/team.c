@@ -65,8 +65,8 @@ void team_free(pyllm_team *t) { free(t); }
 /* A spinning thread (at a barrier, or between jobs) yields the processor after every YIELD_SPINS
  * pauses (about 28 us). Where the threads share a core with other work (more runnable threads
  * than cores), the thread waited for may be queued behind this one on the same core: spinning
- * on would hold it back for the whole budget (SmolLM2 decoding beside one busy process: 22-24
- * tok/s without yields, 53 with them; llama.cpp 45). Where each thread has its own core, a
+ * on would hold it back for the whole budget (SmolLM2 decoding beside one busy process: 22-28
+ * tok/s without yields, 51-56 with them; llama.cpp 44-49). Where each thread has its own core, a
  * yield returns at once; yielding after every 256 pauses cost 2% there, after 1024 nothing. */
 #define YIELD_SPINS (1 << 10)
 #define MIN_BARRIER_SPINS (1 << 6)
