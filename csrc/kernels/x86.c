@@ -325,7 +325,8 @@ AVX2_INLINE void avx2_pair_values(const int type, const uint8_t *a, const uint8_
         /* the 5th bits: value k of a block is bit k of its qh; byte j of a 128-bit lane takes
          * byte j / 8 of its block's qh and tests bit j % 8. With both blocks, one 32-byte load
          * from a's qh holds a's qh at bytes 0-3 and b's at bytes bsize - 16 .. bsize - 13 of the
-         * high lane (no trip through an integer register); a lone last block goes that way. */
+         * high lane (no trip through an integer register); a row's lone last block reads its 4
+         * bytes alone (a 32-byte load there could read past the tensor). */
         __m256i h, sel_lo;
         if (b) {
             const char o = (char)(type == PYLLM_TYPE_Q5_0 ? sizeof(block_q5_0) - 16 : sizeof(block_q5_1) - 16);
