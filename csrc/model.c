@@ -256,21 +256,21 @@ static void matmul_chunk(int isa, const matmul_job *j, const kern_input *in, int
     else kern_matmul_rows(isa, j->w, in, n, j->y, j->accumulate, r0, r1);
 }
 
-/* Chunks in a matmul (chunk_rows rows each, the last one short). */
-static int chunks_of(const pyllm_tensor *w) {
-    const int rows = chunk_rows(w);
+/* Chunks in a matmul of chunks of `rows` rows (chunk_rows), the last one short. */
+static int chunks_of(const pyllm_tensor *w, int rows) {
     return (w->rows + rows - 1) / rows;
 }
 
 /* Chunk c of a step's matmuls (numbered through all of them in order). */
 static void matmul_chunk_at(int isa, const matmul_job *jobs, int count, const kern_input *in, int n, int c) {
     for (int i = 0; i < count; i++) {
-        if (c < chunks_of(jobs[i].w)) {
-            const int rows = chunk_rows(jobs[i].w), r0 = c * rows;
+        const int rows = chunk_rows(jobs[i].w), chunks = chunks_of(jobs[i].w, rows);
+        if (c < chunks) {
+            const int r0 = c * rows;
             matmul_chunk(isa, &jobs[i], in, n, r0, r0 + rows < jobs[i].w->rows ? r0 + rows : jobs[i].w->rows);
             return;
         }
-        c -= chunks_of(jobs[i].w);
+        c -= chunks;
     }
 }
 
@@ -292,7 +292,7 @@ static void matmuls(int isa, const matmul_job *jobs, int count, const kern_input
         return;
     }
     int total = 0;
-    for (int i = 0; i < count; i++) total += chunks_of(jobs[i].w);
+    for (int i = 0; i < count; i++) total += chunks_of(jobs[i].w, chunk_rows(jobs[i].w));
     const int dealt = total * DEALT_PERCENT / 100 / nth * nth;
     for (int c = ith * (dealt / nth); c < (ith + 1) * (dealt / nth); c++) matmul_chunk_at(isa, jobs, count, in, n, c);
     for (int k; (k = team_claim(team, cursor, total - dealt)) >= 0;) matmul_chunk_at(isa, jobs, count, in, n, dealt + k);

@@ -88,6 +88,12 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* Spin number `spins` of a wait: a pause, and every YIELD_SPINS pauses a yield of the processor. */
+static inline void spin_once(int spins) {
+    cpu_relax();
+    if (spins % YIELD_SPINS == YIELD_SPINS - 1) sched_yield();
+}
+
 typedef struct {
     pyllm_team *team;
     int ith;
@@ -133,8 +139,7 @@ void team_barrier(pyllm_team *t) {
                 atomic_store_explicit(&t->spin_budget, 2 * budget, memory_order_relaxed);
             return;
         }
-        cpu_relax();
-        if (spins % YIELD_SPINS == YIELD_SPINS - 1) sched_yield();
+        spin_once(spins);
     }
     const long long slept_at = now_ns();
     pthread_mutex_lock(&t->mu);
@@ -154,10 +159,7 @@ static void *worker_main(void *arg) {
     pyllm_team *t = w->team;
     int seen = 0;
     for (;;) {
-        for (int spins = 0; atomic_load(&t->job) == seen && spins < IDLE_SPINS; spins++) {
-            cpu_relax();
-            if (spins % YIELD_SPINS == YIELD_SPINS - 1) sched_yield();
-        }
+        for (int spins = 0; atomic_load(&t->job) == seen && spins < IDLE_SPINS; spins++) spin_once(spins);
         if (atomic_load(&t->job) == seen) {
             pthread_mutex_lock(&t->mu);
             t->job_sleepers++;

@@ -349,6 +349,17 @@ AVX2_INLINE void avx2_pair_values(const int type, const uint8_t *a, const uint8_
     }
 }
 
+/* The exact int32 partial sums of blocks a and b (NULL: absent) of a 4- or 5-bit type against
+ * the token's values laid out by pair (xq: avx2_lanes_xorder's 64 bytes): four for a in the low
+ * lane, four for b in the high one. */
+AVX2_INLINE __m256i avx2_pair_sums(const int type, const uint8_t *a, const uint8_t *b, const int8_t *xq) {
+    __m256i lo, hi;
+    avx2_pair_values(type, a, b, &lo, &hi);
+    const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)),
+                                         _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
 /* The f16 words at offset `at` of blocks 8g + 0, 2, 4, 6, 1, 3, 5, 7 (0 for those at or past nb),
  * gathered in integer registers (small stores read back as one vector would stall). */
 AVX2_INLINE __m128i avx2_group_halves(const uint8_t *row, size_t bsize, int g, int nb, const int full, size_t at) {
@@ -391,12 +402,8 @@ AVX2_INLINE __m128 avx2_lanes_group(const int type, const int full, const uint8_
         for (int p = 0; p < 4; p++) {
             const int a = 8 * g + 2 * p;
             if (!full && a >= nb) { r[p] = _mm256_setzero_si256(); continue; }
-            __m256i lo, hi;
-            avx2_pair_values(type, row + (size_t)a * bsize, full || a + 1 < nb ? row + (size_t)(a + 1) * bsize : NULL, &lo, &hi);
-            const int8_t *xq = xp + 64 * p;
-            const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)),
-                                                 _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))));
-            r[p] = _mm256_madd_epi16(p16, ones);
+            r[p] = avx2_pair_sums(type, row + (size_t)a * bsize,
+                                  full || a + 1 < nb ? row + (size_t)(a + 1) * bsize : NULL, xp + 64 * p);
         }
         /* low lane: blocks 0, 2 | 4, 6 halves, then whole; high lane: 1, 3 | 5, 7 */
         isum = _mm256_hadd_epi32(_mm256_hadd_epi32(r[0], r[1]), _mm256_hadd_epi32(r[2], r[3]));
@@ -424,11 +431,7 @@ AVX2_INLINE __m128 avx2_lanes_last_pair(const int type, const uint8_t *row, cons
                                         const int32_t *nx, const int8_t *xp, int a, __m128 acc) {
     const size_t bsize = x86_block_bytes(type);
     const uint8_t *ba = row + (size_t)a * bsize, *bb = ba + bsize;
-    __m256i lo, hi;
-    avx2_pair_values(type, ba, bb, &lo, &hi);
-    const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xp)),
-                                         _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xp + 32))));
-    const __m256i r = _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); /* block a's partial sums, then a + 1's */
+    const __m256i r = avx2_pair_sums(type, ba, bb, xp);
     __m128i t = _mm_hadd_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
     t = _mm_hadd_epi32(t, t); /* I_a, I_a+1, I_a, I_a+1 */
     if (avx2_lanes_offset(type)) t = _mm_add_epi32(t, _mm_setr_epi32(nx[0], nx[4], 0, 0));
